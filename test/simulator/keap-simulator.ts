@@ -1,0 +1,749 @@
+// A Keap (Infusionsoft) API simulator: a real HTTP server on loopback, used by tests, the demo and
+// the benchmark. Behaviour follows /work/shared/keap-api-notes.md (token endpoint, Apigee 401/429
+// faults, quota headers, XML-RPC). Node built-ins only; the API path avoids sync I/O and needless
+// JSON work (fixed bodies are pre-serialised, headers go out in one writeHead).
+
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { QuotaTracker, SpikeArrest, type CredentialKind } from './quota.js';
+import { methodResponseFault, methodResponseStruct, parseMethodCall, XmlParseError } from './xml.js';
+
+export type { CredentialKind } from './quota.js';
+
+export interface SimulatorOptions {
+  host?: string; // default '127.0.0.1'
+  port?: number; // default 0 (ephemeral)
+  clientId?: string; // default 'sim-client-id'
+  clientSecret?: string; // default 'sim-client-secret'
+  apiKeys?: string[]; // keys accepted in X-Keap-API-Key, default ['KeapAK-sim-personal-access-token']
+  legacyKeys?: string[]; // legacy XML-RPC "Encrypted Keys" accepted as privateKey param, default ['sim-legacy-encrypted-key']
+  accessTokenTtlSeconds?: number; // expires_in of issued access tokens, default 86400
+  seedRefreshToken?: string; // a refresh token valid at start, default 'sim-seed-refresh-token'
+  tenant?: string; // default 'ab123' (scope returned: 'full|ab123.infusionsoft.com')
+  ratePerSecond?: number; // per-second spike limit enforced with 429s; 0 = off (default 0)
+  retryAfterOn429?: boolean; // include a Retry-After header on 429s (Keap does not document one), default false
+  /** Enforced daily product quota (429 QuotaViolation above it). Default: not enforced, headers show Keap's limits. */
+  dailyQuota?: number;
+  /** Enforced per-minute product throttle (429 QuotaViolation above it). Default: not enforced. */
+  minuteQuota?: number;
+}
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  /** Kept too so tests can check header order/case/duplicates after proxying. */
+  rawHeaders: string[];
+  body: Buffer;
+}
+
+export interface SimulatorCounters {
+  tokenCalls: number;
+  refreshGrants: number;
+  codeGrants: number;
+  /** 400 invalid_grant answers: dead/unknown refresh tokens, and unknown/used codes or redirect mismatches. */
+  invalidGrants: number;
+  /** 401s from /token for bad client credentials (Keap answers those with error "invalid_grant" too). */
+  invalidClients: number;
+  apiCalls: number;
+  unauthorized: number;
+  throttled: number;
+  xmlrpcCalls: number;
+}
+
+export type TokenEndpointMode = 'ok' | 'error500' | 'hang';
+export type RouteHandler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+
+const EMPTY = Buffer.alloc(0);
+const JSON_CT = 'application/json';
+const MAX_RECORDED = 200;
+const MAX_RECORDED_TOKEN = 50;
+const ECHO_BASE64_MAX = 64 * 1024;
+const MAX_BYTES = 256 * 1024 * 1024;
+const CODE_TTL_MS = 10 * 60_000;
+
+const fault = (faultstring: string, errorcode: string): Buffer =>
+  Buffer.from(JSON.stringify({ fault: { faultstring, detail: { errorcode } } }));
+
+// Apigee 401 bodies, pre-serialised (they are hot in token-expiry benchmarks).
+const FAULT_MISSING = fault('Invalid access token', 'oauth.v2.InvalidAccessToken');
+const FAULT_INVALID = fault('Invalid Access Token', 'keymanagement.service.invalid_access_token');
+const FAULT_EXPIRED = fault('Access Token expired', 'keymanagement.service.access_token_expired');
+const FAULT_NOT_APPROVED = fault('Access Token not approved', 'keymanagement.service.access_token_not_approved');
+
+const CONTACTS_BODY = Buffer.from(
+  JSON.stringify({
+    contacts: [
+      {
+        id: 1,
+        given_name: 'Ada',
+        family_name: 'Lovelace',
+        email_addresses: [{ email: 'ada@example.com', field: 'EMAIL1' }],
+      },
+      {
+        id: 2,
+        given_name: 'Alan',
+        family_name: 'Turing',
+        email_addresses: [{ email: 'alan@example.com', field: 'EMAIL1' }],
+      },
+    ],
+    count: 2,
+  }),
+);
+const TAGS_BODY = Buffer.from(
+  JSON.stringify({
+    tags: [
+      { id: '1', name: 'Customer', description: 'Paying customer', category: { id: '10', name: 'Lifecycle' } },
+      { id: '2', name: 'Lead', description: 'Not yet a customer', category: { id: '10', name: 'Lifecycle' } },
+    ],
+    next_page_token: '',
+  }),
+);
+
+/** Deterministic pattern for __bytes (byte i = i % 251), grown on demand and sliced per request. */
+let bytesPattern = EMPTY;
+function patternBytes(size: number): Buffer {
+  if (bytesPattern.length < size) {
+    const b = Buffer.allocUnsafe(Math.max(size, 64 * 1024));
+    for (let i = 0; i < b.length; i++) b[i] = i % 251;
+    bytesPattern = b;
+  }
+  return bytesPattern.subarray(0, size);
+}
+
+function intParam(query: string, name: string, dflt: number, min: number, max: number): number {
+  const raw = new URLSearchParams(query).get(name);
+  const n = raw === null ? dflt : Number(raw);
+  return Number.isFinite(n) ? Math.min(max, Math.max(min, Math.floor(n))) : dflt;
+}
+
+/** Collects the request body; answers synchronously (no event-loop hop) when there is none. */
+function readBody(req: IncomingMessage, done: (body: Buffer) => void): void {
+  const cl = req.headers['content-length'];
+  if ((cl === undefined || cl === '0') && req.headers['transfer-encoding'] === undefined) {
+    done(EMPTY);
+    return;
+  }
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+  req.on('error', () => {
+    /* client went away: nothing to answer */
+  });
+}
+
+interface AuthOk {
+  kind: CredentialKind;
+  /** Quota bucket key: one per OAuth client, one per key. */
+  identity: string;
+  /** Shown in QuotaViolation fault strings. */
+  identifier: string;
+}
+
+export class KeapSimulator {
+  readonly url: string;
+  readonly tokenUrl: string;
+  counters: SimulatorCounters = {
+    tokenCalls: 0,
+    refreshGrants: 0,
+    codeGrants: 0,
+    invalidGrants: 0,
+    invalidClients: 0,
+    apiCalls: 0,
+    unauthorized: 0,
+    throttled: 0,
+    xmlrpcCalls: 0,
+  };
+  /** Oldest first; the last 200 requests to API endpoints (rejected ones included). */
+  lastRequests: RecordedRequest[] = [];
+  /** Oldest first; the last 50 requests to /token (to check client auth style, form fields...). */
+  lastTokenRequests: RecordedRequest[] = [];
+
+  private readonly server: Server;
+  private readonly clientId: string;
+  private readonly clientSecret: string;
+  private readonly apiKeys: Set<string>;
+  private readonly legacyKeys: Set<string>;
+  private readonly tenant: string;
+  private readonly scope: string;
+  private accessTokenTtlSeconds: number;
+  private retryAfterOn429: boolean;
+  private refreshToken: string | undefined;
+  /** access token -> expiry (epoch ms). Old tokens stay valid until expiry (Keap documents no revocation). */
+  private readonly accessTokens = new Map<string, number>();
+  private readonly codes = new Map<string, { redirectUri: string; expiresAt: number }>();
+  private tokenMode: TokenEndpointMode = 'ok';
+  private approved = true;
+  private spike: SpikeArrest;
+  private spikeFault: Buffer = EMPTY;
+  private readonly quota: QuotaTracker;
+  private readonly routes = new Map<string, RouteHandler>();
+  private readonly routePaths = new Map<string, number>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private nextContactId = 1001;
+  private closed = false;
+
+  static async start(opts: SimulatorOptions = {}): Promise<KeapSimulator> {
+    const server = createServer({ keepAlive: true, noDelay: true, requestTimeout: 0 });
+    // Long keep-alive so benchmark connections are reused; close() destroys them anyway.
+    server.keepAliveTimeout = 65_000;
+    server.headersTimeout = 66_000;
+    const host = opts.host ?? '127.0.0.1';
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const port = (server.address() as AddressInfo).port;
+    return new KeapSimulator(server, `http://${host.includes(':') ? `[${host}]` : host}:${port}`, opts);
+  }
+
+  private constructor(server: Server, url: string, opts: SimulatorOptions) {
+    this.server = server;
+    this.url = url;
+    this.tokenUrl = `${url}/token`;
+    this.clientId = opts.clientId ?? 'sim-client-id';
+    this.clientSecret = opts.clientSecret ?? 'sim-client-secret';
+    this.apiKeys = new Set(opts.apiKeys ?? ['KeapAK-sim-personal-access-token']);
+    this.legacyKeys = new Set(opts.legacyKeys ?? ['sim-legacy-encrypted-key']);
+    this.accessTokenTtlSeconds = opts.accessTokenTtlSeconds ?? 86_400;
+    this.refreshToken = opts.seedRefreshToken ?? 'sim-seed-refresh-token';
+    this.tenant = opts.tenant ?? 'ab123';
+    this.scope = `full|${this.tenant}.infusionsoft.com`;
+    this.retryAfterOn429 = opts.retryAfterOn429 ?? false;
+    this.quota = new QuotaTracker(this.tenant);
+    this.quota.dailyOverride = opts.dailyQuota ?? null;
+    this.quota.minuteOverride = opts.minuteQuota ?? null;
+    this.spike = new SpikeArrest(0);
+    this.setRatePerSecond(opts.ratePerSecond ?? 0);
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
+  }
+
+  // ---------------------------------------------------------------- control API
+
+  /** Closes the listener and destroys every socket (hanging requests included) so tests end fast. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    const done = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeAllConnections();
+    await done;
+  }
+
+  /** Zeroes the counters in place (references stay valid) and forgets recorded requests. */
+  resetCounters(): void {
+    for (const k of Object.keys(this.counters) as (keyof SimulatorCounters)[]) this.counters[k] = 0;
+    this.lastRequests.length = 0;
+    this.lastTokenRequests.length = 0;
+  }
+
+  currentRefreshToken(): string | undefined {
+    return this.refreshToken;
+  }
+
+  issueAuthorizationCode(redirectUri: string): string {
+    const code = randomBytes(16).toString('base64url');
+    this.codes.set(code, { redirectUri, expiresAt: Date.now() + CODE_TTL_MS });
+    return code;
+  }
+
+  /** Mints a live access token without the token endpoint (for tests that need one directly). */
+  issueAccessToken(ttlSeconds = this.accessTokenTtlSeconds): string {
+    const token = randomBytes(24).toString('base64url');
+    this.accessTokens.set(token, Date.now() + ttlSeconds * 1000);
+    return token;
+  }
+
+  expireAccessTokens(): void {
+    for (const k of this.accessTokens.keys()) this.accessTokens.set(k, 0);
+  }
+
+  revokeRefreshTokens(): void {
+    this.refreshToken = undefined;
+  }
+
+  setTokenEndpointMode(mode: TokenEndpointMode): void {
+    this.tokenMode = mode;
+  }
+
+  setAccessTokenTtlSeconds(seconds: number): void {
+    this.accessTokenTtlSeconds = seconds;
+  }
+
+  /** Also restarts the sliding window, so a test gets a clean second. 0 turns spike arrest off. */
+  setRatePerSecond(n: number): void {
+    const rate = Math.max(0, Math.floor(n));
+    this.spike = new SpikeArrest(rate);
+    this.quota.spikeOverride = rate;
+    this.spikeFault = fault(
+      `Spike arrest violation. Allowed rate : MessageRate{messagesPerPeriod=${rate}, periodInMicroseconds=1000000, maxBurstMessageCount=${rate}.0}`,
+      'policies.ratelimit.SpikeArrestViolation',
+    );
+  }
+
+  setRetryAfterOn429(on: boolean): void {
+    this.retryAfterOn429 = on;
+  }
+
+  /** Enforce a daily product quota of n calls (0 = every call refused); null = back to not enforced. */
+  setDailyQuota(n: number | null): void {
+    this.quota.dailyOverride = n;
+  }
+
+  /** Enforce a per-minute product throttle of n calls; null = back to not enforced. */
+  setMinuteQuota(n: number | null): void {
+    this.quota.minuteOverride = n;
+  }
+
+  /** Forgets all quota usage (daily, minute, tenant). */
+  resetQuotas(): void {
+    this.quota.reset();
+  }
+
+  setApproved(approved: boolean): void {
+    this.approved = approved;
+  }
+
+  /**
+   * Test-specific handler for an exact path (query string ignored); method '*' matches any method.
+   * For API paths it runs after auth and quotas, before built-ins. A path outside /crm/ becomes an
+   * API endpoint too (e.g. a legacy '/api/xmlrpc'). A route on '/token' replaces the token endpoint.
+   */
+  route(method: string, path: string, handler: RouteHandler): void {
+    const key = `${method.toUpperCase()} ${path}`;
+    if (!this.routes.has(key)) this.routePaths.set(path, (this.routePaths.get(path) ?? 0) + 1);
+    this.routes.set(key, handler);
+  }
+
+  unroute(method: string, path: string): void {
+    if (this.routes.delete(`${method.toUpperCase()} ${path}`)) {
+      const n = (this.routePaths.get(path) ?? 1) - 1;
+      if (n <= 0) this.routePaths.delete(path);
+      else this.routePaths.set(path, n);
+    }
+  }
+
+  clearRoutes(): void {
+    this.routes.clear();
+    this.routePaths.clear();
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const query = q < 0 ? '' : url.slice(q + 1);
+    if (path === '/token') {
+      this.counters.tokenCalls++;
+      readBody(req, (body) => this.handleToken(req, res, body));
+      return;
+    }
+    if (!path.startsWith('/crm/') && !this.routePaths.has(path)) {
+      // Outside the API proxy base: not an API call, not authenticated.
+      send(res, 404, JSON_CT, Buffer.from(JSON.stringify({ message: 'Not Found', path })));
+      return;
+    }
+    readBody(req, (body) => this.handleApi(req, res, path, query, body));
+  }
+
+  private findRoute(method: string, path: string): RouteHandler | undefined {
+    if (this.routes.size === 0) return undefined;
+    return this.routes.get(`${method} ${path}`) ?? this.routes.get(`* ${path}`);
+  }
+
+  private runRoute(handler: RouteHandler, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+    try {
+      handler(req, res, body);
+    } catch (err) {
+      if (!res.headersSent) send(res, 500, JSON_CT, Buffer.from(JSON.stringify({ message: String(err) })));
+      else res.destroy();
+    }
+  }
+
+  // ---------------------------------------------------------------- /token
+
+  private handleToken(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+    record(this.lastTokenRequests, MAX_RECORDED_TOKEN, req, body);
+    const custom = this.findRoute(req.method ?? 'GET', '/token');
+    if (custom) return this.runRoute(custom, req, res, body);
+    if (this.tokenMode === 'hang') return; // never answered; close() destroys the socket
+    if (this.tokenMode === 'error500') {
+      return tokenJson(res, 500, { error: 'server_error', error_description: 'Internal Server Error' });
+    }
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return tokenJson(res, 405, { error: 'invalid_request', error_description: 'Method Not Allowed' });
+    }
+    const ct = req.headers['content-type'] ?? '';
+    if (!ct.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
+      return tokenJson(res, 400, {
+        error: 'invalid_request',
+        error_description: 'Content-Type must be application/x-www-form-urlencoded',
+      });
+    }
+    const form = new URLSearchParams(body.toString('utf8'));
+    if (!this.clientAuthenticated(req, form)) {
+      this.counters.invalidClients++;
+      return tokenJson(res, 401, {
+        error: 'invalid_grant',
+        error_description: 'Unable to authenticate username and password',
+      });
+    }
+    const grant = form.get('grant_type');
+    if (grant === 'refresh_token') {
+      const rt = form.get('refresh_token');
+      if (!rt) return tokenJson(res, 400, { error: 'invalid_request', error_description: 'Missing refresh_token' });
+      if (this.refreshToken === undefined || rt !== this.refreshToken) {
+        this.counters.invalidGrants++;
+        return tokenJson(res, 400, { error: 'invalid_grant', error_description: 'Invalid refresh token' });
+      }
+      this.counters.refreshGrants++;
+      return this.issueTokens(res);
+    }
+    if (grant === 'authorization_code') {
+      const code = form.get('code') ?? '';
+      const entry = this.codes.get(code);
+      this.codes.delete(code); // one use, whatever the outcome
+      if (!entry || entry.expiresAt < Date.now()) {
+        this.counters.invalidGrants++;
+        return tokenJson(res, 400, { error: 'invalid_grant', error_description: 'Invalid authorization code' });
+      }
+      if (form.get('redirect_uri') !== entry.redirectUri) {
+        this.counters.invalidGrants++;
+        return tokenJson(res, 400, { error: 'invalid_grant', error_description: 'Redirect URI mismatch' });
+      }
+      this.counters.codeGrants++;
+      return this.issueTokens(res);
+    }
+    if (!grant) return tokenJson(res, 400, { error: 'invalid_request', error_description: 'Missing grant_type' });
+    return tokenJson(res, 400, { error: 'unsupported_grant_type', error_description: `Unsupported grant_type ${grant}` });
+  }
+
+  /** Basic base64(id:secret) (what Keap's SDKs send on refresh) or client_id/client_secret form fields. */
+  private clientAuthenticated(req: IncomingMessage, form: URLSearchParams): boolean {
+    const authz = req.headers.authorization;
+    let id: string | null;
+    let secret: string | null;
+    const m = authz ? /^Basic\s+(\S+)\s*$/i.exec(authz) : null;
+    if (m) {
+      const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon < 0) return false;
+      id = decoded.slice(0, colon);
+      secret = decoded.slice(colon + 1);
+      if (id === this.clientId && secret === this.clientSecret) return true;
+      // RFC 6749 2.3.1 form-encodes id and secret before base64; accept that spelling too.
+      try {
+        id = decodeURIComponent(id.replace(/\+/g, ' '));
+        secret = decodeURIComponent(secret.replace(/\+/g, ' '));
+      } catch {
+        return false;
+      }
+    } else {
+      id = form.get('client_id');
+      secret = form.get('client_secret');
+    }
+    return id === this.clientId && secret === this.clientSecret;
+  }
+
+  private issueTokens(res: ServerResponse): void {
+    const access = this.issueAccessToken();
+    this.refreshToken = randomBytes(24).toString('base64url'); // rotation: the previous one dies now
+    tokenJson(res, 200, {
+      access_token: access,
+      token_type: 'bearer',
+      expires_in: this.accessTokenTtlSeconds,
+      refresh_token: this.refreshToken,
+      scope: this.scope,
+    });
+  }
+
+  // ---------------------------------------------------------------- API
+
+  private handleApi(req: IncomingMessage, res: ServerResponse, path: string, query: string, body: Buffer): void {
+    this.counters.apiCalls++;
+    record(this.lastRequests, MAX_RECORDED, req, body);
+    const method = req.method ?? 'GET';
+    const isXmlrpc = path === '/crm/xmlrpc/v1' || path === '/crm/xmlrpc';
+    if (isXmlrpc) this.counters.xmlrpcCalls++;
+
+    // Apigee: authenticate before routing.
+    const auth = this.authenticate(req, isXmlrpc && method === 'POST' ? body : undefined);
+    if (Buffer.isBuffer(auth)) {
+      this.counters.unauthorized++;
+      // No quota headers: the Quota policy runs after authentication, so there is no product to report.
+      send(res, 401, JSON_CT, auth);
+      return;
+    }
+
+    const now = Date.now();
+    const bucket = this.quota.bucket(auth.identity, auth.kind, auth.identifier);
+    if (!this.spike.allow(now)) {
+      const q = this.quota.apply(bucket, now, false);
+      this.counters.throttled++;
+      if (this.retryAfterOn429) q.headers.push('retry-after', '1');
+      send(res, 429, JSON_CT, this.spikeFault, q.headers);
+      return;
+    }
+    const q = this.quota.apply(bucket, now, true);
+    if (q.violation) {
+      this.counters.throttled++;
+      if (this.retryAfterOn429) q.headers.push('retry-after', String(q.retryAfterSeconds));
+      send(
+        res,
+        429,
+        JSON_CT,
+        fault(
+          `Rate limit quota violation. Quota limit  exceeded. Identifier : ${q.identifier}`,
+          'policies.ratelimit.QuotaViolation',
+        ),
+        q.headers,
+      );
+      return;
+    }
+    const qh = q.headers;
+
+    const custom = this.findRoute(method, path);
+    if (custom) {
+      for (let i = 0; i < qh.length; i += 2) res.setHeader(qh[i]!, qh[i + 1]!);
+      return this.runRoute(custom, req, res, body);
+    }
+
+    if (isXmlrpc) return this.handleXmlrpc(req, res, method, body, auth.kind, qh);
+
+    if (path.startsWith('/crm/rest/v1/') || path.startsWith('/crm/rest/v2/')) {
+      const rest = path.slice(13); // after '/crm/rest/vN/'
+      const v1 = path[11] === '1'; // '/crm/rest/v' is 11 chars
+      switch (rest) {
+        case 'contacts':
+          if (v1 && method === 'GET') return send(res, 200, JSON_CT, CONTACTS_BODY, qh);
+          if (v1 && method === 'POST') return this.createContact(res, body, qh);
+          break;
+        case 'oauth/connect/userinfo':
+          if (v1 && method === 'GET') return send(res, 200, JSON_CT, this.userinfoBody(), qh);
+          break;
+        case 'account/profile':
+          if (v1 && method === 'GET') return send(res, 200, JSON_CT, this.profileBody(), qh);
+          break;
+        case 'tags':
+          if (!v1 && method === 'GET') return send(res, 200, JSON_CT, TAGS_BODY, qh);
+          break;
+        case '__stream':
+          if (method === 'GET') return this.stream(res, query, qh);
+          break;
+        case '__hang':
+          return; // never answered; close() destroys the socket
+        case '__bytes':
+          if (method === 'GET') {
+            const size = intParam(query, 'size', 1024, 0, MAX_BYTES);
+            return send(res, 200, 'application/octet-stream', patternBytes(size), qh);
+          }
+          break;
+        case '__status': {
+          // Any status code, for 5xx/4xx handling tests: /crm/rest/v1/__status?code=503
+          const code = intParam(query, 'code', 200, 200, 599);
+          return send(res, code, JSON_CT, Buffer.from(JSON.stringify({ status: code })), qh);
+        }
+        case '__delay': {
+          // A normal answer after ms milliseconds: /crm/rest/v1/__delay?ms=300
+          const ms = intParam(query, 'ms', 100, 0, 600_000);
+          this.later(ms, () => send(res, 200, JSON_CT, Buffer.from(JSON.stringify({ delayedMs: ms })), qh));
+          return;
+        }
+        default:
+          if (rest === '__echo' || rest.startsWith('__echo/')) return this.echo(req, res, body, qh);
+      }
+    }
+    send(res, 404, JSON_CT, Buffer.from(JSON.stringify({ message: 'Not Found', path })), qh);
+  }
+
+  /** Header credentials first; for XML-RPC without a valid header credential, a legacy privateKey param. */
+  private authenticate(req: IncomingMessage, xmlrpcBody: Buffer | undefined): AuthOk | Buffer {
+    const h = req.headers;
+    const apiKey = h['x-keap-api-key'];
+    let result: AuthOk | Buffer | undefined;
+    if (typeof apiKey === 'string' && this.apiKeys.has(apiKey)) {
+      result = { kind: 'api-key', identity: `key:${apiKey}`, identifier: maskKey(apiKey) };
+    } else {
+      const authz = h.authorization;
+      if (authz !== undefined) {
+        const token = authz.length > 7 && authz.slice(0, 7).toLowerCase() === 'bearer ' ? authz.slice(7).trim() : '';
+        if (!token) return FAULT_MISSING;
+        if (this.apiKeys.has(token)) {
+          result = { kind: 'api-key', identity: `key:${token}`, identifier: maskKey(token) };
+        } else {
+          const exp = this.accessTokens.get(token);
+          if (exp === undefined) return FAULT_INVALID;
+          if (exp <= Date.now()) return FAULT_EXPIRED;
+          result = { kind: 'bearer', identity: `client:${this.clientId}`, identifier: this.clientId };
+        }
+      } else if (apiKey !== undefined && !(xmlrpcBody !== undefined && typeof apiKey === 'string' && this.legacyKeys.has(apiKey))) {
+        return FAULT_INVALID; // an unknown key
+      } else if (xmlrpcBody !== undefined) {
+        // Old XML-RPC endpoints read the legacy key from the body, whatever the header says.
+
+        let key: string | undefined;
+        try {
+          key = parseMethodCall(xmlrpcBody.toString('utf8')).firstParam;
+        } catch {
+          key = undefined;
+        }
+        if (key === undefined || !this.legacyKeys.has(key)) return FAULT_MISSING;
+        result = { kind: 'legacy-key', identity: `legacy:${key}`, identifier: maskKey(key) };
+      } else {
+        return FAULT_MISSING;
+      }
+    }
+    return this.approved ? result : FAULT_NOT_APPROVED;
+  }
+
+  private handleXmlrpc(
+    _req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    body: Buffer,
+    kind: CredentialKind,
+    qh: string[],
+  ): void {
+    if (method !== 'POST') {
+      qh.push('allow', 'POST');
+      return send(res, 405, JSON_CT, Buffer.from('{"message":"Method Not Allowed"}'), qh);
+    }
+    let xml: string;
+    try {
+      const call = parseMethodCall(body.toString('utf8'));
+      xml = methodResponseStruct([
+        ['methodName', 'string', call.methodName],
+        ['privateKey', 'string', call.firstParam ?? ''],
+        ['paramCount', 'int', call.paramCount],
+        ['authenticatedBy', 'string', kind],
+      ]);
+    } catch (err) {
+      // Keap's XML-RPC backend (Apache XML-RPC) answers parse errors with HTTP 200 and a fault.
+      const reason = err instanceof XmlParseError ? err.message : String(err);
+      xml = methodResponseFault(0, `Failed to parse XML-RPC request: ${reason}`);
+    }
+    send(res, 200, 'text/xml;charset=UTF-8', Buffer.from(xml), qh);
+  }
+
+  private createContact(res: ServerResponse, body: Buffer, qh: string[]): void {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      return send(res, 400, JSON_CT, Buffer.from('{"message":"Invalid JSON body"}'), qh);
+    }
+    const created = { ...(parsed as Record<string, unknown>), id: this.nextContactId++ };
+    send(res, 201, JSON_CT, Buffer.from(JSON.stringify(created)), qh);
+  }
+
+  private echo(req: IncomingMessage, res: ServerResponse, body: Buffer, qh: string[]): void {
+    const payload: Record<string, unknown> = {
+      method: req.method,
+      url: req.url,
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      bodyLength: body.length,
+      bodySha256: createHash('sha256').update(body).digest('hex'),
+    };
+    if (body.length <= ECHO_BASE64_MAX) payload.bodyBase64 = body.toString('base64');
+    send(res, 200, JSON_CT, Buffer.from(JSON.stringify(payload)), qh);
+  }
+
+  private stream(res: ServerResponse, query: string, qh: string[]): void {
+    const params = new URLSearchParams(query);
+    const n = Math.min(10_000, Math.max(0, Math.floor(Number(params.get('chunks') ?? 3)) || 0));
+    const delay = Math.min(60_000, Math.max(0, Math.floor(Number(params.get('delayMs') ?? 50)) || 0));
+    // No content-length: Node sends chunked transfer-encoding.
+    res.writeHead(200, [...qh, 'content-type', 'text/plain; charset=utf-8', 'cache-control', 'no-cache']);
+    let i = 0;
+    const next = (): void => {
+      if (res.destroyed) return;
+      if (i >= n) {
+        res.end();
+        return;
+      }
+      res.write(`chunk ${i}\n`);
+      i++;
+      if (i >= n) res.end();
+      else this.later(delay, next);
+    };
+    if (n === 0) res.end();
+    else next();
+  }
+
+  private later(ms: number, fn: () => void): void {
+    if (this.closed) return;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  private userinfoBody(): Buffer {
+    return Buffer.from(
+      JSON.stringify({
+        email: 'sim.user@example.com',
+        family_name: 'User',
+        given_name: 'Sim',
+        global_user_id: 12345,
+        infusionsoft_id: 'sim.user@example.com',
+        middle_name: null,
+        preferred_name: 'Sim User',
+        sub: '12345',
+      }),
+    );
+  }
+
+  private profileBody(): Buffer {
+    return Buffer.from(
+      JSON.stringify({
+        id: this.tenant,
+        name: 'Sim Company',
+        email: 'owner@example.com',
+        phone: { number: '555-0100', type: 'Work' },
+        time_zone: 'UTC',
+        website: `https://${this.tenant}.infusionsoft.com`,
+      }),
+    );
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+function maskKey(key: string): string {
+  return key.length <= 10 ? key : `${key.slice(0, 10)}…`;
+}
+
+function record(list: RecordedRequest[], max: number, req: IncomingMessage, body: Buffer): void {
+  list.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body });
+  if (list.length > max) list.shift();
+}
+
+/** One writeHead with a flat header list (Node's fast path: no per-header setHeader). */
+function send(res: ServerResponse, status: number, contentType: string, body: Buffer, extra?: string[]): void {
+  if (res.destroyed) return;
+  const headers = extra ?? [];
+  headers.push('content-type', contentType, 'content-length', String(body.length));
+  res.writeHead(status, headers);
+  res.end(body);
+}
+
+function tokenJson(res: ServerResponse, status: number, obj: object): void {
+  const body = Buffer.from(JSON.stringify(obj));
+  res.setHeader('cache-control', 'no-store');
+  res.setHeader('pragma', 'no-cache');
+  res.writeHead(status, { 'content-type': JSON_CT, 'content-length': String(body.length) });
+  res.end(body);
+}
