@@ -1,0 +1,286 @@
+// Configuration is read and validated once, here, at the edge. Nothing else in the
+// process reads process.env: every component gets the typed Config (or a part of it).
+import { readFileSync, existsSync } from 'node:fs';
+import { isIP } from 'node:net';
+import path from 'node:path';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface OAuthCredentials {
+  mode: 'oauth';
+  clientId: string;
+  clientSecret: string;
+  redirectUri: string | undefined;
+  /** Used only while the token store holds nothing newer: the store wins. */
+  seedRefreshToken: string | undefined;
+}
+
+export interface KeyCredentials {
+  mode: 'key';
+  /** A Personal Access Token, a Service Account Key or a legacy XML-RPC Encrypted Key. */
+  apiKey: string;
+}
+
+export type Credentials = OAuthCredentials | KeyCredentials;
+
+export interface Config {
+  host: string;
+  port: number;
+  keapApiUrl: URL;
+  keapTokenUrl: URL;
+  keapAuthorizeUrl: URL;
+  credentials: Credentials;
+  tokenStore: { kind: 'file'; path: string };
+  redis: { url: string | undefined; prefix: string };
+  /** Outgoing calls per second; 0 turns pacing off. */
+  rateLimitPerSecond: number;
+  upstreamTimeoutMs: number;
+  maxBodyBytes: number;
+  /** Request bodies up to this size are buffered so that a gateway 401 can be replayed. */
+  replayBodyBytes: number;
+  proxyClientKeys: string[];
+  logLevel: LogLevel;
+  /** Where the settings came from, for the start-up log line. */
+  configFile: string | undefined;
+}
+
+/** One documented setting: its environment name, default and meaning (README and --help are built from these). */
+export interface SettingDoc {
+  name: string;
+  default: string;
+  meaning: string;
+  secret?: boolean;
+}
+
+const MiB = 1024 * 1024;
+
+export const SETTINGS: readonly SettingDoc[] = [
+  { name: 'HOST', default: '127.0.0.1', meaning: 'Address to listen on. Keep loopback for a sidecar; anything wider needs PROXY_CLIENT_KEYS.' },
+  { name: 'PORT', default: '8080', meaning: 'Port to listen on (0 picks a free one).' },
+  { name: 'KEAP_API_URL', default: 'https://api.infusionsoft.com', meaning: 'Keap API base URL: the only host requests are forwarded to.' },
+  { name: 'KEAP_TOKEN_URL', default: 'https://api.infusionsoft.com/token', meaning: 'OAuth2 token endpoint.' },
+  { name: 'KEAP_AUTHORIZE_URL', default: 'https://accounts.infusionsoft.com/app/oauth/authorize', meaning: 'OAuth2 authorize page (used by `keap-proxy auth`).' },
+  { name: 'KEAP_CLIENT_ID', default: '', meaning: 'OAuth client id. With KEAP_CLIENT_SECRET: OAuth mode.', secret: true },
+  { name: 'KEAP_CLIENT_SECRET', default: '', meaning: 'OAuth client secret.', secret: true },
+  { name: 'KEAP_REDIRECT_URI', default: '', meaning: 'OAuth redirect URI registered for the client.' },
+  { name: 'KEAP_REFRESH_TOKEN', default: '', meaning: 'Seed refresh token, used only while the token store holds nothing newer (the store wins).', secret: true },
+  { name: 'KEAP_API_KEY', default: '', meaning: 'Personal Access Token, Service Account Key or legacy Encrypted Key. Alone: key mode.', secret: true },
+  { name: 'TOKEN_STORE', default: './data/tokens.json', meaning: 'File the OAuth grant is kept in (written atomically, mode 0600).' },
+  { name: 'REDIS_URL', default: '', meaning: 'Redis for replicas sharing one grant and quota (reserved; not used yet).', secret: true },
+  { name: 'REDIS_PREFIX', default: 'keap-proxy:', meaning: 'Key prefix in Redis.' },
+  { name: 'RATE_LIMIT_PER_SECOND', default: '', meaning: 'Outgoing calls per second. Empty: 90% of Keap\'s spike limit (22 for OAuth, 9 for a key). 0 turns pacing off.' },
+  { name: 'UPSTREAM_TIMEOUT_MS', default: '60000', meaning: 'Keap must start answering within this many ms, else the client gets 504.' },
+  { name: 'MAX_BODY_BYTES', default: String(50 * MiB), meaning: 'Largest request body accepted; larger gets 413.' },
+  { name: 'REPLAY_BODY_BYTES', default: String(10 * MiB), meaning: 'Bodies up to this size are buffered so a gateway 401 can be replayed; larger ones stream.' },
+  { name: 'PROXY_CLIENT_KEYS', default: '', meaning: 'Comma-separated keys; when set, clients must send `Authorization: Bearer <key>` (XML-RPC: or the key as privateKey).', secret: true },
+  { name: 'LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent.' },
+];
+
+/** Every secret can be read from a file named by <NAME>_FILE (Kubernetes secret volumes). */
+const SECRET_NAMES = SETTINGS.filter((s) => s.secret).map((s) => s.name);
+
+/** Parameter names of SAP Open Connectors' Infusionsoft connector, accepted in the config file. */
+export const CONNECTOR_ALIASES: Readonly<Record<string, string>> = {
+  'infusionsoft.private.key': 'KEAP_API_KEY',
+  'oauth.api.key': 'KEAP_CLIENT_ID',
+  'oauth.api.secret': 'KEAP_CLIENT_SECRET',
+  'oauth.callback.url': 'KEAP_REDIRECT_URI',
+};
+
+export const DEFAULT_CONFIG_FILE = 'config/keap-proxy.properties';
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses `name=value` lines (`#`/`!` comments, `:` also separates), the Java properties shape SAP's connector settings use. */
+export function parseProperties(text: string, source: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const lines = text.split(/\r?\n/);
+  lines.forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith('!')) return;
+    const sep = line.search(/[=:]/);
+    if (sep <= 0) throw new ConfigError([`${source}:${i + 1}: expected "NAME=value", got "${line.slice(0, 40)}"`]);
+    out.set(line.slice(0, sep).trim(), line.slice(sep + 1).trim());
+  });
+  return out;
+}
+
+export interface LoadConfigInput {
+  env: NodeJS.ProcessEnv;
+  /** Explicit config file (--config); otherwise KEAP_PROXY_CONFIG, then config/keap-proxy.properties when present. */
+  configFile?: string | undefined;
+  cwd?: string;
+}
+
+export function loadConfig(input: LoadConfigInput): Config {
+  const cwd = input.cwd ?? process.cwd();
+  const env = input.env;
+  const problems: string[] = [];
+
+  const fileName = input.configFile ?? env.KEAP_PROXY_CONFIG ?? (existsSync(path.resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
+  const fromFile = new Map<string, string>();
+  if (fileName !== undefined) {
+    const full = path.resolve(cwd, fileName);
+    let text: string;
+    try {
+      text = readFileSync(full, 'utf8');
+    } catch (err) {
+      throw new ConfigError([`config file ${fileName}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); fix the path given by --config or KEAP_PROXY_CONFIG`]);
+    }
+    for (const [key, value] of parseProperties(text, fileName)) {
+      const name = CONNECTOR_ALIASES[key] ?? key;
+      const known = SETTINGS.some((s) => s.name === name) || (name.endsWith('_FILE') && SECRET_NAMES.includes(name.slice(0, -5)));
+      if (!known) problems.push(`${fileName}: unknown setting "${key}"; see README for the list of settings`);
+      else fromFile.set(name, value);
+    }
+  }
+
+  const raw = (name: string): string | undefined => {
+    const direct = env[name] ?? fromFile.get(name);
+    if (!SECRET_NAMES.includes(name)) return direct;
+    const fileRef = env[`${name}_FILE`] ?? fromFile.get(`${name}_FILE`);
+    if (fileRef === undefined || fileRef === '') return direct;
+    if (direct !== undefined && direct !== '') {
+      problems.push(`${name}: set both ${name} and ${name}_FILE; set only one`);
+      return direct;
+    }
+    try {
+      return readFileSync(path.resolve(cwd, fileRef), 'utf8').trim();
+    } catch (err) {
+      problems.push(`${name}_FILE: cannot read ${fileRef} (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`);
+      return undefined;
+    }
+  };
+  const str = (name: string): string => {
+    const v = raw(name)?.trim();
+    return v === undefined || v === '' ? defaultOf(name) : v;
+  };
+  const optional = (name: string): string | undefined => {
+    const v = str(name);
+    return v === '' ? undefined : v;
+  };
+  const int = (name: string, min: number, max: number): number => {
+    const v = str(name);
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
+      problems.push(`${name}: "${v}" is not a whole number from ${min} to ${max}`);
+      return Number(defaultOf(name) || min);
+    }
+    return n;
+  };
+  const url = (name: string): URL => {
+    const v = str(name);
+    try {
+      const u = new URL(v);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme');
+      if (u.username || u.password) throw new Error('credentials');
+      return u;
+    } catch {
+      problems.push(`${name}: "${v}" is not an http(s) URL without credentials, e.g. ${defaultOf(name) || 'https://example.com'}`);
+      return new URL(defaultOf(name) || 'http://127.0.0.1/');
+    }
+  };
+
+  const host = str('HOST');
+  if (isIP(host) === 0 && host !== 'localhost') problems.push(`HOST: "${host}" is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
+  const port = int('PORT', 0, 65535);
+  const keapApiUrl = url('KEAP_API_URL');
+  if (keapApiUrl.search || keapApiUrl.hash) problems.push('KEAP_API_URL: must not carry a query string or fragment');
+  const keapTokenUrl = url('KEAP_TOKEN_URL');
+  const keapAuthorizeUrl = url('KEAP_AUTHORIZE_URL');
+
+  const clientId = optional('KEAP_CLIENT_ID');
+  const clientSecret = optional('KEAP_CLIENT_SECRET');
+  const apiKey = optional('KEAP_API_KEY');
+  const redirectUri = optional('KEAP_REDIRECT_URI');
+  if (redirectUri !== undefined) url('KEAP_REDIRECT_URI');
+  const seedRefreshToken = optional('KEAP_REFRESH_TOKEN');
+
+  let credentials: Credentials | undefined;
+  if (clientId !== undefined || clientSecret !== undefined) {
+    if (clientId === undefined) problems.push('KEAP_CLIENT_ID: required with KEAP_CLIENT_SECRET; set it to your Keap app\'s client id');
+    if (clientSecret === undefined) problems.push('KEAP_CLIENT_SECRET: required with KEAP_CLIENT_ID; set it (or KEAP_CLIENT_SECRET_FILE) to your Keap app\'s client secret');
+    if (apiKey !== undefined) problems.push('KEAP_API_KEY: set together with OAuth client credentials; set either KEAP_CLIENT_ID + KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), not both');
+    if (clientId !== undefined && clientSecret !== undefined) {
+      credentials = { mode: 'oauth', clientId, clientSecret, redirectUri, seedRefreshToken };
+    }
+  } else if (apiKey !== undefined) {
+    if (seedRefreshToken !== undefined) problems.push('KEAP_REFRESH_TOKEN: only used in OAuth mode; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET too, or remove it');
+    credentials = { mode: 'key', apiKey };
+  } else {
+    problems.push('credentials: none configured; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), or run `npm run demo` to try the proxy against the built-in simulator');
+  }
+
+  const tokenStorePath = str('TOKEN_STORE');
+  if (/^rediss?:\/\//.test(tokenStorePath)) problems.push('TOKEN_STORE: a Redis token store is not supported yet; give a file path');
+
+  const rateText = str('RATE_LIMIT_PER_SECOND');
+  const mode = credentials?.mode ?? 'oauth';
+  const rateLimitPerSecond = rateText === '' ? (mode === 'oauth' ? 22 : 9) : int('RATE_LIMIT_PER_SECOND', 0, 100_000);
+
+  const upstreamTimeoutMs = int('UPSTREAM_TIMEOUT_MS', 1, 3_600_000);
+  const maxBodyBytes = int('MAX_BODY_BYTES', 1, 2 ** 40);
+  const replayBodyBytes = int('REPLAY_BODY_BYTES', 0, 2 ** 40);
+
+  const keysText = raw('PROXY_CLIENT_KEYS') ?? '';
+  const proxyClientKeys = keysText.split(',').map((k) => k.trim()).filter((k) => k !== '');
+  for (const key of proxyClientKeys) {
+    if (key.length < 16) problems.push('PROXY_CLIENT_KEYS: every key must be at least 16 characters; generate one with `openssl rand -hex 32`');
+    if (/\s/.test(key)) problems.push('PROXY_CLIENT_KEYS: keys must not contain white space');
+  }
+
+  const logLevel = str('LOG_LEVEL') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+
+  const redis = { url: optional('REDIS_URL'), prefix: str('REDIS_PREFIX') };
+  if (problems.length > 0 || credentials === undefined) throw new ConfigError([...new Set(problems)]);
+  return {
+    host,
+    port,
+    keapApiUrl,
+    keapTokenUrl,
+    keapAuthorizeUrl,
+    credentials,
+    tokenStore: { kind: 'file', path: path.resolve(cwd, tokenStorePath) },
+    redis,
+    rateLimitPerSecond,
+    upstreamTimeoutMs,
+    maxBodyBytes,
+    replayBodyBytes: Math.min(replayBodyBytes, maxBodyBytes),
+    proxyClientKeys,
+    logLevel,
+    configFile: fileName,
+  };
+}
+
+function defaultOf(name: string): string {
+  return SETTINGS.find((s) => s.name === name)?.default ?? '';
+}
+
+/** What the start-up log line shows: the shape of the configuration, never a secret. */
+export function configSummary(config: Config): Record<string, unknown> {
+  return {
+    mode: config.credentials.mode,
+    listen: `${config.host}:${config.port}`,
+    keapApiUrl: config.keapApiUrl.origin + config.keapApiUrl.pathname,
+    keapTokenUrl: config.keapTokenUrl.origin + config.keapTokenUrl.pathname,
+    tokenStore: config.credentials.mode === 'oauth' ? config.tokenStore.path : undefined,
+    seedRefreshToken: config.credentials.mode === 'oauth' ? config.credentials.seedRefreshToken !== undefined : undefined,
+    rateLimitPerSecond: config.rateLimitPerSecond,
+    upstreamTimeoutMs: config.upstreamTimeoutMs,
+    maxBodyBytes: config.maxBodyBytes,
+    replayBodyBytes: config.replayBodyBytes,
+    clientKeys: config.proxyClientKeys.length,
+    configFile: config.configFile,
+  };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}

@@ -1,0 +1,51 @@
+// What the pipeline injects into each request: a bearer token from the TokenBroker
+// (OAuth mode) or the account's key (key mode).
+import type { Logger } from './log.js';
+import { HttpError } from './http-error.js';
+
+export type Credential = { kind: 'bearer'; token: string; generation: number } | { kind: 'key'; key: string };
+
+export interface Readiness {
+  ready: boolean;
+  /** Machine-readable reason when not ready (also the error code clients get). */
+  code?: string;
+  message?: string;
+  details: Record<string, unknown>;
+}
+
+export interface CredentialSource {
+  readonly mode: 'oauth' | 'key';
+  start(): Promise<void>;
+  /** A credential usable right now; throws HttpError (503) when there is none. */
+  get(): Promise<Credential>;
+  readiness(): Readiness;
+  stop(): void;
+}
+
+/** Key mode: a PAT, Service Account Key or legacy Encrypted Key never expires on our side. */
+export class StaticKeySource implements CredentialSource {
+  readonly mode = 'key' as const;
+  private readonly credential: Credential;
+
+  constructor(key: string, private readonly logger: Logger) {
+    this.credential = { kind: 'key', key };
+  }
+
+  async start(): Promise<void> {
+    this.logger.info({ event: 'credential_ready', mode: 'key' }, 'using the configured API key');
+  }
+
+  get(): Promise<Credential> {
+    return Promise.resolve(this.credential);
+  }
+
+  readiness(): Readiness {
+    return { ready: true, details: { mode: 'key' } };
+  }
+
+  stop(): void {}
+}
+
+export function noCredential(code: string, message: string, retryAfterSeconds: number): HttpError {
+  return new HttpError(503, code, message, { 'retry-after': String(retryAfterSeconds) });
+}

@@ -1,0 +1,325 @@
+// The request pipeline: small stages in order, each one concern, composed in one visible
+// place (`createPipeline`). A stage either returns (the request goes on) or throws an
+// HttpError (the request ends here with that answer).
+import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import type { CredentialSource, Credential } from './credentials.js';
+import type { Pacer } from './pacer.js';
+import { Forwarder, UpstreamError, parseConnection } from './forwarder.js';
+import { HttpError, sendError } from './http-error.js';
+import { hasBody, readBody, tooLarge } from './body.js';
+import { readPrivateKey, rewritePrivateKey, XmlRpcError } from './xmlrpc.js';
+
+/** One client request on its way through the pipeline. */
+export interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly startedAt: number;
+  id: string;
+  /** XML-RPC calls have their body rewritten; REST calls pass through. */
+  xmlrpc: boolean;
+  /** Set on top of the client's headers when forwarding. */
+  upstreamHeaders: OutgoingHttpHeaders;
+  body: Buffer | undefined;
+  bodyStream: Readable | undefined;
+  /** The client authenticated to us with its key in the XML-RPC privateKey param. */
+  clientKeyInBody: boolean;
+  credential: Credential | undefined;
+  attempts: number;
+  upstreamStatus: number | undefined;
+  /** Why the request ended without Keap's answer, for the log line. */
+  outcome: string | undefined;
+}
+
+export type Stage = (ex: Exchange) => void | Promise<void>;
+
+export interface PipelineDeps {
+  config: Config;
+  logger: Logger;
+  credentials: CredentialSource;
+  pacer: Pacer;
+  forwarder: Forwarder;
+}
+
+// ---------------------------------------------------------------------------------------
+// Stages, in the order they run.
+
+/** Only Keap is ever contacted: absolute-form targets and `//host` paths never pass. */
+export function refuseForeignTargets(ex: Exchange): void {
+  const url = ex.req.url ?? '';
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    throw new HttpError(400, 'absolute_form_refused', 'This proxy forwards only to the configured Keap API. Send an origin-form request, e.g. "GET /crm/rest/v1/contacts", to this proxy\'s base URL.');
+  }
+  if (url.charCodeAt(1) === 47 || url.charCodeAt(1) === 92 /* \ */) {
+    throw new HttpError(400, 'invalid_path', 'Paths must not start with "//": this proxy forwards only to the configured Keap API. Remove the extra slash.');
+  }
+}
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+/** Honour a sane X-Request-Id, else make one; it goes upstream and back to the client. */
+export function assignRequestId(ex: Exchange): void {
+  const given = ex.req.headers['x-request-id'];
+  ex.id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  ex.upstreamHeaders['x-request-id'] = ex.id;
+  ex.res.setHeader('x-request-id', ex.id);
+}
+
+const XMLRPC_PATHS = new Set(['/crm/xmlrpc/v1', '/crm/xmlrpc', '/api/xmlrpc']);
+
+/** Old per-account apps call /api/xmlrpc; Keap serves XML-RPC at /crm/xmlrpc/v1. */
+export function routeXmlRpc(ex: Exchange): void {
+  const url = ex.req.url ?? '/';
+  const q = url.indexOf('?');
+  const pathname = q < 0 ? url : url.slice(0, q);
+  const trimmed = pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
+  ex.xmlrpc = ex.req.method === 'POST' && XMLRPC_PATHS.has(trimmed);
+  if (ex.xmlrpc && trimmed === '/api/xmlrpc') ex.req.url = '/crm/xmlrpc/v1' + (q < 0 ? '' : url.slice(q));
+}
+
+/** Request headers that belong to the client's connection (transfer-encoding is re-framed below). */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect'];
+
+export function dropHopByHopHeaders(ex: Exchange): void {
+  const headers = ex.req.headers;
+  const listed = parseConnection(headers.connection);
+  if (listed !== undefined) for (const name of listed) delete headers[name];
+  for (const name of HOP_BY_HOP) delete headers[name];
+}
+
+/** The keys clients must present when PROXY_CLIENT_KEYS is set. */
+export class ClientKeys {
+  private readonly digests: Buffer[];
+
+  constructor(keys: readonly string[]) {
+    this.digests = keys.map(sha256);
+  }
+
+  get enabled(): boolean {
+    return this.digests.length > 0;
+  }
+
+  matches(candidate: string): boolean {
+    const d = sha256(candidate);
+    let ok = false;
+    // Compare against every key, so timing says nothing about which one (or none) matched.
+    for (const k of this.digests) ok = timingSafeEqual(d, k) || ok;
+    return ok;
+  }
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+export function authorizeClient(keys: ClientKeys): Stage {
+  return (ex) => {
+    if (!keys.enabled) return;
+    const auth = ex.req.headers.authorization;
+    if (typeof auth === 'string' && auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ') {
+      if (keys.matches(auth.slice(7).trim())) return;
+      throw unauthorizedClient();
+    }
+    // XML-RPC clients that cannot set headers may put the key in privateKey; checked once the body is read.
+    if (ex.xmlrpc && auth === undefined) {
+      ex.clientKeyInBody = true;
+      return;
+    }
+    throw unauthorizedClient();
+  };
+}
+
+function unauthorizedClient(): HttpError {
+  return new HttpError(401, 'client_unauthorized', 'Send `Authorization: Bearer <client key>` with one of the keys in PROXY_CLIENT_KEYS (XML-RPC clients may send it as the privateKey parameter).', {
+    'www-authenticate': 'Bearer realm="keap-proxy"',
+  });
+}
+
+/** Clients hold no Keap credentials: whatever they send is replaced by ours. */
+export function stripClientCredentials(ex: Exchange): void {
+  delete ex.req.headers.authorization;
+  delete ex.req.headers['x-keap-api-key'];
+}
+
+export function bufferBody(config: Config): Stage {
+  return async (ex) => {
+    if (!hasBody(ex.req)) return;
+    // XML-RPC must be rewritten whole; everything else is buffered only up to the replay limit.
+    const bufferLimit = ex.xmlrpc ? config.maxBodyBytes : config.replayBodyBytes;
+    let body;
+    try {
+      body = await readBody(ex.req, bufferLimit, config.maxBodyBytes);
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      ex.outcome = 'client_aborted';
+      throw new HttpError(400, 'request_aborted', 'The request body could not be read; send it again.', { connection: 'close' });
+    }
+    ex.body = body.buffer;
+    ex.bodyStream = body.stream;
+    if (ex.body !== undefined) {
+      delete ex.req.headers['transfer-encoding'];
+      ex.upstreamHeaders['content-length'] = String(ex.body.length);
+    }
+  };
+}
+
+export function authorizeClientByPrivateKey(keys: ClientKeys): Stage {
+  return (ex) => {
+    if (!ex.clientKeyInBody) return;
+    const key = ex.body !== undefined ? xmlrpc(() => readPrivateKey(ex.body as Buffer)) : undefined;
+    if (key === undefined || !keys.matches(key)) throw unauthorizedClient();
+  };
+}
+
+export function obtainCredential(source: CredentialSource): Stage {
+  return async (ex) => {
+    ex.credential = await source.get();
+  };
+}
+
+/** Placeholder written over a client key that came in privateKey, so it never reaches Keap. */
+const PRIVATE_KEY_PLACEHOLDER = 'keap-proxy';
+
+/** Key mode: the key goes in every XML-RPC call's privateKey; OAuth mode: the client key is removed from it. */
+export function rewriteXmlRpcKey(ex: Exchange): void {
+  if (!ex.xmlrpc || ex.body === undefined) return;
+  const key = ex.credential?.kind === 'key' ? ex.credential.key : ex.clientKeyInBody ? PRIVATE_KEY_PLACEHOLDER : undefined;
+  if (key === undefined) return;
+  const body = ex.body;
+  ex.body = xmlrpc(() => rewritePrivateKey(body, key));
+  ex.upstreamHeaders['content-length'] = String(ex.body.length);
+}
+
+function xmlrpc<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof XmlRpcError) throw new HttpError(400, 'malformed_xmlrpc', err.message);
+    throw err;
+  }
+}
+
+export function injectCredential(ex: Exchange): void {
+  const credential = ex.credential;
+  if (credential === undefined) return;
+  if (credential.kind === 'bearer') ex.upstreamHeaders.authorization = `Bearer ${credential.token}`;
+  else ex.upstreamHeaders['x-keap-api-key'] = credential.key;
+}
+
+export function pace(pacer: Pacer): Stage {
+  return () => pacer.wait();
+}
+
+export function forward(forwarder: Forwarder, maxBodyBytes: number): Stage {
+  return async (ex) => {
+    ex.attempts += 1;
+    let upstream: IncomingMessage;
+    try {
+      upstream = await forwarder.send(ex.req, ex.res, { headers: ex.upstreamHeaders, body: ex.body, stream: ex.bodyStream });
+    } catch (err) {
+      throw upstreamFailure(err, ex, maxBodyBytes);
+    }
+    ex.upstreamStatus = upstream.statusCode;
+    forwarder.relay(upstream, ex.res, {});
+  };
+}
+
+function upstreamFailure(err: unknown, ex: Exchange, maxBodyBytes: number): HttpError {
+  if (!(err instanceof UpstreamError)) throw err;
+  ex.outcome = err.failure;
+  switch (err.failure) {
+    case 'timeout':
+      return new HttpError(504, 'upstream_timeout', 'Keap did not answer in time (UPSTREAM_TIMEOUT_MS). The request may or may not have been processed; check before you send it again.');
+    case 'body_too_large':
+      return tooLarge(maxBodyBytes);
+    case 'client_closed':
+      return new HttpError(499, 'client_closed', 'The client closed the connection.');
+    default:
+      return new HttpError(502, 'upstream_unreachable', 'Keap could not be reached. Retry later; if it persists, check KEAP_API_URL and the network.');
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+export interface Pipeline {
+  handle(req: IncomingMessage, res: ServerResponse): void;
+}
+
+export function createPipeline(deps: PipelineDeps): Pipeline {
+  const { config, logger } = deps;
+  const clientKeys = new ClientKeys(config.proxyClientKeys);
+  const stages: Stage[] = [
+    refuseForeignTargets,
+    assignRequestId,
+    routeXmlRpc,
+    dropHopByHopHeaders,
+    authorizeClient(clientKeys),
+    stripClientCredentials,
+    bufferBody(config),
+    authorizeClientByPrivateKey(clientKeys),
+    obtainCredential(deps.credentials),
+    rewriteXmlRpcKey,
+    injectCredential,
+    pace(deps.pacer),
+    forward(deps.forwarder, config.maxBodyBytes),
+  ];
+
+  async function run(ex: Exchange): Promise<void> {
+    try {
+      for (const stage of stages) await stage(ex);
+    } catch (err) {
+      if (!(err instanceof HttpError)) {
+        logger.error({ event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) }, 'request failed inside the proxy');
+        err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
+      }
+      const httpErr = err as HttpError;
+      if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
+      sendError(ex.res, httpErr);
+    }
+  }
+
+  return {
+    handle(req, res) {
+      const ex: Exchange = {
+        req,
+        res,
+        startedAt: performance.now(),
+        id: '',
+        xmlrpc: false,
+        upstreamHeaders: {},
+        body: undefined,
+        bodyStream: undefined,
+        clientKeyInBody: false,
+        credential: undefined,
+        attempts: 0,
+        upstreamStatus: undefined,
+        outcome: undefined,
+      };
+      res.once('close', () => logExchange(logger, ex));
+      void run(ex);
+    },
+  };
+}
+
+function logExchange(logger: Logger, ex: Exchange): void {
+  const url = ex.req.url ?? '';
+  const q = url.indexOf('?');
+  // The query string is left out: legacy clients put tokens there.
+  logger.info(
+    {
+      event: 'request',
+      reqId: ex.id,
+      method: ex.req.method,
+      path: q < 0 ? url : url.slice(0, q),
+      status: ex.res.writableFinished ? ex.res.statusCode : undefined,
+      upstreamStatus: ex.upstreamStatus,
+      attempts: ex.attempts,
+      durationMs: Math.round((performance.now() - ex.startedAt) * 10) / 10,
+      outcome: ex.outcome ?? (ex.res.writableFinished ? undefined : 'client_closed'),
+    },
+    'request',
+  );
+}

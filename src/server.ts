@@ -1,0 +1,130 @@
+// Builds the components from a Config and serves them. Every collaborator is made here
+// and passed in, so tests build real ones the same way.
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { configSummary, isLoopback, type Config } from './config.js';
+import { createLogger, type Logger } from './log.js';
+import { StaticKeySource, type CredentialSource } from './credentials.js';
+import { TokenBroker } from './token-broker.js';
+import { TokenClient } from './token-client.js';
+import { FileTokenStore, type TokenStore } from './token-store.js';
+import { createPacer, type Pacer } from './pacer.js';
+import { Forwarder } from './forwarder.js';
+import { createPipeline } from './pipeline.js';
+import { sendJson } from './http-error.js';
+
+export interface ProxyOverrides {
+  logger?: Logger;
+  store?: TokenStore;
+}
+
+export interface RunningProxy {
+  readonly url: string;
+  readonly server: http.Server;
+  readonly credentials: CredentialSource;
+  readonly logger: Logger;
+  close(): Promise<void>;
+}
+
+export function createCredentialSource(config: Config, logger: Logger, store: TokenStore): CredentialSource {
+  const c = config.credentials;
+  if (c.mode === 'key') return new StaticKeySource(c.apiKey, logger);
+  const client = new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: c.clientId, clientSecret: c.clientSecret });
+  return new TokenBroker({ client, store, logger, seedRefreshToken: c.seedRefreshToken });
+}
+
+export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
+  const logger = overrides.logger ?? createLogger(config.logLevel);
+  const store = overrides.store ?? new FileTokenStore(config.tokenStore.path);
+  const credentials = createCredentialSource(config, logger, store);
+  const pacer: Pacer = createPacer(config.rateLimitPerSecond);
+  const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs });
+  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder });
+
+  const server = http.createServer((req, res) => {
+    if (serveLocal(req, res, credentials)) return;
+    pipeline.handle(req, res);
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, logger));
+  // CONNECT would tunnel to any host: refused, never forwarded.
+  server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
+    logger.warn({ event: 'connect_refused', target: String(req.url).slice(0, 100) }, 'CONNECT refused');
+    writeRaw(socket, 405, { error: 'method_not_allowed', message: 'CONNECT is not supported: this proxy forwards only to the configured Keap API.' });
+  });
+
+  logger.info({ event: 'starting', config: configSummary(config) }, 'keap-proxy starting');
+  if (!isLoopback(config.host) && config.proxyClientKeys.length === 0) {
+    logger.warn({ event: 'open_listener', host: config.host }, `listening on ${config.host} without PROXY_CLIENT_KEYS: anyone who can reach this port uses the Keap account; set PROXY_CLIENT_KEYS or HOST=127.0.0.1`);
+  }
+
+  await credentials.start();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  logger.info({ event: 'listening', url, mode: credentials.mode }, `keap-proxy listening on ${url}`);
+
+  return {
+    url,
+    server,
+    credentials,
+    logger,
+    async close() {
+      credentials.stop();
+      await pacer.stop();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      forwarder.close();
+    },
+  };
+}
+
+/** Endpoints answered here, never forwarded. */
+function serveLocal(req: http.IncomingMessage, res: http.ServerResponse, credentials: CredentialSource): boolean {
+  const url = req.url ?? '';
+  const path = url.split('?', 1)[0];
+  if (path !== '/healthz' && path !== '/readyz') return false;
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    sendJson(res, 405, { error: 'method_not_allowed', message: `${path} answers GET only.` }, { allow: 'GET, HEAD' });
+    return true;
+  }
+  if (path === '/healthz') {
+    sendJson(res, 200, { status: 'ok' });
+    return true;
+  }
+  const readiness = credentials.readiness();
+  if (readiness.ready) sendJson(res, 200, { status: 'ready', ...readiness.details });
+  else sendJson(res, 503, { error: readiness.code ?? 'not_ready', message: readiness.message ?? 'not ready', details: readiness.details }, { 'retry-after': '5' });
+  return true;
+}
+
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, logger: Logger): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  // Both Content-Length and Transfer-Encoding is the classic request-smuggling shape.
+  const smuggling = err.code === 'HPE_UNEXPECTED_CONTENT_LENGTH' || err.code === 'HPE_INVALID_TRANSFER_ENCODING';
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  logger.warn({ event: 'bad_request', code: err.code }, 'malformed request refused');
+  writeRaw(socket, status, {
+    error: smuggling ? 'ambiguous_body_length' : 'bad_request',
+    message: smuggling ? 'The request has both Content-Length and Transfer-Encoding; send only one.' : `The request is not valid HTTP/1.1 (${err.code ?? 'parse error'}); fix the client.`,
+  });
+}
+
+function writeRaw(socket: Duplex, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  const reason = http.STATUS_CODES[status] ?? 'Error';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+  (socket as Socket).destroySoon?.();
+}

@@ -1,0 +1,150 @@
+import { describe, it, expect } from 'vitest';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ConfigError, SETTINGS, loadConfig, parseProperties, configSummary, DEFAULT_CONFIG_FILE } from '../src/config.js';
+import { helpText } from '../src/cli-help.js';
+
+const repo = path.resolve(import.meta.dirname, '..');
+const OAUTH = { KEAP_CLIENT_ID: 'id-123', KEAP_CLIENT_SECRET: 'secret-456' };
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+function tmp(): string {
+  return mkdtempSync(path.join(tmpdir(), 'keap-proxy-config-'));
+}
+
+describe('loadConfig', () => {
+  it('applies the documented defaults in OAuth mode', () => {
+    const c = loadConfig({ env: OAUTH, cwd: tmp() });
+    expect(c.credentials).toEqual({ mode: 'oauth', clientId: 'id-123', clientSecret: 'secret-456', redirectUri: undefined, seedRefreshToken: undefined });
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.port).toBe(8080);
+    expect(c.keapApiUrl.href).toBe('https://api.infusionsoft.com/');
+    expect(c.keapTokenUrl.href).toBe('https://api.infusionsoft.com/token');
+    expect(c.keapAuthorizeUrl.href).toBe('https://accounts.infusionsoft.com/app/oauth/authorize');
+    expect(c.upstreamTimeoutMs).toBe(60_000);
+    expect(c.maxBodyBytes).toBe(50 * 1024 * 1024);
+    expect(c.replayBodyBytes).toBe(10 * 1024 * 1024);
+    expect(c.rateLimitPerSecond).toBe(22);
+    expect(c.proxyClientKeys).toEqual([]);
+    expect(c.logLevel).toBe('info');
+    expect(c.tokenStore.path.endsWith(path.join('data', 'tokens.json'))).toBe(true);
+  });
+
+  it('a key alone is key mode, with the key-mode pace', () => {
+    const c = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-abc' }, cwd: tmp() });
+    expect(c.credentials).toEqual({ mode: 'key', apiKey: 'KeapAK-abc' });
+    expect(c.rateLimitPerSecond).toBe(9);
+  });
+
+  it('refuses to start without credentials and names what to set', () => {
+    const problems = problemsOf(() => loadConfig({ env: {}, cwd: tmp() }));
+    expect(problems.join('\n')).toMatch(/KEAP_CLIENT_ID and KEAP_CLIENT_SECRET .*KEAP_API_KEY/);
+  });
+
+  it.each([
+    [{ KEAP_CLIENT_ID: 'x' }, /KEAP_CLIENT_SECRET: required/],
+    [{ KEAP_CLIENT_SECRET: 'x' }, /KEAP_CLIENT_ID: required/],
+    [{ ...OAUTH, KEAP_API_KEY: 'k' }, /not both/],
+    [{ KEAP_API_KEY: 'k', KEAP_REFRESH_TOKEN: 'r' }, /KEAP_REFRESH_TOKEN: only used in OAuth mode/],
+    [{ ...OAUTH, PORT: '99999' }, /PORT: "99999" is not a whole number from 0 to 65535/],
+    [{ ...OAUTH, PORT: 'eighty' }, /PORT: "eighty"/],
+    [{ ...OAUTH, HOST: 'my host' }, /HOST: "my host" is not an IP address/],
+    [{ ...OAUTH, KEAP_API_URL: 'ftp://x' }, /KEAP_API_URL: "ftp:\/\/x" is not an http\(s\) URL/],
+    [{ ...OAUTH, KEAP_API_URL: 'https://user:pw@api.example' }, /KEAP_API_URL: .* without credentials/],
+    [{ ...OAUTH, KEAP_API_URL: 'https://api.example/?x=1' }, /KEAP_API_URL: must not carry a query/],
+    [{ ...OAUTH, KEAP_TOKEN_URL: 'nope' }, /KEAP_TOKEN_URL/],
+    [{ ...OAUTH, KEAP_AUTHORIZE_URL: 'nope' }, /KEAP_AUTHORIZE_URL/],
+    [{ ...OAUTH, KEAP_REDIRECT_URI: 'not a url' }, /KEAP_REDIRECT_URI/],
+    [{ ...OAUTH, UPSTREAM_TIMEOUT_MS: '0' }, /UPSTREAM_TIMEOUT_MS: "0"/],
+    [{ ...OAUTH, MAX_BODY_BYTES: '-5' }, /MAX_BODY_BYTES: "-5"/],
+    [{ ...OAUTH, REPLAY_BODY_BYTES: '1.5' }, /REPLAY_BODY_BYTES: "1.5"/],
+    [{ ...OAUTH, RATE_LIMIT_PER_SECOND: 'fast' }, /RATE_LIMIT_PER_SECOND: "fast"/],
+    [{ ...OAUTH, LOG_LEVEL: 'loud' }, /LOG_LEVEL: "loud" is not one of/],
+    [{ ...OAUTH, PROXY_CLIENT_KEYS: 'short' }, /PROXY_CLIENT_KEYS: every key must be at least 16 characters/],
+    [{ ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379' }, /TOKEN_STORE: a Redis token store is not supported yet/],
+    [{ KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' }, /KEAP_CLIENT_SECRET_FILE: cannot read \/nonexistent\/secret/],
+  ])('%o is refused with a message naming the setting', (env, message) => {
+    expect(problemsOf(() => loadConfig({ env, cwd: tmp() })).join('\n')).toMatch(message);
+  });
+
+  it('reports every problem at once', () => {
+    const problems = problemsOf(() => loadConfig({ env: { ...OAUTH, PORT: 'x', LOG_LEVEL: 'y' }, cwd: tmp() }));
+    expect(problems).toHaveLength(2);
+  });
+
+  it('reads secrets from <NAME>_FILE and refuses both forms at once', () => {
+    const dir = tmp();
+    writeFileSync(path.join(dir, 'secret'), 'from-file-secret\n');
+    writeFileSync(path.join(dir, 'keys'), 'client-key-aaaaaaaaaaaa,client-key-bbbbbbbbbbbb\n');
+    const c = loadConfig({ env: { KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: 'secret', PROXY_CLIENT_KEYS_FILE: path.join(dir, 'keys') }, cwd: dir });
+    expect(c.credentials.mode === 'oauth' && c.credentials.clientSecret).toBe('from-file-secret');
+    expect(c.proxyClientKeys).toEqual(['client-key-aaaaaaaaaaaa', 'client-key-bbbbbbbbbbbb']);
+    expect(problemsOf(() => loadConfig({ env: { ...OAUTH, KEAP_CLIENT_SECRET_FILE: 'secret' }, cwd: dir })).join()).toMatch(/set both KEAP_CLIENT_SECRET and KEAP_CLIENT_SECRET_FILE/);
+  });
+
+  it('reads a config file, environment variables win, SAP connector names are accepted', () => {
+    const dir = tmp();
+    writeFileSync(
+      path.join(dir, 'my.properties'),
+      ['# comment', '! also a comment', 'oauth.api.key = sap-id', 'oauth.api.secret: sap-secret', 'oauth.callback.url=https://example.com/cb', 'PORT=9000', 'UPSTREAM_TIMEOUT_MS=1234'].join('\n'),
+    );
+    const c = loadConfig({ env: { PORT: '9001' }, configFile: 'my.properties', cwd: dir });
+    expect(c.credentials).toMatchObject({ mode: 'oauth', clientId: 'sap-id', clientSecret: 'sap-secret', redirectUri: 'https://example.com/cb' });
+    expect(c.port).toBe(9001);
+    expect(c.upstreamTimeoutMs).toBe(1234);
+    expect(c.configFile).toBe('my.properties');
+
+    writeFileSync(path.join(dir, 'legacy.properties'), 'infusionsoft.private.key=legacy-key\n');
+    expect(loadConfig({ env: { KEAP_PROXY_CONFIG: 'legacy.properties' }, cwd: dir }).credentials).toEqual({ mode: 'key', apiKey: 'legacy-key' });
+  });
+
+  it('refuses unknown settings and unreadable files in a config file', () => {
+    const dir = tmp();
+    writeFileSync(path.join(dir, 'bad.properties'), 'PROT=8080\n');
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'bad.properties', cwd: dir })).join()).toMatch(/unknown setting "PROT"/);
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'missing.properties', cwd: dir })).join()).toMatch(/config file missing.properties: cannot be read/);
+    writeFileSync(path.join(dir, 'garbage.properties'), 'just words\n');
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'garbage.properties', cwd: dir })).join()).toMatch(/garbage.properties:1: expected "NAME=value"/);
+  });
+
+  it('the summary logged at start carries no secret', () => {
+    const c = loadConfig({ env: { ...OAUTH, KEAP_REFRESH_TOKEN: 'seed-secret-value', PROXY_CLIENT_KEYS: 'client-key-aaaaaaaaaaaa' }, cwd: tmp() });
+    const text = JSON.stringify(configSummary(c));
+    for (const secret of ['id-123', 'secret-456', 'seed-secret-value', 'client-key-aaaaaaaaaaaa']) expect(text).not.toContain(secret);
+    expect(configSummary(c)).toMatchObject({ mode: 'oauth', seedRefreshToken: true, clientKeys: 1 });
+  });
+});
+
+describe('the documented defaults', () => {
+  it(`${DEFAULT_CONFIG_FILE} lists every setting with the built-in default`, () => {
+    const file = parseProperties(readFileSync(path.join(repo, DEFAULT_CONFIG_FILE), 'utf8'), DEFAULT_CONFIG_FILE);
+    expect([...file.keys()].sort()).toEqual(SETTINGS.map((s) => s.name).sort());
+    for (const s of SETTINGS) expect(file.get(s.name), s.name).toBe(s.default);
+  });
+
+  it('loading the defaults file gives the same config as no file', () => {
+    const withFile = loadConfig({ env: OAUTH, cwd: repo });
+    const without = loadConfig({ env: OAUTH, cwd: tmp() });
+    expect(withFile.configFile).toBe(DEFAULT_CONFIG_FILE);
+    expect({ ...withFile, configFile: undefined, tokenStore: undefined }).toEqual({ ...without, configFile: undefined, tokenStore: undefined });
+  });
+
+  it('README and --help name every setting', () => {
+    const readme = readFileSync(path.join(repo, 'README.md'), 'utf8');
+    const help = helpText();
+    for (const s of SETTINGS) {
+      expect(readme, s.name).toContain(`\`${s.name}\``);
+      expect(help, s.name).toContain(s.name);
+    }
+  });
+});

@@ -1,0 +1,243 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import http from 'node:http';
+import { startHarness, send, type Harness } from './harness.js';
+
+interface Echo {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  bodyLength: number;
+  bodySha256: string;
+  bodyBase64?: string;
+}
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness({ mode: 'key' });
+});
+afterAll(async () => {
+  await h.close();
+});
+
+/** Sends raw bytes to the proxy and returns what came back on the socket. */
+function raw(url: string, text: string): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(u.port), u.hostname, () => socket.end(text));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+  });
+}
+
+describe('forwarding', () => {
+  it.each(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])('%s passes method, path and query through unchanged', async (method) => {
+    const path = '/crm/rest/v1/__echo/a%20b/c?x=1&y=%C3%A9&y=2&empty=&flag';
+    const body = method === 'GET' || method === 'OPTIONS' ? undefined : `{"method":"${method}"}`;
+    const r = await send(h.proxy.url, method, path, { body, headers: body ? { 'content-type': 'application/json' } : {} });
+    expect(r.status).toBe(200);
+    const echo = r.json<Echo>();
+    expect(echo.method).toBe(method);
+    expect(echo.url).toBe(path);
+    if (body) expect(Buffer.from(echo.bodyBase64 ?? '', 'base64').toString()).toBe(body);
+  });
+
+  it('HEAD passes through', async () => {
+    const r = await send(h.proxy.url, 'HEAD', '/crm/rest/v1/__echo');
+    expect(r.status).toBe(200);
+    expect(r.body.length).toBe(0);
+    expect(h.sim.lastRequests.at(-1)?.method).toBe('HEAD');
+  });
+
+  it('binary bodies arrive byte-identical', async () => {
+    const body = randomBytes(40_000);
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__echo', { body, headers: { 'content-type': 'application/octet-stream' } });
+    const echo = r.json<Echo>();
+    expect(echo.bodyLength).toBe(body.length);
+    expect(Buffer.from(echo.bodyBase64 ?? '', 'base64').equals(body)).toBe(true);
+  });
+
+  it('large bodies (over the replay buffer) stream through byte-identical', async () => {
+    const body = randomBytes(24 * 1024 * 1024 + 17);
+    const r = await send(h.proxy.url, 'PUT', '/crm/rest/v1/__echo', { body });
+    const echo = r.json<Echo>();
+    expect(echo.bodyLength).toBe(body.length);
+    expect(echo.bodySha256).toBe(createHash('sha256').update(body).digest('hex'));
+  });
+
+  it('chunked request bodies arrive whole', async () => {
+    const u = new URL(h.proxy.url);
+    const parts = [randomBytes(1000), randomBytes(70_000), randomBytes(3)];
+    const echo = await new Promise<Echo>((resolve, reject) => {
+      const req = http.request({ host: u.hostname, port: u.port, method: 'POST', path: '/crm/rest/v1/__echo', agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString()) as Echo));
+      });
+      req.on('error', reject);
+      for (const p of parts) req.write(p);
+      req.end();
+    });
+    expect(echo.headers['transfer-encoding']).toBeUndefined();
+    expect(echo.bodySha256).toBe(createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+  });
+
+  it('large responses arrive byte-identical', async () => {
+    const size = 5 * 1024 * 1024 + 3;
+    const r = await send(h.proxy.url, 'GET', `/crm/rest/v1/__bytes?size=${size}`);
+    expect(r.status).toBe(200);
+    expect(r.body.length).toBe(size);
+    for (const i of [0, 250, 251, 1_000_000, size - 1]) expect(r.body[i]).toBe(i % 251);
+  });
+
+  it('responses stream: the first chunk arrives before the upstream has finished', async () => {
+    const u = new URL(h.proxy.url);
+    const started = Date.now();
+    const { firstChunkAt, endAt, text } = await new Promise<{ firstChunkAt: number; endAt: number; text: string }>((resolve, reject) => {
+      http
+        .get({ host: u.hostname, port: u.port, path: '/crm/rest/v1/__stream?chunks=4&delayMs=150', agent: false }, (res) => {
+          let first = 0;
+          let text = '';
+          res.on('data', (c: Buffer) => {
+            first ||= Date.now();
+            text += c.toString();
+          });
+          res.on('end', () => resolve({ firstChunkAt: first, endAt: Date.now(), text }));
+        })
+        .on('error', reject);
+    });
+    expect(text).toBe('chunk 0\nchunk 1\nchunk 2\nchunk 3\n');
+    expect(firstChunkAt - started).toBeLessThan(endAt - started - 300);
+  });
+
+  it('drops hop-by-hop headers, sets Host and X-Forwarded-*, keeps end-to-end headers', async () => {
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', {
+      headers: { connection: 'keep-alive, x-private-hop', 'x-private-hop': 'secret', 'keep-alive': 'timeout=5', 'proxy-authorization': 'Basic abc', te: 'trailers', 'x-custom': 'kept', accept: 'application/json' },
+    });
+    const echo = r.json<Echo>();
+    const simHost = new URL(h.sim.url).host;
+    expect(echo.headers.host).toBe(simHost);
+    expect(echo.headers['x-forwarded-for']).toBe('127.0.0.1');
+    expect(echo.headers['x-forwarded-proto']).toBe('http');
+    expect(echo.headers['x-custom']).toBe('kept');
+    expect(echo.headers.accept).toBe('application/json');
+    for (const hop of ['x-private-hop', 'keep-alive', 'proxy-authorization', 'te']) expect(echo.headers[hop], hop).toBeUndefined();
+  });
+
+  it('honours X-Request-Id and propagates it; makes one when absent', async () => {
+    const given = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { 'x-request-id': 'abc-123' } });
+    expect(given.headers['x-request-id']).toBe('abc-123');
+    expect(given.json<Echo>().headers['x-request-id']).toBe('abc-123');
+    const made = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { 'x-request-id': 'bad id with spaces' } });
+    expect(made.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(made.json<Echo>().headers['x-request-id']).toBe(made.headers['x-request-id']);
+  });
+
+  it('relays Keap statuses and bodies as they are', async () => {
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/no-such-thing');
+    expect(r.status).toBe(404);
+    expect(h.sim.lastRequests.at(-1)?.url).toBe('/crm/rest/v1/no-such-thing');
+  });
+});
+
+describe('only Keap is contacted', () => {
+  it('absolute-form targets are refused', async () => {
+    const before = h.sim.counters.apiCalls;
+    const reply = await raw(h.proxy.url, 'GET http://127.0.0.1:1/crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    expect(reply).toMatch(/^HTTP\/1.1 400/);
+    expect(reply).toContain('"error":"absolute_form_refused"');
+    expect(h.sim.counters.apiCalls).toBe(before);
+  });
+
+  it('//host paths are refused', async () => {
+    const before = h.sim.counters.apiCalls;
+    const r = await send(h.proxy.url, 'GET', '//evil.example/crm/rest/v1/contacts');
+    expect(r.status).toBe(400);
+    expect(r.json()).toMatchObject({ error: 'invalid_path' });
+    expect(h.sim.counters.apiCalls).toBe(before);
+  });
+
+  it('CONNECT is refused', async () => {
+    const reply = await raw(h.proxy.url, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n');
+    expect(reply).toMatch(/^HTTP\/1.1 405/);
+    expect(reply).toContain('"error":"method_not_allowed"');
+  });
+
+  it('Content-Length together with Transfer-Encoding is refused', async () => {
+    const before = h.sim.counters.apiCalls;
+    const reply = await raw(
+      h.proxy.url,
+      'POST /crm/rest/v1/__echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /crm/rest/v1/contacts HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    expect(reply).toMatch(/^HTTP\/1.1 400/);
+    expect(reply).toContain('"error":"ambiguous_body_length"');
+    expect(h.sim.counters.apiCalls).toBe(before);
+  });
+
+  it('bodies over MAX_BODY_BYTES get 413 without reaching Keap', async () => {
+    const small = await startHarness({ mode: 'key', env: { MAX_BODY_BYTES: '1000', REPLAY_BODY_BYTES: '100' } });
+    try {
+      const declared = await send(small.proxy.url, 'POST', '/crm/rest/v1/__echo', { body: Buffer.alloc(1001) });
+      expect(declared.status).toBe(413);
+      expect(declared.json()).toMatchObject({ error: 'body_too_large' });
+      expect(small.sim.counters.apiCalls).toBe(0);
+      const ok = await send(small.proxy.url, 'POST', '/crm/rest/v1/__echo', { body: Buffer.alloc(1000, 1) });
+      expect(ok.status).toBe(200);
+      expect(ok.json<Echo>().bodyLength).toBe(1000);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('chunked bodies that grow past MAX_BODY_BYTES get 413', async () => {
+    const small = await startHarness({ mode: 'key', env: { MAX_BODY_BYTES: '50000', REPLAY_BODY_BYTES: '1000' } });
+    try {
+      const u = new URL(small.proxy.url);
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request({ host: u.hostname, port: u.port, method: 'POST', path: '/crm/rest/v1/__echo', agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        for (let i = 0; i < 10; i++) req.write(Buffer.alloc(10_000));
+        req.end();
+      });
+      expect(status).toBe(413);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
+describe('upstream failures', () => {
+  it('an upstream that is down gives 502 JSON', async () => {
+    const down = await startHarness({ mode: 'key' });
+    try {
+      await down.sim.close();
+      const r = await send(down.proxy.url, 'GET', '/crm/rest/v1/contacts');
+      expect(r.status).toBe(502);
+      expect(r.json()).toMatchObject({ error: 'upstream_unreachable' });
+      expect(r.json<{ message: string }>().message).toMatch(/Keap could not be reached/);
+    } finally {
+      await down.proxy.close();
+    }
+  });
+
+  it('an upstream that does not answer within UPSTREAM_TIMEOUT_MS gives 504 JSON', async () => {
+    const slow = await startHarness({ mode: 'key', env: { UPSTREAM_TIMEOUT_MS: '300' } });
+    try {
+      const started = Date.now();
+      const r = await send(slow.proxy.url, 'GET', '/crm/rest/v1/__hang');
+      expect(r.status).toBe(504);
+      expect(r.json()).toMatchObject({ error: 'upstream_timeout' });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+      // The proxy stays healthy afterwards.
+      expect((await send(slow.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    } finally {
+      await slow.close();
+    }
+  });
+});

@@ -1,0 +1,116 @@
+// Builds a real simulator and a real proxy on loopback for a test, with the proxy's log
+// lines captured in memory so tests can read (and scan) them.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { KeapSimulator, type SimulatorOptions } from './simulator/keap-simulator.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { startProxy, type RunningProxy } from '../src/server.js';
+
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n')) if (line !== '') this.lines.push(line);
+    cb();
+  }
+  get entries(): Record<string, unknown>[] {
+    return this.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+  text(): string {
+    return this.lines.join('\n');
+  }
+}
+
+export interface Harness {
+  sim: KeapSimulator;
+  proxy: RunningProxy;
+  config: Config;
+  logs: LogCapture;
+  dir: string;
+  close(): Promise<void>;
+}
+
+export const SIM_CLIENT_ID = 'sim-client-id';
+export const SIM_CLIENT_SECRET = 'sim-client-secret';
+export const SIM_API_KEY = 'KeapAK-sim-personal-access-token';
+export const SIM_LEGACY_KEY = 'sim-legacy-encrypted-key';
+export const SIM_SEED = 'sim-seed-refresh-token';
+
+export function tempDir(): string {
+  return mkdtempSync(path.join(tmpdir(), 'keap-proxy-test-'));
+}
+
+export function oauthEnv(sim: KeapSimulator, dir: string): Record<string, string> {
+  return {
+    KEAP_API_URL: sim.url,
+    KEAP_TOKEN_URL: sim.tokenUrl,
+    KEAP_CLIENT_ID: SIM_CLIENT_ID,
+    KEAP_CLIENT_SECRET: SIM_CLIENT_SECRET,
+    KEAP_REFRESH_TOKEN: SIM_SEED,
+    TOKEN_STORE: path.join(dir, 'store', 'tokens.json'),
+    PORT: '0',
+    RATE_LIMIT_PER_SECOND: '0',
+    LOG_LEVEL: 'trace',
+  };
+}
+
+export function keyEnv(sim: KeapSimulator, key = SIM_API_KEY): Record<string, string> {
+  return { KEAP_API_URL: sim.url, KEAP_API_KEY: key, PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'trace' };
+}
+
+export async function startHarness(opts: { mode: 'oauth' | 'key'; env?: Record<string, string>; sim?: SimulatorOptions }): Promise<Harness> {
+  const sim = await KeapSimulator.start(opts.sim);
+  const dir = tempDir();
+  const base = opts.mode === 'oauth' ? oauthEnv(sim, dir) : keyEnv(sim);
+  const config = loadConfig({ env: { ...base, ...opts.env }, cwd: dir });
+  const logs = new LogCapture();
+  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+  return {
+    sim,
+    proxy,
+    config,
+    logs,
+    dir,
+    async close() {
+      await proxy.close();
+      await sim.close();
+    },
+  };
+}
+
+export interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  json<T = Record<string, unknown>>(): T;
+  text(): string;
+}
+
+/** A plain node:http request, so tests control every header and byte (fetch would add its own). */
+export function send(baseUrl: string, method: string, pathAndQuery: string, opts: { headers?: OutgoingHttpHeaders; body?: Buffer | string } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(baseUrl);
+    const headers = { ...opts.headers };
+    if (opts.body !== undefined && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) headers['content-length'] = Buffer.byteLength(opts.body);
+    const req = httpRequest({ host: u.hostname, port: u.port, method, path: pathAndQuery, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const body = Buffer.concat(chunks);
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body,
+          json: <T>() => JSON.parse(body.toString('utf8')) as T,
+          text: () => body.toString('utf8'),
+        });
+      });
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}

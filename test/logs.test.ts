@@ -1,0 +1,54 @@
+import { describe, it, expect } from 'vitest';
+import { startHarness, send, SIM_CLIENT_SECRET, SIM_SEED, SIM_API_KEY } from './harness.js';
+
+const CLIENT_KEY = 'client-key-must-not-be-logged-0001';
+
+describe('logs', () => {
+  it('one JSON line per request with id, method, path, status, upstream status, attempts and duration', async () => {
+    const h = await startHarness({ mode: 'key' });
+    try {
+      await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts?secret_query=1', { headers: { 'x-request-id': 'req-log-1' } });
+      await h.proxy.close();
+      const line = h.logs.entries.find((e) => e.event === 'request' && e.reqId === 'req-log-1');
+      expect(line).toMatchObject({ level: 'info', method: 'GET', path: '/crm/rest/v1/contacts', status: 200, upstreamStatus: 200, attempts: 1 });
+      expect(typeof line?.durationMs).toBe('number');
+      expect(JSON.stringify(line)).not.toContain('secret_query');
+      const start = h.logs.entries.find((e) => e.event === 'starting');
+      expect(start).toMatchObject({ config: { mode: 'key', rateLimitPerSecond: 0 } });
+    } finally {
+      await h.sim.close();
+    }
+  });
+
+  it('no secret appears in any log line of a full run, at trace level', async () => {
+    const h = await startHarness({ mode: 'oauth', env: { PROXY_CLIENT_KEYS: CLIENT_KEY, LOG_LEVEL: 'trace' } });
+    const secrets = new Set<string>([SIM_CLIENT_SECRET, SIM_SEED, CLIENT_KEY]);
+    try {
+      const auth = { authorization: `Bearer ${CLIENT_KEY}` };
+      const echo = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: auth });
+      secrets.add(String(echo.json<{ headers: Record<string, string> }>().headers.authorization).slice(7));
+      await send(h.proxy.url, 'POST', '/crm/rest/v1/contacts', { headers: { ...auth, 'content-type': 'application/json' }, body: '{"given_name":"Ada"}' });
+      await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: `<methodCall><methodName>x</methodName><params><param><value><string>${CLIENT_KEY}</string></value></param></params></methodCall>` });
+      await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers: { authorization: 'Bearer wrong-key-wrong-key' } });
+      await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { headers: auth, body: '<methodCall><params><param>' });
+      await send(h.proxy.url, 'GET', '/readyz');
+      const live = h.sim.currentRefreshToken();
+      if (live !== undefined) secrets.add(live);
+      await h.sim.close();
+      await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers: auth });
+    } finally {
+      await h.proxy.close();
+    }
+    // Key mode too: the API key must never be logged.
+    const k = await startHarness({ mode: 'key', env: { LOG_LEVEL: 'trace' } });
+    await send(k.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: '<methodCall><methodName>x</methodName></methodCall>' });
+    await send(k.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    await k.close();
+
+    const all = h.logs.text() + '\n' + k.logs.text();
+    expect(h.logs.lines.length).toBeGreaterThan(8);
+    expect(secrets.size).toBeGreaterThanOrEqual(5);
+    for (const secret of [...secrets, SIM_API_KEY]) expect(all, 'a secret leaked into the logs').not.toContain(secret);
+    for (const line of h.logs.lines) expect(() => JSON.parse(line) as unknown).not.toThrow();
+  });
+});
