@@ -51,4 +51,16 @@ describe('logs', () => {
     for (const secret of [...secrets, SIM_API_KEY]) expect(all, 'a secret leaked into the logs').not.toContain(secret);
     for (const line of h.logs.lines) expect(() => JSON.parse(line) as unknown).not.toThrow();
   });
+
+  it('warns at start when listening beyond loopback without client keys', async () => {
+    const open = await startHarness({ mode: 'key', env: { HOST: '0.0.0.0' } });
+    await open.close();
+    expect(open.logs.entries.find((e) => e.event === 'open_listener')).toMatchObject({ level: 'warn', host: '0.0.0.0' });
+    const gated = await startHarness({ mode: 'key', env: { HOST: '0.0.0.0', PROXY_CLIENT_KEYS: CLIENT_KEY } });
+    await gated.close();
+    expect(gated.logs.entries.some((e) => e.event === 'open_listener')).toBe(false);
+    const loopback = await startHarness({ mode: 'key' });
+    await loopback.close();
+    expect(loopback.logs.entries.some((e) => e.event === 'open_listener')).toBe(false);
+  });
 });
