@@ -16,7 +16,9 @@ export interface Readiness {
 export interface CredentialSource {
   readonly mode: 'oauth' | 'key';
   start(): Promise<void>;
-  /** A credential usable right now; throws HttpError (503) when there is none. */
+  /** The credential when one is usable right now without waiting (the hot path), else undefined. */
+  current(): Credential | undefined;
+  /** A credential usable right now, waiting for a refresh if need be; throws HttpError (503) when there is none. */
   get(): Promise<Credential>;
   readiness(): Readiness;
   stop(): void;
@@ -33,6 +35,10 @@ export class StaticKeySource implements CredentialSource {
 
   async start(): Promise<void> {
     this.logger.info({ event: 'credential_ready', mode: 'key' }, 'using the configured API key');
+  }
+
+  current(): Credential {
+    return this.credential;
   }
 
   get(): Promise<Credential> {

@@ -1,10 +1,12 @@
 // The one place that talks to Keap's API host. http-proxy-3 sends the request; we keep
 // the response in hand (selfHandleResponse) so the pipeline can look at a 401 or 429
 // before anything reaches the client, and replay the request when that is safe.
+// This is the hot path: no per-call options object (http-proxy-3 merges it on every call),
+// headers go straight onto the request, and response headers are relayed as raw pairs.
 import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
-import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'client_closed' | 'body_too_large';
@@ -20,22 +22,65 @@ export class UpstreamError extends Error {
 }
 
 export interface Attempt {
-  /** Headers set on top of the (already cleaned) client headers. */
-  headers: OutgoingHttpHeaders;
-  /** A buffered body to send; undefined sends the client's stream (once). */
+  /** A buffered body to send; with neither this nor `stream`, the client's own stream is sent (once). */
   body: Buffer | undefined;
-  /** A stream to send instead of the request itself (a body that outgrew the buffer). */
-  stream?: Readable | undefined;
+  /** A stream to send instead (a body that outgrew the buffer). */
+  stream: Readable | undefined;
 }
 
-/** Response headers that belong to one connection, not to the message. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+/** Headers that belong to one connection, not to the message. */
+export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
-interface InFlight {
-  onResponse: (res: IncomingMessage) => void;
-  proxyReq?: http.ClientRequest;
+const INSPECTED_LENGTHS = new Set([...HOP_BY_HOP, 'x-request-id'].map((n) => n.length));
+
+/** One attempt in flight: settles once, with Keap's response head or the reason there is none. */
+class InFlight {
+  proxyReq: http.ClientRequest | undefined;
   /** Set when the attempt was abandoned before http-proxy-3 handed us its request. */
-  abortWith?: Error;
+  abortWith: Error | undefined;
+  private settled = false;
+  readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly owner: WeakMap<IncomingMessage, InFlight>,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly resolve: (res: IncomingMessage) => void,
+    private readonly reject: (err: UpstreamError) => void,
+    timeoutMs: number,
+  ) {
+    this.timer = setTimeout(abandonOnTimeout, timeoutMs, this);
+    owner.set(req, this);
+  }
+
+  onResponse(proxyRes: IncomingMessage): void {
+    if (this.settle()) this.resolve(proxyRes);
+    else proxyRes.resume();
+  }
+
+  onError(err: Error, failure: UpstreamFailure): void {
+    if (this.settle()) this.reject(new UpstreamError(this.res.destroyed ? 'client_closed' : failure, err));
+  }
+
+  /** An abandoned attempt must not keep an upstream socket busy. */
+  abandon(failure: UpstreamFailure, err?: unknown): void {
+    const cause = new UpstreamError(failure, err);
+    if (this.proxyReq !== undefined) this.proxyReq.destroy();
+    else this.abortWith = cause;
+    if (this.settle()) this.reject(cause);
+  }
+
+  private settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    clearTimeout(this.timer);
+    if (this.owner.get(this.req) === this) this.owner.delete(this.req);
+    return true;
+  }
+}
+
+function abandonOnTimeout(flight: InFlight): void {
+  flight.abandon('timeout');
 }
 
 export interface ForwarderOptions {
@@ -54,12 +99,12 @@ export class Forwarder {
     const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? 256, scheduling: 'lifo' as const };
     this.agent = options.target.protocol === 'https:' ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
     this.proxy = createProxyServer({
-      target: options.target.href,
+      // A URL object, not a string: http-proxy-3 would parse a string on every request.
+      target: options.target,
       agent: this.agent,
       changeOrigin: true,
-      xfwd: true,
       selfHandleResponse: true,
-      // Socket inactivity after the response started; the time to first byte is ours (below).
+      // Socket inactivity once the response has started; the time to first byte is ours (below).
       proxyTimeout: options.timeoutMs,
     });
     this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
@@ -73,57 +118,34 @@ export class Forwarder {
       if (flight !== undefined) flight.onResponse(proxyRes);
       else proxyRes.resume();
     });
-    // Every call passes its own callback; this catches anything else instead of crashing.
-    this.proxy.on('error', () => {});
+    // The one error handler: every failure of a live attempt rejects that attempt.
+    this.proxy.on('error', (err: Error, req: IncomingMessage) => {
+      this.inFlight.get(req)?.onError(err, 'unreachable');
+    });
+    // http-proxy-3 destroys the upstream request when the client goes away and reports it here.
+    this.proxy.on('econnreset', (err: Error, req: IncomingMessage) => {
+      this.inFlight.get(req)?.onError(err, 'client_closed');
+    });
   }
 
-  /** Sends one attempt and resolves with Keap's response head; the body is not read yet. */
+  /** Sends one attempt (headers as they are on `req`) and resolves with Keap's response head. */
   send(req: IncomingMessage, res: ServerResponse, attempt: Attempt): Promise<IncomingMessage> {
     return new Promise<IncomingMessage>((resolve, reject) => {
-      let settled = false;
-      const flight: InFlight = {
-        onResponse: (proxyRes) => {
-          if (settled) proxyRes.resume();
-          else settle(() => resolve(proxyRes));
-        },
-      };
-      const settle = (fn: () => void): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        res.off('close', onClientClose);
-        if (this.inFlight.get(req) === flight) this.inFlight.delete(req);
-        fn();
-      };
-      // An abandoned attempt must not keep an upstream socket busy.
-      const abandon = (failure: UpstreamFailure, err?: unknown): void => {
-        const cause = new UpstreamError(failure, err);
-        if (flight.proxyReq !== undefined) flight.proxyReq.destroy();
-        else flight.abortWith = cause;
-        settle(() => reject(cause));
-      };
-      const onClientClose = (): void => abandon('client_closed');
-      const timer = setTimeout(() => abandon('timeout'), this.options.timeoutMs);
-      res.once('close', onClientClose);
-      this.inFlight.set(req, flight);
-      attempt.stream?.once('error', (err) => abandon('body_too_large', err));
-      const buffer = attempt.stream ?? (attempt.body !== undefined ? Readable.from([attempt.body]) : undefined);
-      this.proxy.web(req, res, { headers: attempt.headers as Record<string, string>, buffer }, (err) => {
-        settle(() => reject(new UpstreamError('unreachable', err)));
-      });
+      const flight = new InFlight(this.inFlight, req, res, resolve, reject, this.options.timeoutMs);
+      if (attempt.stream !== undefined) {
+        attempt.stream.once('error', (err) => flight.abandon('body_too_large', err));
+        this.proxy.web(req, res, { buffer: attempt.stream });
+      } else if (attempt.body !== undefined) {
+        this.proxy.web(req, res, { buffer: Readable.from([attempt.body]) });
+      } else {
+        this.proxy.web(req, res);
+      }
     });
   }
 
   /** Streams Keap's response to the client, minus hop-by-hop headers. */
-  relay(proxyRes: IncomingMessage, res: ServerResponse, extraHeaders: OutgoingHttpHeaders): void {
-    const headers: OutgoingHttpHeaders = {};
-    const connectionTokens = parseConnection(proxyRes.headers.connection);
-    for (const [name, value] of Object.entries(proxyRes.headers)) {
-      if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens?.has(name)) continue;
-      headers[name] = value;
-    }
-    Object.assign(headers, extraHeaders);
-    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, headers);
+  relay(proxyRes: IncomingMessage, res: ServerResponse, requestId: string): void {
+    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, endToEndHeaders(proxyRes.rawHeaders, requestId));
     proxyRes.on('error', () => res.destroy());
     proxyRes.pipe(res);
   }
@@ -134,9 +156,40 @@ export class Forwarder {
   }
 }
 
+/** Raw header pairs without hop-by-hop ones (and those a Connection header names), plus our request id. */
+function endToEndHeaders(raw: string[], requestId: string): string[] {
+  const out: string[] = [];
+  let listed: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    // Only names as long as a hop-by-hop one or x-request-id need a closer look.
+    if (!INSPECTED_LENGTHS.has(name.length)) {
+      out.push(name, raw[i + 1] as string);
+      continue;
+    }
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') listed = parseConnection(raw[i + 1]);
+      continue;
+    }
+    // Keap's own request id is kept for support tickets, under another name: ours is the one clients correlate.
+    if (lower === 'x-request-id') {
+      if (raw[i + 1] !== requestId) out.push('x-upstream-request-id', raw[i + 1] as string);
+      continue;
+    }
+    out.push(name, raw[i + 1] as string);
+  }
+  out.push('x-request-id', requestId);
+  if (listed === undefined) return out;
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) if (!listed.has((out[i] as string).toLowerCase())) kept.push(out[i] as string, out[i + 1] as string);
+  return kept;
+}
+
 /** Header names listed in a Connection header are hop-by-hop too. */
 export function parseConnection(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+  // Nearly every message says just keep-alive or close: no list to parse.
+  if (value === undefined || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
   const names = text.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive');
   return names.length > 0 ? new Set(names) : undefined;

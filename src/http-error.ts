@@ -28,6 +28,6 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
-export function sendError(res: ServerResponse, err: HttpError): void {
-  sendJson(res, err.status, { error: err.code, message: err.message }, err.headers);
+export function sendError(res: ServerResponse, err: HttpError, requestId?: string): void {
+  sendJson(res, err.status, { error: err.code, message: err.message }, requestId === undefined || requestId === '' ? err.headers : { ...err.headers, 'x-request-id': requestId });
 }

@@ -4,12 +4,15 @@
 import Bottleneck from 'bottleneck';
 
 export interface Pacer {
+  /** False when pacing is off: the pipeline then leaves the stage out. */
+  readonly enabled: boolean;
   /** Resolves when the next call to Keap may start. */
   wait(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export class NoPacer implements Pacer {
+  readonly enabled = false;
   wait(): Promise<void> {
     return Promise.resolve();
   }
@@ -19,6 +22,7 @@ export class NoPacer implements Pacer {
 }
 
 export class SpacingPacer implements Pacer {
+  readonly enabled = true;
   private readonly limiter: Bottleneck;
 
   constructor(perSecond: number) {

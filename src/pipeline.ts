@@ -2,7 +2,7 @@
 // place (`createPipeline`). A stage either returns (the request goes on) or throws an
 // HttpError (the request ends here with that answer).
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingMessage, IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
@@ -21,8 +21,6 @@ export interface Exchange {
   id: string;
   /** XML-RPC calls have their body rewritten; REST calls pass through. */
   xmlrpc: boolean;
-  /** Set on top of the client's headers when forwarding. */
-  upstreamHeaders: OutgoingHttpHeaders;
   body: Buffer | undefined;
   bodyStream: Readable | undefined;
   /** The client authenticated to us with its key in the XML-RPC privateKey param. */
@@ -64,8 +62,6 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/;
 export function assignRequestId(ex: Exchange): void {
   const given = ex.req.headers['x-request-id'];
   ex.id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
-  ex.upstreamHeaders['x-request-id'] = ex.id;
-  ex.res.setHeader('x-request-id', ex.id);
 }
 
 const XMLRPC_PATHS = new Set(['/crm/xmlrpc/v1', '/crm/xmlrpc', '/api/xmlrpc']);
@@ -80,14 +76,35 @@ export function routeXmlRpc(ex: Exchange): void {
   if (ex.xmlrpc && trimmed === '/api/xmlrpc') ex.req.url = '/crm/xmlrpc/v1' + (q < 0 ? '' : url.slice(q));
 }
 
-/** Request headers that belong to the client's connection (transfer-encoding is re-framed below). */
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect'];
+/** Request headers that belong to the client's connection (transfer-encoding stays: it frames a streamed body). */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect']);
+/** Clients hold no Keap credentials: whatever they send is replaced by ours. */
+const CLIENT_CREDENTIALS = new Set(['authorization', 'x-keap-api-key']);
 
-export function dropHopByHopHeaders(ex: Exchange): void {
+/**
+ * What goes upstream: the client's headers minus hop-by-hop ones (and those its Connection
+ * header names) and minus any credential it sent, plus our request id. A fresh object,
+ * because deleting from Node's header object turns it slow for every later read and copy.
+ */
+export function copyEndToEndHeaders(ex: Exchange): void {
+  const from = ex.req.headers;
+  const listed = parseConnection(from.connection);
+  const to: IncomingHttpHeaders = {};
+  for (const name of Object.keys(from)) {
+    if (HOP_BY_HOP.has(name) || CLIENT_CREDENTIALS.has(name) || listed?.has(name) === true) continue;
+    to[name] = from[name];
+  }
+  to['x-request-id'] = ex.id;
+  ex.req.headers = to;
+}
+
+/** Keap sees who asked and how; the proxy itself speaks plain HTTP on its side. */
+export function addForwardedHeaders(ex: Exchange): void {
   const headers = ex.req.headers;
-  const listed = parseConnection(headers.connection);
-  if (listed !== undefined) for (const name of listed) delete headers[name];
-  for (const name of HOP_BY_HOP) delete headers[name];
+  const client = ex.req.socket.remoteAddress ?? '';
+  const prior = headers['x-forwarded-for'];
+  headers['x-forwarded-for'] = prior === undefined ? client : `${String(prior)}, ${client}`;
+  headers['x-forwarded-proto'] = 'http';
 }
 
 /** The keys clients must present when PROXY_CLIENT_KEYS is set. */
@@ -138,15 +155,8 @@ function unauthorizedClient(): HttpError {
   });
 }
 
-/** Clients hold no Keap credentials: whatever they send is replaced by ours. */
-export function stripClientCredentials(ex: Exchange): void {
-  delete ex.req.headers.authorization;
-  delete ex.req.headers['x-keap-api-key'];
-}
-
 export function bufferBody(config: Config): Stage {
-  return async (ex) => {
-    if (!hasBody(ex.req)) return;
+  const read = async (ex: Exchange): Promise<void> => {
     // XML-RPC must be rewritten whole; everything else is buffered only up to the replay limit.
     const bufferLimit = ex.xmlrpc ? config.maxBodyBytes : config.replayBodyBytes;
     let body;
@@ -161,9 +171,10 @@ export function bufferBody(config: Config): Stage {
     ex.bodyStream = body.stream;
     if (ex.body !== undefined) {
       delete ex.req.headers['transfer-encoding'];
-      ex.upstreamHeaders['content-length'] = String(ex.body.length);
+      ex.req.headers['content-length'] = String(ex.body.length);
     }
   };
+  return (ex) => (hasBody(ex.req) ? read(ex) : undefined);
 }
 
 export function authorizeClientByPrivateKey(keys: ClientKeys): Stage {
@@ -175,8 +186,12 @@ export function authorizeClientByPrivateKey(keys: ClientKeys): Stage {
 }
 
 export function obtainCredential(source: CredentialSource): Stage {
-  return async (ex) => {
+  const wait = async (ex: Exchange): Promise<void> => {
     ex.credential = await source.get();
+  };
+  return (ex) => {
+    ex.credential = source.current();
+    if (ex.credential === undefined) return wait(ex);
   };
 }
 
@@ -190,7 +205,7 @@ export function rewriteXmlRpcKey(ex: Exchange): void {
   if (key === undefined) return;
   const body = ex.body;
   ex.body = xmlrpc(() => rewritePrivateKey(body, key));
-  ex.upstreamHeaders['content-length'] = String(ex.body.length);
+  ex.req.headers['content-length'] = String(ex.body.length);
 }
 
 function xmlrpc<T>(fn: () => T): T {
@@ -205,8 +220,8 @@ function xmlrpc<T>(fn: () => T): T {
 export function injectCredential(ex: Exchange): void {
   const credential = ex.credential;
   if (credential === undefined) return;
-  if (credential.kind === 'bearer') ex.upstreamHeaders.authorization = `Bearer ${credential.token}`;
-  else ex.upstreamHeaders['x-keap-api-key'] = credential.key;
+  if (credential.kind === 'bearer') ex.req.headers.authorization = `Bearer ${credential.token}`;
+  else ex.req.headers['x-keap-api-key'] = credential.key;
 }
 
 export function pace(pacer: Pacer): Stage {
@@ -218,12 +233,12 @@ export function forward(forwarder: Forwarder, maxBodyBytes: number): Stage {
     ex.attempts += 1;
     let upstream: IncomingMessage;
     try {
-      upstream = await forwarder.send(ex.req, ex.res, { headers: ex.upstreamHeaders, body: ex.body, stream: ex.bodyStream });
+      upstream = await forwarder.send(ex.req, ex.res, { body: ex.body, stream: ex.bodyStream });
     } catch (err) {
       throw upstreamFailure(err, ex, maxBodyBytes);
     }
     ex.upstreamStatus = upstream.statusCode;
-    forwarder.relay(upstream, ex.res, {});
+    forwarder.relay(upstream, ex.res, ex.id);
   };
 }
 
@@ -252,32 +267,46 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, logger } = deps;
   const clientKeys = new ClientKeys(config.proxyClientKeys);
   const stages: Stage[] = [
-    refuseForeignTargets,
     assignRequestId,
+    refuseForeignTargets,
     routeXmlRpc,
-    dropHopByHopHeaders,
     authorizeClient(clientKeys),
-    stripClientCredentials,
+    copyEndToEndHeaders,
+    addForwardedHeaders,
     bufferBody(config),
     authorizeClientByPrivateKey(clientKeys),
     obtainCredential(deps.credentials),
     rewriteXmlRpcKey,
     injectCredential,
-    pace(deps.pacer),
+    ...(deps.pacer.enabled ? [pace(deps.pacer)] : []),
     forward(deps.forwarder, config.maxBodyBytes),
   ];
 
-  async function run(ex: Exchange): Promise<void> {
+  function fail(ex: Exchange, err: unknown): void {
+    if (!(err instanceof HttpError)) {
+      logger.error({ event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) }, 'request failed inside the proxy');
+      err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
+    }
+    if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
+    sendError(ex.res, err as HttpError, ex.id);
+  }
+
+  /** Runs the stages from `i` on; synchronous stages run back to back, without a microtask each. */
+  function run(ex: Exchange, i: number): void {
     try {
-      for (const stage of stages) await stage(ex);
-    } catch (err) {
-      if (!(err instanceof HttpError)) {
-        logger.error({ event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) }, 'request failed inside the proxy');
-        err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
+      for (; i < stages.length; i++) {
+        const pending = (stages[i] as Stage)(ex);
+        if (pending !== undefined) {
+          const next = i + 1;
+          pending.then(
+            () => run(ex, next),
+            (err: unknown) => fail(ex, err),
+          );
+          return;
+        }
       }
-      const httpErr = err as HttpError;
-      if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
-      sendError(ex.res, httpErr);
+    } catch (err) {
+      fail(ex, err);
     }
   }
 
@@ -289,7 +318,6 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         startedAt: performance.now(),
         id: '',
         xmlrpc: false,
-        upstreamHeaders: {},
         body: undefined,
         bodyStream: undefined,
         clientKeyInBody: false,
@@ -299,7 +327,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         outcome: undefined,
       };
       res.once('close', () => logExchange(logger, ex));
-      void run(ex);
+      run(ex, 0);
     },
   };
 }

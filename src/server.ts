@@ -91,6 +91,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
 /** Endpoints answered here, never forwarded. */
 function serveLocal(req: http.IncomingMessage, res: http.ServerResponse, credentials: CredentialSource): boolean {
   const url = req.url ?? '';
+  // Cheap test first: this runs before every proxied request.
+  if (!url.startsWith('/healthz') && !url.startsWith('/readyz')) return false;
   const path = url.split('?', 1)[0];
   if (path !== '/healthz' && path !== '/readyz') return false;
   if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -36,6 +36,7 @@ export function refreshMargin(grant: Pick<Grant, 'issuedAt' | 'accessExpiresAt'>
 export class TokenBroker implements CredentialSource {
   readonly mode = 'oauth' as const;
   private grant: Grant | undefined;
+  private credential: (Credential & { kind: 'bearer' }) | undefined;
   private generation = 0;
   private state: State = { kind: 'starting' };
   private inFlight: Promise<void> | undefined;
@@ -71,13 +72,21 @@ export class TokenBroker implements CredentialSource {
     }
   }
 
-  async get(): Promise<Credential> {
+  current(): Credential | undefined {
     const grant = this.grant;
-    if (grant !== undefined && this.usable(grant)) return { kind: 'bearer', token: grant.accessToken, generation: this.generation };
+    if (grant === undefined || !this.usable(grant)) return undefined;
+    // One object per grant, not per request.
+    if (this.credential?.token !== grant.accessToken) this.credential = { kind: 'bearer', token: grant.accessToken, generation: this.generation };
+    return this.credential;
+  }
+
+  async get(): Promise<Credential> {
+    const now = this.current();
+    if (now !== undefined) return now;
     if (this.needsReauthorization()) throw this.reauthorizationError();
     await this.refresh().catch(() => undefined);
-    const fresh = this.grant;
-    if (fresh !== undefined && this.usable(fresh)) return { kind: 'bearer', token: fresh.accessToken, generation: this.generation };
+    const fresh = this.current();
+    if (fresh !== undefined) return fresh;
     if (this.needsReauthorization()) throw this.reauthorizationError();
     throw noCredential('token_unavailable', 'No valid Keap access token right now: the token endpoint is failing. Retry after the indicated time.', this.retryAfterSeconds());
   }
