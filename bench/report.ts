@@ -1,0 +1,175 @@
+// Turns raw samples into the figures the benchmark is judged by: medians per scenario,
+// throughput ratios against the baselines, and a verdict. Pure functions, no I/O.
+import type { LoadSample } from './load.js';
+
+/** One timed measurement, with the CPU each side used over it (1.0 = one core busy all along). */
+export interface Measurement {
+  sample: LoadSample;
+  /** This process: the servers (simulator, proxy) and their helper threads (GC, log writes). */
+  serverCpu: number;
+  /** Share of the time this process's event loop was busy: near 1.0 means the servers were the bottleneck. */
+  serverLoopBusy: number;
+  /** The load generator's process. */
+  clientCpu: number;
+}
+
+export interface ScenarioResult {
+  name: string;
+  label: string;
+  /** One per round, in round order. */
+  rounds: Measurement[];
+  /** Warm-up samples: not timed, but their non-2xx answers count against the run. */
+  warmups: LoadSample[];
+}
+
+export interface RoundFigures {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  serverCpu: number;
+  serverLoopBusy: number;
+  clientCpu: number;
+  /** Server CPU time per request, the cost figure that does not depend on who saturated first. */
+  serverCpuUsPerRequest: number;
+}
+
+export interface ScenarioSummary {
+  name: string;
+  label: string;
+  median: RoundFigures;
+  rounds: RoundFigures[];
+  /** Summed over every round, warm-ups included. */
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  statusCodes: Record<string, number>;
+}
+
+/** A throughput ratio between two scenarios, optionally with a target it must reach. */
+export interface Comparison {
+  label: string;
+  numerator: string;
+  denominator: string;
+  /** Minimum acceptable ratio; without one the ratio is reported only. */
+  target?: number;
+}
+
+export interface ComparisonResult extends Comparison {
+  /**
+   * Median of the per-round ratios: what the verdict is based on. The two scenarios of a
+   * round run seconds apart, so a ratio within a round is immune to the machine's speed
+   * drifting between rounds (a shared VM's does, by a third), which a ratio of the two
+   * medians is not.
+   */
+  ratio: number;
+  /** The ratio within each round. */
+  perRound: number[];
+  met: boolean | undefined;
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((x, y) => x - y);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function summarize(r: ScenarioResult): ScenarioSummary {
+  const all = [...r.rounds.map((m) => m.sample), ...r.warmups];
+  const statusCodes: Record<string, number> = {};
+  for (const s of all) for (const [code, n] of Object.entries(s.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n;
+  const rounds = r.rounds.map(figures);
+  const med = (pick: (f: RoundFigures) => number): number => median(rounds.map(pick));
+  // Each figure's median is taken on its own (the p99 median need not come from the rps-median round).
+  return {
+    name: r.name,
+    label: r.label,
+    median: {
+      requestsPerSecond: med((f) => f.requestsPerSecond),
+      p50Ms: med((f) => f.p50Ms),
+      p99Ms: med((f) => f.p99Ms),
+      serverCpu: med((f) => f.serverCpu),
+      serverLoopBusy: med((f) => f.serverLoopBusy),
+      clientCpu: med((f) => f.clientCpu),
+      serverCpuUsPerRequest: med((f) => f.serverCpuUsPerRequest),
+    },
+    rounds,
+    errors: sum(all.map((s) => s.errors)),
+    timeouts: sum(all.map((s) => s.timeouts)),
+    non2xx: sum(all.map((s) => s.non2xx)),
+    statusCodes,
+  };
+}
+
+function figures(m: Measurement): RoundFigures {
+  const rps = m.sample.requestsPerSecond;
+  return {
+    requestsPerSecond: rps,
+    p50Ms: m.sample.p50Ms,
+    p99Ms: m.sample.p99Ms,
+    serverCpu: m.serverCpu,
+    serverLoopBusy: m.serverLoopBusy,
+    clientCpu: m.clientCpu,
+    serverCpuUsPerRequest: rps > 0 ? (m.serverCpu * 1e6) / rps : NaN,
+  };
+}
+
+export function compare(summaries: ScenarioSummary[], comparisons: Comparison[]): ComparisonResult[] {
+  const byName = new Map(summaries.map((s) => [s.name, s]));
+  return comparisons.flatMap((c) => {
+    const num = byName.get(c.numerator);
+    const den = byName.get(c.denominator);
+    if (num === undefined || den === undefined) return [];
+    const perRound = num.rounds.map((r, i) => r.requestsPerSecond / (den.rounds[i]?.requestsPerSecond ?? NaN));
+    const ratio = median(perRound);
+    return [{ ...c, ratio, perRound, met: c.target === undefined ? undefined : ratio >= c.target }];
+  });
+}
+
+/** Scenarios that saw anything but 2xx answers: the figures of those are not to be trusted. */
+export function failures(summaries: ScenarioSummary[]): string[] {
+  return summaries
+    .filter((s) => s.errors + s.timeouts + s.non2xx > 0)
+    .map((s) => `${s.name}: ${s.errors} errors, ${s.timeouts} timeouts, ${s.non2xx} non-2xx (status counts ${JSON.stringify(s.statusCodes)})`);
+}
+
+export function formatTable(summaries: ScenarioSummary[], comparisons: ComparisonResult[]): string {
+  const columns: { title: string; numeric: boolean; cell: (s: ScenarioSummary) => string }[] = [
+    { title: 'scenario', numeric: false, cell: (s) => s.name },
+    { title: 'req/s', numeric: true, cell: (s) => fmt(s.median.requestsPerSecond, 0) },
+    { title: 'p50 ms', numeric: true, cell: (s) => fmt(s.median.p50Ms, 1) },
+    { title: 'p99 ms', numeric: true, cell: (s) => fmt(s.median.p99Ms, 1) },
+    { title: 'server loop', numeric: true, cell: (s) => `${fmt(s.median.serverLoopBusy * 100, 0)}%` },
+    { title: 'server CPU', numeric: true, cell: (s) => `${fmt(s.median.serverCpu * 100, 0)}%` },
+    { title: 'client CPU', numeric: true, cell: (s) => `${fmt(s.median.clientCpu * 100, 0)}%` },
+    { title: 'server µs/req', numeric: true, cell: (s) => fmt(s.median.serverCpuUsPerRequest, 0) },
+    { title: 'errors', numeric: true, cell: (s) => String(s.errors + s.timeouts) },
+    { title: 'non-2xx', numeric: true, cell: (s) => String(s.non2xx) },
+    { title: 'req/s per round', numeric: false, cell: (s) => s.rounds.map((r) => fmt(r.requestsPerSecond, 0)).join(' / ') },
+  ];
+  const rows = summaries.map((s) => columns.map((c) => c.cell(s)));
+  const widths = columns.map((c, i) => Math.max(c.title.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (columns[i]!.numeric ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const out = [line(columns.map((c) => c.title)), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line), ''];
+  for (const s of summaries) out.push(`${s.name.padEnd(widths[0]!)}  ${s.label}`);
+  out.push(
+    '(medians over rounds, ratios: median of the per-round ratios; latency resolution 1 ms; server loop = event-loop busy share of the server process;',
+    ' server CPU = that process incl. GC and log-writing threads, 100% = one core; µs/req = server CPU per request)',
+    '',
+  );
+  const labelWidth = Math.max(...comparisons.map((c) => c.label.length));
+  for (const c of comparisons) {
+    const verdict = c.met === undefined ? '' : c.met ? `  PASS (target >= ${c.target}x)` : `  FAIL (target >= ${c.target}x)`;
+    const rounds = c.perRound.map((r) => fmt(r, 2)).join(' / ');
+    out.push(`${c.label.padEnd(labelWidth)}  ${fmt(c.ratio, 3)}x  (per round ${rounds})${verdict}`);
+  }
+  return out.join('\n');
+}
+
+function fmt(n: number, digits: number): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}

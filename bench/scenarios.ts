@@ -1,0 +1,142 @@
+// What the benchmark measures: each scenario starts one server set-up in this process and
+// says where the load generator should send its requests. A new scenario (e.g. keap-proxy
+// with pacing on) is one more factory here plus one line in run.ts.
+import http from 'node:http';
+import path from 'node:path';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { createProxyServer } from 'http-proxy-3';
+import type { RemoteSimulator } from './processes.js';
+import { loadConfig } from '../src/config.js';
+import { createLogDestination, createLogger } from '../src/log.js';
+import { startProxy } from '../src/server.js';
+
+export interface Target {
+  /** Base URL the load generator calls (the request path is added by run.ts). */
+  url: string;
+  /** Headers the client itself sends. */
+  headers?: Record<string, string>;
+  close(): Promise<void>;
+}
+
+export interface Scenario {
+  /** Short stable key, used in the JSON and by the ratios. */
+  name: string;
+  /** One line for the table. */
+  label: string;
+  start(): Promise<Target>;
+}
+
+/** What every scenario shares: one simulator and one scratch directory. */
+export interface BenchContext {
+  sim: RemoteSimulator;
+  dir: string;
+}
+
+/** (a) The simulator itself: the client carries a live access token, nothing in between. */
+export function direct(ctx: BenchContext): Scenario {
+  return {
+    name: 'direct',
+    label: 'simulator, no proxy',
+    async start() {
+      const token = await ctx.sim.issueAccessToken();
+      return { url: ctx.sim.url, headers: { authorization: `Bearer ${token}` }, close: async () => {} };
+    },
+  };
+}
+
+/**
+ * (b) The floor for any http-proxy-3 based proxy: a keep-alive agent and one fixed header,
+ * no pipeline, no logging. keap-proxy is judged against this.
+ */
+export function bareForwarder(ctx: BenchContext): Scenario {
+  return {
+    name: 'bare-forwarder',
+    label: 'bare http-proxy-3 forwarder',
+    async start() {
+      const agent = new http.Agent({ keepAlive: true });
+      const proxy = createProxyServer({
+        target: ctx.sim.url,
+        agent,
+        changeOrigin: true,
+        headers: { authorization: `Bearer ${await ctx.sim.issueAccessToken()}` },
+      });
+      // Without a handler http-proxy-3 throws on upstream errors; answer 502 so the client sees a non-2xx.
+      proxy.on('error', (_err, _req, res) => {
+        if (res instanceof http.ServerResponse && !res.headersSent) res.writeHead(502).end();
+        else res.destroy();
+      });
+      const server = http.createServer((req, res) => proxy.web(req, res));
+      const url = await listen(server);
+      return {
+        url,
+        async close() {
+          await closeServer(server);
+          proxy.close();
+          agent.destroy();
+        },
+      };
+    },
+  };
+}
+
+/**
+ * (c) keap-proxy as deployed (OAuth mode, `info` logging), pacing off so the figure is the
+ * proxy's own cost. Log lines go to a file: writing them is part of what is measured.
+ */
+export function keapProxy(ctx: BenchContext, opts: { name?: string; label?: string; ratePerSecond?: number } = {}): Scenario {
+  const name = opts.name ?? 'keap-proxy';
+  let instance = 0;
+  return {
+    name,
+    label: opts.label ?? 'keap-proxy (OAuth, pacing off, info log)',
+    async start() {
+      instance += 1;
+      const config = loadConfig({
+        cwd: ctx.dir,
+        env: {
+          KEAP_CLIENT_ID: 'sim-client-id',
+          KEAP_CLIENT_SECRET: 'sim-client-secret',
+          KEAP_REFRESH_TOKEN: 'sim-seed-refresh-token',
+          KEAP_API_URL: ctx.sim.url,
+          KEAP_TOKEN_URL: ctx.sim.tokenUrl,
+          // One store for every keap-proxy start: the seed works once (Keap rotates refresh
+          // tokens), so later starts must load the stored grant, exactly as a restart does.
+          TOKEN_STORE: path.join(ctx.dir, 'tokens.json'),
+          RATE_LIMIT_PER_SECOND: String(opts.ratePerSecond ?? 0),
+          PORT: '0',
+          LOG_LEVEL: 'info',
+        },
+      });
+      const logFile = path.join(ctx.dir, `${name}-${instance}.log`);
+      // The destination the proxy uses for stdout in production, pointed at a file.
+      const destination = createLogDestination(logFile);
+      await once(destination, 'ready');
+      const proxy = await startProxy(config, { logger: createLogger('info', destination) });
+      return {
+        url: proxy.url,
+        async close() {
+          await proxy.close();
+          // Drain the async log buffer now, so its writes are not billed to the next scenario.
+          const closed = once(destination, 'close');
+          destination.end();
+          await closed;
+        },
+      };
+    },
+  };
+}
+
+async function listen(server: http.Server): Promise<string> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return `http://127.0.0.1:${port}`;
+}
+
+function closeServer(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
