@@ -136,6 +136,16 @@ describe('forwarding', () => {
     expect(made.json<Echo>().headers['x-request-id']).toBe(made.headers['x-request-id']);
   });
 
+  it("keeps Keap's own request id as X-Upstream-Request-Id", async () => {
+    h.sim.route('GET', '/crm/rest/v1/__with-id', (_req, res) => {
+      res.writeHead(200, { 'x-request-id': 'keap-side-id', 'content-type': 'application/json' }).end('{}');
+    });
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__with-id', { headers: { 'x-request-id': 'ours-1' } });
+    h.sim.unroute('GET', '/crm/rest/v1/__with-id');
+    expect(r.headers['x-request-id']).toBe('ours-1');
+    expect(r.headers['x-upstream-request-id']).toBe('keap-side-id');
+  });
+
   it('relays Keap statuses and bodies as they are', async () => {
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/no-such-thing');
     expect(r.status).toBe(404);
@@ -239,5 +249,25 @@ describe('upstream failures', () => {
     } finally {
       await slow.close();
     }
+  });
+
+  it('a client that disconnects releases the upstream connection', async () => {
+    let upstreamClosed = false;
+    h.sim.route('GET', '/crm/rest/v1/__held', (_req, res) => {
+      res.on('close', () => {
+        upstreamClosed = true;
+      });
+    });
+    const u = new URL(h.proxy.url);
+    const req = http.get({ host: u.hostname, port: u.port, path: '/crm/rest/v1/__held', agent: false, headers: { 'x-request-id': 'gone-early' } });
+    req.on('error', () => undefined);
+    await new Promise((r) => setTimeout(r, 150));
+    req.destroy();
+    const deadline = Date.now() + 2000;
+    while (!upstreamClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(upstreamClosed).toBe(true);
+    h.sim.unroute('GET', '/crm/rest/v1/__held');
+    const line = h.logs.entries.find((e) => e.reqId === 'gone-early');
+    expect(line).toMatchObject({ event: 'request', outcome: 'client_closed' });
   });
 });
