@@ -108,6 +108,21 @@ export class TokenBroker implements CredentialSource {
     return { ready: false, code: 'token_unavailable', message: this.state.kind === 'degraded' ? this.state.reason : 'no access token yet', details };
   }
 
+  /** A grant obtained by authorization (callback or `keap-proxy auth`): stored, then used. */
+  async adoptGrant(grant: Grant): Promise<void> {
+    await this.options.store.withLock(() => this.options.store.save(grant));
+    this.useGrant(grant);
+    this.options.logger.info({ event: 'grant_adopted', tenant: tenantOf(grant) }, 'new grant stored and in use');
+  }
+
+  private useGrant(grant: Grant): void {
+    this.grant = grant;
+    this.generation += 1;
+    this.failures = 0;
+    this.state = { kind: 'ready' };
+    this.schedule();
+  }
+
   /** One refresh for every caller that asks while it runs. */
   refresh(): Promise<void> {
     this.inFlight ??= this.refreshOnce().finally(() => {

@@ -10,6 +10,12 @@ export interface TokenStore {
   load(): Promise<Grant | undefined>;
   /** Durably replaces the stored grant; resolves only once it would survive a crash. */
   save(grant: Grant): Promise<void>;
+  /**
+   * Runs `fn` while holding the store's lock, so that of all processes sharing this store
+   * only one refreshes at a time (Keap kills the old refresh token on every refresh: two
+   * refreshes with the same token lose the grant). Whoever waited re-reads the store.
+   */
+  withLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Human-readable location, for logs and `token status`. */
   readonly location: string;
 }
@@ -22,11 +28,60 @@ export class TokenStoreError extends Error {
 }
 
 /** One JSON file, replaced atomically: temp file, fsync, rename, fsync of the directory. */
+export interface FileTokenStoreOptions {
+  /** A lock older than this is taken to belong to a process that died holding it. */
+  staleLockMs?: number;
+  /** How long to wait for another process's lock before giving up. */
+  lockTimeoutMs?: number;
+}
+
 export class FileTokenStore implements TokenStore {
   readonly location: string;
+  private readonly lockFile: string;
+  private readonly staleLockMs: number;
+  private readonly lockTimeoutMs: number;
 
-  constructor(private readonly file: string) {
+  constructor(
+    private readonly file: string,
+    options: FileTokenStoreOptions = {},
+  ) {
     this.location = file;
+    this.lockFile = `${file}.lock`;
+    // Longer than a token call may take (its timeout is 15 s), so a live holder is never robbed.
+    this.staleLockMs = options.staleLockMs ?? 30_000;
+    this.lockTimeoutMs = options.lockTimeoutMs ?? 40_000;
+  }
+
+  async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    await this.acquire();
+    try {
+      return await fn();
+    } finally {
+      await fs.rm(this.lockFile, { force: true });
+    }
+  }
+
+  /** An O_EXCL lock file: atomic on every local filesystem, and visible to every process. */
+  private async acquire(): Promise<void> {
+    await fs.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    const deadline = Date.now() + this.lockTimeoutMs;
+    for (let wait = 10; ; wait = Math.min(wait * 2, 200)) {
+      try {
+        const handle = await fs.open(this.lockFile, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+        await handle.writeFile(`${process.pid} ${new Date().toISOString()}\n`);
+        await handle.close();
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new TokenStoreError(`token store lock ${this.lockFile} cannot be created: ${(err as NodeJS.ErrnoException).code}`, err);
+      }
+      const age = await fs.stat(this.lockFile).then((st) => Date.now() - st.mtimeMs, () => 0);
+      if (age > this.staleLockMs) {
+        await fs.rm(this.lockFile, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw new TokenStoreError(`token store lock ${this.lockFile} is held by another process; if none runs, remove the file`);
+      await new Promise((r) => setTimeout(r, wait + Math.random() * wait));
+    }
   }
 
   async load(): Promise<Grant | undefined> {
