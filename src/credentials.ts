@@ -20,6 +20,8 @@ export interface CredentialSource {
   current(): Credential | undefined;
   /** A credential usable right now, waiting for a refresh if need be; throws HttpError (503) when there is none. */
   get(): Promise<Credential>;
+  /** Keap answered 401 to a request that carried `used`: drop it and get a new one if that helps. */
+  invalidate(used: Credential): Promise<void>;
   readiness(): Readiness;
   stop(): void;
 }
@@ -43,6 +45,11 @@ export class StaticKeySource implements CredentialSource {
 
   get(): Promise<Credential> {
     return Promise.resolve(this.credential);
+  }
+
+  /** A key cannot be refreshed: its 401 goes to the client. */
+  invalidate(): Promise<void> {
+    return Promise.resolve();
   }
 
   readiness(): Readiness {

@@ -137,6 +137,9 @@ export class Forwarder {
         this.proxy.web(req, res, { buffer: attempt.stream });
       } else if (attempt.body !== undefined) {
         this.proxy.web(req, res, { buffer: Readable.from([attempt.body]) });
+      } else if (req.readableEnded) {
+        // A replay of a bodiless request: the client's stream has ended and would never end ours.
+        this.proxy.web(req, res, { buffer: Readable.from([]) });
       } else {
         this.proxy.web(req, res);
       }
@@ -148,6 +151,16 @@ export class Forwarder {
     res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, endToEndHeaders(proxyRes.rawHeaders, requestId));
     proxyRes.on('error', () => res.destroy());
     proxyRes.pipe(res);
+  }
+
+  /** Sends a response whose body was already read (to look at it) to the client. */
+  relayBuffered(proxyRes: IncomingMessage, body: Buffer, res: ServerResponse, requestId: string): void {
+    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId);
+    const pairs: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() !== 'content-length') pairs.push(headers[i] as string, headers[i + 1] as string);
+    pairs.push('content-length', String(body.length));
+    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, pairs);
+    res.end(body);
   }
 
   close(): void {

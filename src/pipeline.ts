@@ -8,9 +8,10 @@ import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import type { CredentialSource, Credential } from './credentials.js';
 import type { Pacer } from './pacer.js';
-import { Forwarder, UpstreamError, parseConnection } from './forwarder.js';
+import { type Forwarder, parseConnection } from './forwarder.js';
+import { forward } from './upstream.js';
 import { HttpError, sendError } from './http-error.js';
-import { hasBody, readBody, tooLarge } from './body.js';
+import { hasBody, readBody } from './body.js';
 import { readPrivateKey, rewritePrivateKey, XmlRpcError } from './xmlrpc.js';
 
 /** One client request on its way through the pipeline. */
@@ -228,35 +229,6 @@ export function pace(pacer: Pacer): Stage {
   return () => pacer.wait();
 }
 
-export function forward(forwarder: Forwarder, maxBodyBytes: number): Stage {
-  return async (ex) => {
-    ex.attempts += 1;
-    let upstream: IncomingMessage;
-    try {
-      upstream = await forwarder.send(ex.req, ex.res, { body: ex.body, stream: ex.bodyStream });
-    } catch (err) {
-      throw upstreamFailure(err, ex, maxBodyBytes);
-    }
-    ex.upstreamStatus = upstream.statusCode;
-    forwarder.relay(upstream, ex.res, ex.id);
-  };
-}
-
-function upstreamFailure(err: unknown, ex: Exchange, maxBodyBytes: number): HttpError {
-  if (!(err instanceof UpstreamError)) throw err;
-  ex.outcome = err.failure;
-  switch (err.failure) {
-    case 'timeout':
-      return new HttpError(504, 'upstream_timeout', 'Keap did not answer in time (UPSTREAM_TIMEOUT_MS). The request may or may not have been processed; check before you send it again.');
-    case 'body_too_large':
-      return tooLarge(maxBodyBytes);
-    case 'client_closed':
-      return new HttpError(499, 'client_closed', 'The client closed the connection.');
-    default:
-      return new HttpError(502, 'upstream_unreachable', 'Keap could not be reached. Retry later; if it persists, check KEAP_API_URL and the network.');
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 
 export interface Pipeline {
@@ -279,7 +251,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     rewriteXmlRpcKey,
     injectCredential,
     ...(deps.pacer.enabled ? [pace(deps.pacer)] : []),
-    forward(deps.forwarder, config.maxBodyBytes),
+    forward({ forwarder: deps.forwarder, credentials: deps.credentials, logger, maxBodyBytes: config.maxBodyBytes, replayBodyBytes: config.replayBodyBytes }),
   ];
 
   function fail(ex: Exchange, err: unknown): void {

@@ -1,13 +1,15 @@
 // Hands every request a valid Keap access token. Keap rotates the refresh token on every
-// refresh and kills the old one at once, so two refreshes in flight lose the grant for
-// good: all callers share one refresh (single flight), and each new grant is stored
+// refresh and kills the old one at once, so two refreshes with one token lose the grant for
+// good. Hence: one refresh at a time in this process (single flight) and across processes
+// (the store's lock, then a re-read of the store); a 401 refreshes only when the token that
+// failed is still the current one (generation check); and every new grant is stored
 // durably before any request sees its access token.
 import type { Logger } from './log.js';
-import type { Grant } from './grant.js';
-import { tenantOf } from './grant.js';
+import { tenantOf, type Grant } from './grant.js';
 import type { TokenStore } from './token-store.js';
 import { TokenEndpointError, type TokenClient } from './token-client.js';
 import { noCredential, type Credential, type CredentialSource, type Readiness } from './credentials.js';
+import type { HttpError } from './http-error.js';
 
 export interface TokenBrokerOptions {
   client: TokenClient;
@@ -16,17 +18,25 @@ export interface TokenBrokerOptions {
   /** Used only while the store holds nothing: the store wins. */
   seedRefreshToken: string | undefined;
   now?: () => number;
+  /** While no usable grant is held, the store is re-read this often: `keap-proxy auth` or another replica may put one there. */
+  storePollMs?: number;
+  /** Refresh at least this often whatever the access token's lifetime, so the refresh token (45 days) never lapses. */
+  maxRefreshIntervalMs?: number;
 }
 
 type State =
   | { kind: 'starting' }
   | { kind: 'ready' }
-  /** The token endpoint failed; we keep serving while the access token lasts and retry. */
-  | { kind: 'degraded'; since: number; reason: string }
+  /** The token endpoint or the store failed; we keep serving while the access token lasts and retry with backoff. */
+  | { kind: 'degraded'; reason: string }
   /** Nothing usable, and a refresh cannot fix it: a person must authorize again. */
   | { kind: 'reauthorization_required'; reason: string };
 
-const MINUTE = 60_000;
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const DAY = 24 * 60 * MINUTE;
+/** Keap's refresh tokens live 45 days; its staff advise refreshing any older than about 30. */
+const REFRESH_TOKEN_WARN_AGE = 30 * DAY;
 
 /** Refresh this long before expiry: the smaller of 5 minutes and 10% of the token's lifetime. */
 export function refreshMargin(grant: Pick<Grant, 'issuedAt' | 'accessExpiresAt'>): number {
@@ -36,32 +46,43 @@ export function refreshMargin(grant: Pick<Grant, 'issuedAt' | 'accessExpiresAt'>
 export class TokenBroker implements CredentialSource {
   readonly mode = 'oauth' as const;
   private grant: Grant | undefined;
+  /** A grant Keap issued that the store refused: it holds the only live refresh token, so it is kept and saved again. */
+  private unsaved: Grant | undefined;
   private credential: (Credential & { kind: 'bearer' }) | undefined;
   private generation = 0;
   private state: State = { kind: 'starting' };
   private inFlight: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
   private failures = 0;
+  /** No token call before this time (backoff after a failure). */
+  private nextAttemptAt = 0;
+  private lastRefreshAt: number | undefined;
+  private stopped = false;
   private readonly now: () => number;
+  private readonly storePollMs: number;
+  private readonly maxRefreshIntervalMs: number;
 
   constructor(private readonly options: TokenBrokerOptions) {
     this.now = options.now ?? Date.now;
+    this.storePollMs = options.storePollMs ?? 5 * SECOND;
+    this.maxRefreshIntervalMs = options.maxRefreshIntervalMs ?? 7 * DAY;
   }
 
   async start(): Promise<void> {
-    const stored = await this.options.store.load();
+    const { store, logger } = this.options;
+    const stored = await store.load();
     if (stored !== undefined) {
       this.grant = stored;
       this.generation += 1;
-      this.options.logger.info({ event: 'grant_loaded', store: this.options.store.location, tenant: tenantOf(stored) }, 'grant loaded from the token store');
+      logger.info({ event: 'grant_loaded', store: store.location, tenant: tenantOf(stored) }, 'grant loaded from the token store');
     } else if (this.options.seedRefreshToken !== undefined) {
-      this.options.logger.info({ event: 'grant_seeded', store: this.options.store.location }, 'token store is empty: exchanging the seed refresh token');
-      // A seed is a refresh token with no access token yet.
+      logger.info({ event: 'grant_seeded', store: store.location }, 'token store is empty: exchanging the seed refresh token');
       const now = this.now();
+      // A seed is a refresh token with no access token yet.
       this.grant = { accessToken: '', refreshToken: this.options.seedRefreshToken, tokenType: 'bearer', scope: '', accessExpiresAt: 0, issuedAt: now, refreshIssuedAt: now };
     } else {
-      this.state = { kind: 'reauthorization_required', reason: 'no grant stored and no KEAP_REFRESH_TOKEN seed' };
-      this.options.logger.warn({ event: 'grant_missing', store: this.options.store.location }, 'no grant: authorize with `keap-proxy auth` or set KEAP_REFRESH_TOKEN');
+      this.needReauthorization('no grant in the token store and no KEAP_REFRESH_TOKEN seed');
       return;
     }
     if (this.usable(this.grant)) {
@@ -83,12 +104,25 @@ export class TokenBroker implements CredentialSource {
   async get(): Promise<Credential> {
     const now = this.current();
     if (now !== undefined) return now;
-    if (this.needsReauthorization()) throw this.reauthorizationError();
-    await this.refresh().catch(() => undefined);
+    if (this.state.kind !== 'reauthorization_required' && this.now() >= this.nextAttemptAt) await this.refresh().catch(() => undefined);
     const fresh = this.current();
     if (fresh !== undefined) return fresh;
-    if (this.needsReauthorization()) throw this.reauthorizationError();
-    throw noCredential('token_unavailable', 'No valid Keap access token right now: the token endpoint is failing. Retry after the indicated time.', this.retryAfterSeconds());
+    throw this.unavailable();
+  }
+
+  /**
+   * Keap answered 401 (expired or invalid token) to a request that carried `used`. Only if
+   * that is still the current token is it dropped and a refresh made: a storm of 401s for
+   * one token makes one refresh, and a 401 for a token already replaced makes none.
+   */
+  async invalidate(used: Credential): Promise<void> {
+    if (used.kind !== 'bearer' || used.generation !== this.generation || this.grant === undefined) return;
+    if (this.grant.accessToken === used.token) {
+      this.grant = { ...this.grant, accessExpiresAt: 0 };
+      this.credential = undefined;
+      this.options.logger.info({ event: 'token_rejected', generation: used.generation }, 'Keap rejected the access token: refreshing');
+    }
+    if (this.now() >= this.nextAttemptAt) await this.refresh().catch(() => undefined);
   }
 
   readiness(): Readiness {
@@ -97,15 +131,15 @@ export class TokenBroker implements CredentialSource {
     const details: Record<string, unknown> = {
       mode: 'oauth',
       state: this.state.kind,
-      accessTokenExpiresInSeconds: grant !== undefined && grant.accessToken !== '' ? Math.round((grant.accessExpiresAt - now) / 1000) : null,
-      refreshTokenAgeSeconds: grant !== undefined ? Math.round((now - grant.refreshIssuedAt) / 1000) : null,
+      accessTokenExpiresInSeconds: grant !== undefined && grant.accessToken !== '' ? Math.round((grant.accessExpiresAt - now) / SECOND) : null,
+      refreshTokenAgeSeconds: grant !== undefined ? Math.round((now - grant.refreshIssuedAt) / SECOND) : null,
+      lastRefreshAt: this.lastRefreshAt !== undefined ? new Date(this.lastRefreshAt).toISOString() : null,
+      refreshFailures: this.failures,
       tenant: grant !== undefined ? (tenantOf(grant) ?? null) : null,
     };
     if (grant !== undefined && this.usable(grant)) return { ready: true, details };
-    if (this.state.kind === 'reauthorization_required') {
-      return { ready: false, code: 'reauthorization_required', message: `${this.state.reason}; authorize again with \`keap-proxy auth\``, details };
-    }
-    return { ready: false, code: 'token_unavailable', message: this.state.kind === 'degraded' ? this.state.reason : 'no access token yet', details };
+    const err = this.unavailable();
+    return { ready: false, code: err.code, message: err.message, details };
   }
 
   /** A grant obtained by authorization (callback or `keap-proxy auth`): stored, then used. */
@@ -115,90 +149,153 @@ export class TokenBroker implements CredentialSource {
     this.options.logger.info({ event: 'grant_adopted', tenant: tenantOf(grant) }, 'new grant stored and in use');
   }
 
-  private useGrant(grant: Grant): void {
-    this.grant = grant;
-    this.generation += 1;
-    this.failures = 0;
-    this.state = { kind: 'ready' };
-    this.schedule();
-  }
-
   /** One refresh for every caller that asks while it runs. */
   refresh(): Promise<void> {
     this.inFlight ??= this.refreshOnce().finally(() => {
       this.inFlight = undefined;
+      this.schedule();
     });
     return this.inFlight;
   }
 
   stop(): void {
+    this.stopped = true;
     clearTimeout(this.timer);
-    this.timer = undefined;
+    clearInterval(this.pollTimer);
   }
 
   private async refreshOnce(): Promise<void> {
-    const current = this.grant;
-    if (current === undefined) return;
-    const { logger, client, store } = this.options;
+    const { store, logger } = this.options;
     try {
-      const next = await client.refresh(current.refreshToken);
-      // Keap has already killed the old refresh token: the new grant must be durable
-      // before anything uses it, or a crash now would lose the account.
-      await store.save(next);
-      this.grant = next;
-      this.generation += 1;
-      this.failures = 0;
-      this.state = { kind: 'ready' };
-      logger.info({ event: 'token_refreshed', expiresInSeconds: Math.round((next.accessExpiresAt - this.now()) / 1000), tenant: tenantOf(next) }, 'access token refreshed');
+      await store.withLock(async () => {
+        if (this.unsaved !== undefined) {
+          await this.saveAndUse(this.unsaved, 'grant_saved');
+          return;
+        }
+        // Another process may have refreshed while we waited for the lock: its grant wins.
+        if (await this.adoptNewerStoredGrant()) return;
+        await this.refreshWithKeap();
+      });
     } catch (err) {
-      this.failures += 1;
-      if (err instanceof TokenEndpointError && (err.failure === 'invalid_grant' || err.failure === 'invalid_client')) {
-        this.state = { kind: 'reauthorization_required', reason: err.message };
-        logger.error({ event: 'token_refresh_failed', failure: err.failure, status: err.status }, err.message);
-      } else {
-        const reason = err instanceof Error ? err.message : String(err);
-        this.state = { kind: 'degraded', since: this.now(), reason };
-        logger.warn({ event: 'token_refresh_failed', failure: 'unavailable', attempt: this.failures }, reason);
-      }
+      this.onRefreshFailure(err);
       throw err;
-    } finally {
-      this.schedule();
     }
+    logger.debug({ event: 'refresh_done', generation: this.generation }, 'refresh finished');
   }
 
-  private needsReauthorization(): boolean {
-    return this.state.kind === 'reauthorization_required';
+  private async refreshWithKeap(): Promise<void> {
+    const grant = this.grant;
+    if (grant === undefined) return;
+    let next: Grant;
+    try {
+      next = await this.options.client.refresh(grant.refreshToken);
+    } catch (err) {
+      // A dead refresh token may only mean someone rotated it behind our back: look before giving up.
+      if (err instanceof TokenEndpointError && err.failure === 'invalid_grant' && (await this.adoptNewerStoredGrant())) return;
+      throw err;
+    }
+    this.unsaved = next;
+    await this.saveAndUse(next, 'token_refreshed');
   }
 
+  private async saveAndUse(grant: Grant, event: string): Promise<void> {
+    // Keap has already killed the old refresh token: the new grant must be durable before
+    // anything uses it, or a crash now would lose the account.
+    await this.options.store.save(grant);
+    this.unsaved = undefined;
+    this.lastRefreshAt = this.now();
+    this.useGrant(grant);
+    this.options.logger.info({ event, expiresInSeconds: Math.round((grant.accessExpiresAt - this.now()) / SECOND), tenant: tenantOf(grant) }, 'access token refreshed and stored');
+  }
+
+  /** Uses the stored grant if it is newer than ours (another process refreshed, or someone authorized). */
+  private async adoptNewerStoredGrant(): Promise<boolean> {
+    const stored = await this.options.store.load().catch(() => undefined);
+    const ours = this.grant;
+    if (stored === undefined || (ours !== undefined && (stored.refreshToken === ours.refreshToken || stored.refreshIssuedAt < ours.refreshIssuedAt))) return false;
+    this.useGrant(stored);
+    this.options.logger.info({ event: 'grant_reloaded', tenant: tenantOf(stored) }, 'a newer grant was found in the token store');
+    if (this.usable(stored)) return true;
+    await this.refreshWithKeap();
+    return true;
+  }
+
+  private useGrant(grant: Grant): void {
+    this.grant = grant;
+    this.credential = undefined;
+    this.generation += 1;
+    this.failures = 0;
+    this.nextAttemptAt = 0;
+    this.state = { kind: 'ready' };
+    clearInterval(this.pollTimer);
+    this.pollTimer = undefined;
+  }
+
+  private onRefreshFailure(err: unknown): void {
+    const { logger } = this.options;
+    if (err instanceof TokenEndpointError && err.failure !== 'unavailable') {
+      logger.error({ event: 'token_refresh_failed', failure: err.failure, status: err.status }, err.message);
+      this.needReauthorization(err.failure === 'invalid_client' ? 'Keap rejected the client credentials (check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET)' : 'Keap no longer accepts the refresh token (invalid_grant)');
+      return;
+    }
+    this.failures += 1;
+    // Exponential backoff with jitter (1 s, 2 s, 4 s ... 1 min): an outage is not hammered.
+    const base = Math.min(MINUTE, SECOND * 2 ** Math.min(this.failures - 1, 6));
+    this.nextAttemptAt = this.now() + base / 2 + Math.random() * (base / 2);
+    const reason = this.unsaved !== undefined ? 'the token store cannot be written; the new grant is kept in memory and saved again' : err instanceof Error ? err.message : String(err);
+    this.state = { kind: 'degraded', reason };
+    logger.warn({ event: 'token_refresh_failed', failure: 'unavailable', attempt: this.failures, retryInMs: Math.round(this.nextAttemptAt - this.now()) }, reason);
+  }
+
+  private needReauthorization(reason: string): void {
+    this.state = { kind: 'reauthorization_required', reason };
+    this.options.logger.error({ event: 'reauthorization_required', store: this.options.store.location }, `${reason}: authorize again with \`keap-proxy auth\` or /oauth/start; the proxy resumes by itself once a new grant is stored`);
+    this.watchStore();
+  }
+
+  /** Recovery without a restart: a new grant stored by `keap-proxy auth` (or another replica) is picked up. */
+  private watchStore(): void {
+    if (this.pollTimer !== undefined || this.stopped) return;
+    this.pollTimer = setInterval(() => {
+      void this.options.store
+        .withLock(() => this.adoptNewerStoredGrant())
+        .then((adopted) => {
+          if (adopted) this.schedule();
+        })
+        .catch(() => undefined);
+    }, this.storePollMs);
+    this.pollTimer.unref();
+  }
+
+  /** True while the access token is good for at least a little longer (a margin for the trip to Keap). */
   private usable(grant: Grant): boolean {
-    return grant.accessToken !== '' && this.now() < grant.accessExpiresAt - 1000;
+    const skew = Math.min(SECOND, refreshMargin(grant) / 2);
+    return grant.accessToken !== '' && this.now() < grant.accessExpiresAt - skew;
   }
 
-  /** Next proactive refresh: ahead of expiry, or a backoff retry after a failure. */
+  /** The next proactive refresh: ahead of expiry, at least weekly, or a backoff retry after a failure. */
   private schedule(): void {
     clearTimeout(this.timer);
     const grant = this.grant;
-    if (grant === undefined || this.state.kind === 'reauthorization_required') return;
+    if (grant === undefined || this.stopped || this.state.kind === 'reauthorization_required') return;
     const now = this.now();
-    let delay: number;
-    if (this.failures > 0) {
-      const base = Math.min(MINUTE, 1000 * 2 ** Math.min(this.failures - 1, 6));
-      delay = base / 2 + Math.random() * (base / 2);
-    } else {
-      delay = Math.max(0, grant.accessExpiresAt - refreshMargin(grant) - now);
+    const age = now - grant.refreshIssuedAt;
+    if (age > REFRESH_TOKEN_WARN_AGE) {
+      this.options.logger.warn({ event: 'refresh_token_aging', refreshTokenAgeDays: Math.floor(age / DAY) }, 'the refresh token is over 30 days old and Keap lets it live 45: check why refreshes fail');
     }
+    const due = this.failures > 0 ? this.nextAttemptAt : Math.min(grant.accessExpiresAt - refreshMargin(grant), grant.refreshIssuedAt + this.maxRefreshIntervalMs);
     this.timer = setTimeout(() => {
       this.refresh().catch(() => undefined);
-    }, Math.min(delay, 2 ** 31 - 1));
+    }, Math.min(Math.max(0, due - now), 2 ** 31 - 1));
     this.timer.unref();
   }
 
-  private retryAfterSeconds(): number {
-    return Math.max(1, Math.min(60, 2 ** Math.min(this.failures, 6)));
-  }
-
-  private reauthorizationError() {
-    const reason = this.state.kind === 'reauthorization_required' ? this.state.reason : 'the grant is no longer valid';
-    return noCredential('reauthorization_required', `Keap authorization is needed: ${reason}. An operator must run \`keap-proxy auth\` (or store a new grant); the proxy resumes by itself once a new grant is stored.`, 60);
+  private unavailable(): HttpError {
+    if (this.state.kind === 'reauthorization_required') {
+      return noCredential('reauthorization_required', `Keap authorization is needed: ${this.state.reason}. An operator must run \`keap-proxy auth\` (or open /oauth/start); the proxy resumes by itself once a new grant is stored.`, 60);
+    }
+    const wait = Math.max(1, Math.ceil((this.nextAttemptAt - this.now()) / SECOND));
+    const why = this.state.kind === 'degraded' ? this.state.reason : 'no access token yet';
+    return noCredential('token_unavailable', `No valid Keap access token right now (${why}). Retry after the indicated time.`, Math.min(wait, 60));
   }
 }

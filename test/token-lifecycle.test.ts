@@ -1,0 +1,251 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { statSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { startHarness, send, SIM_CLIENT_ID, SIM_CLIENT_SECRET, type Harness } from './harness.js';
+import { createLogger } from '../src/log.js';
+import { startProxy, type RunningProxy } from '../src/server.js';
+import { TokenClient } from '../src/token-client.js';
+import { FileTokenStore } from '../src/token-store.js';
+import { TokenBroker } from '../src/token-broker.js';
+
+interface Echo {
+  method: string;
+  bodySha256: string;
+  headers: Record<string, string>;
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+let harnesses: Harness[] = [];
+const extraProxies: RunningProxy[] = [];
+afterEach(async () => {
+  for (const p of extraProxies.splice(0)) await p.close();
+  for (const h of harnesses.splice(0)) await h.close();
+});
+async function harness(...args: Parameters<typeof startHarness>): Promise<Harness> {
+  const h = await startHarness(...args);
+  harnesses.push(h);
+  return h;
+}
+
+describe('one refresh for any 401 storm, then replay', () => {
+  it('after expiry, 120 concurrent requests of every method cause exactly one token call; every body arrives byte-identical', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const before = h.sim.counters.tokenCalls;
+    h.sim.expireAccessTokens();
+    const methods = ['GET', 'POST', 'PATCH', 'PUT', 'DELETE'];
+    const requests = Array.from({ length: 120 }, (_, i) => {
+      const method = methods[i % methods.length] as string;
+      const body = method === 'GET' ? undefined : randomBytes(1 + ((i * 7919) % 20_000));
+      return { method, body };
+    });
+    const replies = await Promise.all(
+      requests.map(({ method, body }) => send(h.proxy.url, method, `/crm/rest/v1/__echo?i=${method}`, { body, headers: body ? { 'content-type': 'application/octet-stream' } : {} })),
+    );
+    for (const [i, r] of replies.entries()) {
+      expect(r.status, `request ${i}`).toBe(200);
+      const echo = r.json<Echo>();
+      expect(echo.method).toBe(requests[i]?.method);
+      expect(echo.bodySha256).toBe(sha256(requests[i]?.body ?? Buffer.alloc(0)));
+    }
+    expect(h.sim.counters.tokenCalls - before).toBe(1);
+    expect(h.sim.counters.unauthorized).toBeGreaterThan(0);
+    // The clients never saw the 401s; the log says which requests were replayed.
+    const lines = h.logs.entries.filter((e) => e.event === 'request');
+    expect(lines.filter((e) => e.attempts === 2).length).toBe(h.sim.counters.unauthorized);
+  });
+
+  it('the broker refreshes only for the current token generation', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const broker = new TokenBroker({
+      client: new TokenClient({ tokenUrl: new URL(h.sim.tokenUrl), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET }),
+      store: new FileTokenStore(h.config.tokenStore.path),
+      logger: createLogger('silent'),
+      seedRefreshToken: undefined,
+    });
+    await broker.start();
+    const first = await broker.get();
+    const before = h.sim.counters.tokenCalls;
+    await broker.invalidate(first);
+    const second = await broker.get();
+    expect(second.kind === 'bearer' && first.kind === 'bearer' && second.token !== first.token).toBe(true);
+    expect(h.sim.counters.tokenCalls - before).toBe(1);
+    // Late 401s for the replaced token (requests that left before the refresh) change nothing.
+    await Promise.all([broker.invalidate(first), broker.invalidate(first), broker.invalidate(first)]);
+    expect(h.sim.counters.tokenCalls - before).toBe(1);
+    expect(await broker.get()).toBe(second);
+    broker.stop();
+  });
+
+  it('a 401 for a token already replaced makes no second refresh', async () => {
+    const h = await harness({ mode: 'oauth' });
+    h.sim.expireAccessTokens();
+    expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    const after = h.sim.counters.tokenCalls;
+    for (let i = 0; i < 5; i++) expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    expect(h.sim.counters.tokenCalls).toBe(after);
+  });
+
+  it('an app that is not approved is reported, not refreshed in a loop', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const before = h.sim.counters.tokenCalls;
+    h.sim.setApproved(false);
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(r.status).toBe(401);
+    expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.access_token_not_approved' } } });
+    expect(h.sim.counters.tokenCalls).toBe(before);
+    expect(h.logs.entries.find((e) => e.event === 'app_not_approved')).toMatchObject({ level: 'error' });
+  });
+
+  it('a body too large to buffer is not replayed: the 401 reaches the client, with a log line saying why', async () => {
+    const h = await harness({ mode: 'oauth', env: { REPLAY_BODY_BYTES: '1000' } });
+    h.sim.expireAccessTokens();
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__echo', { body: randomBytes(50_000) });
+    expect(r.status).toBe(401);
+    expect(h.logs.entries.find((e) => e.event === 'replay_skipped')).toMatchObject({ reason: 'body_streamed', replayBodyBytes: 1000 });
+    // The token was refreshed all the same: the next request goes through.
+    expect((await send(h.proxy.url, 'POST', '/crm/rest/v1/__echo', { body: randomBytes(500) })).status).toBe(200);
+  });
+
+  it('in key mode a 401 goes to the client as Keap sent it', async () => {
+    const h = await harness({ mode: 'key', env: { KEAP_API_KEY: 'KeapAK-not-a-valid-key' } });
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(r.status).toBe(401);
+    expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.invalid_access_token' } } });
+  });
+});
+
+describe('the token store', () => {
+  it('holds the newest refresh token, mode 0600 in a 0700 directory', async () => {
+    const h = await harness({ mode: 'oauth' });
+    h.sim.expireAccessTokens();
+    await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    const file = h.config.tokenStore.path;
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as { refreshToken: string };
+    expect(stored.refreshToken).toBe(h.sim.currentRefreshToken());
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+  });
+
+  it('a restarted proxy works from the store with no seed', async () => {
+    const h = await harness({ mode: 'oauth' });
+    await h.proxy.close();
+    const config = { ...h.config, credentials: { ...h.config.credentials, seedRefreshToken: undefined } } as typeof h.config;
+    const restarted = await startProxy(config, { logger: createLogger('silent') });
+    extraProxies.push(restarted);
+    h.sim.expireAccessTokens();
+    const r = await send(restarted.url, 'GET', '/crm/rest/v1/contacts');
+    expect(r.status).toBe(200);
+    expect((await send(restarted.url, 'GET', '/readyz')).status).toBe(200);
+    expect(h.sim.counters.invalidGrants).toBe(0);
+  });
+
+  it('two processes on one store make one refresh', async () => {
+    const h = await harness({ mode: 'oauth' });
+    // A second proxy on the same store file, with its own broker and store objects: only the file is shared.
+    const second = await startProxy({ ...h.config, port: 0 }, { logger: createLogger('silent') });
+    extraProxies.push(second);
+    const before = h.sim.counters.tokenCalls;
+    h.sim.expireAccessTokens();
+    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => send(i % 2 === 0 ? h.proxy.url : second.url, 'GET', '/crm/rest/v1/contacts')));
+    for (const r of replies) expect(r.status).toBe(200);
+    expect(h.sim.counters.tokenCalls - before).toBe(1);
+    expect(h.sim.counters.invalidGrants).toBe(0);
+  });
+});
+
+describe('proactive refresh', () => {
+  it('with 3-second tokens a steady client sees no 401 upstream', async () => {
+    const h = await harness({ mode: 'oauth', sim: { accessTokenTtlSeconds: 3 } });
+    const started = Date.now();
+    let n = 0;
+    while (Date.now() - started < 8000) {
+      const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+      expect(r.status).toBe(200);
+      n++;
+      await sleep(100);
+    }
+    expect(n).toBeGreaterThan(30);
+    expect(h.sim.counters.unauthorized).toBe(0);
+    expect(h.sim.counters.refreshGrants).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('failures', () => {
+  it('invalid_grant: 503 reauthorization_required and red readiness, healed by a newly stored grant without a restart', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const tokenCallsBefore = h.sim.counters.tokenCalls;
+    h.sim.revokeRefreshTokens();
+    h.sim.expireAccessTokens();
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(r.status).toBe(503);
+    expect(r.json()).toMatchObject({ error: 'reauthorization_required' });
+    expect(r.json<{ message: string }>().message).toMatch(/keap-proxy auth/);
+    const ready = await send(h.proxy.url, 'GET', '/readyz');
+    expect(ready.status).toBe(503);
+    expect(ready.json()).toMatchObject({ error: 'reauthorization_required' });
+    // No hammering: more requests make no more token calls.
+    for (let i = 0; i < 5; i++) expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(503);
+    expect(h.sim.counters.tokenCalls - tokenCallsBefore).toBe(1);
+
+    // An operator authorizes again (what `keap-proxy auth` does): a new grant lands in the store.
+    const client = new TokenClient({ tokenUrl: new URL(h.sim.tokenUrl), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET });
+    const grant = await client.exchangeCode(h.sim.issueAuthorizationCode('https://example.com/cb'), 'https://example.com/cb');
+    const store = new FileTokenStore(h.config.tokenStore.path);
+    await store.withLock(() => store.save(grant));
+
+    await until('readiness to turn green', async () => ((await send(h.proxy.url, 'GET', '/readyz')).status === 200 ? true : undefined));
+    expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+  });
+
+  it('the token endpoint down for a while, then back, heals without a restart', async () => {
+    const h = await harness({ mode: 'oauth' });
+    h.sim.setTokenEndpointMode('error500');
+    h.sim.expireAccessTokens();
+    const down = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(down.status).toBe(503);
+    expect(down.json()).toMatchObject({ error: 'token_unavailable' });
+    expect(Number(down.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(503);
+    // While down, clients are answered at once from the backoff state rather than each trying Keap.
+    const callsWhileDown = h.sim.counters.tokenCalls;
+    for (let i = 0; i < 10; i++) expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(503);
+    expect(h.sim.counters.tokenCalls - callsWhileDown).toBeLessThanOrEqual(1);
+
+    h.sim.setTokenEndpointMode('ok');
+    await until('a request to succeed again', async () => ((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status === 200 ? true : undefined));
+    expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(200);
+  });
+
+  it('while the token endpoint is down, requests keep being served with the still-valid token', async () => {
+    const h = await harness({ mode: 'oauth', sim: { accessTokenTtlSeconds: 3 } });
+    h.sim.setTokenEndpointMode('error500');
+    // The proactive refresh (due at 2.7 s) fails; the token itself is good until 3 s.
+    await sleep(2800);
+    expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    expect(h.logs.entries.some((e) => e.event === 'token_refresh_failed')).toBe(true);
+  });
+
+  it('/readyz shows the refresh token age and access token expiry, never a token', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const r = await send(h.proxy.url, 'GET', '/readyz');
+    expect(r.status).toBe(200);
+    const body = r.json<Record<string, unknown>>();
+    expect(body).toMatchObject({ status: 'ready', mode: 'oauth', tenant: 'ab123.infusionsoft.com' });
+    expect(typeof body.refreshTokenAgeSeconds).toBe('number');
+    expect(body.accessTokenExpiresInSeconds as number).toBeGreaterThan(86_000);
+    expect(r.text()).not.toContain(String(h.sim.currentRefreshToken()));
+  });
+});
