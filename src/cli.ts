@@ -1,44 +1,50 @@
 #!/usr/bin/env node
 // The process edge: argv and process.env are read here and nowhere else.
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { helpText } from './cli-help.js';
-import { startProxy, type RunningProxy } from './server.js';
-
-interface Args {
-  help: boolean;
-  configFile: string | undefined;
-}
-
-function parseArgs(argv: string[]): Args {
-  const args: Args = { help: false, configFile: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') args.help = true;
-    else if (a === '--config') args.configFile = argv[++i];
-    else if (a?.startsWith('--config=')) args.configFile = a.slice('--config='.length);
-    else throw new ConfigError([`unknown argument "${a}"; see keap-proxy --help`]);
-  }
-  return args;
-}
+import { parseArgs, UsageError, type Command } from './cli-args.js';
+import { AuthError, runAuth } from './auth-command.js';
+import { runTokenStatus } from './token-status.js';
+import { TokenStoreError } from './token-store.js';
+import { startProxy } from './server.js';
 
 async function main(): Promise<void> {
-  let running: RunningProxy;
+  let command: Command;
   try {
-    const args = parseArgs(process.argv.slice(2));
-    if (args.help) {
+    command = parseArgs(process.argv.slice(2));
+    if (command.kind === 'help') {
       process.stdout.write(helpText() + '\n');
       return;
     }
-    const config = loadConfig({ env: process.env, configFile: args.configFile });
-    running = await startProxy(config);
+    const config = loadConfig({ env: process.env, configFile: command.configFile });
+    switch (command.kind) {
+      case 'serve':
+        return await serve(config);
+      case 'auth':
+        await runAuth({ config, out: process.stdout, code: command.code, state: command.state, timeoutMs: command.timeoutMs });
+        process.exitCode = 0;
+        return;
+      case 'token-status':
+        process.exitCode = await runTokenStatus({ config, out: process.stdout, json: command.json });
+        return;
+    }
   } catch (err) {
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof UsageError) {
       process.stderr.write(`keap-proxy: ${err.message}\n`);
       process.exitCode = 2;
       return;
     }
+    if (err instanceof AuthError || err instanceof TokenStoreError) {
+      process.stderr.write(`keap-proxy: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
     throw err;
   }
+}
+
+async function serve(config: Config): Promise<void> {
+  const running = await startProxy(config);
   const stop = (signal: string): void => {
     running.logger.info({ event: 'stopping', signal }, 'keap-proxy stopping');
     void running.close().then(() => running.logger.flush());

@@ -1,0 +1,235 @@
+// `keap-proxy auth`: authorizes the proxy's Keap app for an account and stores the grant,
+// without a running proxy. A proxy that is running notices the new grant in the store.
+import http from 'node:http';
+import { isIP } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, type Config, type OAuthCredentials } from './config.js';
+import type { Grant } from './grant.js';
+import { tenantOf } from './grant.js';
+import { HttpError } from './http-error.js';
+import { OAuthFlow, StateTable, STATE_TTL_MS } from './oauth-flow.js';
+import { sendPage } from './oauth-page.js';
+import { TokenClient } from './token-client.js';
+import { FileTokenStore, type TokenStore } from './token-store.js';
+import { describeGrant, formatDuration, type Output } from './token-status.js';
+
+export const DEFAULT_AUTH_TIMEOUT_MS = 300_000;
+
+/** The command could not authorize; the message says why and what to do. */
+export class AuthError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
+
+export interface AuthOptions {
+  config: Config;
+  out: Output;
+  /** The code from Keap's redirect, pasted by the operator: exchanged at once, no listener. */
+  code?: string | undefined;
+  /** With `code`: the redirect's state, checked against the one an earlier run printed. */
+  state?: string | undefined;
+  /** How long to wait for the callback. */
+  timeoutMs?: number;
+  store?: TokenStore;
+  now?: () => number;
+  /** Called once the callback listener is up (tests play the browser from here). */
+  onListening?: (info: { authorizeUrl: URL; state: string; callbackUrl: string }) => void;
+}
+
+export interface AuthSummary {
+  tenant: string | null;
+  accessExpiresAt: string;
+  store: string;
+}
+
+export type AuthResult =
+  | { outcome: 'authorized'; summary: AuthSummary }
+  /** The redirect URI is https: this process cannot receive the callback, the operator pastes the code. */
+  | { outcome: 'pending'; authorizeUrl: string };
+
+export async function runAuth(options: AuthOptions): Promise<AuthResult> {
+  const { config, out } = options;
+  const credentials = oauthCredentials(config);
+  const redirectUri = credentials.redirectUri;
+  if (redirectUri === undefined) {
+    throw new ConfigError(['KEAP_REDIRECT_URI: required by `keap-proxy auth`; set it to the redirect URI registered for your Keap app, e.g. http://127.0.0.1:8765/callback']);
+  }
+  const store = options.store ?? new FileTokenStore(config.tokenStore.path);
+  const pending = new PendingState(`${config.tokenStore.path}.oauth-state`, options.now ?? Date.now);
+  const states = new StateTable({ max: 1, now: options.now });
+  const flow = new OAuthFlow({
+    authorizeUrl: config.keapAuthorizeUrl,
+    clientId: credentials.clientId,
+    redirectUri,
+    client: new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: credentials.clientId, clientSecret: credentials.clientSecret }),
+    keep: (grant) => store.withLock(() => store.save(grant)),
+    states,
+    restartHint: 'run `keap-proxy auth` again',
+  });
+
+  let grant: Grant;
+  if (options.code !== undefined) {
+    if (options.state !== undefined && !(await pending.consume(options.state))) {
+      throw new AuthError('--state does not match the state of the authorize URL `keap-proxy auth` printed last (or that was more than 10 minutes ago): run `keap-proxy auth` again and use the code and state of the redirect that follows it.');
+    }
+    const previous = await store.load().catch(() => undefined);
+    grant = await exchange(flow, options.code);
+    warnOnTenantChange(out, previous, grant);
+  } else {
+    const target = new URL(redirectUri);
+    const { url, state } = flow.begin();
+    out.write(`Open this URL in a browser and log in to the Keap account to authorize:\n\n  ${url.href}\n\n`);
+    if (target.protocol !== 'http:') {
+      await pending.remember(state);
+      out.write(
+        `KEAP_REDIRECT_URI (${redirectUri}) is not plain http, so this command cannot receive the callback itself.\n` +
+          `After you log in, Keap redirects the browser there; copy the code and state from the address bar and run:\n\n` +
+          `  keap-proxy auth --code CODE --state STATE\n\nwithin ${STATE_TTL_MS / 60_000} minutes.\n`,
+      );
+      return { outcome: 'pending', authorizeUrl: url.href };
+    }
+    const previous = await store.load().catch(() => undefined);
+    grant = await waitForCallback(flow, target, options.timeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS, out, (callbackUrl) => options.onListening?.({ authorizeUrl: url, state, callbackUrl }));
+    warnOnTenantChange(out, previous, grant);
+  }
+
+  const status = describeGrant(grant, (options.now ?? Date.now)());
+  const summary: AuthSummary = { tenant: status.tenant, accessExpiresAt: status.accessToken.expiresAt, store: store.location };
+  out.write(
+    `Authorized${summary.tenant !== null ? ` for ${summary.tenant}` : ''}.\n` +
+      `  access token expires ${summary.accessExpiresAt} (in ${formatDuration(status.accessToken.expiresInSeconds * 1000)})\n` +
+      `  grant stored in ${summary.store}\n` +
+      `A running proxy using this store picks the new grant up by itself.\n`,
+  );
+  return { outcome: 'authorized', summary };
+}
+
+function oauthCredentials(config: Config): OAuthCredentials {
+  if (config.credentials.mode !== 'oauth') {
+    throw new ConfigError(['`keap-proxy auth` needs OAuth mode: set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (KEAP_API_KEY is key mode, which needs no authorization)']);
+  }
+  return config.credentials;
+}
+
+async function exchange(flow: OAuthFlow, code: string): Promise<Grant> {
+  try {
+    return await flow.exchange(code);
+  } catch (err) {
+    if (err instanceof HttpError) throw new AuthError(err.message);
+    throw err;
+  }
+}
+
+function warnOnTenantChange(out: Output, previous: Grant | undefined, grant: Grant): void {
+  const before = previous !== undefined ? tenantOf(previous) : undefined;
+  const after = tenantOf(grant);
+  // A proxy that served one account now serves another: worth a line, not a refusal.
+  if (before !== undefined && after !== undefined && before !== after) out.write(`Note: the store held a grant for ${before}; it now holds one for ${after}.\n`);
+}
+
+/**
+ * Serves the redirect URI's path on its port until a callback with our state arrives.
+ * A callback with a wrong state gets a 400 page and we keep waiting: it is not our flow
+ * (a stale tab, or a forged request), and the real one may still come.
+ */
+function waitForCallback(flow: OAuthFlow, target: URL, timeoutMs: number, out: Output, onListening: (callbackUrl: string) => void): Promise<Grant> {
+  const host = target.hostname.replace(/^\[|\]$/g, '');
+  // Only an IP literal says which interface Keap's redirect reaches; a name gets loopback,
+  // so the callback (and its code) is never offered to the network by accident.
+  const bindHost = isIP(host) !== 0 ? host : '127.0.0.1';
+  const port = target.port === '' ? 80 : Number(target.port);
+
+  return new Promise<Grant>((resolve, reject) => {
+    let busy = false;
+    let finished = false;
+    const server = http.createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://callback.invalid');
+      if (req.method !== 'GET' || url.pathname !== target.pathname) {
+        sendPage(res, 404, 'Not found', `This listener only takes Keap's redirect to ${target.pathname}.`);
+        return;
+      }
+      if (busy || finished) {
+        sendPage(res, 409, 'Already handled', 'An authorization callback has already been received; see the terminal.');
+        return;
+      }
+      busy = true;
+      flow.complete(url.searchParams).then(
+        (grant) => {
+          const tenant = tenantOf(grant);
+          sendPage(res, 200, 'keap-proxy is authorized', `Keap authorized keap-proxy${tenant !== undefined ? ` for ${tenant}` : ''}. You can close this tab.`);
+          finish(() => resolve(grant), res);
+        },
+        (err: unknown) => {
+          busy = false;
+          if (err instanceof HttpError && err.code === 'invalid_state') {
+            sendPage(res, 400, 'Not this authorization', 'This callback does not carry the state `keap-proxy auth` is waiting for (a stale tab, or another run\'s redirect). Use the authorize URL it printed last; it is still waiting.');
+            out.write('Refused a callback with a state that is not this run\'s; still waiting.\n');
+            return;
+          }
+          const message = err instanceof Error ? err.message : String(err);
+          sendPage(res, err instanceof HttpError ? err.status : 500, 'Authorization failed', message);
+          finish(() => reject(new AuthError(message)), res);
+        },
+      );
+    });
+    const timer = setTimeout(() => {
+      finish(() => reject(new AuthError(`No callback from Keap within ${Math.round(timeoutMs / 1000)} s; run \`keap-proxy auth\` again (--timeout SECONDS waits longer), or use --code CODE.`)));
+    }, timeoutMs);
+
+    function finish(settle: () => void, res?: http.ServerResponse): void {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      // Let the page that was just written reach the browser, then drop every connection
+      // (a browser's idle keep-alive one too), so the process can exit.
+      if (server.listening) server.close();
+      if (res === undefined || res.writableFinished) server.closeAllConnections();
+      else res.once('close', () => server.closeAllConnections());
+      settle();
+    }
+
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      const hint = err.code === 'EADDRINUSE' ? ': something already listens there (a running keap-proxy? then open its /oauth/start instead)' : '';
+      finish(() => reject(new AuthError(`Cannot listen for the callback on ${bindHost}:${port} (${err.code ?? err.message})${hint}; or use --code CODE.`)));
+    });
+    server.listen(port, bindHost, () => {
+      const address = server.address() as AddressInfo;
+      const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      const callbackUrl = `http://${shown}:${address.port}${target.pathname}`;
+      out.write(`Waiting for Keap to redirect to ${target.href} (listening on ${shown}:${address.port}, up to ${Math.round(timeoutMs / 1000)} s)...\n`);
+      onListening(callbackUrl);
+    });
+  });
+}
+
+/**
+ * The state of the last authorize URL printed for a paste-the-code flow, so that
+ * `--code --state` can check it. Kept next to the token store, with the same care.
+ */
+class PendingState {
+  constructor(
+    private readonly file: string,
+    private readonly now: () => number,
+  ) {}
+
+  async remember(state: string): Promise<void> {
+    await fs.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    await fs.writeFile(this.file, JSON.stringify({ state, expiresAt: this.now() + STATE_TTL_MS }) + '\n', { mode: 0o600 });
+  }
+
+  async consume(state: string): Promise<boolean> {
+    let saved: unknown;
+    try {
+      saved = JSON.parse(await fs.readFile(this.file, 'utf8'));
+    } catch {
+      return false;
+    }
+    await fs.rm(this.file, { force: true });
+    const entry = saved as { state?: unknown; expiresAt?: unknown };
+    return entry.state === state && typeof entry.expiresAt === 'number' && this.now() < entry.expiresAt;
+  }
+}

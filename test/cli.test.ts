@@ -1,0 +1,164 @@
+import { describe, it, expect } from 'vitest';
+import path from 'node:path';
+import { parseArgs, UsageError } from '../src/cli-args.js';
+import { helpText } from '../src/cli-help.js';
+import { ConfigError, loadConfig, type Config } from '../src/config.js';
+import { FileTokenStore } from '../src/token-store.js';
+import { runTokenStatus, formatDuration } from '../src/token-status.js';
+import { tempDir } from './harness.js';
+import type { Grant } from '../src/grant.js';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const NOW = Date.parse('2026-11-20T12:00:00.000Z');
+const ACCESS = 'access-token-that-must-not-show';
+const REFRESH = 'refresh-token-that-must-not-show';
+const SECRET = 'client-secret-that-must-not-show';
+
+class Out {
+  text = '';
+  write(s: string): boolean {
+    this.text += s;
+    return true;
+  }
+}
+
+function oauthConfig(): Config {
+  const dir = tempDir();
+  return loadConfig({ env: { KEAP_CLIENT_ID: 'cid', KEAP_CLIENT_SECRET: SECRET, TOKEN_STORE: path.join(dir, 'store', 'tokens.json') }, cwd: dir });
+}
+
+function grant(refreshAgeMs: number, accessLeftMs: number): Grant {
+  return {
+    accessToken: ACCESS,
+    refreshToken: REFRESH,
+    tokenType: 'bearer',
+    scope: 'full|ab123.infusionsoft.com',
+    accessExpiresAt: NOW + accessLeftMs,
+    issuedAt: NOW + accessLeftMs - DAY,
+    refreshIssuedAt: NOW - refreshAgeMs,
+  };
+}
+
+async function status(config: Config, json: boolean): Promise<{ code: number; text: string }> {
+  const out = new Out();
+  const code = await runTokenStatus({ config, out, json, now: () => NOW });
+  return { code, text: out.text };
+}
+
+describe('parseArgs', () => {
+  it('no subcommand runs the proxy; --config works for every command', () => {
+    expect(parseArgs([])).toEqual({ kind: 'serve', configFile: undefined });
+    expect(parseArgs(['--config', 'a.properties'])).toEqual({ kind: 'serve', configFile: 'a.properties' });
+    expect(parseArgs(['auth', '--config=b.properties'])).toEqual({ kind: 'auth', configFile: 'b.properties', code: undefined, state: undefined, timeoutMs: undefined });
+    expect(parseArgs(['token', 'status', '--json', '--config', 'c'])).toEqual({ kind: 'token-status', configFile: 'c', json: true });
+    expect(parseArgs(['--config', 'd', 'token', 'status'])).toEqual({ kind: 'token-status', configFile: 'd', json: false });
+  });
+
+  it('auth takes --code, --state and --timeout', () => {
+    expect(parseArgs(['auth', '--code', '-abc_123', '--state=st', '--timeout', '60'])).toEqual({ kind: 'auth', configFile: undefined, code: '-abc_123', state: 'st', timeoutMs: 60_000 });
+    expect(parseArgs(['auth', '--timeout=5'])).toMatchObject({ timeoutMs: 5000 });
+  });
+
+  it('--help wins anywhere', () => {
+    expect(parseArgs(['auth', '--help'])).toEqual({ kind: 'help' });
+    expect(parseArgs(['-h'])).toEqual({ kind: 'help' });
+  });
+
+  it.each([
+    [['serve'], /unknown command "serve"/],
+    [['token'], /did you mean "token status"/],
+    [['token', 'list'], /unknown command "token list"/],
+    [['auth', 'extra'], /unknown command "auth extra"/],
+    [['--json'], /unknown option "--json" for keap-proxy;/],
+    [['auth', '--json'], /unknown option "--json" for keap-proxy auth/],
+    [['token', 'status', '--code', 'x'], /unknown option "--code" for keap-proxy token status/],
+    [['auth', '--code'], /--code needs a value/],
+    [['auth', '--state', 'x'], /--state goes with --code/],
+    [['auth', '--timeout', '0'], /--timeout: "0" is not a whole number of seconds/],
+    [['auth', '--timeout', '1.5'], /--timeout: "1.5"/],
+    [['token', 'status', '--json=yes'], /--json takes no value/],
+    [['-x'], /unknown option "-x"/],
+    [['--config'], /--config needs a value/],
+  ])('%o is refused', (argv, message) => {
+    expect(() => parseArgs(argv)).toThrow(UsageError);
+    expect(() => parseArgs(argv)).toThrow(message);
+  });
+});
+
+describe('--help', () => {
+  it('lists the subcommands with their options and the OAuth endpoints', () => {
+    const help = helpText();
+    for (const text of ['keap-proxy auth', '--code CODE', '--state STATE', '--timeout SECONDS', 'keap-proxy token status', '--json', '--config FILE', '/oauth/start', '/oauth/callback']) {
+      expect(help).toContain(text);
+    }
+  });
+});
+
+describe('keap-proxy token status', () => {
+  it('shows a stored grant in words: tenant, expiry, issue times, refresh-token age; never a token', async () => {
+    const config = oauthConfig();
+    await new FileTokenStore(config.tokenStore.path).save(grant(3 * DAY + 5 * HOUR, 20 * HOUR + 30 * 60_000));
+    const { code, text } = await status(config, false);
+    expect(code).toBe(0);
+    expect(text).toContain(`Grant in ${config.tokenStore.path}`);
+    expect(text).toContain('tenant:         ab123.infusionsoft.com');
+    expect(text).toContain('expires 2026-11-21T08:30:00.000Z (in 20h 30m)');
+    expect(text).toContain('issued at:      2026-11-20T08:30:00.000Z');
+    expect(text).toContain('issued 2026-11-17T07:00:00.000Z, 3d 5h ago');
+    expect(text).not.toContain('WARNING');
+    for (const secret of [ACCESS, REFRESH, SECRET]) expect(text).not.toContain(secret);
+  });
+
+  it('--json gives the same facts to scripts', async () => {
+    const config = oauthConfig();
+    await new FileTokenStore(config.tokenStore.path).save(grant(2 * HOUR, -HOUR));
+    const { code, text } = await status(config, true);
+    expect(code).toBe(0);
+    expect(JSON.parse(text)).toEqual({
+      store: config.tokenStore.path,
+      grant: {
+        tenant: 'ab123.infusionsoft.com',
+        scope: 'full|ab123.infusionsoft.com',
+        accessToken: { present: true, expiresAt: '2026-11-20T11:00:00.000Z', expiresInSeconds: -3600, expired: true, issuedAt: '2026-11-19T11:00:00.000Z' },
+        refreshToken: { issuedAt: '2026-11-20T10:00:00.000Z', ageSeconds: 7200, age: '2h 0m', lifetimeDays: 45, expiresAt: '2027-01-04T10:00:00.000Z', condition: 'ok' },
+      },
+    });
+    for (const secret of [ACCESS, REFRESH, SECRET]) expect(text).not.toContain(secret);
+  });
+
+  it('warns when the refresh token nears Keap\'s 45-day lifetime, and when it is past it', async () => {
+    const config = oauthConfig();
+    const store = new FileTokenStore(config.tokenStore.path);
+    await store.save(grant(31 * DAY, HOUR));
+    const near = await status(config, false);
+    expect(near.text).toMatch(/WARNING: the refresh token is 31d 0h old; Keap kills it after 45 days/);
+    expect(JSON.parse((await status(config, true)).text)).toMatchObject({ grant: { refreshToken: { condition: 'refresh_soon' } } });
+    await store.save(grant(46 * DAY, HOUR));
+    expect((await status(config, false)).text).toMatch(/WARNING: the refresh token is older than Keap's 45-day lifetime and is most likely dead: run `keap-proxy auth`/);
+    expect(JSON.parse((await status(config, true)).text)).toMatchObject({ grant: { refreshToken: { condition: 'expired' } } });
+  });
+
+  it('exits 1 with how to authorize when the store is empty', async () => {
+    const config = oauthConfig();
+    const human = await status(config, false);
+    expect(human.code).toBe(1);
+    expect(human.text).toMatch(/No grant stored\. Authorize with `keap-proxy auth`/);
+    expect(human.text).toContain(config.tokenStore.path);
+    const json = await status(config, true);
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.text)).toEqual({ store: config.tokenStore.path, grant: null, message: expect.stringContaining('keap-proxy auth') });
+  });
+
+  it('is refused in key mode', async () => {
+    const config = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-x' }, cwd: tempDir() });
+    await expect(runTokenStatus({ config, out: new Out() })).rejects.toThrow(ConfigError);
+  });
+
+  it('formats durations in days and hours, or hours and minutes', () => {
+    expect(formatDuration(3 * DAY + 5 * HOUR + 59 * 60_000)).toBe('3d 5h');
+    expect(formatDuration(5 * HOUR + 12 * 60_000)).toBe('5h 12m');
+    expect(formatDuration(7 * 60_000 + 30_000)).toBe('7m');
+    expect(formatDuration(-2 * HOUR)).toBe('2h 0m');
+  });
+});
