@@ -1,0 +1,273 @@
+// Prometheus metrics for the proxy. Each Metrics owns its Registry (never prom-client's
+// global one), so two proxies in one process, or two tests, never see each other's counts.
+// The recording methods run per request: they reuse label children cached in Maps instead
+// of handing prom-client a fresh label object (and bound functions) on every call.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { QuotaReport, QuotaUnit, QuotaWindow } from './keap-quota.js';
+
+/** Where a request was answered from: Keap's REST or XML-RPC API, the proxy itself, or its OAuth pages. */
+export type Route = 'rest' | 'xmlrpc' | 'local' | 'oauth';
+
+export type RateLimitOutcome =
+  /** Keap said 429 and the proxy waited and replayed: the client never saw it. */
+  | 'absorbed'
+  /** The client got Keap's 429. */
+  | 'passed_on'
+  /** The tenant's queue was full: 503. */
+  | 'rejected_full'
+  /** The daily quota is spent: an immediate 429 without asking Keap. */
+  | 'quota_spent';
+
+export type TokenRefreshOutcome =
+  | 'success'
+  | 'failure'
+  | 'invalid_grant'
+  /** Another process had already stored a new grant, and this one adopted it. */
+  | 'reloaded';
+
+export interface QueueDepth {
+  tenant: string;
+  depth: number;
+}
+
+export interface MetricsOptions {
+  /** Node process metrics (CPU, memory, event loop lag, …); on by default. */
+  defaultMetrics?: boolean;
+}
+
+type CounterChild = Counter.Internal;
+type HistogramChild = Histogram.Internal<string>;
+
+const ROUTES: readonly Route[] = ['rest', 'xmlrpc', 'local', 'oauth'];
+const RATE_LIMIT_OUTCOMES: readonly RateLimitOutcome[] = ['absorbed', 'passed_on', 'rejected_full', 'quota_spent'];
+const TOKEN_REFRESH_OUTCOMES: readonly TokenRefreshOutcome[] = ['success', 'failure', 'invalid_grant', 'reloaded'];
+const QUOTA_UNITS: readonly QuotaUnit[] = ['second', 'minute', 'hour', 'day'];
+
+// From a 5 ms cached answer to Keap's slowest reports (~30 s).
+const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30];
+// Most requests do not wait at all; a throttled tenant waits up to its minute window.
+const QUEUE_WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+type Scope = 'product' | 'tenant';
+
+/** What Keap last said about one tenant's window; copied into the gauges at scrape time. */
+interface QuotaState {
+  readonly labels: { tenant: string; scope: Scope; window: QuotaUnit };
+  limit?: number;
+  available?: number;
+  used?: number;
+  resetsAtSeconds?: number;
+}
+
+type QuotaField = 'limit' | 'available' | 'used' | 'resetsAtSeconds';
+
+/** Per tenant, keyed by these constant strings, so a lookup builds no key. */
+const QUOTA_KEYS: Readonly<Record<Scope, Readonly<Record<QuotaUnit, string>>>> = {
+  product: { second: 'product:second', minute: 'product:minute', hour: 'product:hour', day: 'product:day' },
+  tenant: { second: 'tenant:second', minute: 'tenant:minute', hour: 'tenant:hour', day: 'tenant:day' },
+};
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  private readonly requests: Counter<'route' | 'status'>;
+  private readonly upstream: Histogram<'route'>;
+  private readonly queueDepth: Gauge<'tenant'>;
+  private readonly queueWaitSeconds: Histogram<'tenant'>;
+  private readonly rateLimitedTotal: Counter<'tenant' | 'outcome'>;
+  private readonly tokenRefreshes: Counter<'outcome'>;
+
+  // Status codes are numbers at the call site; keying by number saves a String() per request.
+  private readonly requestChildren = new Map<Route, Map<number, CounterChild>>();
+  private readonly upstreamChildren = new Map<Route, HistogramChild>();
+  private readonly queueWaitChildren = new Map<string, HistogramChild>();
+  private readonly rateLimitedChildren = new Map<string, Map<RateLimitOutcome, CounterChild>>();
+  private readonly tokenRefreshChildren = new Map<TokenRefreshOutcome, CounterChild>();
+  // A response can carry a dozen quota values; setting that many gauges per response costs
+  // ~10 µs, so observeQuota only stores numbers and the gauges read them when scraped.
+  private readonly quota = new Map<string, Map<string, QuotaState>>();
+  private readonly depthSources = new Set<() => Iterable<QueueDepth>>();
+
+  constructor(options: MetricsOptions = {}) {
+    const registers = [this.registry];
+    this.requests = new Counter({
+      name: 'keap_proxy_requests_total',
+      help: 'Requests answered, by route and the HTTP status the client got.',
+      labelNames: ['route', 'status'],
+      registers,
+    });
+    this.upstream = new Histogram({
+      name: 'keap_proxy_upstream_duration_seconds',
+      help: "Time from sending a request to Keap to receiving its response head.",
+      labelNames: ['route'],
+      buckets: UPSTREAM_BUCKETS,
+      registers,
+    });
+    const sources = this.depthSources;
+    this.queueDepth = new Gauge({
+      name: 'keap_proxy_queue_depth',
+      help: 'Requests waiting for their turn to go to Keap, per tenant.',
+      labelNames: ['tenant'],
+      registers,
+      // Read at scrape time, so the queues need not report every change.
+      collect() {
+        this.reset();
+        for (const source of sources) for (const { tenant, depth } of source()) this.inc({ tenant }, depth);
+      },
+    });
+    this.queueWaitSeconds = new Histogram({
+      name: 'keap_proxy_queue_wait_seconds',
+      help: 'Time a request waited in its tenant queue before going to Keap.',
+      labelNames: ['tenant'],
+      buckets: QUEUE_WAIT_BUCKETS,
+      registers,
+    });
+    this.rateLimitedTotal = new Counter({
+      name: 'keap_proxy_rate_limited_total',
+      help: 'Rate limiting, by what became of the request: absorbed (Keap 429 replayed unseen), passed_on (client got 429), rejected_full (queue full, 503), quota_spent (daily quota spent, immediate 429).',
+      labelNames: ['tenant', 'outcome'],
+      registers,
+    });
+    this.tokenRefreshes = new Counter({
+      name: 'keap_proxy_token_refreshes_total',
+      help: 'OAuth token refreshes, by outcome; reloaded means a grant another process stored was adopted.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    const quota = this.quota;
+    const quotaGauge = (name: string, help: string, field: QuotaField): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['tenant', 'scope', 'window'],
+        registers,
+        collect() {
+          for (const byWindow of quota.values()) {
+            for (const state of byWindow.values()) {
+              const v = state[field];
+              if (v !== undefined) this.set(state.labels, v);
+            }
+          }
+        },
+      });
+    };
+    quotaGauge('keap_proxy_keap_quota_limit', 'The quota limit Keap last reported, per tenant, scope (product or tenant) and window.', 'limit');
+    quotaGauge('keap_proxy_keap_quota_available', 'The quota Keap last reported as still available.', 'available');
+    quotaGauge('keap_proxy_keap_quota_used', 'The quota Keap last reported as used.', 'used');
+    quotaGauge('keap_proxy_keap_quota_resets_at_seconds', 'When Keap said the quota window resets, as Unix time in seconds.', 'resetsAtSeconds');
+
+    for (const route of ROUTES) {
+      this.requestChildren.set(route, new Map());
+      this.upstreamChildren.set(route, this.upstream.labels(route));
+    }
+    // Every outcome is exported from the start (at 0), so rate() and alerts see the first one.
+    for (const outcome of TOKEN_REFRESH_OUTCOMES) {
+      const child = this.tokenRefreshes.labels(outcome);
+      child.inc(0);
+      this.tokenRefreshChildren.set(outcome, child);
+    }
+
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** A request was answered; `status` is what the client got. */
+  requestDone(route: Route, status: number): void {
+    const byStatus = this.requestChildren.get(route);
+    if (byStatus === undefined) return;
+    let child = byStatus.get(status);
+    if (child === undefined) {
+      child = this.requests.labels(route, String(status));
+      byStatus.set(status, child);
+    }
+    child.inc();
+  }
+
+  /** Keap's response head arrived `seconds` after the request was sent. */
+  upstreamDone(route: Route, seconds: number): void {
+    this.upstreamChildren.get(route)?.observe(seconds);
+  }
+
+  /** A request left its tenant queue after waiting `seconds`. */
+  queueWait(tenant: string, seconds: number): void {
+    let child = this.queueWaitChildren.get(tenant);
+    if (child === undefined) {
+      child = this.queueWaitSeconds.labels(tenant);
+      this.queueWaitChildren.set(tenant, child);
+    }
+    child.observe(seconds);
+  }
+
+  /**
+   * Registers where queue depths are read at scrape time; a tenant no source lists any more
+   * disappears from the metric, and depths several sources give one tenant add up.
+   * Returns a function that unregisters the source.
+   */
+  onQueueDepth(source: () => Iterable<QueueDepth>): () => void {
+    this.depthSources.add(source);
+    return () => {
+      this.depthSources.delete(source);
+    };
+  }
+
+  rateLimited(tenant: string, outcome: RateLimitOutcome): void {
+    let byOutcome = this.rateLimitedChildren.get(tenant);
+    if (byOutcome === undefined) {
+      byOutcome = new Map();
+      // A tenant's outcomes start at 0 together, so a ratio between them is defined from the start.
+      for (const o of RATE_LIMIT_OUTCOMES) {
+        const child = this.rateLimitedTotal.labels(tenant, o);
+        child.inc(0);
+        byOutcome.set(o, child);
+      }
+      this.rateLimitedChildren.set(tenant, byOutcome);
+    }
+    byOutcome.get(outcome)?.inc();
+  }
+
+  tokenRefresh(outcome: TokenRefreshOutcome): void {
+    this.tokenRefreshChildren.get(outcome)?.inc();
+  }
+
+  /**
+   * Records the quota Keap reported on a response for `tenant`. Values Keap left out keep
+   * their last reported value: these gauges say what Keap said last, not what it says now.
+   */
+  observeQuota(tenant: string, report: QuotaReport): void {
+    let byWindow = this.quota.get(tenant);
+    if (byWindow === undefined) {
+      byWindow = new Map();
+      this.quota.set(tenant, byWindow);
+    }
+    for (const unit of QUOTA_UNITS) {
+      const p = report.product[unit];
+      if (p !== undefined) recordWindow(quotaState(byWindow, tenant, 'product', unit), p);
+      const t = report.tenant[unit];
+      if (t !== undefined) recordWindow(quotaState(byWindow, tenant, 'tenant', unit), t);
+    }
+    // The spike arrest is a per-second product limit; Keap reports no usage for it.
+    const spike = report.product.spikePerSecond;
+    if (spike !== undefined) quotaState(byWindow, tenant, 'product', 'second').limit = spike;
+  }
+
+  /** The text for a `/metrics` response. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
+
+function quotaState(byWindow: Map<string, QuotaState>, tenant: string, scope: Scope, window: QuotaUnit): QuotaState {
+  const key = QUOTA_KEYS[scope][window];
+  let state = byWindow.get(key);
+  if (state === undefined) {
+    state = { labels: { tenant, scope, window } };
+    byWindow.set(key, state);
+  }
+  return state;
+}
+
+function recordWindow(state: QuotaState, w: QuotaWindow): void {
+  if (w.limit !== undefined) state.limit = w.limit;
+  if (w.available !== undefined) state.available = w.available;
+  if (w.used !== undefined) state.used = w.used;
+  if (w.resetsAt !== undefined) state.resetsAtSeconds = w.resetsAt / 1000;
+}

@@ -1,0 +1,270 @@
+import { describe, expect, it } from 'vitest';
+import { register as globalRegistry } from 'prom-client';
+import { Metrics, type QueueDepth } from '../src/metrics.js';
+import { parseQuotaHeaders, type QuotaReport } from '../src/keap-quota.js';
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Parses Prometheus text exposition (the subset prom-client writes: no timestamps). */
+function parseExposition(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const brace = line.indexOf('{');
+    const space = line.lastIndexOf(' ');
+    const labels: Record<string, string> = {};
+    let name: string;
+    if (brace >= 0 && brace < space) {
+      name = line.slice(0, brace);
+      const body = line.slice(brace + 1, line.lastIndexOf('}'));
+      for (const m of body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1] as string] = (m[2] as string).replace(/\\(.)/g, '$1');
+    } else {
+      name = line.slice(0, space);
+    }
+    const raw = line.slice(space + 1);
+    samples.push({ name, labels, value: raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : Number(raw) });
+  }
+  return samples;
+}
+
+async function scrape(m: Metrics): Promise<Sample[]> {
+  return parseExposition((await m.render()).body);
+}
+
+/** The value of the one sample with exactly these labels, or undefined when there is none. */
+function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+  const want = Object.entries(labels).sort();
+  const hits = samples.filter((s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(want));
+  expect(hits.length).toBeLessThanOrEqual(1);
+  return hits[0]?.value;
+}
+
+function series(samples: Sample[], name: string): Sample[] {
+  return samples.filter((s) => s.name === name);
+}
+
+const quiet = (): Metrics => new Metrics({ defaultMetrics: false });
+
+describe('Metrics', () => {
+  it('renders Prometheus text with its content type', async () => {
+    const { contentType, body } = await quiet().render();
+    expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(body).toContain('# TYPE keap_proxy_requests_total counter');
+    expect(body).toContain('# TYPE keap_proxy_upstream_duration_seconds histogram');
+    expect(body).toContain('# TYPE keap_proxy_queue_depth gauge');
+  });
+
+  it('counts requests by route and final status', async () => {
+    const m = quiet();
+    m.requestDone('rest', 200);
+    m.requestDone('rest', 200);
+    m.requestDone('rest', 429);
+    m.requestDone('xmlrpc', 200);
+    m.requestDone('local', 404);
+    m.requestDone('oauth', 302);
+    const s = await scrape(m);
+    expect(value(s, 'keap_proxy_requests_total', { route: 'rest', status: '200' })).toBe(2);
+    expect(value(s, 'keap_proxy_requests_total', { route: 'rest', status: '429' })).toBe(1);
+    expect(value(s, 'keap_proxy_requests_total', { route: 'xmlrpc', status: '200' })).toBe(1);
+    expect(value(s, 'keap_proxy_requests_total', { route: 'local', status: '404' })).toBe(1);
+    expect(value(s, 'keap_proxy_requests_total', { route: 'oauth', status: '302' })).toBe(1);
+    expect(series(s, 'keap_proxy_requests_total')).toHaveLength(5);
+  });
+
+  it('times upstream responses by route in buckets from 5 ms to 30 s', async () => {
+    const m = quiet();
+    m.upstreamDone('rest', 0.004);
+    m.upstreamDone('rest', 0.2);
+    m.upstreamDone('rest', 29);
+    m.upstreamDone('xmlrpc', 45);
+    const s = await scrape(m);
+    const bucket = (route: string, le: string): number | undefined => value(s, 'keap_proxy_upstream_duration_seconds_bucket', { route, le });
+    expect(bucket('rest', '0.005')).toBe(1);
+    expect(bucket('rest', '0.25')).toBe(2);
+    expect(bucket('rest', '30')).toBe(3);
+    expect(bucket('rest', '+Inf')).toBe(3);
+    expect(bucket('xmlrpc', '30')).toBe(0);
+    expect(bucket('xmlrpc', '+Inf')).toBe(1);
+    expect(value(s, 'keap_proxy_upstream_duration_seconds_count', { route: 'rest' })).toBe(3);
+    expect(value(s, 'keap_proxy_upstream_duration_seconds_sum', { route: 'rest' })).toBeCloseTo(29.204);
+    expect(value(s, 'keap_proxy_upstream_duration_seconds_count', { route: 'local' })).toBeUndefined();
+    const les = series(s, 'keap_proxy_upstream_duration_seconds_bucket')
+      .filter((x) => x.labels.route === 'rest')
+      .map((x) => x.labels.le);
+    expect(les[0]).toBe('0.005');
+    expect(les.at(-2)).toBe('30');
+  });
+
+  it('reads queue depths from their sources at scrape time', async () => {
+    const m = quiet();
+    let depths: QueueDepth[] = [
+      { tenant: 'acme', depth: 3 },
+      { tenant: 'globex', depth: 0 },
+    ];
+    const stop = m.onQueueDepth(() => depths);
+    m.onQueueDepth(() => [{ tenant: 'initech', depth: 7 }]);
+    let s = await scrape(m);
+    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBe(3);
+    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'globex' })).toBe(0);
+    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'initech' })).toBe(7);
+
+    depths = [{ tenant: 'acme', depth: 1 }];
+    s = await scrape(m);
+    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBe(1);
+    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'globex' })).toBeUndefined();
+
+    stop();
+    s = await scrape(m);
+    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBeUndefined();
+    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'initech' })).toBe(7);
+  });
+
+  it('records queue waits per tenant', async () => {
+    const m = quiet();
+    m.queueWait('acme', 0);
+    m.queueWait('acme', 2);
+    m.queueWait('globex', 45);
+    const s = await scrape(m);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_count', { tenant: 'acme' })).toBe(2);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_sum', { tenant: 'acme' })).toBe(2);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'acme', le: '0.001' })).toBe(1);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'acme', le: '2.5' })).toBe(2);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'globex', le: '30' })).toBe(0);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'globex', le: '60' })).toBe(1);
+  });
+
+  it('counts rate limiting by tenant and outcome, every outcome of a seen tenant starting at 0', async () => {
+    const m = quiet();
+    m.rateLimited('acme', 'absorbed');
+    m.rateLimited('acme', 'absorbed');
+    m.rateLimited('acme', 'passed_on');
+    m.rateLimited('globex', 'rejected_full');
+    m.rateLimited('globex', 'quota_spent');
+    const s = await scrape(m);
+    const rl = (tenant: string, outcome: string): number | undefined => value(s, 'keap_proxy_rate_limited_total', { tenant, outcome });
+    expect(rl('acme', 'absorbed')).toBe(2);
+    expect(rl('acme', 'passed_on')).toBe(1);
+    expect(rl('acme', 'rejected_full')).toBe(0);
+    expect(rl('acme', 'quota_spent')).toBe(0);
+    expect(rl('globex', 'rejected_full')).toBe(1);
+    expect(rl('globex', 'quota_spent')).toBe(1);
+    expect(rl('globex', 'absorbed')).toBe(0);
+    expect(series(s, 'keap_proxy_rate_limited_total')).toHaveLength(8);
+  });
+
+  it('counts token refreshes by outcome, all starting at 0', async () => {
+    const m = quiet();
+    let s = await scrape(m);
+    for (const outcome of ['success', 'failure', 'invalid_grant', 'reloaded']) {
+      expect(value(s, 'keap_proxy_token_refreshes_total', { outcome })).toBe(0);
+    }
+    m.tokenRefresh('success');
+    m.tokenRefresh('success');
+    m.tokenRefresh('failure');
+    m.tokenRefresh('invalid_grant');
+    m.tokenRefresh('reloaded');
+    m.tokenRefresh('reloaded');
+    m.tokenRefresh('reloaded');
+    s = await scrape(m);
+    expect(value(s, 'keap_proxy_token_refreshes_total', { outcome: 'success' })).toBe(2);
+    expect(value(s, 'keap_proxy_token_refreshes_total', { outcome: 'failure' })).toBe(1);
+    expect(value(s, 'keap_proxy_token_refreshes_total', { outcome: 'invalid_grant' })).toBe(1);
+    expect(value(s, 'keap_proxy_token_refreshes_total', { outcome: 'reloaded' })).toBe(3);
+  });
+
+  describe('observeQuota', () => {
+    const report = parseQuotaHeaders({
+      'x-keap-product-quota-limit': '150000',
+      'x-keap-product-quota-time-unit': 'day',
+      'x-keap-product-quota-interval': '1',
+      'x-keap-product-quota-available': '149990',
+      'x-keap-product-quota-used': '10',
+      'x-keap-product-quota-expiry-time': '1723680000000',
+      'x-keap-product-throttle-limit': '1500',
+      'x-keap-product-throttle-time-unit': 'minute',
+      'x-keap-product-throttle-available': '1498',
+      'x-keap-product-throttle-used': '2',
+      'x-keap-product-spike-limit': '25ps',
+      'x-keap-tenant-id': 'ps359.infusionsoft.com',
+      'x-keap-tenant-throttle-limit': '10000|250000',
+      'x-keap-tenant-throttle-time-unit': 'minute|day',
+      'x-keap-tenant-throttle-available': '9999|249999',
+      'x-keap-tenant-throttle-used': '1|1',
+    }) as QuotaReport;
+
+    it('exports every window Keap reported, by tenant, scope and window', async () => {
+      const m = quiet();
+      m.observeQuota('acme', report);
+      const s = await scrape(m);
+      const q = (metric: string, scope: string, window: string): number | undefined => value(s, `keap_proxy_keap_quota_${metric}`, { tenant: 'acme', scope, window });
+      expect(q('limit', 'product', 'day')).toBe(150000);
+      expect(q('available', 'product', 'day')).toBe(149990);
+      expect(q('used', 'product', 'day')).toBe(10);
+      expect(q('resets_at_seconds', 'product', 'day')).toBe(1723680000);
+      expect(q('limit', 'product', 'minute')).toBe(1500);
+      expect(q('available', 'product', 'minute')).toBe(1498);
+      expect(q('used', 'product', 'minute')).toBe(2);
+      expect(q('resets_at_seconds', 'product', 'minute')).toBeUndefined();
+      expect(q('limit', 'product', 'second')).toBe(25);
+      expect(q('available', 'product', 'second')).toBeUndefined();
+      expect(q('limit', 'tenant', 'minute')).toBe(10000);
+      expect(q('available', 'tenant', 'minute')).toBe(9999);
+      expect(q('used', 'tenant', 'minute')).toBe(1);
+      expect(q('limit', 'tenant', 'day')).toBe(250000);
+      expect(q('available', 'tenant', 'day')).toBe(249999);
+      expect(q('used', 'tenant', 'day')).toBe(1);
+      expect(series(s, 'keap_proxy_keap_quota_limit')).toHaveLength(5);
+      expect(series(s, 'keap_proxy_keap_quota_resets_at_seconds')).toHaveLength(1);
+    });
+
+    it('keeps the latest value per tenant, and a value Keap left out as last reported', async () => {
+      const m = quiet();
+      m.observeQuota('acme', report);
+      m.observeQuota('globex', { product: { day: { limit: 30000, available: 5 } }, tenant: {} });
+      m.observeQuota('acme', { product: { day: { available: 149000, used: 1000 } }, tenant: { minute: { available: 42 } } });
+      const s = await scrape(m);
+      expect(value(s, 'keap_proxy_keap_quota_limit', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(150000);
+      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(149000);
+      expect(value(s, 'keap_proxy_keap_quota_used', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(1000);
+      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'tenant', window: 'minute' })).toBe(42);
+      expect(value(s, 'keap_proxy_keap_quota_limit', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(30000);
+      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(5);
+      expect(value(s, 'keap_proxy_keap_quota_used', { tenant: 'globex', scope: 'product', window: 'day' })).toBeUndefined();
+    });
+  });
+
+  it('shares no state between instances, and none with the global registry', async () => {
+    const a = quiet();
+    const b = quiet();
+    a.requestDone('rest', 200);
+    a.rateLimited('acme', 'absorbed');
+    a.tokenRefresh('success');
+    a.observeQuota('acme', { product: { day: { limit: 1 } }, tenant: {} });
+    a.onQueueDepth(() => [{ tenant: 'acme', depth: 9 }]);
+    const sb = await scrape(b);
+    expect(series(sb, 'keap_proxy_requests_total')).toHaveLength(0);
+    expect(series(sb, 'keap_proxy_rate_limited_total')).toHaveLength(0);
+    expect(value(sb, 'keap_proxy_token_refreshes_total', { outcome: 'success' })).toBe(0);
+    expect(series(sb, 'keap_proxy_keap_quota_limit')).toHaveLength(0);
+    expect(series(sb, 'keap_proxy_queue_depth')).toHaveLength(0);
+    const sa = await scrape(a);
+    expect(value(sa, 'keap_proxy_requests_total', { route: 'rest', status: '200' })).toBe(1);
+    expect(value(sa, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBe(9);
+    expect(globalRegistry.getSingleMetric('keap_proxy_requests_total')).toBeUndefined();
+  });
+
+  it('adds Node process metrics by default, to its own registry only', async () => {
+    const a = new Metrics();
+    const b = new Metrics();
+    const { body } = await a.render();
+    expect(body).toContain('process_cpu_user_seconds_total');
+    expect(body).toContain('nodejs_heap_size_total_bytes');
+    expect((await b.render()).body).toContain('process_cpu_user_seconds_total');
+    expect((await quiet().render()).body).not.toContain('process_cpu_user_seconds_total');
+    expect(globalRegistry.getSingleMetric('process_cpu_user_seconds_total')).toBeUndefined();
+  });
+});
