@@ -3,6 +3,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { parseCacheRules } from './get-cache.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -33,8 +34,21 @@ export interface Config {
   credentials: Credentials;
   tokenStore: { kind: 'file'; path: string };
   redis: { url: string | undefined; prefix: string };
-  /** Outgoing calls per second; 0 turns pacing off. */
-  rateLimitPerSecond: number;
+  /** Keap's limits the proxy paces to (each times `margin`); perSecond 0 turns pacing off. */
+  pacing: {
+    perSecond: number;
+    perMinute: number;
+    perDay: number;
+    tenantPerMinute: number;
+    tenantPerDay: number;
+    margin: number;
+    queueLimit: number;
+  };
+  /** Longest a request may wait for Keap's rate limit, in all; a client may ask for less. */
+  requestDeadlineMs: number;
+  /** GET cache rules (`PATTERN=TTL_SECONDS,...`); empty: no cache. */
+  cacheRules: string;
+  cacheMaxBytes: number;
   upstreamTimeoutMs: number;
   maxBodyBytes: number;
   /** Request bodies up to this size are buffered so that a gateway 401 can be replayed. */
@@ -69,7 +83,16 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'TOKEN_STORE', default: './data/tokens.json', meaning: 'File the OAuth grant is kept in (written atomically, mode 0600).' },
   { name: 'REDIS_URL', default: '', meaning: 'Redis for replicas sharing one grant and quota (reserved; not used yet).', secret: true },
   { name: 'REDIS_PREFIX', default: 'keap-proxy:', meaning: 'Key prefix in Redis.' },
-  { name: 'RATE_LIMIT_PER_SECOND', default: '', meaning: 'Outgoing calls per second. Empty: 90% of Keap\'s spike limit (22 for OAuth, 9 for a key). 0 turns pacing off.' },
+  { name: 'RATE_LIMIT_PER_SECOND', default: '', meaning: 'Keap\'s per-second spike limit. Empty: 25 for OAuth, 10 for a key. 0 turns pacing off.' },
+  { name: 'RATE_LIMIT_PER_MINUTE', default: '', meaning: 'Keap\'s per-minute throttle (rolling). Empty: 1500 for OAuth, 240 for a key.' },
+  { name: 'RATE_LIMIT_PER_DAY', default: '', meaning: 'Keap\'s daily quota (resets 00:00 UTC). Empty: 150000 for OAuth, 30000 for a key.' },
+  { name: 'TENANT_LIMIT_PER_MINUTE', default: '10000', meaning: 'Keap\'s per-tenant (account) limit per minute, any token type.' },
+  { name: 'TENANT_LIMIT_PER_DAY', default: '250000', meaning: 'Keap\'s per-tenant (account) limit per day.' },
+  { name: 'RATE_LIMIT_MARGIN', default: '0.9', meaning: 'Share of every limit the proxy uses (the rest is headroom for other apps of the same client or account).' },
+  { name: 'QUEUE_LIMIT', default: '1000', meaning: 'Requests that may wait for the rate limit; past that, 503 with Retry-After at once.' },
+  { name: 'REQUEST_DEADLINE_MS', default: '30000', meaning: 'Longest a request waits for the rate limit or a Keap 429 in all, then 429 with Retry-After. Clients may ask for less with X-Keap-Proxy-Deadline-Ms.' },
+  { name: 'CACHE_RULES', default: '', meaning: 'GET cache, off when empty: `PATTERN=TTL_SECONDS` entries, comma-separated; a pattern is a path or a prefix ending in `*`, e.g. `/crm/rest/v1/tags*=300`.' },
+  { name: 'CACHE_MAX_BYTES', default: String(64 * MiB), meaning: 'Most bytes the GET cache holds.' },
   { name: 'UPSTREAM_TIMEOUT_MS', default: '60000', meaning: 'Keap must start answering within this many ms, else the client gets 504.' },
   { name: 'MAX_BODY_BYTES', default: String(50 * MiB), meaning: 'Largest request body accepted; larger gets 413.' },
   { name: 'REPLAY_BODY_BYTES', default: String(10 * MiB), meaning: 'Bodies up to this size are buffered so a gateway 401 can be replayed; larger ones stream.' },
@@ -220,9 +243,28 @@ export function loadConfig(input: LoadConfigInput): Config {
   const tokenStorePath = str('TOKEN_STORE');
   if (/^rediss?:\/\//.test(tokenStorePath)) problems.push('TOKEN_STORE: a Redis token store is not supported yet; give a file path');
 
-  const rateText = str('RATE_LIMIT_PER_SECOND');
-  const mode = credentials?.mode ?? 'oauth';
-  const rateLimitPerSecond = rateText === '' ? (mode === 'oauth' ? 22 : 9) : int('RATE_LIMIT_PER_SECOND', 0, 100_000);
+  const oauth = (credentials?.mode ?? 'oauth') === 'oauth';
+  const limit = (name: string, oauthDefault: number, keyDefault: number, min: number): number => (str(name) === '' ? (oauth ? oauthDefault : keyDefault) : int(name, min, 1_000_000_000));
+  const marginText = str('RATE_LIMIT_MARGIN');
+  const margin = Number(marginText);
+  if (!/^\d*\.?\d+$/.test(marginText) || !(margin > 0 && margin <= 1)) problems.push(`RATE_LIMIT_MARGIN: "${marginText}" is not a number above 0 and at most 1, e.g. 0.9`);
+  const pacing = {
+    perSecond: limit('RATE_LIMIT_PER_SECOND', 25, 10, 0),
+    perMinute: limit('RATE_LIMIT_PER_MINUTE', 1500, 240, 1),
+    perDay: limit('RATE_LIMIT_PER_DAY', 150_000, 30_000, 1),
+    tenantPerMinute: int('TENANT_LIMIT_PER_MINUTE', 1, 1_000_000_000),
+    tenantPerDay: int('TENANT_LIMIT_PER_DAY', 1, 1_000_000_000),
+    margin: margin > 0 && margin <= 1 ? margin : 0.9,
+    queueLimit: int('QUEUE_LIMIT', 1, 1_000_000),
+  };
+  const requestDeadlineMs = int('REQUEST_DEADLINE_MS', 1, 3_600_000);
+  const cacheRules = str('CACHE_RULES');
+  try {
+    parseCacheRules(cacheRules);
+  } catch (err) {
+    problems.push(`CACHE_RULES: ${(err as Error).message}`);
+  }
+  const cacheMaxBytes = int('CACHE_MAX_BYTES', 0, 2 ** 40);
 
   const upstreamTimeoutMs = int('UPSTREAM_TIMEOUT_MS', 1, 3_600_000);
   const maxBodyBytes = int('MAX_BODY_BYTES', 1, 2 ** 40);
@@ -249,7 +291,10 @@ export function loadConfig(input: LoadConfigInput): Config {
     credentials,
     tokenStore: { kind: 'file', path: path.resolve(cwd, tokenStorePath) },
     redis,
-    rateLimitPerSecond,
+    pacing,
+    requestDeadlineMs,
+    cacheRules,
+    cacheMaxBytes,
     upstreamTimeoutMs,
     maxBodyBytes,
     replayBodyBytes: Math.min(replayBodyBytes, maxBodyBytes),
@@ -272,7 +317,9 @@ export function configSummary(config: Config): Record<string, unknown> {
     keapTokenUrl: config.keapTokenUrl.origin + config.keapTokenUrl.pathname,
     tokenStore: config.credentials.mode === 'oauth' ? config.tokenStore.path : undefined,
     seedRefreshToken: config.credentials.mode === 'oauth' ? config.credentials.seedRefreshToken !== undefined : undefined,
-    rateLimitPerSecond: config.rateLimitPerSecond,
+    pacing: config.pacing,
+    requestDeadlineMs: config.requestDeadlineMs,
+    cache: config.cacheRules !== '',
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     replayBodyBytes: config.replayBodyBytes,

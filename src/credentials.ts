@@ -23,6 +23,8 @@ export interface CredentialSource {
   /** Keap answered 401 to a request that carried `used`: drop it and get a new one if that helps. */
   invalidate(used: Credential): Promise<void>;
   readiness(): Readiness;
+  /** The Keap account requests go to, for metrics and per-tenant queues. */
+  tenant(): string;
   stop(): void;
 }
 
@@ -54,6 +56,11 @@ export class StaticKeySource implements CredentialSource {
 
   readiness(): Readiness {
     return { ready: true, details: { mode: 'key' } };
+  }
+
+  /** A key belongs to one account, which Keap names only in its responses' x-keap-tenant-id. */
+  tenant(): string {
+    return 'key';
   }
 
   stop(): void {}

@@ -147,8 +147,10 @@ export class Forwarder {
   }
 
   /** Streams Keap's response to the client, minus hop-by-hop headers. */
-  relay(proxyRes: IncomingMessage, res: ServerResponse, requestId: string): void {
-    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, endToEndHeaders(proxyRes.rawHeaders, requestId));
+  relay(proxyRes: IncomingMessage, res: ServerResponse, requestId: string, extraHeaders?: readonly string[]): void {
+    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId);
+    if (extraHeaders !== undefined) headers.push(...extraHeaders);
+    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, headers);
     proxyRes.on('error', () => res.destroy());
     proxyRes.pipe(res);
   }

@@ -10,6 +10,8 @@ import type { CredentialSource, Credential } from './credentials.js';
 import type { Pacer } from './pacer.js';
 import { type Forwarder, parseConnection } from './forwarder.js';
 import { forward } from './upstream.js';
+import type { Metrics, RateLimitOutcome } from './metrics.js';
+import { type GetCache, serveCached } from './get-cache.js';
 import { HttpError, sendError } from './http-error.js';
 import { hasBody, readBody } from './body.js';
 import { readPrivateKey, rewritePrivateKey, XmlRpcError } from './xmlrpc.js';
@@ -28,12 +30,22 @@ export interface Exchange {
   clientKeyInBody: boolean;
   credential: Credential | undefined;
   attempts: number;
+  /** Keap 429s this request met. */
+  rateLimited: number;
+  /** When the client stops waiting for the rate limit (epoch ms). */
+  deadline: number;
   upstreamStatus: number | undefined;
   /** Why the request ended without Keap's answer, for the log line. */
   outcome: string | undefined;
+  /** Set when a 200 answer to this GET may be cached. */
+  cacheKey: { key: string; ttlMs: number } | undefined;
+  /** 'HIT' when served from the cache. */
+  cache: 'HIT' | 'MISS' | undefined;
 }
 
-export type Stage = (ex: Exchange) => void | Promise<void>;
+/** A stage returns nothing (go on), 'done' (it answered the client), or a promise of either; it throws HttpError to answer with an error. */
+export type Stage = (ex: Exchange) => StageResult | Promise<StageResult>;
+export type StageResult = void | 'done';
 
 export interface PipelineDeps {
   config: Config;
@@ -41,6 +53,8 @@ export interface PipelineDeps {
   credentials: CredentialSource;
   pacer: Pacer;
   forwarder: Forwarder;
+  metrics: Metrics;
+  cache: GetCache;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -77,10 +91,13 @@ export function routeXmlRpc(ex: Exchange): void {
   if (ex.xmlrpc && trimmed === '/api/xmlrpc') ex.req.url = '/crm/xmlrpc/v1' + (q < 0 ? '' : url.slice(q));
 }
 
+/** A client may ask to wait less than REQUEST_DEADLINE_MS for the rate limit. */
+export const DEADLINE_HEADER = 'x-keap-proxy-deadline-ms';
+
 /** Request headers that belong to the client's connection (transfer-encoding stays: it frames a streamed body). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect']);
-/** Clients hold no Keap credentials: whatever they send is replaced by ours. */
-const CLIENT_CREDENTIALS = new Set(['authorization', 'x-keap-api-key']);
+/** Clients hold no Keap credentials: whatever they send is replaced by ours. Our own request headers stay here too. */
+const CLIENT_ONLY = new Set(['authorization', 'x-keap-api-key', DEADLINE_HEADER]);
 
 /**
  * What goes upstream: the client's headers minus hop-by-hop ones (and those its Connection
@@ -92,7 +109,7 @@ export function copyEndToEndHeaders(ex: Exchange): void {
   const listed = parseConnection(from.connection);
   const to: IncomingHttpHeaders = {};
   for (const name of Object.keys(from)) {
-    if (HOP_BY_HOP.has(name) || CLIENT_CREDENTIALS.has(name) || listed?.has(name) === true) continue;
+    if (HOP_BY_HOP.has(name) || CLIENT_ONLY.has(name) || listed?.has(name) === true) continue;
     to[name] = from[name];
   }
   to['x-request-id'] = ex.id;
@@ -225,8 +242,37 @@ export function injectCredential(ex: Exchange): void {
   else ex.req.headers['x-keap-api-key'] = credential.key;
 }
 
-export function pace(pacer: Pacer): Stage {
-  return () => pacer.wait();
+/** How long this request may wait for Keap's rate limit: the configured deadline, or less if the client asks. */
+export function setDeadline(deadlineMs: number): Stage {
+  return (ex) => {
+    const asked = Number(ex.req.headers[DEADLINE_HEADER]);
+    ex.deadline = Date.now() + (asked > 0 && asked < deadlineMs ? asked : deadlineMs);
+  };
+}
+
+/** Reference data many clients re-read is answered from the cache (saving Keap quota) when a rule allows. */
+export function serveFromCache(cache: GetCache, credentials: CredentialSource): Stage {
+  return (ex) => {
+    const key = cache.keyFor(ex.req.method ?? 'GET', ex.req.url ?? '/', credentials.tenant(), ex.req.headers);
+    if (key === undefined) return;
+    const hit = cache.get(key.key);
+    if (hit === undefined) {
+      ex.cacheKey = key;
+      ex.cache = 'MISS';
+      return;
+    }
+    ex.cache = 'HIT';
+    serveCached(ex.res, hit, ex.id);
+    return 'done';
+  };
+}
+
+export function pace(pacer: Pacer, metrics: Metrics, credentials: CredentialSource): Stage {
+  return async (ex) => {
+    const started = performance.now();
+    await pacer.acquire(ex.deadline, 'new');
+    metrics.queueWait(credentials.tenant(), (performance.now() - started) / 1000);
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -240,21 +286,27 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const clientKeys = new ClientKeys(config.proxyClientKeys);
   const stages: Stage[] = [
     assignRequestId,
+    setDeadline(config.requestDeadlineMs),
     refuseForeignTargets,
     routeXmlRpc,
     authorizeClient(clientKeys),
     copyEndToEndHeaders,
+    ...(deps.cache.enabled ? [serveFromCache(deps.cache, deps.credentials)] : []),
     addForwardedHeaders,
     bufferBody(config),
     authorizeClientByPrivateKey(clientKeys),
     obtainCredential(deps.credentials),
     rewriteXmlRpcKey,
     injectCredential,
-    ...(deps.pacer.enabled ? [pace(deps.pacer)] : []),
-    forward({ forwarder: deps.forwarder, credentials: deps.credentials, logger, maxBodyBytes: config.maxBodyBytes, replayBodyBytes: config.replayBodyBytes }),
+    ...(deps.pacer.enabled ? [pace(deps.pacer, deps.metrics, deps.credentials)] : []),
+    forward({ ...deps, maxBodyBytes: config.maxBodyBytes, replayBodyBytes: config.replayBodyBytes }),
   ];
 
+  const rateLimitOutcome: Record<string, RateLimitOutcome | undefined> = { queue_full: 'rejected_full', daily_quota_exhausted: 'quota_spent', rate_limited: 'passed_on' };
+
   function fail(ex: Exchange, err: unknown): void {
+    const outcome = err instanceof HttpError ? rateLimitOutcome[err.code] : undefined;
+    if (outcome !== undefined) deps.metrics.rateLimited(deps.credentials.tenant(), outcome);
     if (!(err instanceof HttpError)) {
       logger.error({ event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) }, 'request failed inside the proxy');
       err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
@@ -267,15 +319,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   function run(ex: Exchange, i: number): void {
     try {
       for (; i < stages.length; i++) {
-        const pending = (stages[i] as Stage)(ex);
-        if (pending !== undefined) {
-          const next = i + 1;
-          pending.then(
-            () => run(ex, next),
-            (err: unknown) => fail(ex, err),
-          );
-          return;
-        }
+        const result = (stages[i] as Stage)(ex);
+        if (result === undefined) continue;
+        if (result === 'done') return;
+        const next = i + 1;
+        result.then(
+          (r) => (r === 'done' ? undefined : run(ex, next)),
+          (err: unknown) => fail(ex, err),
+        );
+        return;
       }
     } catch (err) {
       fail(ex, err);
@@ -295,10 +347,17 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         clientKeyInBody: false,
         credential: undefined,
         attempts: 0,
+        rateLimited: 0,
+        deadline: 0,
         upstreamStatus: undefined,
         outcome: undefined,
+        cacheKey: undefined,
+        cache: undefined,
       };
-      res.once('close', () => logExchange(logger, ex));
+      res.once('close', () => {
+        deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
+        logExchange(logger, ex);
+      });
       run(ex, 0);
     },
   };
@@ -319,6 +378,7 @@ function logExchange(logger: Logger, ex: Exchange): void {
       attempts: ex.attempts,
       durationMs: Math.round((performance.now() - ex.startedAt) * 10) / 10,
       outcome: ex.outcome ?? (ex.res.writableFinished ? undefined : 'client_closed'),
+      cache: ex.cache,
     },
     'request',
   );

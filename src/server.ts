@@ -11,8 +11,12 @@ import { TokenClient } from './token-client.js';
 import { FileTokenStore, type TokenStore } from './token-store.js';
 import { createPacer, type Pacer } from './pacer.js';
 import { Forwarder } from './forwarder.js';
-import { createPipeline } from './pipeline.js';
-import { sendJson } from './http-error.js';
+import { ClientKeys, createPipeline } from './pipeline.js';
+import { HttpError, sendJson } from './http-error.js';
+import { OAuthFlow } from './oauth-flow.js';
+import { OAuthEndpoints } from './oauth-endpoints.js';
+import { Metrics } from './metrics.js';
+import { GetCache, parseCacheRules } from './get-cache.js';
 
 export interface ProxyOverrides {
   logger?: Logger;
@@ -27,23 +31,59 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
-export function createCredentialSource(config: Config, logger: Logger, store: TokenStore): CredentialSource {
+export interface CredentialParts {
+  credentials: CredentialSource;
+  /** OAuth mode only: the flow behind /oauth/start and /oauth/callback needs the broker itself. */
+  broker: TokenBroker | undefined;
+  client: TokenClient | undefined;
+}
+
+export function createCredentials(config: Config, logger: Logger, store: TokenStore, metrics?: Metrics): CredentialParts {
   const c = config.credentials;
-  if (c.mode === 'key') return new StaticKeySource(c.apiKey, logger);
+  if (c.mode === 'key') return { credentials: new StaticKeySource(c.apiKey, logger), broker: undefined, client: undefined };
   const client = new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: c.clientId, clientSecret: c.clientSecret });
-  return new TokenBroker({ client, store, logger, seedRefreshToken: c.seedRefreshToken });
+  const broker = new TokenBroker({ client, store, logger, seedRefreshToken: c.seedRefreshToken, onRefresh: (outcome) => metrics?.tokenRefresh(outcome) });
+  return { credentials: broker, broker, client };
+}
+
+export function createOAuthEndpoints(config: Config, logger: Logger, parts: CredentialParts): OAuthEndpoints {
+  const clientKeys = new ClientKeys(config.proxyClientKeys);
+  const c = config.credentials;
+  const { broker, client } = parts;
+  if (c.mode !== 'oauth' || broker === undefined || client === undefined) {
+    const unavailable = new HttpError(404, 'not_found', 'OAuth endpoints exist only in OAuth mode (KEAP_CLIENT_ID + KEAP_CLIENT_SECRET); this proxy runs in key mode.');
+    return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
+  }
+  if (c.redirectUri === undefined) {
+    const unavailable = new HttpError(503, 'redirect_uri_not_configured', "Set KEAP_REDIRECT_URI to the redirect URI registered for the Keap app, pointing at this proxy's /oauth/callback, and restart the proxy.");
+    return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
+  }
+  const flow = new OAuthFlow({
+    authorizeUrl: config.keapAuthorizeUrl,
+    clientId: c.clientId,
+    redirectUri: c.redirectUri,
+    client,
+    keep: (grant) => broker.adoptGrant(grant),
+    restartHint: 'open /oauth/start again',
+  });
+  return new OAuthEndpoints({ flow, unavailable: undefined, clientKeys, logger });
 }
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
   const store = overrides.store ?? new FileTokenStore(config.tokenStore.path);
-  const credentials = createCredentialSource(config, logger, store);
-  const pacer: Pacer = createPacer(config.rateLimitPerSecond);
+  const metrics = new Metrics();
+  const parts = createCredentials(config, logger, store, metrics);
+  const credentials = parts.credentials;
+  const oauth = createOAuthEndpoints(config, logger, parts);
+  const pacer: Pacer = createPacer(config.pacing, logger);
+  metrics.onQueueDepth(() => [{ tenant: credentials.tenant(), depth: pacer.depth() }]);
+  const cache = new GetCache({ rules: parseCacheRules(config.cacheRules), maxBytes: config.cacheMaxBytes });
   const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs });
-  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder });
+  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache });
 
   const server = http.createServer((req, res) => {
-    if (serveLocal(req, res, credentials)) return;
+    if (serveLocal(req, res, credentials, oauth, metrics)) return;
     pipeline.handle(req, res);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, logger));
@@ -89,9 +129,19 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
 }
 
 /** Endpoints answered here, never forwarded. */
-function serveLocal(req: http.IncomingMessage, res: http.ServerResponse, credentials: CredentialSource): boolean {
+function serveLocal(req: http.IncomingMessage, res: http.ServerResponse, credentials: CredentialSource, oauth: OAuthEndpoints, metrics: Metrics): boolean {
   const url = req.url ?? '';
-  // Cheap test first: this runs before every proxied request.
+  // Cheap tests first: this runs before every proxied request.
+  if (url.startsWith('/oauth/')) return oauth.handle(req, res);
+  if (url === '/metrics' && req.method === 'GET') {
+    metrics.render().then(
+      ({ contentType, body }) => {
+        res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store' }).end(body);
+      },
+      () => sendJson(res, 500, { error: 'metrics_failed', message: 'Metrics could not be collected; see the log.' }),
+    );
+    return true;
+  }
   if (!url.startsWith('/healthz') && !url.startsWith('/readyz')) return false;
   const path = url.split('?', 1)[0];
   if (path !== '/healthz' && path !== '/readyz') return false;

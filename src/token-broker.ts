@@ -22,6 +22,8 @@ export interface TokenBrokerOptions {
   storePollMs?: number;
   /** Refresh at least this often whatever the access token's lifetime, so the refresh token (45 days) never lapses. */
   maxRefreshIntervalMs?: number;
+  /** Told how each refresh ended (metrics). */
+  onRefresh?: (outcome: 'success' | 'failure' | 'invalid_grant' | 'reloaded') => void;
 }
 
 type State =
@@ -142,6 +144,10 @@ export class TokenBroker implements CredentialSource {
     return { ready: false, code: err.code, message: err.message, details };
   }
 
+  tenant(): string {
+    return (this.grant !== undefined ? tenantOf(this.grant) : undefined) ?? 'unknown';
+  }
+
   /** A grant obtained by authorization (callback or `keap-proxy auth`): stored, then used. */
   async adoptGrant(grant: Grant): Promise<void> {
     await this.options.store.withLock(() => this.options.store.save(grant));
@@ -205,6 +211,7 @@ export class TokenBroker implements CredentialSource {
     this.unsaved = undefined;
     this.lastRefreshAt = this.now();
     this.useGrant(grant);
+    this.options.onRefresh?.('success');
     this.options.logger.info({ event, expiresInSeconds: Math.round((grant.accessExpiresAt - this.now()) / SECOND), tenant: tenantOf(grant) }, 'access token refreshed and stored');
   }
 
@@ -214,6 +221,7 @@ export class TokenBroker implements CredentialSource {
     const ours = this.grant;
     if (stored === undefined || (ours !== undefined && (stored.refreshToken === ours.refreshToken || stored.refreshIssuedAt < ours.refreshIssuedAt))) return false;
     this.useGrant(stored);
+    this.options.onRefresh?.('reloaded');
     this.options.logger.info({ event: 'grant_reloaded', tenant: tenantOf(stored) }, 'a newer grant was found in the token store');
     if (this.usable(stored)) return true;
     await this.refreshWithKeap();
@@ -233,6 +241,7 @@ export class TokenBroker implements CredentialSource {
 
   private onRefreshFailure(err: unknown): void {
     const { logger } = this.options;
+    this.options.onRefresh?.(err instanceof TokenEndpointError && err.failure !== 'unavailable' ? 'invalid_grant' : 'failure');
     if (err instanceof TokenEndpointError && err.failure !== 'unavailable') {
       logger.error({ event: 'token_refresh_failed', failure: err.failure, status: err.status }, err.message);
       this.needReauthorization(err.failure === 'invalid_client' ? 'Keap rejected the client credentials (check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET)' : 'Keap no longer accepts the refresh token (invalid_grant)');

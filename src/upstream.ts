@@ -1,19 +1,27 @@
 // The last stage: send the request to Keap and react to Keap's answer before the client
 // sees it. A gateway 401 means Apigee rejected the token before Keap processed anything,
 // so a new token and one replay (every method, body and all) is safe; the client never
-// sees that 401. A second 401 goes to the client.
+// sees that 401. A second 401 goes to the client. A gateway 429 is as safe to replay: the
+// whole queue waits as long as Keap asks, and the request goes again, until its deadline.
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from './log.js';
 import type { CredentialSource } from './credentials.js';
 import { type Forwarder, UpstreamError } from './forwarder.js';
 import { HttpError } from './http-error.js';
 import { tooLarge } from './body.js';
-import { classifyUnauthorized, parseFault } from './apigee.js';
+import { classifyUnauthorized, parseFault, type Fault } from './apigee.js';
+import { parseQuotaHeaders, type QuotaReport } from './keap-quota.js';
+import { nextUtcMidnight, type Pacer } from './pacer.js';
+import type { Metrics } from './metrics.js';
+import type { GetCache } from './get-cache.js';
 import { injectCredential, type Exchange, type Stage } from './pipeline.js';
 
 export interface ForwardDeps {
   forwarder: Forwarder;
   credentials: CredentialSource;
+  pacer: Pacer;
+  metrics: Metrics;
+  cache: GetCache;
   logger: Logger;
   maxBodyBytes: number;
   replayBodyBytes: number;
@@ -25,17 +33,44 @@ const FAULT_BODY_LIMIT = 64 * 1024;
 export function forward(deps: ForwardDeps): Stage {
   return async (ex) => {
     let upstream: IncomingMessage | undefined = await send(deps, ex);
-    if (upstream.statusCode === 401) upstream = await replayAfterUnauthorized(deps, ex, upstream);
-    if (upstream === undefined) return;
+    let refreshed = false;
+    // Each reaction either answers the client (undefined) or hands back the replay's response.
+    for (;;) {
+      const report = parseQuotaHeaders(upstream.headers);
+      if (report !== undefined) {
+        deps.pacer.observe(report);
+        deps.metrics.observeQuota(deps.credentials.tenant(), report);
+      }
+      if (upstream.statusCode === 401 && !refreshed) {
+        refreshed = true;
+        upstream = await replayAfterUnauthorized(deps, ex, upstream);
+      } else if (upstream.statusCode === 429) {
+        upstream = await replayAfterRateLimit(deps, ex, upstream);
+      } else {
+        break;
+      }
+      if (upstream === undefined) return;
+    }
     ex.upstreamStatus = upstream.statusCode;
-    deps.forwarder.relay(upstream, ex.res, ex.id);
+    if (ex.cacheKey !== undefined) {
+      // Same tick as the relay's pipe: the capture must see every chunk.
+      if (upstream.statusCode === 200) deps.cache.capture(ex.cacheKey.key, ex.cacheKey.ttlMs, upstream);
+      deps.forwarder.relay(upstream, ex.res, ex.id, CACHE_MISS);
+    } else {
+      deps.forwarder.relay(upstream, ex.res, ex.id);
+    }
   };
 }
 
+const CACHE_MISS = ['x-cache', 'MISS'];
+
 async function send(deps: ForwardDeps, ex: Exchange): Promise<IncomingMessage> {
   ex.attempts += 1;
+  const started = performance.now();
   try {
-    return await deps.forwarder.send(ex.req, ex.res, { body: ex.body, stream: ex.bodyStream });
+    const upstream = await deps.forwarder.send(ex.req, ex.res, { body: ex.body, stream: ex.bodyStream });
+    deps.metrics.upstreamDone(ex.xmlrpc ? 'xmlrpc' : 'rest', (performance.now() - started) / 1000);
+    return upstream;
   } catch (err) {
     throw upstreamFailure(err, ex, deps.maxBodyBytes);
   }
@@ -72,7 +107,74 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   await deps.credentials.invalidate(used);
   ex.credential = await deps.credentials.get();
   injectCredential(ex);
+  await deps.pacer.acquire(ex.deadline, 'replay');
   return send(deps, ex);
+}
+
+/**
+ * Keap answered 429. Keap documents no Retry-After: use it when present; else a spike
+ * arrest passes within about a second, a minute throttle within the minute, and a spent
+ * daily quota only at its reset, which no client should wait for.
+ */
+async function replayAfterRateLimit(deps: ForwardDeps, ex: Exchange, upstream: IncomingMessage): Promise<IncomingMessage | undefined> {
+  const body = await readSmall(upstream, FAULT_BODY_LIMIT);
+  const fault = parseFault(body);
+  const report = parseQuotaHeaders(upstream.headers);
+  ex.rateLimited += 1;
+  const wait = rateLimitWait(upstream.headers['retry-after'], fault, report, ex.rateLimited, Date.now());
+  const passOn = (): undefined => {
+    ex.upstreamStatus = 429;
+    deps.forwarder.relayBuffered(upstream, body, ex.res, ex.id);
+    return undefined;
+  };
+  const tenant = deps.credentials.tenant();
+  if (wait.dailyQuotaSpent) {
+    deps.metrics.rateLimited(tenant, 'quota_spent');
+    deps.pacer.exhaustDay(wait.resetsAt);
+    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', reason: 'daily_quota' }, "Keap's daily quota is spent");
+    return passOn();
+  }
+  deps.pacer.backOff(wait.ms);
+  if (ex.bodyStream !== undefined || Date.now() + wait.ms > ex.deadline) {
+    deps.metrics.rateLimited(tenant, 'passed_on');
+    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', waitMs: wait.ms, reason: ex.bodyStream !== undefined ? 'body_streamed' : 'deadline' }, 'Keap rate-limited a request that cannot wait or be replayed');
+    return passOn();
+  }
+  deps.metrics.rateLimited(tenant, 'absorbed');
+  deps.logger.info({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'absorbed', waitMs: Math.round(wait.ms) }, 'Keap answered 429: waiting, then replaying');
+  if (deps.pacer.enabled) await deps.pacer.acquire(ex.deadline, 'replay');
+  else await new Promise((r) => setTimeout(r, wait.ms));
+  return send(deps, ex);
+}
+
+export interface RateLimitWait {
+  ms: number;
+  dailyQuotaSpent: boolean;
+  resetsAt: number | undefined;
+}
+
+export function rateLimitWait(retryAfter: string | undefined, fault: Fault, report: QuotaReport | undefined, attempt: number, now: number): RateLimitWait {
+  const day = report?.product.day;
+  const dayResets = day?.resetsAt;
+  const quotaFault = fault.errorcode === 'policies.ratelimit.QuotaViolation' || (fault.errorcode === undefined && !/spike/i.test(fault.faultstring ?? ''));
+  if (quotaFault && day?.available !== undefined && day.available <= 0) {
+    return { ms: Math.max(0, (dayResets ?? nextUtcMidnight(now)) - now), dailyQuotaSpent: true, resetsAt: dayResets };
+  }
+  const jitter = (ms: number): number => ms * (0.75 + Math.random() * 0.5);
+  const given = parseRetryAfter(retryAfter, now);
+  if (given !== undefined) return { ms: given, dailyQuotaSpent: false, resetsAt: undefined };
+  const backoff = Math.min(60_000, 1000 * 2 ** Math.min(attempt - 1, 6));
+  if (fault.errorcode === 'policies.ratelimit.SpikeArrestViolation') return { ms: jitter(Math.min(backoff, 4000)), dailyQuotaSpent: false, resetsAt: undefined };
+  // A minute throttle frees as the rolling window moves; back off, at most until a minute has passed.
+  return { ms: jitter(Math.min(backoff * 2, 60_000)), dailyQuotaSpent: false, resetsAt: undefined };
+}
+
+/** Retry-After in seconds or as an HTTP date. */
+function parseRetryAfter(value: string | undefined, now: number): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (/^\d+$/.test(value)) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 function readSmall(res: IncomingMessage, limit: number): Promise<Buffer> {

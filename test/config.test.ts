@@ -34,7 +34,9 @@ describe('loadConfig', () => {
     expect(c.upstreamTimeoutMs).toBe(60_000);
     expect(c.maxBodyBytes).toBe(50 * 1024 * 1024);
     expect(c.replayBodyBytes).toBe(10 * 1024 * 1024);
-    expect(c.rateLimitPerSecond).toBe(22);
+    expect(c.pacing).toEqual({ perSecond: 25, perMinute: 1500, perDay: 150_000, tenantPerMinute: 10_000, tenantPerDay: 250_000, margin: 0.9, queueLimit: 1000 });
+    expect(c.requestDeadlineMs).toBe(30_000);
+    expect(c.cacheRules).toBe('');
     expect(c.proxyClientKeys).toEqual([]);
     expect(c.logLevel).toBe('info');
     expect(c.tokenStore.path.endsWith(path.join('data', 'tokens.json'))).toBe(true);
@@ -43,7 +45,7 @@ describe('loadConfig', () => {
   it('a key alone is key mode, with the key-mode pace', () => {
     const c = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-abc' }, cwd: tmp() });
     expect(c.credentials).toEqual({ mode: 'key', apiKey: 'KeapAK-abc' });
-    expect(c.rateLimitPerSecond).toBe(9);
+    expect(c.pacing).toMatchObject({ perSecond: 10, perMinute: 240, perDay: 30_000 });
   });
 
   it('refuses to start without credentials and names what to set', () => {
@@ -70,6 +72,10 @@ describe('loadConfig', () => {
     [{ ...OAUTH, REPLAY_BODY_BYTES: '1.5' }, /REPLAY_BODY_BYTES: "1.5"/],
     [{ ...OAUTH, RATE_LIMIT_PER_SECOND: 'fast' }, /RATE_LIMIT_PER_SECOND: "fast"/],
     [{ ...OAUTH, LOG_LEVEL: 'loud' }, /LOG_LEVEL: "loud" is not one of/],
+    [{ ...OAUTH, RATE_LIMIT_MARGIN: '1.5' }, /RATE_LIMIT_MARGIN: "1.5" is not a number above 0 and at most 1/],
+    [{ ...OAUTH, RATE_LIMIT_PER_MINUTE: '0' }, /RATE_LIMIT_PER_MINUTE: "0"/],
+    [{ ...OAUTH, QUEUE_LIMIT: 'lots' }, /QUEUE_LIMIT: "lots"/],
+    [{ ...OAUTH, REQUEST_DEADLINE_MS: '0' }, /REQUEST_DEADLINE_MS: "0"/],
     [{ ...OAUTH, PROXY_CLIENT_KEYS: 'short' }, /PROXY_CLIENT_KEYS: every key must be at least 16 characters/],
     [{ ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379' }, /TOKEN_STORE: a Redis token store is not supported yet/],
     [{ KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' }, /KEAP_CLIENT_SECRET_FILE: cannot read \/nonexistent\/secret/],

@@ -14,7 +14,7 @@ describe('logs', () => {
       expect(typeof line?.durationMs).toBe('number');
       expect(JSON.stringify(line)).not.toContain('secret_query');
       const start = h.logs.entries.find((e) => e.event === 'starting');
-      expect(start).toMatchObject({ config: { mode: 'key', rateLimitPerSecond: 0 } });
+      expect(start).toMatchObject({ config: { mode: 'key', pacing: { perSecond: 0 } } });
     } finally {
       await h.sim.close();
     }

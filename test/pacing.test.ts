@@ -1,0 +1,134 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import { randomBytes, createHash } from 'node:crypto';
+import { startHarness, send, type Harness } from './harness.js';
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+let harnesses: Harness[] = [];
+afterEach(async () => {
+  for (const h of harnesses.splice(0)) await h.close();
+});
+async function harness(...args: Parameters<typeof startHarness>): Promise<Harness> {
+  const h = await startHarness(...args);
+  harnesses.push(h);
+  return h;
+}
+
+describe('pacing to Keap quotas', () => {
+  it('a burst of 8L requests with limit L: all 200, no 429 upstream, at least 0.9 L per second', async () => {
+    const L = 10;
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: String(L) }, sim: { ratePerSecond: L } });
+    const started = Date.now();
+    const replies = await Promise.all(Array.from({ length: 8 * L }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')));
+    const seconds = (Date.now() - started) / 1000;
+    for (const r of replies) expect(r.status).toBe(200);
+    expect(h.sim.counters.throttled).toBe(0);
+    expect((8 * L) / seconds).toBeGreaterThanOrEqual(0.9 * L);
+  }, 30_000);
+
+  it('when Keap is tighter than configured, its spike-arrest 429s are absorbed: every client gets 200, POST bodies included', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20' }, sim: { ratePerSecond: 6 } });
+    const bodies = Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? randomBytes(200 + i) : undefined));
+    const replies = await Promise.all(bodies.map((body) => send(h.proxy.url, body ? 'POST' : 'GET', '/crm/rest/v1/__echo', { body })));
+    for (const [i, r] of replies.entries()) {
+      expect(r.status, `request ${i}`).toBe(200);
+      expect(r.json<{ bodySha256: string }>().bodySha256).toBe(sha256(bodies[i] ?? Buffer.alloc(0)));
+    }
+    expect(h.sim.counters.throttled).toBeGreaterThan(0);
+    const absorbed = h.logs.entries.filter((e) => e.event === 'rate_limited' && e.outcome === 'absorbed');
+    expect(absorbed.length).toBe(h.sim.counters.throttled);
+  }, 40_000);
+
+  it('Retry-After, when Keap sends one, is honoured', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20' }, sim: { ratePerSecond: 5, retryAfterOn429: true } });
+    const replies = await Promise.all(Array.from({ length: 15 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')));
+    for (const r of replies) expect(r.status).toBe(200);
+    const waits = h.logs.entries.filter((e) => e.event === 'rate_limited').map((e) => e.waitMs);
+    expect(waits.length).toBeGreaterThan(0);
+    for (const w of waits) expect(w).toBe(1000);
+  }, 40_000);
+
+  it('a quota-violation 429 (minute throttle) is absorbed and the request replayed', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20' } });
+    let calls = 0;
+    h.sim.route('POST', '/crm/rest/v1/__flaky', (_req, res, body) => {
+      calls += 1;
+      if (calls <= 2) {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
+        res.end(JSON.stringify({ fault: { faultstring: 'Rate limit quota violation. Quota limit exceeded. Identifier : x', detail: { errorcode: 'policies.ratelimit.QuotaViolation' } } }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
+    });
+    const body = randomBytes(5000);
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__flaky', { body });
+    expect(r.status).toBe(200);
+    expect(r.body.equals(body)).toBe(true);
+    expect(calls).toBe(3);
+    expect(h.logs.entries.find((e) => e.event === 'request' && e.path === '/crm/rest/v1/__flaky')).toMatchObject({ attempts: 3, status: 200 });
+  });
+
+  it('a request that cannot wait long enough gets 429 with Retry-After, honouring the client deadline header', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20' } });
+    h.sim.route('GET', '/crm/rest/v1/__busy', (_req, res) => {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '5' }).end('{"code":"429","message":"Quota Exceeded","status":"Request Throttled"}');
+    });
+    const started = Date.now();
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__busy', { headers: { 'x-keap-proxy-deadline-ms': '2000' } });
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(r.status).toBe(429);
+    expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(h.sim.lastRequests.at(-1)?.headers['x-keap-proxy-deadline-ms']).toBeUndefined();
+  });
+
+  it('a spent daily quota gives an immediate 429 with Retry-After, without calling Keap', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '50', RATE_LIMIT_MARGIN: '1' } });
+    h.sim.setDailyQuota(5);
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) statuses.push((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status);
+    expect(statuses.slice(0, 5)).toEqual([200, 200, 200, 200, 200]);
+    expect(statuses.slice(5).every((s) => s === 429)).toBe(true);
+    const callsBefore = h.sim.counters.apiCalls;
+    const started = Date.now();
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(Date.now() - started).toBeLessThan(500);
+    expect(r.status).toBe(429);
+    expect(r.json()).toMatchObject({ error: 'daily_quota_exhausted' });
+    expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
+    expect(h.sim.counters.apiCalls).toBe(callsBefore);
+  });
+
+  it('a full queue gives an immediate 503 with Retry-After', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '4', QUEUE_LIMIT: '5' } });
+    const timed = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const started = Date.now();
+        const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+        return { r, ms: Date.now() - started };
+      }),
+    );
+    const full = timed.filter((t) => t.r.status === 503);
+    expect(full.length).toBeGreaterThanOrEqual(10);
+    for (const t of full) {
+      expect(t.r.json()).toMatchObject({ error: 'queue_full' });
+      expect(Number(t.r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(t.ms).toBeLessThan(1000);
+    }
+    expect(timed.filter((t) => t.r.status === 200).length).toBe(20 - full.length);
+    expect(h.sim.counters.throttled).toBe(0);
+  });
+
+  it('quota headers that report less budget slow the pace: the proxy stops before Keap says 429', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20', RATE_LIMIT_MARGIN: '0.9' } });
+    // Keap reports a minute throttle of 20 (other apps, or a smaller package): 90% of it is ours.
+    h.sim.setMinuteQuota(20);
+    const replies = await Promise.all(Array.from({ length: 30 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers: { 'x-keap-proxy-deadline-ms': '3000' } })));
+    const ok = replies.filter((r) => r.status === 200).length;
+    const waited = replies.filter((r) => r.status === 429);
+    // The first answer arrives before many have left; from then on the pacer keeps to 18 a minute.
+    expect(ok).toBeGreaterThanOrEqual(15);
+    expect(ok).toBeLessThanOrEqual(20);
+    for (const r of waited) expect(r.json()).toMatchObject({ error: 'rate_limited' });
+    expect(h.sim.counters.throttled).toBe(0);
+  });
+});
