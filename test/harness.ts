@@ -65,9 +65,16 @@ export async function startHarness(opts: { mode: 'oauth' | 'key'; env?: Record<s
   const sim = await KeapSimulator.start(opts.sim);
   const dir = tempDir();
   const base = opts.mode === 'oauth' ? oauthEnv(sim, dir) : keyEnv(sim);
-  const config = loadConfig({ env: { ...base, ...opts.env }, cwd: dir });
   const logs = new LogCapture();
-  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+  let config: Config;
+  let proxy: RunningProxy;
+  try {
+    config = loadConfig({ env: { ...base, ...opts.env }, cwd: dir });
+    proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+  } catch (err) {
+    await sim.close();
+    throw err;
+  }
   return {
     sim,
     proxy,
