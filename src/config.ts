@@ -4,6 +4,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseCacheRules } from './get-cache.js';
+import type { PaceLimits } from './pacer.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -35,15 +36,7 @@ export interface Config {
   tokenStore: { kind: 'file'; path: string };
   redis: { url: string | undefined; prefix: string };
   /** Keap's limits the proxy paces to (each times `margin`); perSecond 0 turns pacing off. */
-  pacing: {
-    perSecond: number;
-    perMinute: number;
-    perDay: number;
-    tenantPerMinute: number;
-    tenantPerDay: number;
-    margin: number;
-    queueLimit: number;
-  };
+  pacing: PaceLimits;
   /** Longest a request may wait for Keap's rate limit, in all; a client may ask for less. */
   requestDeadlineMs: number;
   /** GET cache rules (`PATTERN=TTL_SECONDS,...`); empty: no cache. */

@@ -88,6 +88,19 @@ export async function startHarness(opts: { mode: 'oauth' | 'key'; env?: Record<s
   };
 }
 
+/** A `startHarness` for one test file whose harnesses are all closed after each test. */
+export function harnessPerTest(afterEach: (fn: () => Promise<void>) => void): (...args: Parameters<typeof startHarness>) => Promise<Harness> {
+  const open: Harness[] = [];
+  afterEach(async () => {
+    for (const h of open.splice(0)) await h.close();
+  });
+  return async (...args) => {
+    const h = await startHarness(...args);
+    open.push(h);
+    return h;
+  };
+}
+
 export interface Reply {
   status: number;
   headers: IncomingHttpHeaders;

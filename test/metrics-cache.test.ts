@@ -1,15 +1,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { startHarness, send, type Harness } from './harness.js';
+import { harnessPerTest, send } from './harness.js';
 
-let harnesses: Harness[] = [];
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) await h.close();
-});
-async function harness(...args: Parameters<typeof startHarness>): Promise<Harness> {
-  const h = await startHarness(...args);
-  harnesses.push(h);
-  return h;
-}
+const harness = harnessPerTest(afterEach);
 
 /** The value of one sample line of the Prometheus exposition text. */
 function sample(text: string, name: string, labels: Record<string, string>): number | undefined {

@@ -1,18 +1,10 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { randomBytes, createHash } from 'node:crypto';
-import { startHarness, send, type Harness } from './harness.js';
+import { harnessPerTest, send } from './harness.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-let harnesses: Harness[] = [];
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) await h.close();
-});
-async function harness(...args: Parameters<typeof startHarness>): Promise<Harness> {
-  const h = await startHarness(...args);
-  harnesses.push(h);
-  return h;
-}
+const harness = harnessPerTest(afterEach);
 
 describe('pacing to Keap quotas', () => {
   it('a burst of 8L requests with limit L: all 200, no 429 upstream, at least 0.9 L per second', async () => {

@@ -2,7 +2,7 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { startHarness, send, SIM_CLIENT_ID, SIM_CLIENT_SECRET, type Harness } from './harness.js';
+import { harnessPerTest, send, SIM_CLIENT_ID, SIM_CLIENT_SECRET } from './harness.js';
 import { createLogger } from '../src/log.js';
 import { startProxy, type RunningProxy } from '../src/server.js';
 import { TokenClient } from '../src/token-client.js';
@@ -28,17 +28,11 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   }
 }
 
-let harnesses: Harness[] = [];
 const extraProxies: RunningProxy[] = [];
 afterEach(async () => {
   for (const p of extraProxies.splice(0)) await p.close();
-  for (const h of harnesses.splice(0)) await h.close();
 });
-async function harness(...args: Parameters<typeof startHarness>): Promise<Harness> {
-  const h = await startHarness(...args);
-  harnesses.push(h);
-  return h;
-}
+const harness = harnessPerTest(afterEach);
 
 describe('one refresh for any 401 storm, then replay', () => {
   it('after expiry, 120 concurrent requests of every method cause exactly one token call; every body arrives byte-identical', async () => {
