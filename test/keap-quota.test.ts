@@ -1,29 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { parseQuotaHeaders, windowMs, type QuotaReport } from '../src/keap-quota.js';
+import { OAUTH } from './fixtures/keap-headers.js';
 
-/** Headers as an OAuth client sees them from Keap, tenant windows pipe-separated. */
-const OAUTH: IncomingHttpHeaders = {
-  'content-type': 'application/json',
-  'x-keap-product-quota-limit': '150000',
-  'x-keap-product-quota-time-unit': 'day',
-  'x-keap-product-quota-interval': '1',
-  'x-keap-product-quota-available': '149990',
-  'x-keap-product-quota-used': '10',
-  'x-keap-product-quota-expiry-time': '1723680000000',
-  'x-keap-product-throttle-limit': '1500',
-  'x-keap-product-throttle-time-unit': 'minute',
-  'x-keap-product-throttle-interval': '1',
-  'x-keap-product-throttle-available': '1498',
-  'x-keap-product-throttle-used': '2',
-  'x-keap-product-spike-limit': '25ps',
-  'x-keap-tenant-id': 'ps359.infusionsoft.com',
-  'x-keap-tenant-throttle-limit': '10000|250000',
-  'x-keap-tenant-throttle-time-unit': 'minute|day',
-  'x-keap-tenant-throttle-interval': '1|1',
-  'x-keap-tenant-throttle-available': '9999|249999',
-  'x-keap-tenant-throttle-used': '1|1',
-};
 
 function parse(headers: IncomingHttpHeaders): QuotaReport {
   const report = parseQuotaHeaders(headers);

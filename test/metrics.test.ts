@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { register as globalRegistry } from 'prom-client';
 import { Metrics, type QueueDepth } from '../src/metrics.js';
+import { OAUTH } from './fixtures/keap-headers.js';
 import { parseQuotaHeaders, type QuotaReport } from '../src/keap-quota.js';
 
 interface Sample {
@@ -177,24 +178,9 @@ describe('Metrics', () => {
   });
 
   describe('observeQuota', () => {
-    const report = parseQuotaHeaders({
-      'x-keap-product-quota-limit': '150000',
-      'x-keap-product-quota-time-unit': 'day',
-      'x-keap-product-quota-interval': '1',
-      'x-keap-product-quota-available': '149990',
-      'x-keap-product-quota-used': '10',
-      'x-keap-product-quota-expiry-time': '1723680000000',
-      'x-keap-product-throttle-limit': '1500',
-      'x-keap-product-throttle-time-unit': 'minute',
-      'x-keap-product-throttle-available': '1498',
-      'x-keap-product-throttle-used': '2',
-      'x-keap-product-spike-limit': '25ps',
-      'x-keap-tenant-id': 'ps359.infusionsoft.com',
-      'x-keap-tenant-throttle-limit': '10000|250000',
-      'x-keap-tenant-throttle-time-unit': 'minute|day',
-      'x-keap-tenant-throttle-available': '9999|249999',
-      'x-keap-tenant-throttle-used': '1|1',
-    }) as QuotaReport;
+    // Keap's headers without the interval of the throttle: a gap the gauges must survive.
+    const { ['x-keap-product-throttle-interval']: _interval, ['x-keap-tenant-throttle-interval']: _tenantInterval, ...headers } = OAUTH;
+    const report = parseQuotaHeaders(headers) as QuotaReport;
 
     it('exports every window Keap reported, by tenant, scope and window', async () => {
       const m = quiet();
