@@ -88,6 +88,8 @@ export class QuotaPacer implements Pacer {
   private dayUsed = 0;
   private dayResetsAt: number;
   private dayExhaustedUntil = 0;
+  /** The budgets last reported in the log; at first, the configured ones. */
+  private readonly loggedBudget: { minute: number; day: number };
 
   constructor(
     private readonly limits: PaceLimits,
@@ -99,6 +101,10 @@ export class QuotaPacer implements Pacer {
     this.lateAllowanceMs = (this.spacingMs * (1 - limits.margin)) / 2;
     this.day = Math.floor(now() / DAY);
     this.dayResetsAt = nextUtcMidnight(now());
+    this.loggedBudget = {
+      minute: Math.floor(Math.min(limits.perMinute, limits.tenantPerMinute) * limits.margin),
+      day: Math.floor(Math.min(limits.perDay, limits.tenantPerDay) * limits.margin),
+    };
     this.limiter = new Bottleneck({ maxConcurrent: 1, highWater: limits.queueLimit, strategy: Bottleneck.strategy.OVERFLOW });
   }
 
@@ -138,6 +144,26 @@ export class QuotaPacer implements Pacer {
     const dayUsed = Math.max(usedOf(day), usedOf(tenantDay));
     if (dayUsed > this.dayUsed) this.dayUsed = dayUsed;
     if (day?.resetsAt !== undefined && day.resetsAt > now) this.dayResetsAt = day.resetsAt;
+    this.logBudgetChange(now);
+  }
+
+
+  /** Says so when Keap's report brings a budget down by a tenth or more (not on every response). */
+  private logBudgetChange(now: number): void {
+    const minute = this.minuteCap(now);
+    const day = this.dayCap() - this.dayUsed;
+    const last = this.loggedBudget;
+    const minuteDown = minute < last.minute * 0.9;
+    const dayDown = this.reportedDayLimit < Infinity && day < last.day * 0.9;
+    if (minuteDown || dayDown) {
+      this.logger.info(
+        { event: 'keap_quota_reported', minuteBudget: minute, dayBudgetLeft: day, keapMinuteLimit: finite(this.reportedMinuteLimit), keapDayLimit: finite(this.reportedDayLimit), othersThisMinute: this.external.count },
+        'Keap reports less budget than configured: pacing to it',
+      );
+    }
+    // Follow the budget both ways, so the next drop by a tenth is reported again.
+    if (minuteDown || minute > last.minute * 1.1) last.minute = minute;
+    if (dayDown || day > last.day * 1.1) last.day = day;
   }
 
   backOff(ms: number): void {
@@ -244,6 +270,10 @@ export class QuotaPacer implements Pacer {
       'retry-after': String(seconds),
     });
   }
+}
+
+function finite(n: number): number | undefined {
+  return Number.isFinite(n) ? n : undefined;
 }
 
 function usedOf(w: { limit?: number; available?: number; used?: number } | undefined): number {

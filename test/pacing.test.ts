@@ -122,5 +122,6 @@ describe('pacing to Keap quotas', () => {
     expect(ok).toBeLessThanOrEqual(20);
     for (const r of waited) expect(r.json()).toMatchObject({ error: 'rate_limited' });
     expect(h.sim.counters.throttled).toBe(0);
+    expect(h.logs.entries.find((e) => e.event === 'keap_quota_reported')).toMatchObject({ keapMinuteLimit: 20, minuteBudget: expect.any(Number) });
   });
 });
