@@ -1,6 +1,9 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { randomBytes, createHash } from 'node:crypto';
 import { harnessPerTest, send } from './harness.js';
+import { QuotaPacer } from '../src/pacer.js';
+import { createLogger } from '../src/log.js';
+import { HttpError } from '../src/http-error.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -123,5 +126,30 @@ describe('pacing to Keap quotas', () => {
     for (const r of waited) expect(r.json()).toMatchObject({ error: 'rate_limited' });
     expect(h.sim.counters.throttled).toBe(0);
     expect(h.logs.entries.find((e) => e.event === 'keap_quota_reported')).toMatchObject({ keapMinuteLimit: 20, minuteBudget: expect.any(Number) });
+  });
+});
+
+describe('the daily quota window', () => {
+  it('resets at 00:00 UTC, not 24 hours after the proxy started', async () => {
+    // A clock that runs at real speed from 23:59:59.400 UTC.
+    const start = Date.UTC(2026, 10, 23, 23, 59, 59, 400);
+    const realStart = Date.now();
+    const now = (): number => start + (Date.now() - realStart);
+    const pacer = new QuotaPacer({ perSecond: 100, perMinute: 1000, perDay: 2, tenantPerMinute: 1000, tenantPerDay: 1000, margin: 1, queueLimit: 10 }, createLogger('silent'), now);
+    try {
+      await pacer.acquire(now() + 5000, 'new');
+      await pacer.acquire(now() + 5000, 'new');
+      const spent = await pacer.acquire(now() + 5000, 'new').then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(spent).toBeInstanceOf(HttpError);
+      expect((spent as HttpError).code).toBe('daily_quota_exhausted');
+      expect((spent as HttpError).headers['retry-after']).toBe('1');
+      await new Promise((r) => setTimeout(r, Date.UTC(2026, 10, 24) - now() + 50));
+      await expect(pacer.acquire(now() + 5000, 'new')).resolves.toBeUndefined();
+    } finally {
+      await pacer.stop();
+    }
   });
 });
