@@ -1,6 +1,6 @@
 // The request pipeline: small stages in order, each one concern, composed in one visible
-// place (`createPipeline`). A stage either returns (the request goes on) or throws an
-// HttpError (the request ends here with that answer).
+// place (`createPipeline`). A stage returns nothing (the request goes on), returns 'done'
+// (it answered the client itself), or throws an HttpError (the request ends with that answer).
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
