@@ -5,7 +5,11 @@
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { SimMessage, SimRequest } from './sim-process.js';
+import type { SimulatorCounters, SimulatorOptions } from '../test/simulator/keap-simulator.js';
+import type { SimAnswer, SimMessage, SimRequest } from './sim-process.js';
+
+/** The environment variable sim-process.js reads its SimulatorOptions (JSON) from. */
+export const SIM_OPTIONS_ENV = 'BENCH_SIM_OPTIONS';
 
 const SERVER_CORE = '0';
 const HELPER_CORE = '1';
@@ -25,10 +29,10 @@ export function pinHelper(child: ChildProcess): void {
   if (child.pid !== undefined) pin(child.pid, HELPER_CORE);
 }
 
-export function forkScript(name: string): ChildProcess {
+export function forkScript(name: string, env: Record<string, string> = {}): ChildProcess {
   const script = fileURLToPath(new URL(`./${name}`, import.meta.url));
   // execArgv: [] so that `node --cpu-prof dist/bench/run.js` profiles the servers only.
-  const child = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+  const child = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [], env: { ...process.env, ...env } });
   pinHelper(child);
   return child;
 }
@@ -38,34 +42,48 @@ export interface RemoteSimulator {
   url: string;
   tokenUrl: string;
   issueAccessToken(): Promise<string>;
+  /** A snapshot of what the simulator saw so far (API calls, 429s it sent, ...). */
+  counters(): Promise<SimulatorCounters>;
   close(): Promise<void>;
 }
 
-export function startSimulator(): Promise<RemoteSimulator> {
-  const child = forkScript('sim-process.js');
-  const waiting = new Map<number, (token: string) => void>();
+/** Starts the simulator in its child process; `options` as KeapSimulator.start takes them (e.g. a spike limit). */
+export function startSimulator(options: SimulatorOptions = {}): Promise<RemoteSimulator> {
+  const child = forkScript('sim-process.js', { [SIM_OPTIONS_ENV]: JSON.stringify(options) });
+  const waiting = new Map<number, (answer: SimAnswer) => void>();
   let nextId = 0;
   const send = (msg: SimRequest): void => {
     child.send(msg);
   };
+  /** One question, answered by the reply that carries its id. */
+  const ask = (type: SimAnswer['type']): Promise<SimAnswer> =>
+    new Promise((done) => {
+      const id = nextId++;
+      waiting.set(id, done);
+      send({ type, id });
+    });
   return new Promise((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`simulator exited with code ${code}`)));
     child.on('message', (msg: SimMessage) => {
-      if (msg.type === 'token') {
-        waiting.get(msg.id)?.(msg.token);
+      if (msg.type !== 'ready') {
+        waiting.get(msg.id)?.(msg);
         waiting.delete(msg.id);
         return;
       }
       resolve({
         url: msg.url,
         tokenUrl: msg.tokenUrl,
-        issueAccessToken: () =>
-          new Promise((done) => {
-            const id = nextId++;
-            waiting.set(id, done);
-            send({ type: 'token', id });
-          }),
+        issueAccessToken: async () => {
+          const answer = await ask('token');
+          if (answer.type !== 'token') throw new Error(`simulator answered ${answer.type} to a token request`);
+          return answer.token;
+        },
+        counters: async () => {
+          const answer = await ask('counters');
+          if (answer.type !== 'counters') throw new Error(`simulator answered ${answer.type} to a counters request`);
+          return answer.counters;
+        },
         close: () =>
           new Promise((done) => {
             child.removeAllListeners('exit');

@@ -1,6 +1,7 @@
 // Turns raw samples into the figures the benchmark is judged by: medians per scenario,
-// throughput ratios against the baselines, and a verdict. Pure functions, no I/O.
-import type { LoadSample } from './load.js';
+// throughput ratios against the baselines, the pacing run against the allowed rate, and a
+// verdict. Pure functions, no I/O.
+import type { LoadSample, SteadyRate } from './load.js';
 
 /** One timed measurement, with the CPU each side used over it (1.0 = one core busy all along). */
 export interface Measurement {
@@ -172,4 +173,72 @@ function fmt(n: number, digits: number): string {
 
 function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
+}
+
+/** The pacing run as measured: one burst through keap-proxy against a simulator enforcing `limitPerSecond`. */
+export interface PacingResult {
+  /** The spike limit the simulator enforces with 429s, and keap-proxy's RATE_LIMIT_PER_SECOND. */
+  limitPerSecond: number;
+  margin: number;
+  /** limitPerSecond x margin: what keap-proxy allows itself. */
+  allowedPerSecond: number;
+  connections: number;
+  seconds: number;
+  /** The client's view: autocannon's figures over the whole burst. */
+  sample: LoadSample;
+  /** 2xx answers per second once steady: the achieved rate. */
+  steady: SteadyRate;
+  /** What the simulator (Keap) saw during the run. */
+  upstream: { calls: number; throttled: number };
+  /** Resident set size of the process keap-proxy runs in, in bytes. */
+  rss: { before: number; after: number; peak: number };
+}
+
+/** Bounds for achieved / allowed: near the allowed rate, and not above it (that would eat the margin). */
+export interface PacingTarget {
+  min: number;
+  max: number;
+}
+
+export interface PacingSummary extends PacingResult {
+  ratio: number;
+  target: PacingTarget;
+  met: boolean;
+}
+
+export function summarizePacing(r: PacingResult, target: PacingTarget): PacingSummary {
+  const ratio = r.steady.requestsPerSecond / r.allowedPerSecond;
+  return { ...r, ratio, target, met: ratio >= target.min && ratio <= target.max };
+}
+
+/** The client got something other than 2xx: the achieved rate would count refusals, not pacing. */
+export function pacingClientFailures(p: PacingSummary): string[] {
+  const s = p.sample;
+  if (s.errors + s.timeouts + s.non2xx === 0) return [];
+  return [`pacing: ${s.errors} errors, ${s.timeouts} timeouts, ${s.non2xx} non-2xx at the client (status counts ${JSON.stringify(s.statusCodes)})`];
+}
+
+/** Keap had to say 429: what the pacing is for did not hold (keap-proxy hides them from clients, so only the simulator knows). */
+export function pacingUpstreamFailures(p: PacingSummary): string[] {
+  return p.upstream.throttled === 0 ? [] : [`pacing: the simulator answered ${p.upstream.throttled} of ${p.upstream.calls} calls with 429 (spike limit ${p.limitPerSecond}/s)`];
+}
+
+export function formatPacing(p: PacingSummary): string {
+  const mb = (bytes: number): string => `${fmt(bytes / 2 ** 20, 1)} MiB`;
+  const verdict = p.met ? 'PASS' : 'FAIL';
+  const rows: [string, string][] = [
+    ['achieved', `${fmt(p.steady.requestsPerSecond, 2)} req/s  (2xx answers from ${p.steady.afterSeconds} s on: ${p.steady.responses} over ${fmt(p.steady.seconds, 2)} s)`],
+    ['allowed', `${fmt(p.allowedPerSecond, 2)} req/s  (RATE_LIMIT_PER_SECOND ${p.limitPerSecond} x RATE_LIMIT_MARGIN ${p.margin})`],
+    ['achieved / allowed', `${fmt(p.ratio, 3)}x  ${verdict} (target ${p.target.min}x to ${p.target.max}x)`],
+    ['upstream 429s', `${p.upstream.throttled}  (of ${p.upstream.calls} calls the simulator saw)`],
+    ['non-2xx at client', `${p.sample.non2xx}  (errors ${p.sample.errors}, timeouts ${p.sample.timeouts}; ${p.sample.completed} answers)`],
+    ['latency', `p50 ${fmt(p.sample.p50Ms, 0)} ms, p99 ${fmt(p.sample.p99Ms, 0)} ms`],
+    ['proxy RSS', `${mb(p.rss.before)} before, ${mb(p.rss.after)} after the burst (peak ${mb(p.rss.peak)})`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return [
+    `pacing: a burst of ${p.connections} connections for ${p.seconds} s through keap-proxy (RATE_LIMIT_PER_SECOND ${p.limitPerSecond}) to a simulator answering 429 above ${p.limitPerSecond} calls/s`,
+    ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`),
+    '(latency over the whole burst, queueing included; RSS of the bench process, which hosts keap-proxy: the simulator and load generator are child processes)',
+  ].join('\n');
 }

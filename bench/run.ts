@@ -1,5 +1,8 @@
 // `npm run build && npm run bench`: how much throughput keap-proxy gives up against a bare
-// http-proxy-3 forwarder and against no proxy at all, on loopback, against the simulator.
+// http-proxy-3 forwarder and against no proxy at all, on loopback, against the simulator;
+// then ("pacing") how close keap-proxy with pacing on gets to the rate it allows itself
+// under a burst far beyond it, and whether Keap (a simulator enforcing the spike limit)
+// ever has to answer 429.
 //
 // Fairness on a small box:
 // - the servers run here, the load generator (autocannon) in a child process, so client and
@@ -11,11 +14,14 @@
 //
 // Settings (environment): BENCH_SECONDS (timed seconds per measurement, default 2),
 // BENCH_WARMUP_SECONDS (default 1), BENCH_ROUNDS (default 10), BENCH_CONNECTIONS (default 50),
-// BENCH_SCENARIOS (comma-separated names to run, default all).
+// BENCH_SCENARIOS (comma-separated names to run, default all: direct, bare-forwarder,
+// keap-proxy, pacing). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
+// OAuth), BENCH_PACING_SECONDS (burst length, default 10), BENCH_PACING_CONNECTIONS (default 50).
 //
 // Output: the table on stdout (progress on stderr), the same figures in bench/results/latest.json.
-// Exit status 1 when any answer was not 2xx (the figures would be meaningless) or the run broke;
-// a missed throughput target is reported as FAIL in the verdict but does not change the status.
+// Exit status 1 when any answer was not 2xx (the figures would be meaningless), when the
+// simulator had to answer 429 during the pacing run, or the run broke; a missed throughput or
+// pacing target is reported as FAIL in the verdict but does not change the status.
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,21 +29,37 @@ import { fileURLToPath } from 'node:url';
 import { forkScript, pinServerProcess, startSimulator } from './processes.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
-import type { LoadMessage, LoadRequest, LoadSample } from './load.js';
-import { bareForwarder, direct, keapProxy, type BenchContext, type Scenario } from './scenarios.js';
+import type { LoadMessage, LoadRequest, LoadSample, SteadyRate } from './load.js';
+import { bareForwarder, direct, keapProxy, pacedKeapProxy, type BenchContext, type Scenario } from './scenarios.js';
 import {
   compare,
   failures,
+  formatPacing,
   formatTable,
+  pacingClientFailures,
+  pacingUpstreamFailures,
   summarize,
+  summarizePacing,
   type Comparison,
   type ComparisonResult,
   type Measurement,
+  type PacingSummary,
+  type PacingTarget,
   type ScenarioResult,
   type ScenarioSummary,
 } from './report.js';
 
 const REQUEST_PATH = '/crm/rest/v1/contacts';
+
+/** The pacing run's name in BENCH_SCENARIOS and the JSON. */
+const PACING = 'pacing';
+/**
+ * The pacing run's first second is left out of the achieved rate: the first call leaves at
+ * once and the queue is still filling, which says nothing about the pace kept.
+ */
+const PACING_STEADY_AFTER_SECONDS = 1;
+/** Near the allowed rate (timer lateness costs a little), and never measurably above it. */
+const PACING_TARGET: PacingTarget = { min: 0.95, max: 1.01 };
 
 interface Settings {
   seconds: number;
@@ -45,6 +67,7 @@ interface Settings {
   rounds: number;
   connections: number;
   only: string[] | undefined;
+  pacing: { limitPerSecond: number; seconds: number; connections: number };
 }
 
 function scenarios(ctx: BenchContext): Scenario[] {
@@ -72,7 +95,24 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
     rounds: Math.round(num('BENCH_ROUNDS', 10, 1)),
     connections: Math.round(num('BENCH_CONNECTIONS', 50, 1)),
     only: only !== undefined && only.length > 0 ? only : undefined,
+    pacing: {
+      limitPerSecond: Math.round(num('BENCH_PACING_LIMIT', 25, 1)),
+      // At least a steady second after the start-up one, and more to be worth measuring.
+      seconds: num('BENCH_PACING_SECONDS', 10, PACING_STEADY_AFTER_SECONDS + 2),
+      connections: Math.round(num('BENCH_PACING_CONNECTIONS', 50, 1)),
+    },
   };
+}
+
+function selected(settings: Settings, name: string): boolean {
+  return settings.only === undefined || settings.only.includes(name);
+}
+
+/** What one load-generator run gives: the timed measurement, the warm-up's figures, the steady rate if asked for. */
+interface LoadOutcome {
+  measurement: Measurement;
+  warmup: LoadSample | undefined;
+  steady: SteadyRate | undefined;
 }
 
 /**
@@ -80,11 +120,11 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
  * timed part runs is the servers' cost (nothing else runs here meanwhile); its event-loop
  * utilisation says whether the servers were the bottleneck (near 100%) or the client was.
  */
-function runLoad(request: LoadRequest): Promise<Measurement & { warmup: LoadSample | undefined }> {
+function runLoad(request: LoadRequest): Promise<LoadOutcome> {
   return new Promise((resolve, reject) => {
     const child = forkScript('load.js');
     let timed: { cpu: NodeJS.CpuUsage; wall: number; loop: EventLoopUtilization } | undefined;
-    let result: (Measurement & { warmup: LoadSample | undefined }) | undefined;
+    let result: LoadOutcome | undefined;
     let failure: string | undefined;
     child.on('message', (msg: LoadMessage) => {
       if (msg.type === 'timed-start') {
@@ -93,7 +133,7 @@ function runLoad(request: LoadRequest): Promise<Measurement & { warmup: LoadSamp
         const cpu = process.cpuUsage(timed.cpu);
         const serverCpu = (cpu.user + cpu.system) / 1000 / (performance.now() - timed.wall);
         const serverLoopBusy = performance.eventLoopUtilization(timed.loop).utilization;
-        result = { sample: msg.sample, warmup: msg.warmup, serverCpu, serverLoopBusy, clientCpu: msg.clientCpu };
+        result = { measurement: { sample: msg.sample, serverCpu, serverLoopBusy, clientCpu: msg.clientCpu }, warmup: msg.warmup, steady: msg.steady };
       } else if (msg.type === 'failed') {
         failure = msg.error;
       }
@@ -108,7 +148,7 @@ function runLoad(request: LoadRequest): Promise<Measurement & { warmup: LoadSamp
 }
 
 /** One measurement: start the scenario, load it, close it (also when the load fails). */
-async function measure(scenario: Scenario, settings: Settings): Promise<Measurement & { warmup: LoadSample | undefined }> {
+async function measure(scenario: Scenario, settings: Settings): Promise<LoadOutcome> {
   const target = await scenario.start();
   try {
     return await runLoad({
@@ -130,7 +170,7 @@ async function runRounds(list: Scenario[], settings: Settings): Promise<Scenario
     const order = [...list.entries()];
     if (round % 2 === 0) order.reverse();
     for (const [i, scenario] of order) {
-      const { warmup, ...measurement } = await measure(scenario, settings);
+      const { warmup, measurement } = await measure(scenario, settings);
       results[i]!.rounds.push(measurement);
       if (warmup !== undefined) results[i]!.warmups.push(warmup);
       logProgress(round, settings.rounds, scenario.name, measurement, warmup);
@@ -152,6 +192,92 @@ function logProgress(round: number, rounds: number, name: string, m: Measurement
   );
 }
 
+/**
+ * The pacing run: one burst of `connections` clients, each sending its next request as soon as
+ * the last is answered, through keap-proxy to a simulator that answers 429 above the limit.
+ * One run, not rounds: the pace is set by keap-proxy's clock, not by how fast the machine is.
+ */
+async function runPacing(settings: Settings, dir: string): Promise<PacingSummary> {
+  const { limitPerSecond, seconds, connections } = settings.pacing;
+  const setUp = await pacedKeapProxy(dir, limitPerSecond);
+  let closed = false;
+  try {
+    checkPacingLoad(connections, setUp);
+    // Idle between here and the burst, so this is keap-proxy started and holding its grant.
+    const rssBefore = process.memoryUsage.rss();
+    const peak = trackPeakRss();
+    const { measurement, steady } = await runLoad({
+      url: setUp.url + REQUEST_PATH,
+      headers: {},
+      connections,
+      seconds,
+      // No warm-up run: its clients would leave their last requests queued in keap-proxy,
+      // and those would take the timed run's first departures.
+      warmupSeconds: 0,
+      // The client waits longer than keap-proxy would make it, so a request over its deadline
+      // shows up as keap-proxy's 429, not as a client timeout.
+      timeoutSeconds: Math.ceil(setUp.deadlineMs / 1000) + 5,
+      steadyAfterSeconds: PACING_STEADY_AFTER_SECONDS,
+    });
+    const rss = { before: rssBefore, after: process.memoryUsage.rss(), peak: peak.stop() };
+    closed = true;
+    const counters = await setUp.close();
+    if (steady === undefined) throw new Error('the load generator did not measure the steady rate');
+    return summarizePacing(
+      {
+        limitPerSecond,
+        margin: setUp.margin,
+        allowedPerSecond: setUp.allowedPerSecond,
+        connections,
+        seconds,
+        sample: measurement.sample,
+        steady,
+        upstream: { calls: counters.apiCalls, throttled: counters.throttled },
+        rss,
+      },
+      PACING_TARGET,
+    );
+  } finally {
+    if (!closed) await setUp.close();
+  }
+}
+
+/**
+ * Each connection keeps one request waiting in keap-proxy's queue. Past QUEUE_LIMIT the surplus
+ * would get 503 queue_full, and a queue whose wait nears the deadline 429 rate_limited: the run
+ * would then measure refusals, not pacing. Half the deadline leaves room for timer lateness.
+ */
+function checkPacingLoad(connections: number, setUp: { allowedPerSecond: number; queueLimit: number; deadlineMs: number }): void {
+  const waitSeconds = connections / setUp.allowedPerSecond;
+  if (connections >= setUp.queueLimit || waitSeconds > setUp.deadlineMs / 1000 / 2) {
+    throw new Error(
+      `BENCH_PACING_CONNECTIONS ${connections} would keep requests waiting ${waitSeconds.toFixed(1)} s at ${setUp.allowedPerSecond} req/s ` +
+        `(QUEUE_LIMIT ${setUp.queueLimit}, deadline ${setUp.deadlineMs} ms): use fewer connections or a higher BENCH_PACING_LIMIT`,
+    );
+  }
+}
+
+/** Samples this process's RSS while the burst runs; stop() answers the highest seen. */
+function trackPeakRss(): { stop(): number } {
+  let peak = process.memoryUsage.rss();
+  const timer = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage.rss());
+  }, 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(peak, process.memoryUsage.rss());
+    },
+  };
+}
+
+function logPacingProgress(p: PacingSummary): void {
+  console.error(
+    `  ${PACING.padEnd(16)} ${p.steady.requestsPerSecond.toFixed(2)} req/s of ${p.allowedPerSecond.toFixed(2)} allowed, ` +
+      `${p.upstream.throttled} upstream 429s, ${p.sample.non2xx} non-2xx, p50 ${p.sample.p50Ms} ms  p99 ${p.sample.p99Ms} ms`,
+  );
+}
+
 async function main(): Promise<void> {
   const settings = readSettings(process.env);
   const dir = mkdtempSync(path.join(tmpdir(), 'keap-proxy-bench-'));
@@ -160,27 +286,39 @@ async function main(): Promise<void> {
   let exitCode = 0;
   try {
     const all = scenarios({ sim, dir });
-    const list = settings.only === undefined ? all : all.filter((s) => settings.only!.includes(s.name));
-    if (list.length === 0) throw new Error(`BENCH_SCENARIOS matches none of: ${all.map((s) => s.name).join(', ')}`);
+    const list = all.filter((s) => selected(settings, s.name));
+    const pacingOn = selected(settings, PACING);
+    if (list.length === 0 && !pacingOn) throw new Error(`BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), PACING].join(', ')}`);
     const perMeasurement = settings.warmupSeconds + settings.seconds;
     console.error(pinned ? 'servers pinned to core 0; simulator and load generator to core 1' : 'not pinned to cores (one core, or no taskset): expect noisier figures');
-    console.error(`keap-proxy bench: GET ${REQUEST_PATH}, ${settings.connections} connections, ${settings.rounds} rounds x ${list.length} scenarios x (${settings.warmupSeconds}s warm-up + ${settings.seconds}s), about ${Math.ceil(settings.rounds * list.length * (perMeasurement + 0.6))}s`);
-
+    if (list.length > 0) {
+      console.error(`keap-proxy bench: GET ${REQUEST_PATH}, ${settings.connections} connections, ${settings.rounds} rounds x ${list.length} scenarios x (${settings.warmupSeconds}s warm-up + ${settings.seconds}s), about ${Math.ceil(settings.rounds * list.length * (perMeasurement + 0.6))}s`);
+    }
     const results = await runRounds(list, settings);
     const summaries = results.map(summarize);
     const comparisons = compare(summaries, COMPARISONS);
-    const bad = failures(summaries);
 
-    console.log('');
-    console.log(formatTable(summaries, comparisons));
-    if (bad.length > 0) {
-      console.log(`\nFAILED: responses other than 2xx, figures not valid:\n  ${bad.join('\n  ')}`);
-      exitCode = 1;
-    } else {
-      console.log('\nall responses 2xx (no errors, timeouts or non-2xx)');
+    let pacing: PacingSummary | undefined;
+    if (pacingOn) {
+      const p = settings.pacing;
+      console.error(`pacing: GET ${REQUEST_PATH}, ${p.connections} connections for ${p.seconds}s through keap-proxy at RATE_LIMIT_PER_SECOND ${p.limitPerSecond}, simulator answering 429 above ${p.limitPerSecond}/s`);
+      pacing = await runPacing(settings, dir);
+      logPacingProgress(pacing);
     }
 
-    const file = writeResults({ settings, summaries, comparisons, bad });
+    const clientBad = [...failures(summaries), ...(pacing !== undefined ? pacingClientFailures(pacing) : [])];
+    const bad = [...clientBad, ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : [])];
+
+    if (summaries.length > 0) console.log('\n' + formatTable(summaries, comparisons));
+    if (pacing !== undefined) console.log('\n' + formatPacing(pacing));
+    if (bad.length > 0) {
+      console.log(`\nFAILED: responses other than 2xx (figures not valid) or 429s from the simulator:\n  ${bad.join('\n  ')}`);
+      exitCode = 1;
+    } else {
+      console.log(`\nall responses 2xx (no errors, timeouts or non-2xx)${pacing !== undefined ? '; the simulator never answered 429' : ''}`);
+    }
+
+    const file = writeResults({ settings, summaries, comparisons, pacing, bad, allResponses2xx: clientBad.length === 0 });
     console.log(`results written to ${path.relative(process.cwd(), file)}`);
   } finally {
     await sim.close();
@@ -189,7 +327,14 @@ async function main(): Promise<void> {
   process.exitCode = exitCode;
 }
 
-function writeResults(data: { settings: Settings; summaries: ScenarioSummary[]; comparisons: ComparisonResult[]; bad: string[] }): string {
+function writeResults(data: {
+  settings: Settings;
+  summaries: ScenarioSummary[];
+  comparisons: ComparisonResult[];
+  pacing: PacingSummary | undefined;
+  bad: string[];
+  allResponses2xx: boolean;
+}): string {
   // Next to the sources (bench/results/), not in dist/, which a clean build wipes.
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
@@ -200,7 +345,8 @@ function writeResults(data: { settings: Settings; summaries: ScenarioSummary[]; 
     settings: { path: REQUEST_PATH, method: 'GET', pipelining: 1, ...data.settings },
     scenarios: data.summaries,
     comparisons: data.comparisons,
-    allResponses2xx: data.bad.length === 0,
+    pacing: data.pacing ?? null,
+    allResponses2xx: data.allResponses2xx,
     problems: data.bad,
   };
   writeFileSync(file, JSON.stringify(json, null, 2) + '\n');

@@ -1,13 +1,16 @@
 // What the benchmark measures: each scenario starts one server set-up in this process and
-// says where the load generator should send its requests. A new scenario (e.g. keap-proxy
-// with pacing on) is one more factory here plus one line in run.ts.
+// says where the load generator should send its requests. A new throughput scenario is one
+// more factory here plus one line in run.ts. The pacing set-up (d) is not a Scenario: it is
+// judged by what the simulator saw, not only by what the client got.
+import { mkdtempSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { createProxyServer } from 'http-proxy-3';
-import type { RemoteSimulator } from './processes.js';
-import { loadConfig } from '../src/config.js';
+import { startSimulator, type RemoteSimulator } from './processes.js';
+import type { SimulatorCounters } from '../test/simulator/keap-simulator.js';
+import { loadConfig, type Config } from '../src/config.js';
 import { createLogDestination, createLogger } from '../src/log.js';
 import { startProxy } from '../src/server.js';
 
@@ -92,37 +95,91 @@ export function keapProxy(ctx: BenchContext, opts: { name?: string; label?: stri
     label: opts.label ?? 'keap-proxy (OAuth, pacing off, info log)',
     async start() {
       instance += 1;
-      const config = loadConfig({
-        cwd: ctx.dir,
-        env: {
-          KEAP_CLIENT_ID: 'sim-client-id',
-          KEAP_CLIENT_SECRET: 'sim-client-secret',
-          KEAP_REFRESH_TOKEN: 'sim-seed-refresh-token',
-          KEAP_API_URL: ctx.sim.url,
-          KEAP_TOKEN_URL: ctx.sim.tokenUrl,
-          // One store for every keap-proxy start: the seed works once (Keap rotates refresh
-          // tokens), so later starts must load the stored grant, exactly as a restart does.
-          TOKEN_STORE: path.join(ctx.dir, 'tokens.json'),
-          RATE_LIMIT_PER_SECOND: String(opts.ratePerSecond ?? 0),
-          PORT: '0',
-          LOG_LEVEL: 'info',
-        },
-      });
-      const logFile = path.join(ctx.dir, `${name}-${instance}.log`);
-      // The destination the proxy uses for stdout in production, pointed at a file.
-      const destination = createLogDestination(logFile);
-      await once(destination, 'ready');
-      const proxy = await startProxy(config, { logger: createLogger('info', destination) });
-      return {
-        url: proxy.url,
-        async close() {
-          await proxy.close();
-          // Drain the async log buffer now, so its writes are not billed to the next scenario.
-          const closed = once(destination, 'close');
-          destination.end();
-          await closed;
-        },
-      };
+      return startKeapProxy(keapProxyConfig(ctx, opts.ratePerSecond ?? 0), path.join(ctx.dir, `${name}-${instance}.log`));
+    },
+  };
+}
+
+/** keap-proxy running in front of a simulator that enforces a spike limit, ready for a burst. */
+export interface PacedSetUp {
+  url: string;
+  /** The rate keap-proxy allows itself: RATE_LIMIT_PER_SECOND x RATE_LIMIT_MARGIN. */
+  allowedPerSecond: number;
+  margin: number;
+  queueLimit: number;
+  deadlineMs: number;
+  /**
+   * Closes keap-proxy first (its queue too, so nothing more reaches the simulator), then reads
+   * the simulator's final counters and closes it.
+   */
+  close(): Promise<SimulatorCounters>;
+}
+
+/**
+ * (d) keap-proxy with RATE_LIMIT_PER_SECOND = `limit` (default margin) in front of a simulator
+ * of its own that answers 429 above `limit` calls a second, as Keap's spike arrest does. Its
+ * own simulator, because the shared one has counted the throughput runs' calls against the
+ * minute quota (keap-proxy would read that from the quota headers and hold back), and its own
+ * token store, because a fresh simulator knows only the seed refresh token.
+ */
+export async function pacedKeapProxy(dir: string, limit: number): Promise<PacedSetUp> {
+  const sim = await startSimulator({ ratePerSecond: limit });
+  try {
+    const ctx = { sim, dir: mkdtempSync(path.join(dir, 'pacing-')) };
+    const config = keapProxyConfig(ctx, limit);
+    const proxy = await startKeapProxy(config, path.join(ctx.dir, 'keap-proxy-paced.log'));
+    return {
+      url: proxy.url,
+      allowedPerSecond: config.pacing.perSecond * config.pacing.margin,
+      margin: config.pacing.margin,
+      queueLimit: config.pacing.queueLimit,
+      deadlineMs: config.requestDeadlineMs,
+      async close() {
+        await proxy.close();
+        const counters = await sim.counters();
+        await sim.close();
+        return counters;
+      },
+    };
+  } catch (err) {
+    await sim.close();
+    throw err;
+  }
+}
+
+/** keap-proxy's settings against the given simulator; `ratePerSecond` 0 turns pacing off. */
+function keapProxyConfig(ctx: BenchContext, ratePerSecond: number): Config {
+  return loadConfig({
+    cwd: ctx.dir,
+    env: {
+      KEAP_CLIENT_ID: 'sim-client-id',
+      KEAP_CLIENT_SECRET: 'sim-client-secret',
+      KEAP_REFRESH_TOKEN: 'sim-seed-refresh-token',
+      KEAP_API_URL: ctx.sim.url,
+      KEAP_TOKEN_URL: ctx.sim.tokenUrl,
+      // One store for every keap-proxy start: the seed works once (Keap rotates refresh
+      // tokens), so later starts must load the stored grant, exactly as a restart does.
+      TOKEN_STORE: path.join(ctx.dir, 'tokens.json'),
+      RATE_LIMIT_PER_SECOND: String(ratePerSecond),
+      PORT: '0',
+      LOG_LEVEL: 'info',
+    },
+  });
+}
+
+/** Starts keap-proxy with its `info` log going to `logFile`, through the destination it uses for stdout in production. */
+async function startKeapProxy(config: Config, logFile: string): Promise<Target> {
+  const destination = createLogDestination(logFile);
+  await once(destination, 'ready');
+  const proxy = await startProxy(config, { logger: createLogger('info', destination) });
+  return {
+    url: proxy.url,
+    async close() {
+      await proxy.close();
+      // Drain the async log buffer now, so its writes are not billed to the next scenario.
+      const closed = once(destination, 'close');
+      destination.end();
+      await closed;
     },
   };
 }
