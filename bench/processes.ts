@@ -25,15 +25,16 @@ export function pinServerProcess(): boolean {
   return pin(process.pid, SERVER_CORE);
 }
 
-export function pinHelper(child: ChildProcess): void {
-  if (child.pid !== undefined) pin(child.pid, HELPER_CORE);
-}
+/** Server children of a head-to-head run share core 0, as the in-process servers do. */
+export const SERVER_CORE_ID = SERVER_CORE;
 
-export function forkScript(name: string, env: Record<string, string> = {}): ChildProcess {
+export function forkScript(name: string, env: Record<string, string> = {}, core: string = HELPER_CORE): ChildProcess {
   const script = fileURLToPath(new URL(`./${name}`, import.meta.url));
   // execArgv: [] so that `node --cpu-prof dist/bench/run.js` profiles the servers only.
-  const child = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [], env: { ...process.env, ...env } });
-  pinHelper(child);
+  // BENCH_PROFILE_DIR: CPU profiles of the head-to-head servers, to see where time goes.
+  const profile = name === 'server-process.js' && process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+  const child = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: profile, env: { ...process.env, ...env } });
+  if (child.pid !== undefined) pin(child.pid, core);
   return child;
 }
 

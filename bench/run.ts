@@ -27,6 +27,7 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { forkScript, pinServerProcess, startSimulator } from './processes.js';
+import { formatHeadToHead, runHeadToHead, type HeadToHeadSummary } from './head-to-head.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { LoadMessage, LoadRequest, LoadSample, SteadyRate } from './load.js';
@@ -53,6 +54,7 @@ const REQUEST_PATH = '/crm/rest/v1/contacts';
 
 /** The pacing run's name in BENCH_SCENARIOS and the JSON. */
 const PACING = 'pacing';
+const HEAD_TO_HEAD = 'head-to-head';
 /**
  * The pacing run's first second is left out of the achieved rate: the first call leaves at
  * once and the queue is still filling, which says nothing about the pace kept.
@@ -288,7 +290,8 @@ async function main(): Promise<void> {
     const all = scenarios({ sim, dir });
     const list = all.filter((s) => selected(settings, s.name));
     const pacingOn = selected(settings, PACING);
-    if (list.length === 0 && !pacingOn) throw new Error(`BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), PACING].join(', ')}`);
+    const headToHeadOn = selected(settings, HEAD_TO_HEAD);
+    if (list.length === 0 && !pacingOn && !headToHeadOn) throw new Error(`BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING].join(', ')}`);
     const perMeasurement = settings.warmupSeconds + settings.seconds;
     console.error(pinned ? 'servers pinned to core 0; simulator and load generator to core 1' : 'not pinned to cores (one core, or no taskset): expect noisier figures');
     if (list.length > 0) {
@@ -298,6 +301,12 @@ async function main(): Promise<void> {
     const summaries = results.map(summarize);
     const comparisons = compare(summaries, COMPARISONS);
 
+    let headToHead: HeadToHeadSummary | undefined;
+    if (headToHeadOn) {
+      console.error(`head-to-head: bare forwarder and keap-proxy side by side on core 0, ${settings.rounds} rounds of ${settings.warmupSeconds}s + ${settings.seconds}s`);
+      headToHead = await runHeadToHead({ sim, dir, path: REQUEST_PATH, rounds: settings.rounds, seconds: settings.seconds, warmupSeconds: settings.warmupSeconds, connections: settings.connections, target: 0.9 });
+    }
+
     let pacing: PacingSummary | undefined;
     if (pacingOn) {
       const p = settings.pacing;
@@ -306,10 +315,12 @@ async function main(): Promise<void> {
       logPacingProgress(pacing);
     }
 
-    const clientBad = [...failures(summaries), ...(pacing !== undefined ? pacingClientFailures(pacing) : [])];
+    const headToHeadBad = headToHead?.rounds.some((r) => r.bare.bad + r.keap.bad > 0) === true ? ['head-to-head: answers other than 2xx'] : [];
+    const clientBad = [...failures(summaries), ...headToHeadBad, ...(pacing !== undefined ? pacingClientFailures(pacing) : [])];
     const bad = [...clientBad, ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : [])];
 
     if (summaries.length > 0) console.log('\n' + formatTable(summaries, comparisons));
+    if (headToHead !== undefined) console.log('\n' + formatHeadToHead(headToHead));
     if (pacing !== undefined) console.log('\n' + formatPacing(pacing));
     if (bad.length > 0) {
       console.log(`\nFAILED: responses other than 2xx (figures not valid) or 429s from the simulator:\n  ${bad.join('\n  ')}`);
@@ -318,7 +329,7 @@ async function main(): Promise<void> {
       console.log(`\nall responses 2xx (no errors, timeouts or non-2xx)${pacing !== undefined ? '; the simulator never answered 429' : ''}`);
     }
 
-    const file = writeResults({ settings, summaries, comparisons, pacing, bad, allResponses2xx: clientBad.length === 0 });
+    const file = writeResults({ settings, summaries, comparisons, headToHead, pacing, bad, allResponses2xx: clientBad.length === 0 });
     console.log(`results written to ${path.relative(process.cwd(), file)}`);
   } finally {
     await sim.close();
@@ -331,6 +342,7 @@ function writeResults(data: {
   settings: Settings;
   summaries: ScenarioSummary[];
   comparisons: ComparisonResult[];
+  headToHead: HeadToHeadSummary | undefined;
   pacing: PacingSummary | undefined;
   bad: string[];
   allResponses2xx: boolean;
@@ -345,6 +357,7 @@ function writeResults(data: {
     settings: { path: REQUEST_PATH, method: 'GET', pipelining: 1, ...data.settings },
     scenarios: data.summaries,
     comparisons: data.comparisons,
+    headToHead: data.headToHead ?? null,
     pacing: data.pacing ?? null,
     allResponses2xx: data.allResponses2xx,
     problems: data.bad,

@@ -30,17 +30,30 @@ export interface ForwardDeps {
 /** The most of an error body we read to classify it; Apigee's faults are a few hundred bytes. */
 const FAULT_BODY_LIMIT = 64 * 1024;
 
+/**
+ * Keap's quota headers are read at most this often (and on every 429): ten times a second
+ * is plenty to follow a per-minute budget, and reading them on every response would cost
+ * more than the rest of the proxy's work on it.
+ */
+const QUOTA_SAMPLE_MS = 100;
+
 export function forward(deps: ForwardDeps): Stage {
+  let quotaReadAt = 0;
+  const observeQuota = (upstream: IncomingMessage): void => {
+    const now = Date.now();
+    if (now - quotaReadAt < QUOTA_SAMPLE_MS && upstream.statusCode !== 429) return;
+    quotaReadAt = now;
+    const report = parseQuotaHeaders(upstream.headers);
+    if (report === undefined) return;
+    deps.pacer.observe(report);
+    deps.metrics.observeQuota(deps.credentials.tenant(), report);
+  };
   return async (ex) => {
     let upstream: IncomingMessage | undefined = await send(deps, ex);
     let refreshed = false;
     // Each reaction either answers the client (undefined) or hands back the replay's response.
     for (;;) {
-      const report = parseQuotaHeaders(upstream.headers);
-      if (report !== undefined) {
-        deps.pacer.observe(report);
-        deps.metrics.observeQuota(deps.credentials.tenant(), report);
-      }
+      observeQuota(upstream);
       if (upstream.statusCode === 401 && !refreshed) {
         refreshed = true;
         upstream = await replayAfterUnauthorized(deps, ex, upstream);

@@ -1,0 +1,132 @@
+// The bare forwarder and keap-proxy, each in its own process on the same core, loaded at
+// the same time by two load generators. The scheduler shares the core between the two
+// servers, so each one's throughput (and CPU per request) is measured under the very same
+// conditions; the sequential rounds of run.ts cannot promise that on a shared VM whose
+// speed drifts within seconds.
+import type { ChildProcess } from 'node:child_process';
+import { forkScript, SERVER_CORE_ID, type RemoteSimulator } from './processes.js';
+import type { ServerMessage, ServerOptions, ServerRequest } from './server-process.js';
+import type { LoadMessage, LoadRequest, LoadSample } from './load.js';
+import { median } from './report.js';
+
+export interface HeadToHeadRound {
+  bare: { requestsPerSecond: number; cpuUsPerRequest: number; p50Ms: number; p99Ms: number; bad: number };
+  keap: { requestsPerSecond: number; cpuUsPerRequest: number; p50Ms: number; p99Ms: number; bad: number };
+}
+
+export interface HeadToHeadSummary {
+  rounds: HeadToHeadRound[];
+  /** Median over rounds of keap-proxy's req/s over the bare forwarder's, measured side by side. */
+  throughputRatio: number;
+  /** Median over rounds of the bare forwarder's CPU per request over keap-proxy's. */
+  costRatio: number;
+  target: number;
+  met: boolean;
+}
+
+interface ServerChild {
+  url: string;
+  headers: Record<string, string>;
+  cpu(): Promise<NodeJS.CpuUsage>;
+  close(): Promise<void>;
+}
+
+function startServer(options: ServerOptions): Promise<ServerChild> {
+  const child: ChildProcess = forkScript('server-process.js', { BENCH_SERVER: JSON.stringify(options) }, SERVER_CORE_ID);
+  const send = (msg: ServerRequest): void => {
+    child.send(msg);
+  };
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`${options.scenario} server exited with code ${code}`)));
+    const cpuWaiters: ((u: NodeJS.CpuUsage) => void)[] = [];
+    child.on('message', (msg: ServerMessage) => {
+      if (msg.type === 'cpu') {
+        cpuWaiters.shift()?.(msg.usage);
+        return;
+      }
+      resolve({
+        url: msg.url,
+        headers: msg.headers,
+        cpu: () =>
+          new Promise((done) => {
+            cpuWaiters.push(done);
+            send({ type: 'cpu' });
+          }),
+        close: () =>
+          new Promise((done) => {
+            child.removeAllListeners('exit');
+            child.once('exit', () => done());
+            send({ type: 'close' });
+          }),
+      });
+    });
+  });
+}
+
+/** Loads one server; the server's CPU is read when the timed part starts and when it ends. */
+function loadOne(server: ServerChild, request: LoadRequest): Promise<{ sample: LoadSample; cpuUs: number }> {
+  return new Promise((resolve, reject) => {
+    const child = forkScript('load.js');
+    let cpuAtStart: Promise<NodeJS.CpuUsage> | undefined;
+    child.on('message', (msg: LoadMessage) => {
+      if (msg.type === 'timed-start') cpuAtStart = server.cpu();
+      else if (msg.type === 'done') {
+        void Promise.all([cpuAtStart ?? server.cpu(), server.cpu()]).then(([a, b]) => resolve({ sample: msg.sample, cpuUs: b.user + b.system - (a.user + a.system) }));
+      } else if (msg.type === 'failed') reject(new Error(msg.error));
+    });
+    child.once('error', reject);
+    child.send(request);
+  });
+}
+
+export async function runHeadToHead(opts: {
+  sim: RemoteSimulator;
+  dir: string;
+  path: string;
+  rounds: number;
+  seconds: number;
+  warmupSeconds: number;
+  connections: number;
+  target: number;
+}): Promise<HeadToHeadSummary> {
+  const token = await opts.sim.issueAccessToken();
+  const base = { simUrl: opts.sim.url, tokenUrl: opts.sim.tokenUrl, token, dir: opts.dir };
+  const bare = await startServer({ ...base, scenario: 'bare-forwarder' });
+  const keap = await startServer({ ...base, scenario: 'keap-proxy' });
+  const rounds: HeadToHeadRound[] = [];
+  try {
+    for (let round = 1; round <= opts.rounds; round++) {
+      const request = (s: ServerChild): LoadRequest => ({ url: s.url + opts.path, headers: s.headers, connections: opts.connections, seconds: opts.seconds, warmupSeconds: opts.warmupSeconds });
+      const [b, k] = await Promise.all([loadOne(bare, request(bare)), loadOne(keap, request(keap))]);
+      const figures = (r: { sample: LoadSample; cpuUs: number }) => ({
+        requestsPerSecond: r.sample.requestsPerSecond,
+        cpuUsPerRequest: r.sample.completed > 0 ? r.cpuUs / r.sample.completed : NaN,
+        p50Ms: r.sample.p50Ms,
+        p99Ms: r.sample.p99Ms,
+        bad: r.sample.errors + r.sample.timeouts + r.sample.non2xx,
+      });
+      rounds.push({ bare: figures(b), keap: figures(k) });
+      const last = rounds[rounds.length - 1] as HeadToHeadRound;
+      console.error(
+        `  head-to-head ${round}/${opts.rounds}  bare ${last.bare.requestsPerSecond.toFixed(0)} req/s ${last.bare.cpuUsPerRequest.toFixed(0)} µs/req, keap-proxy ${last.keap.requestsPerSecond.toFixed(0)} req/s ${last.keap.cpuUsPerRequest.toFixed(0)} µs/req`,
+      );
+    }
+  } finally {
+    await Promise.all([bare.close(), keap.close()]);
+  }
+  const throughputRatio = median(rounds.map((r) => r.keap.requestsPerSecond / r.bare.requestsPerSecond));
+  const costRatio = median(rounds.map((r) => r.bare.cpuUsPerRequest / r.keap.cpuUsPerRequest));
+  return { rounds, throughputRatio, costRatio, target: opts.target, met: throughputRatio >= opts.target };
+}
+
+export function formatHeadToHead(h: HeadToHeadSummary): string {
+  const med = (pick: (r: HeadToHeadRound) => number): string => median(h.rounds.map(pick)).toFixed(0);
+  return [
+    `head-to-head: bare forwarder and keap-proxy in two processes sharing core 0, loaded at the same time (${h.rounds.length} rounds)`,
+    `  bare forwarder  ${med((r) => r.bare.requestsPerSecond)} req/s  ${med((r) => r.bare.cpuUsPerRequest)} µs CPU/req  p50 ${med((r) => r.bare.p50Ms)} ms  p99 ${med((r) => r.bare.p99Ms)} ms`,
+    `  keap-proxy      ${med((r) => r.keap.requestsPerSecond)} req/s  ${med((r) => r.keap.cpuUsPerRequest)} µs CPU/req  p50 ${med((r) => r.keap.p50Ms)} ms  p99 ${med((r) => r.keap.p99Ms)} ms`,
+    `  keap-proxy / bare forwarder, throughput  ${h.throughputRatio.toFixed(3)}x  (per round ${h.rounds.map((r) => (r.keap.requestsPerSecond / r.bare.requestsPerSecond).toFixed(2)).join(' / ')})  ${h.met ? 'PASS' : 'FAIL'} (target >= ${h.target}x)`,
+    `  bare forwarder / keap-proxy, CPU per request  ${h.costRatio.toFixed(3)}x`,
+  ].join('\n');
+}
