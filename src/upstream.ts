@@ -135,23 +135,27 @@ async function replayAfterRateLimit(deps: ForwardDeps, ex: Exchange, upstream: I
   const report = parseQuotaHeaders(upstream.headers);
   ex.rateLimited += 1;
   const wait = rateLimitWait(upstream.headers['retry-after'], fault, report, ex.rateLimited, Date.now());
-  const passOn = (): undefined => {
+  // A 429 the client must see is ours, in the proxy's shape and always with Retry-After (Keap's may have none).
+  const passOn = (code: string, message: string): never => {
     ex.upstreamStatus = 429;
-    deps.forwarder.relayBuffered(upstream, body, ex.res, ex.id);
-    return undefined;
+    throw new HttpError(429, code, message, { 'retry-after': String(Math.max(1, Math.ceil(wait.ms / 1000))) });
   };
   const tenant = deps.credentials.tenant();
   if (wait.dailyQuotaSpent) {
-    deps.metrics.rateLimited(tenant, 'quota_spent');
     deps.pacer.exhaustDay(wait.resetsAt);
     deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', reason: 'daily_quota' }, "Keap's daily quota is spent");
-    return passOn();
+    passOn('daily_quota_exhausted', "Keap's daily API quota is spent; it resets at 00:00 UTC. Retry after the indicated time.");
   }
   deps.pacer.backOff(wait.ms);
   if (ex.bodyStream !== undefined || Date.now() + wait.ms > ex.deadline) {
-    deps.metrics.rateLimited(tenant, 'passed_on');
-    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', waitMs: wait.ms, reason: ex.bodyStream !== undefined ? 'body_streamed' : 'deadline' }, 'Keap rate-limited a request that cannot wait or be replayed');
-    return passOn();
+    const streamed = ex.bodyStream !== undefined;
+    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', waitMs: Math.round(wait.ms), reason: streamed ? 'body_streamed' : 'deadline' }, 'Keap rate-limited a request that cannot wait or be replayed');
+    passOn(
+      'rate_limited',
+      streamed
+        ? "Keap's rate limit was hit and this request's body was too large to keep for a replay (REPLAY_BODY_BYTES). Retry after the indicated time."
+        : "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.",
+    );
   }
   deps.metrics.rateLimited(tenant, 'absorbed');
   deps.logger.info({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'absorbed', waitMs: Math.round(wait.ms) }, 'Keap answered 429: waiting, then replaying');

@@ -72,8 +72,24 @@ describe('pacing to Keap quotas', () => {
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__busy', { headers: { 'x-keap-proxy-deadline-ms': '2000' } });
     expect(Date.now() - started).toBeLessThan(1500);
     expect(r.status).toBe(429);
-    expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(r.json()).toMatchObject({ error: 'rate_limited' });
+    expect(r.headers['retry-after']).toBe('5');
     expect(h.sim.lastRequests.at(-1)?.headers['x-keap-proxy-deadline-ms']).toBeUndefined();
+  });
+
+  it('a body too large to replay is not replayed after a 429: the client gets 429 JSON with Retry-After', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20', REPLAY_BODY_BYTES: '1000' } });
+    let calls = 0;
+    h.sim.route('POST', '/crm/rest/v1/__busy-upload', (_req, res) => {
+      calls += 1;
+      res.writeHead(429, { 'content-type': 'application/json' }).end(JSON.stringify({ fault: { faultstring: 'Spike arrest violation', detail: { errorcode: 'policies.ratelimit.SpikeArrestViolation' } } }));
+    });
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__busy-upload', { body: randomBytes(20_000) });
+    expect(r.status).toBe(429);
+    expect(r.json()).toMatchObject({ error: 'rate_limited' });
+    expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(calls).toBe(1);
+    expect(h.logs.entries.find((e) => e.event === 'rate_limited')).toMatchObject({ outcome: 'passed_on', reason: 'body_streamed' });
   });
 
   it('a spent daily quota gives an immediate 429 with Retry-After, without calling Keap', async () => {
@@ -83,6 +99,7 @@ describe('pacing to Keap quotas', () => {
     for (let i = 0; i < 8; i++) statuses.push((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status);
     expect(statuses.slice(0, 5)).toEqual([200, 200, 200, 200, 200]);
     expect(statuses.slice(5).every((s) => s === 429)).toBe(true);
+    expect(h.logs.entries.filter((e) => e.event === 'request' && e.status === 429).length).toBe(3);
     const callsBefore = h.sim.counters.apiCalls;
     const started = Date.now();
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
