@@ -75,7 +75,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'KEAP_API_KEY', default: '', meaning: 'Personal Access Token, Service Account Key or legacy Encrypted Key. Alone: key mode.', secret: true },
   { name: 'TOKEN_STORE', default: './data/tokens.json', meaning: 'File the OAuth grant is kept in (written atomically, mode 0600).' },
   { name: 'REDIS_URL', default: '', meaning: 'Redis for replicas sharing one grant and quota (reserved; not used yet).', secret: true },
-  { name: 'REDIS_PREFIX', default: 'keap-proxy:', meaning: 'Key prefix in Redis.' },
+  { name: 'REDIS_PREFIX', default: 'keap-proxy:', meaning: 'Key prefix in Redis (reserved; not used yet).' },
   { name: 'RATE_LIMIT_PER_SECOND', default: '', meaning: 'Keap\'s per-second spike limit. Empty: 25 for OAuth, 10 for a key. 0 turns pacing off.' },
   { name: 'RATE_LIMIT_PER_MINUTE', default: '', meaning: 'Keap\'s per-minute throttle (rolling). Empty: 1500 for OAuth, 240 for a key.' },
   { name: 'RATE_LIMIT_PER_DAY', default: '', meaning: 'Keap\'s daily quota (resets 00:00 UTC). Empty: 150000 for OAuth, 30000 for a key.' },
