@@ -8,6 +8,9 @@ import { runTokenStatus } from './token-status.js';
 import { TokenStoreError } from './token-store.js';
 import { startProxy } from './server.js';
 
+/** Requests in flight at SIGTERM get this long to finish: well inside Kubernetes' default 30 s grace period. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 async function main(): Promise<void> {
   let command: Command;
   try {
@@ -47,7 +50,7 @@ async function serve(config: Config): Promise<void> {
   const running = await startProxy(config);
   const stop = (signal: string): void => {
     running.logger.info({ event: 'stopping', signal }, 'keap-proxy stopping');
-    void running.close().then(() => running.logger.flush());
+    void running.close(SHUTDOWN_GRACE_MS).then(() => running.logger.flush());
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

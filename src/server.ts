@@ -28,7 +28,8 @@ export interface RunningProxy {
   readonly server: http.Server;
   readonly credentials: CredentialSource;
   readonly logger: Logger;
-  close(): Promise<void>;
+  /** Stops serving; requests in flight get up to `graceMs` (default 0) to finish first. */
+  close(graceMs?: number): Promise<void>;
 }
 
 export interface CredentialParts {
@@ -116,13 +117,16 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     server,
     credentials,
     logger,
-    async close() {
+    async close(graceMs = 0) {
+      // No new connections; requests in flight get up to graceMs to finish (a deploy
+      // should not cut a client off mid-answer), then whatever is left is closed.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (graceMs > 0) await Promise.race([closed, new Promise((r) => setTimeout(r, graceMs).unref())]);
+      server.closeAllConnections();
+      await closed;
       credentials.stop();
       await pacer.stop();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
       forwarder.close();
     },
   };

@@ -270,4 +270,19 @@ describe('upstream failures', () => {
     const line = h.logs.entries.find((e) => e.reqId === 'gone-early');
     expect(line).toMatchObject({ event: 'request', outcome: 'client_closed' });
   });
+
+  it('closing with a grace period lets a request in flight finish and refuses new ones', async () => {
+    const g = await startHarness({ mode: 'key' });
+    try {
+      const inFlight = send(g.proxy.url, 'GET', '/crm/rest/v1/__delay?ms=400');
+      await new Promise((r) => setTimeout(r, 100));
+      const closing = g.proxy.close(3000);
+      await new Promise((r) => setTimeout(r, 50));
+      await expect(send(g.proxy.url, 'GET', '/crm/rest/v1/contacts')).rejects.toThrow(/ECONNREFUSED/);
+      expect((await inFlight).status).toBe(200);
+      await closing;
+    } finally {
+      await g.sim.close();
+    }
+  });
 });
