@@ -171,9 +171,12 @@ export class Forwarder {
   }
 }
 
-/** Raw header pairs without hop-by-hop ones (and those a Connection header names), plus our request id. */
-function endToEndHeaders(raw: string[], requestId: string): string[] {
-  const out: string[] = [];
+/**
+ * Raw header pairs without hop-by-hop ones (and those a Connection header names), Keap's
+ * request id renamed, plus our request id when one is given.
+ */
+export function endToEndHeaders(raw: string[], requestId?: string): string[] {
+  let out: string[] = [];
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
@@ -194,11 +197,13 @@ function endToEndHeaders(raw: string[], requestId: string): string[] {
     }
     out.push(name, raw[i + 1] as string);
   }
-  out.push('x-request-id', requestId);
-  if (listed === undefined) return out;
-  const kept: string[] = [];
-  for (let i = 0; i < out.length; i += 2) if (!listed.has((out[i] as string).toLowerCase())) kept.push(out[i] as string, out[i + 1] as string);
-  return kept;
+  if (listed !== undefined) {
+    const kept: string[] = [];
+    for (let i = 0; i < out.length; i += 2) if (!listed.has((out[i] as string).toLowerCase())) kept.push(out[i] as string, out[i + 1] as string);
+    out = kept;
+  }
+  if (requestId !== undefined) out.push('x-request-id', requestId);
+  return out;
 }
 
 /** Header names listed in a Connection header are hop-by-hop too. */

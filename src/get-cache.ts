@@ -16,7 +16,7 @@
 //   is the staleness they accept for it.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { LRUCache } from 'lru-cache';
-import { HOP_BY_HOP, parseConnection } from './forwarder.js';
+import { endToEndHeaders } from './forwarder.js';
 
 export interface CacheRule {
   /** path pattern: exact path, or a prefix ending in '*', e.g. '/crm/rest/v1/tags*'; matched against the path without the query */
@@ -91,7 +91,7 @@ const PREFLIGHT_ONLY = new Set(['access-control-request-method', 'access-control
 const VARY_OK = new Set<string>([...KEYED_REQUEST_HEADERS, ...PREFLIGHT_ONLY]);
 
 /** Headers of Keap's that a replay must not repeat: recomputed, or ours to set. */
-const NOT_STORED = new Set(['content-length', 'age', 'x-cache', 'x-request-id']);
+const NOT_STORED = new Set(['content-length', 'age', 'x-cache']);
 
 /**
  * Paths that reach outside what the rule names once Keap normalises them (`/tags/../contacts`)
@@ -277,26 +277,17 @@ function copyOut(chunks: Buffer[], bytes: number): Buffer {
  * as the relay does.
  */
 function storedHeaders(raw: string[]): string[] | undefined {
-  let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const lower = (raw[i] as string).toLowerCase();
     const value = raw[i + 1] as string;
     if (lower === 'set-cookie') return undefined;
     if (lower === 'cache-control' && hasDirective(value, RESPONSE_NO_STORE)) return undefined;
     if (lower === 'vary' && !varyIsKeyed(value)) return undefined;
-    if (lower === 'connection') listed = parseConnection(value);
   }
+  const relayed = endToEndHeaders(raw);
   const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || listed?.has(lower) === true) continue;
-    if (lower === 'x-request-id') {
-      out.push('x-upstream-request-id', raw[i + 1] as string);
-      continue;
-    }
-    if (NOT_STORED.has(lower)) continue;
-    out.push(name, raw[i + 1] as string);
+  for (let i = 0; i < relayed.length; i += 2) {
+    if (!NOT_STORED.has((relayed[i] as string).toLowerCase())) out.push(relayed[i] as string, relayed[i + 1] as string);
   }
   return out;
 }

@@ -8,7 +8,7 @@ import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import type { CredentialSource, Credential } from './credentials.js';
 import type { Pacer } from './pacer.js';
-import { type Forwarder, parseConnection } from './forwarder.js';
+import { type Forwarder, HOP_BY_HOP, parseConnection } from './forwarder.js';
 import { forward } from './upstream.js';
 import type { Metrics, RateLimitOutcome } from './metrics.js';
 import { type GetCache, serveCached } from './get-cache.js';
@@ -95,7 +95,7 @@ export function routeXmlRpc(ex: Exchange): void {
 export const DEADLINE_HEADER = 'x-keap-proxy-deadline-ms';
 
 /** Request headers that belong to the client's connection (transfer-encoding stays: it frames a streamed body). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect']);
+const REQUEST_HOP_BY_HOP = new Set([...HOP_BY_HOP].filter((name) => name !== 'transfer-encoding').concat('expect'));
 /** Clients hold no Keap credentials: whatever they send is replaced by ours. Our own request headers stay here too. */
 const CLIENT_ONLY = new Set(['authorization', 'x-keap-api-key', DEADLINE_HEADER]);
 
@@ -109,7 +109,7 @@ export function copyEndToEndHeaders(ex: Exchange): void {
   const listed = parseConnection(from.connection);
   const to: IncomingHttpHeaders = {};
   for (const name of Object.keys(from)) {
-    if (HOP_BY_HOP.has(name) || CLIENT_ONLY.has(name) || listed?.has(name) === true) continue;
+    if (REQUEST_HOP_BY_HOP.has(name) || CLIENT_ONLY.has(name) || listed?.has(name) === true) continue;
     to[name] = from[name];
   }
   to['x-request-id'] = ex.id;

@@ -39,26 +39,28 @@ const QUOTA_SAMPLE_MS = 100;
 
 export function forward(deps: ForwardDeps): Stage {
   let quotaReadAt = 0;
-  const observeQuota = (upstream: IncomingMessage): void => {
+  /** Returns the report when the headers were read (always for a 429, whose reaction needs it). */
+  const observeQuota = (upstream: IncomingMessage): QuotaReport | undefined => {
     const now = Date.now();
-    if (now - quotaReadAt < QUOTA_SAMPLE_MS && upstream.statusCode !== 429) return;
+    if (now - quotaReadAt < QUOTA_SAMPLE_MS && upstream.statusCode !== 429) return undefined;
     quotaReadAt = now;
     const report = parseQuotaHeaders(upstream.headers);
-    if (report === undefined) return;
+    if (report === undefined) return undefined;
     deps.pacer.observe(report);
     deps.metrics.observeQuota(deps.credentials.tenant(), report);
+    return report;
   };
   return async (ex) => {
     let upstream: IncomingMessage | undefined = await send(deps, ex);
     let refreshed = false;
     // Each reaction either answers the client (undefined) or hands back the replay's response.
     for (;;) {
-      observeQuota(upstream);
+      const report = observeQuota(upstream);
       if (upstream.statusCode === 401 && !refreshed) {
         refreshed = true;
         upstream = await replayAfterUnauthorized(deps, ex, upstream);
       } else if (upstream.statusCode === 429) {
-        upstream = await replayAfterRateLimit(deps, ex, upstream);
+        upstream = await replayAfterRateLimit(deps, ex, upstream, report);
       } else {
         break;
       }
@@ -129,10 +131,9 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
  * arrest passes within about a second, a minute throttle within the minute, and a spent
  * daily quota only at its reset, which no client should wait for.
  */
-async function replayAfterRateLimit(deps: ForwardDeps, ex: Exchange, upstream: IncomingMessage): Promise<IncomingMessage | undefined> {
+async function replayAfterRateLimit(deps: ForwardDeps, ex: Exchange, upstream: IncomingMessage, report: QuotaReport | undefined): Promise<IncomingMessage | undefined> {
   const body = await readSmall(upstream, FAULT_BODY_LIMIT);
   const fault = parseFault(body);
-  const report = parseQuotaHeaders(upstream.headers);
   ex.rateLimited += 1;
   const wait = rateLimitWait(upstream.headers['retry-after'], fault, report, ex.rateLimited, Date.now());
   // A 429 the client must see is ours, in the proxy's shape and always with Retry-After (Keap's may have none).

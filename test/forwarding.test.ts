@@ -146,6 +146,17 @@ describe('forwarding', () => {
     expect(r.headers['x-upstream-request-id']).toBe('keap-side-id');
   });
 
+  it('drops response headers a Connection header names, but always returns our request id', async () => {
+    h.sim.route('GET', '/crm/rest/v1/__conn', (_req, res) => {
+      res.writeHead(200, { connection: 'keep-alive, x-hop, x-request-id', 'x-hop': 'gone', 'x-request-id': 'keap-id', 'x-kept': 'yes' }).end('{}');
+    });
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__conn', { headers: { 'x-request-id': 'ours-2' } });
+    h.sim.unroute('GET', '/crm/rest/v1/__conn');
+    expect(r.headers['x-hop']).toBeUndefined();
+    expect(r.headers['x-kept']).toBe('yes');
+    expect(r.headers['x-request-id']).toBe('ours-2');
+  });
+
   it('relays Keap statuses and bodies as they are', async () => {
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/no-such-thing');
     expect(r.status).toBe(404);
