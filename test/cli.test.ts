@@ -5,7 +5,7 @@ import { helpText } from '../src/cli-help.js';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { FileTokenStore } from '../src/token-store.js';
 import { runTokenStatus, formatDuration } from '../src/token-status.js';
-import { tempDir } from './harness.js';
+import { tempDir, Out } from './harness.js';
 import type { Grant } from '../src/grant.js';
 
 const HOUR = 3_600_000;
@@ -15,13 +15,6 @@ const ACCESS = 'access-token-that-must-not-show';
 const REFRESH = 'refresh-token-that-must-not-show';
 const SECRET = 'client-secret-that-must-not-show';
 
-class Out {
-  text = '';
-  write(s: string): boolean {
-    this.text += s;
-    return true;
-  }
-}
 
 function oauthConfig(): Config {
   const dir = tempDir();

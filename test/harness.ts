@@ -24,6 +24,15 @@ export class LogCapture extends Writable {
   }
 }
 
+/** Collects what a command prints, for the CLI tests. */
+export class Out {
+  text = '';
+  write(s: string): boolean {
+    this.text += s;
+    return true;
+  }
+}
+
 export interface Harness {
   sim: KeapSimulator;
   proxy: RunningProxy;

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { startHarness, send, oauthEnv, tempDir, SIM_CLIENT_ID, SIM_CLIENT_SECRET, type Harness } from './harness.js';
+import { startHarness, send, oauthEnv, tempDir, SIM_CLIENT_ID, SIM_CLIENT_SECRET, type Harness, Out } from './harness.js';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { AuthError, runAuth, type AuthOptions, type AuthResult } from '../src/auth-command.js';
 import { StateTable, buildAuthorizeUrl } from '../src/oauth-flow.js';
@@ -12,13 +12,6 @@ import { isGrant, type Grant } from '../src/grant.js';
 const CLIENT_KEY = 'client-key-oauth-0123456789';
 const PROXY_REDIRECT = 'http://127.0.0.1:8080/oauth/callback';
 
-class Out {
-  text = '';
-  write(s: string): boolean {
-    this.text += s;
-    return true;
-  }
-}
 
 /** A port nothing listens on right now, for a redirect URI the auth command then listens on. */
 async function freePort(): Promise<number> {
