@@ -170,16 +170,13 @@ function keapProxyConfig(ctx: BenchContext, ratePerSecond: number): Config {
 /** Starts keap-proxy with its `info` log going to `logFile`, through the destination it uses for stdout in production. */
 async function startKeapProxy(config: Config, logFile: string): Promise<Target> {
   const destination = createLogDestination(logFile);
-  await once(destination, 'ready');
   const proxy = await startProxy(config, { logger: createLogger('info', destination) });
   return {
     url: proxy.url,
     async close() {
       await proxy.close();
       // Drain the async log buffer now, so its writes are not billed to the next scenario.
-      const closed = once(destination, 'close');
-      destination.end();
-      await closed;
+      await destination.close();
     },
   };
 }

@@ -7,6 +7,7 @@ import { AuthError, runAuth } from './auth-command.js';
 import { runTokenStatus } from './token-status.js';
 import { TokenStoreError } from './token-store.js';
 import { startProxy } from './server.js';
+import { createLogDestination, createLogger } from './log.js';
 
 /** Requests in flight at SIGTERM get this long to finish: well inside Kubernetes' default 30 s grace period. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -47,7 +48,10 @@ async function main(): Promise<void> {
 }
 
 async function serve(config: Config): Promise<void> {
-  const running = await startProxy(config);
+  const destination = createLogDestination();
+  // Lines still waiting for their batch when the process exits (a crash, an exit()) are written on the way out.
+  process.once('exit', () => destination.flushSync());
+  const running = await startProxy(config, { logger: createLogger(config.logLevel, destination) });
   const stop = (signal: string): void => {
     running.logger.info({ event: 'stopping', signal }, 'keap-proxy stopping');
     void running.close(SHUTDOWN_GRACE_MS).then(() => running.logger.flush());

@@ -1,5 +1,6 @@
 import { pino, type Logger, type DestinationStream } from 'pino';
 import type { LogLevel } from './config.js';
+import { LogWriter } from './log-writer.js';
 
 export type { Logger };
 
@@ -25,16 +26,10 @@ export const REDACT_PATHS = [
   'grant.refreshToken',
 ];
 
-/**
- * Where log lines go: stdout by default, or a file. Lines are written in batches of at
- * least 8 KiB, and at least every 250 ms, so a busy proxy makes a few large writes rather
- * than one write (one thread-pool round trip) per request; a quiet one still shows each
- * line within a quarter second.
- */
-export type LogDestination = ReturnType<typeof pino.destination>;
-
-export function createLogDestination(dest: number | string = 1): LogDestination {
-  return pino.destination({ dest, sync: false, minLength: 8192, periodicFlush: 250 });
+/** Where log lines go: stdout by default, or a file; batched (see LogWriter). */
+export function createLogDestination(dest: number | string = 1): LogWriter {
+  // 32 KiB: each write is a thread-pool round trip (tens of µs), so fewer, larger ones cost less per line.
+  return new LogWriter({ dest, minLength: 32 * 1024, flushIntervalMs: 250 });
 }
 
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
@@ -48,4 +43,57 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     },
     destination ?? createLogDestination(),
   );
+}
+
+/** What the per-request line says; fields left undefined are left out, as pino does. */
+export interface RequestRecord {
+  reqId: string;
+  method: string;
+  /** Without the query string: legacy clients put keys there. */
+  path: string;
+  status: number | undefined;
+  upstreamStatus: number | undefined;
+  attempts: number;
+  durationMs: number;
+  outcome: string | undefined;
+  cache: string | undefined;
+}
+
+/**
+ * The line every request writes, at `info`. It is built from a fixed template rather than
+ * by pino's generic serializer (which walks the object and costs about 5x as much: a few
+ * percent of the proxy's throughput), and goes to the logger's own stream, so it lands in
+ * order with every other line and has their shape: level, time, the logger's bindings,
+ * the fields, msg. No field can hold a secret, so redaction has nothing to do here.
+ */
+export class RequestLog {
+  private readonly stream: DestinationStream;
+  private readonly bindings: string;
+
+  constructor(private readonly logger: Logger) {
+    const own = logger as unknown as Record<symbol, unknown>;
+    this.stream = own[pino.symbols.streamSym] as DestinationStream;
+    // e.g. `,"name":"keap-proxy"`, already serialized by pino.
+    this.bindings = own[pino.symbols.chindingsSym] as string;
+  }
+
+  write(r: RequestRecord): void {
+    if (!this.logger.isLevelEnabled('info')) return;
+    this.stream.write(
+      `{"level":"info","time":${Date.now()}${this.bindings},"event":"request","reqId":${str(r.reqId)},"method":${str(r.method)},"path":${str(r.path)}` +
+        (r.status === undefined ? '' : `,"status":${r.status}`) +
+        (r.upstreamStatus === undefined ? '' : `,"upstreamStatus":${r.upstreamStatus}`) +
+        `,"attempts":${r.attempts},"durationMs":${r.durationMs}` +
+        (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
+        (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
+        `,"msg":"request"}\n`,
+    );
+  }
+}
+
+/** Printable ASCII without a quote or a backslash needs no escaping; anything else goes through JSON.stringify. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+function str(s: string): string {
+  return PLAIN.test(s) ? `"${s}"` : JSON.stringify(s);
 }
