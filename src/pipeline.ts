@@ -5,7 +5,7 @@ import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Config } from './config.js';
-import type { Logger } from './log.js';
+import { RequestLog, type Logger } from './log.js';
 import type { CredentialSource, Credential } from './credentials.js';
 import type { Pacer } from './pacer.js';
 import { type Forwarder, HOP_BY_HOP, parseConnection } from './forwarder.js';
@@ -283,6 +283,7 @@ export interface Pipeline {
 
 export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, logger } = deps;
+  const requestLog = new RequestLog(logger);
   const clientKeys = new ClientKeys(config.proxyClientKeys);
   const stages: Stage[] = [
     assignRequestId,
@@ -356,30 +357,27 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       };
       res.once('close', () => {
         deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
-        logExchange(logger, ex);
+        logExchange(requestLog, ex);
       });
       run(ex, 0);
     },
   };
 }
 
-function logExchange(logger: Logger, ex: Exchange): void {
+function logExchange(log: RequestLog, ex: Exchange): void {
   const url = ex.req.url ?? '';
   const q = url.indexOf('?');
-  // The query string is left out: legacy clients put tokens there.
-  logger.info(
-    {
-      event: 'request',
-      reqId: ex.id,
-      method: ex.req.method,
-      path: q < 0 ? url : url.slice(0, q),
-      status: ex.res.writableFinished ? ex.res.statusCode : undefined,
-      upstreamStatus: ex.upstreamStatus,
-      attempts: ex.attempts,
-      durationMs: Math.round((performance.now() - ex.startedAt) * 10) / 10,
-      outcome: ex.outcome ?? (ex.res.writableFinished ? undefined : 'client_closed'),
-      cache: ex.cache,
-    },
-    'request',
-  );
+  const finished = ex.res.writableFinished;
+  log.write({
+    reqId: ex.id,
+    method: ex.req.method ?? '',
+    // The query string is left out: legacy clients put keys there.
+    path: q < 0 ? url : url.slice(0, q),
+    status: finished ? ex.res.statusCode : undefined,
+    upstreamStatus: ex.upstreamStatus,
+    attempts: ex.attempts,
+    durationMs: Math.round((performance.now() - ex.startedAt) * 10) / 10,
+    outcome: ex.outcome ?? (finished ? undefined : 'client_closed'),
+    cache: ex.cache,
+  });
 }

@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { startHarness, send, SIM_CLIENT_SECRET, SIM_SEED, SIM_API_KEY } from './harness.js';
+import { startHarness, send, LogCapture, SIM_CLIENT_SECRET, SIM_SEED, SIM_API_KEY } from './harness.js';
+import { createLogger, RequestLog, type RequestRecord } from '../src/log.js';
 
 const CLIENT_KEY = 'client-key-must-not-be-logged-0001';
 
@@ -62,5 +63,34 @@ describe('logs', () => {
     const loopback = await startHarness({ mode: 'key' });
     await loopback.close();
     expect(loopback.logs.entries.some((e) => e.event === 'open_listener')).toBe(false);
+  });
+
+  it("the request line, built by its own template, reads exactly as pino's own serializer would write it", () => {
+    const capture = new LogCapture();
+    const logger = createLogger('info', capture);
+    const requestLog = new RequestLog(logger);
+    const records: RequestRecord[] = [
+      { reqId: 'req-1', method: 'GET', path: '/crm/rest/v1/contacts', status: 200, upstreamStatus: 200, attempts: 1, durationMs: 12.3, outcome: undefined, cache: undefined },
+      { reqId: 'r:2.x-y_z', method: 'POST', path: '/a"quote\\back\u0001ctl/zażółć/😀', status: undefined, upstreamStatus: undefined, attempts: 0, durationMs: 0, outcome: 'client_closed', cache: 'MISS' },
+      { reqId: 'req-3', method: 'DELETE', path: '/x', status: 504, upstreamStatus: undefined, attempts: 2, durationMs: 60000.5, outcome: 'timeout', cache: undefined },
+    ];
+    for (const r of records) {
+      requestLog.write(r);
+      logger.info({ event: 'request', ...r }, 'request');
+    }
+    const entries = capture.entries;
+    expect(entries).toHaveLength(records.length * 2);
+    for (let i = 0; i < records.length; i++) {
+      const ours = { ...entries[2 * i], time: 0 };
+      const pinos = { ...entries[2 * i + 1], time: 0 };
+      expect(ours).toEqual(pinos);
+      expect(Object.keys(ours)).toEqual(Object.keys(pinos));
+      expect(typeof entries[2 * i]?.time).toBe('number');
+    }
+
+    // Below info the line is not written at all.
+    logger.level = 'warn';
+    requestLog.write(records[0] as RequestRecord);
+    expect(capture.lines).toHaveLength(records.length * 2);
   });
 });
