@@ -21,13 +21,6 @@ export class UpstreamError extends Error {
   }
 }
 
-export interface Attempt {
-  /** A buffered body to send; with neither this nor `stream`, the client's own stream is sent (once). */
-  body: Buffer | undefined;
-  /** A stream to send instead (a body that outgrew the buffer). */
-  stream: Readable | undefined;
-}
-
 /** Headers that belong to one connection, not to the message. */
 export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
@@ -128,15 +121,19 @@ export class Forwarder {
     });
   }
 
-  /** Sends one attempt (headers as they are on `req`) and resolves with Keap's response head. */
-  send(req: IncomingMessage, res: ServerResponse, attempt: Attempt): Promise<IncomingMessage> {
+  /**
+   * Sends one attempt (headers as they are on `req`) and resolves with Keap's response head.
+   * `body`: a buffered body to send; `stream`: a stream to send instead (a body that outgrew
+   * the buffer); with neither, the client's own stream is sent (once).
+   */
+  send(req: IncomingMessage, res: ServerResponse, body: Buffer | undefined, stream: Readable | undefined): Promise<IncomingMessage> {
     return new Promise<IncomingMessage>((resolve, reject) => {
       const flight = new InFlight(this.inFlight, req, res, resolve, reject, this.options.timeoutMs);
-      if (attempt.stream !== undefined) {
-        attempt.stream.once('error', (err) => flight.abandon('body_too_large', err));
-        this.proxy.web(req, res, { buffer: attempt.stream });
-      } else if (attempt.body !== undefined) {
-        this.proxy.web(req, res, { buffer: Readable.from([attempt.body]) });
+      if (stream !== undefined) {
+        stream.once('error', (err) => flight.abandon('body_too_large', err));
+        this.proxy.web(req, res, { buffer: stream });
+      } else if (body !== undefined) {
+        this.proxy.web(req, res, { buffer: Readable.from([body]) });
       } else if (req.readableEnded) {
         // A replay of a bodiless request: the client's stream has ended and would never end ours.
         this.proxy.web(req, res, { buffer: Readable.from([]) });

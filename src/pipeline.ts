@@ -290,12 +290,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     setDeadline(config.requestDeadlineMs),
     refuseForeignTargets,
     routeXmlRpc,
-    authorizeClient(clientKeys),
+    // Only the stages this configuration needs: one that would do nothing still costs a call per request.
+    ...(clientKeys.enabled ? [authorizeClient(clientKeys)] : []),
     copyEndToEndHeaders,
     ...(deps.cache.enabled ? [serveFromCache(deps.cache, deps.credentials)] : []),
     addForwardedHeaders,
     bufferBody(config),
-    authorizeClientByPrivateKey(clientKeys),
+    ...(clientKeys.enabled ? [authorizeClientByPrivateKey(clientKeys)] : []),
     obtainCredential(deps.credentials),
     rewriteXmlRpcKey,
     injectCredential,
@@ -355,7 +356,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         cacheKey: undefined,
         cache: undefined,
       };
-      res.once('close', () => {
+      // 'close' comes once per response, whether it finished or the client went away.
+      res.on('close', () => {
         deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
         logExchange(requestLog, ex);
       });

@@ -50,12 +50,18 @@ export function forward(deps: ForwardDeps): Stage {
     deps.metrics.observeQuota(deps.credentials.tenant(), report);
     return report;
   };
-  return async (ex) => {
-    let upstream: IncomingMessage | undefined = await send(deps, ex);
+  /** Keap's answer goes to the client as it is, or (on the 401 and 429 a replay can fix) through a reaction first. */
+  const answer = (ex: Exchange, upstream: IncomingMessage): void | Promise<void> => {
+    const report = observeQuota(upstream);
+    if (upstream.statusCode === 401 || upstream.statusCode === 429) return react(ex, upstream, report);
+    relay(ex, upstream);
+  };
+  const react = async (ex: Exchange, first: IncomingMessage, firstReport: QuotaReport | undefined): Promise<void> => {
+    let upstream: IncomingMessage | undefined = first;
+    let report = firstReport;
     let refreshed = false;
     // Each reaction either answers the client (undefined) or hands back the replay's response.
     for (;;) {
-      const report = observeQuota(upstream);
       if (upstream.statusCode === 401 && !refreshed) {
         refreshed = true;
         upstream = await replayAfterUnauthorized(deps, ex, upstream);
@@ -65,7 +71,11 @@ export function forward(deps: ForwardDeps): Stage {
         break;
       }
       if (upstream === undefined) return;
+      report = observeQuota(upstream);
     }
+    relay(ex, upstream);
+  };
+  const relay = (ex: Exchange, upstream: IncomingMessage): void => {
     ex.upstreamStatus = upstream.statusCode;
     if (ex.cacheKey !== undefined) {
       // Same tick as the relay's pipe: the capture must see every chunk.
@@ -75,20 +85,23 @@ export function forward(deps: ForwardDeps): Stage {
       deps.forwarder.relay(upstream, ex.res, ex.id);
     }
   };
+  return (ex) => send(deps, ex).then((upstream) => answer(ex, upstream));
 }
 
 const CACHE_MISS = ['x-cache', 'MISS'];
 
-async function send(deps: ForwardDeps, ex: Exchange): Promise<IncomingMessage> {
+function send(deps: ForwardDeps, ex: Exchange): Promise<IncomingMessage> {
   ex.attempts += 1;
   const started = performance.now();
-  try {
-    const upstream = await deps.forwarder.send(ex.req, ex.res, { body: ex.body, stream: ex.bodyStream });
-    deps.metrics.upstreamDone(ex.xmlrpc ? 'xmlrpc' : 'rest', (performance.now() - started) / 1000);
-    return upstream;
-  } catch (err) {
-    throw upstreamFailure(err, ex, deps.maxBodyBytes);
-  }
+  return deps.forwarder.send(ex.req, ex.res, ex.body, ex.bodyStream).then(
+    (upstream) => {
+      deps.metrics.upstreamDone(ex.xmlrpc ? 'xmlrpc' : 'rest', (performance.now() - started) / 1000);
+      return upstream;
+    },
+    (err: unknown) => {
+      throw upstreamFailure(err, ex, deps.maxBodyBytes);
+    },
+  );
 }
 
 /** Returns the response to relay, or undefined when this already answered the client. */
