@@ -3,6 +3,11 @@
 // servers, so each one's throughput (and CPU per request) is measured under the very same
 // conditions; the sequential rounds of run.ts cannot promise that on a shared VM whose
 // speed drifts within seconds.
+//
+// Every round starts both servers afresh, in alternating order: one process keeps what its
+// JIT decided and where its memory landed for its whole life, and two runs of the same
+// server side by side differed by up to 5% for the life of the pair. New processes each
+// round turn that into noise the median over rounds absorbs.
 import type { ChildProcess } from 'node:child_process';
 import { forkScript, SERVER_CORE_ID, type RemoteSimulator } from './processes.js';
 import type { ServerMessage, ServerOptions, ServerRequest } from './server-process.js';
@@ -92,11 +97,20 @@ export async function runHeadToHead(opts: {
 }): Promise<HeadToHeadSummary> {
   const token = await opts.sim.issueAccessToken();
   const base = { simUrl: opts.sim.url, tokenUrl: opts.sim.tokenUrl, token, dir: opts.dir };
-  const bare = await startServer({ ...base, scenario: 'bare-forwarder' });
-  const keap = await startServer({ ...base, scenario: 'keap-proxy' });
   const rounds: HeadToHeadRound[] = [];
-  try {
-    for (let round = 1; round <= opts.rounds; round++) {
+  for (let round = 1; round <= opts.rounds; round++) {
+    // keap-proxy's token store lives in opts.dir, so each start loads the grant the last one stored.
+    const start = (scenario: ServerOptions['scenario']): Promise<ServerChild> => startServer({ ...base, scenario });
+    let bare: ServerChild;
+    let keap: ServerChild;
+    if (round % 2 === 1) {
+      bare = await start('bare-forwarder');
+      keap = await start('keap-proxy');
+    } else {
+      keap = await start('keap-proxy');
+      bare = await start('bare-forwarder');
+    }
+    try {
       const request = (s: ServerChild): LoadRequest => ({ url: s.url + opts.path, headers: s.headers, connections: opts.connections, seconds: opts.seconds, warmupSeconds: opts.warmupSeconds });
       const [b, k] = await Promise.all([loadOne(bare, request(bare)), loadOne(keap, request(keap))]);
       const figures = (r: { sample: LoadSample; cpuUs: number }) => ({
@@ -111,9 +125,9 @@ export async function runHeadToHead(opts: {
       console.error(
         `  head-to-head ${round}/${opts.rounds}  bare ${last.bare.requestsPerSecond.toFixed(0)} req/s ${last.bare.cpuUsPerRequest.toFixed(0)} µs/req, keap-proxy ${last.keap.requestsPerSecond.toFixed(0)} req/s ${last.keap.cpuUsPerRequest.toFixed(0)} µs/req`,
       );
+    } finally {
+      await Promise.all([bare.close(), keap.close()]);
     }
-  } finally {
-    await Promise.all([bare.close(), keap.close()]);
   }
   const throughputRatio = median(rounds.map((r) => r.keap.requestsPerSecond / r.bare.requestsPerSecond));
   const costRatio = median(rounds.map((r) => r.bare.cpuUsPerRequest / r.keap.cpuUsPerRequest));
