@@ -26,6 +26,18 @@ export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authentica
 
 const INSPECTED_LENGTHS = new Set([...HOP_BY_HOP, 'x-request-id'].map((n) => n.length));
 
+/**
+ * Where a request's attempt in flight is kept, on the request itself: http-proxy-3's events
+ * hand us the request, and a property read is cheaper than a WeakMap lookup (whose entries
+ * also make every garbage collection work harder).
+ */
+const FLIGHT = Symbol('keap-proxy.flight');
+type WithFlight = IncomingMessage & { [FLIGHT]?: InFlight | undefined };
+
+function flightOf(req: IncomingMessage): InFlight | undefined {
+  return (req as WithFlight)[FLIGHT];
+}
+
 /** One attempt in flight: settles once, with Keap's response head or the reason there is none. */
 class InFlight {
   proxyReq: http.ClientRequest | undefined;
@@ -35,7 +47,6 @@ class InFlight {
   readonly timer: NodeJS.Timeout;
 
   constructor(
-    private readonly owner: WeakMap<IncomingMessage, InFlight>,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly resolve: (res: IncomingMessage) => void,
@@ -43,7 +54,7 @@ class InFlight {
     timeoutMs: number,
   ) {
     this.timer = setTimeout(abandonOnTimeout, timeoutMs, this);
-    owner.set(req, this);
+    (req as WithFlight)[FLIGHT] = this;
   }
 
   onResponse(proxyRes: IncomingMessage): void {
@@ -67,7 +78,7 @@ class InFlight {
     if (this.settled) return false;
     this.settled = true;
     clearTimeout(this.timer);
-    if (this.owner.get(this.req) === this) this.owner.delete(this.req);
+    if (flightOf(this.req) === this) (this.req as WithFlight)[FLIGHT] = undefined;
     return true;
   }
 }
@@ -86,7 +97,6 @@ export interface ForwarderOptions {
 export class Forwarder {
   private readonly proxy: ProxyServer;
   private readonly agent: http.Agent;
-  private readonly inFlight = new WeakMap<IncomingMessage, InFlight>();
 
   constructor(private readonly options: ForwarderOptions) {
     const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? 256, scheduling: 'lifo' as const };
@@ -101,23 +111,23 @@ export class Forwarder {
       proxyTimeout: options.timeoutMs,
     });
     this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
-      const flight = this.inFlight.get(req);
+      const flight = flightOf(req);
       if (flight === undefined) return;
       flight.proxyReq = proxyReq;
       if (flight.abortWith !== undefined) proxyReq.destroy(flight.abortWith);
     });
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
-      const flight = this.inFlight.get(req);
+      const flight = flightOf(req);
       if (flight !== undefined) flight.onResponse(proxyRes);
       else proxyRes.resume();
     });
     // The one error handler: every failure of a live attempt rejects that attempt.
     this.proxy.on('error', (err: Error, req: IncomingMessage) => {
-      this.inFlight.get(req)?.onError(err, 'unreachable');
+      flightOf(req)?.onError(err, 'unreachable');
     });
     // http-proxy-3 destroys the upstream request when the client goes away and reports it here.
     this.proxy.on('econnreset', (err: Error, req: IncomingMessage) => {
-      this.inFlight.get(req)?.onError(err, 'client_closed');
+      flightOf(req)?.onError(err, 'client_closed');
     });
   }
 
@@ -128,7 +138,7 @@ export class Forwarder {
    */
   send(req: IncomingMessage, res: ServerResponse, body: Buffer | undefined, stream: Readable | undefined): Promise<IncomingMessage> {
     return new Promise<IncomingMessage>((resolve, reject) => {
-      const flight = new InFlight(this.inFlight, req, res, resolve, reject, this.options.timeoutMs);
+      const flight = new InFlight(req, res, resolve, reject, this.options.timeoutMs);
       if (stream !== undefined) {
         stream.once('error', (err) => flight.abandon('body_too_large', err));
         this.proxy.web(req, res, { buffer: stream });
