@@ -32,7 +32,7 @@ export function helpText(): string {
     ...lines,
     '',
     'Mode: KEAP_CLIENT_ID + KEAP_CLIENT_SECRET is OAuth mode; KEAP_API_KEY alone is key mode.',
-    'Local endpoints: GET /healthz, GET /readyz; in OAuth mode with KEAP_REDIRECT_URI also',
+    'Local endpoints: GET /healthz, GET /readyz, GET /metrics; in OAuth mode with KEAP_REDIRECT_URI also',
     'GET /oauth/start (302 to Keap\'s authorize page; needs a client key when PROXY_CLIENT_KEYS',
     'is set) and GET /oauth/callback (where KEAP_REDIRECT_URI should lead: stores the new grant',
     'and uses it at once).',

@@ -7,6 +7,11 @@
 // time (quadratic in the batch), then copies the whole batch into a Buffer after each write.
 // That cost about 7 µs per request on the benchmark; an array joined once per batch costs
 // a fraction of a microsecond.
+//
+// A line may also be handed over unformatted (writeDeferred): an item and the function that
+// formats it, called when its batch is written. The per-request line is made that way: it
+// keeps its place among the other lines, and formatting a batch of them together, in a tight
+// loop, measured about 2% cheaper than formatting each on its request's path.
 import fs from 'node:fs';
 
 export interface LogWriterOptions {
@@ -23,6 +28,9 @@ export interface LogWriterOptions {
   maxWaiting?: number;
 }
 
+/** What a deferred item is taken to weigh until it is formatted (a request line is about this long). */
+const DEFERRED_LENGTH = 256;
+
 /** How long to wait before trying a non-blocking pipe again after EAGAIN. */
 const EAGAIN_RETRY_MS = 20;
 
@@ -33,8 +41,10 @@ export class LogWriter {
   private readonly ownsFd: boolean;
   private readonly minLength: number;
   private readonly maxWaiting: number;
-  private lines: string[] = [];
-  /** Characters in `lines`. */
+  /** Lines, or items to format (where `formats` has the function), in order. */
+  private lines: unknown[] = [];
+  private formats: (((item: never) => string) | undefined)[] = [];
+  /** Characters in `lines` (deferred items count as DEFERRED_LENGTH). */
   private waiting = 0;
   private writing = false;
   private closed = false;
@@ -64,7 +74,22 @@ export class LogWriter {
       return false;
     }
     this.lines.push(line);
+    this.formats.push(undefined);
     this.waiting += line.length;
+    this.accepted += 1;
+    if (!this.writing && this.waiting >= this.minLength) this.writeWaiting();
+    return true;
+  }
+
+  /** Takes a line to be made by `format(item)` when its batch is written; false when it was dropped. */
+  writeDeferred<T>(format: (item: T) => string, item: T): boolean {
+    if (this.closed || this.waiting + DEFERRED_LENGTH > this.maxWaiting) {
+      this.dropped += 1;
+      return false;
+    }
+    this.lines.push(item);
+    this.formats.push(format);
+    this.waiting += DEFERRED_LENGTH;
     this.accepted += 1;
     if (!this.writing && this.waiting >= this.minLength) this.writeWaiting();
     return true;
@@ -117,8 +142,15 @@ export class LogWriter {
   }
 
   private takeWaiting(): string {
-    const data = this.lines.length === 1 ? (this.lines[0] as string) : this.lines.join('');
+    const lines = this.lines;
+    const formats = this.formats;
+    for (let i = 0; i < lines.length; i++) {
+      const format = formats[i] as ((item: unknown) => string) | undefined;
+      if (format !== undefined) lines[i] = format(lines[i]);
+    }
+    const data = lines.length === 1 ? (lines[0] as string) : lines.join('');
     this.lines = [];
+    this.formats = [];
     this.waiting = 0;
     return data;
   }

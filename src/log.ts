@@ -45,8 +45,16 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
   );
 }
 
+/** The batching writer behind a logger, when it has one (not in tests that capture lines). */
+export function logWriterOf(logger: Logger): LogWriter | undefined {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  return stream instanceof LogWriter ? stream : undefined;
+}
+
 /** What the per-request line says; fields left undefined are left out, as pino does. */
 export interface RequestRecord {
+  /** When the request ended (epoch ms): the line's `time`. */
+  time: number;
   reqId: string;
   method: string;
   /** Without the query string: legacy clients put keys there. */
@@ -64,31 +72,40 @@ export interface RequestRecord {
  * by pino's generic serializer (which walks the object and costs about 5x as much: a few
  * percent of the proxy's throughput), and goes to the logger's own stream, so it lands in
  * order with every other line and has their shape: level, time, the logger's bindings,
- * the fields, msg. No field can hold a secret, so redaction has nothing to do here.
+ * the fields, msg. Through a LogWriter it is formatted when its batch is written. No field
+ * can hold a secret, so redaction has nothing to do here.
  */
 export class RequestLog {
   private readonly stream: DestinationStream;
-  private readonly bindings: string;
+  private readonly writer: LogWriter | undefined;
+  private readonly format: (r: RequestRecord) => string;
 
   constructor(private readonly logger: Logger) {
     const own = logger as unknown as Record<symbol, unknown>;
     this.stream = own[pino.symbols.streamSym] as DestinationStream;
+    this.writer = this.stream instanceof LogWriter ? this.stream : undefined;
     // e.g. `,"name":"keap-proxy"`, already serialized by pino.
-    this.bindings = own[pino.symbols.chindingsSym] as string;
+    const bindings = own[pino.symbols.chindingsSym] as string;
+    this.format = (r) => formatRequestLine(r, bindings);
   }
 
   write(r: RequestRecord): void {
     if (!this.logger.isLevelEnabled('info')) return;
-    this.stream.write(
-      `{"level":"info","time":${Date.now()}${this.bindings},"event":"request","reqId":${str(r.reqId)},"method":${str(r.method)},"path":${str(r.path)}` +
-        (r.status === undefined ? '' : `,"status":${r.status}`) +
-        (r.upstreamStatus === undefined ? '' : `,"upstreamStatus":${r.upstreamStatus}`) +
-        `,"attempts":${r.attempts},"durationMs":${r.durationMs}` +
-        (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
-        (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
-        `,"msg":"request"}\n`,
-    );
+    if (this.writer !== undefined) this.writer.writeDeferred(this.format, r);
+    else this.stream.write(this.format(r));
   }
+}
+
+function formatRequestLine(r: RequestRecord, bindings: string): string {
+  return (
+    `{"level":"info","time":${r.time}${bindings},"event":"request","reqId":${str(r.reqId)},"method":${str(r.method)},"path":${str(r.path)}` +
+    (r.status === undefined ? '' : `,"status":${r.status}`) +
+    (r.upstreamStatus === undefined ? '' : `,"upstreamStatus":${r.upstreamStatus}`) +
+    `,"attempts":${r.attempts},"durationMs":${r.durationMs}` +
+    (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
+    (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
+    `,"msg":"request"}\n`
+  );
 }
 
 /** Printable ASCII without a quote or a backslash needs no escaping; anything else goes through JSON.stringify. */

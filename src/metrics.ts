@@ -84,6 +84,7 @@ export class Metrics {
   // ~10 µs, so observeQuota only stores numbers and the gauges read them when scraped.
   private readonly quota = new Map<string, Map<string, QuotaState>>();
   private readonly depthSources = new Set<() => Iterable<QueueDepth>>();
+  private readonly logDropSources = new Set<() => number>();
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -125,6 +126,18 @@ export class Metrics {
       help: 'OAuth token refreshes, by outcome; reloaded means a grant another process stored was adopted.',
       labelNames: ['outcome'],
       registers,
+    });
+    const logDrops = this.logDropSources;
+    new Counter({
+      name: 'keap_proxy_log_lines_dropped_total',
+      help: 'Log lines dropped because stdout (or the log file) failed or fell more than 16 MiB behind.',
+      registers,
+      collect() {
+        let n = 0;
+        for (const source of logDrops) n += source();
+        this.reset();
+        this.inc(n);
+      },
     });
     const quota = this.quota;
     const quotaGauge = (name: string, help: string, field: QuotaField): void => {
@@ -185,6 +198,11 @@ export class Metrics {
     return () => {
       this.depthSources.delete(source);
     };
+  }
+
+  /** Registers a count of dropped log lines, read at scrape time. */
+  onLogDrops(source: () => number): void {
+    this.logDropSources.add(source);
   }
 
   rateLimited(tenant: string, outcome: RateLimitOutcome): void {

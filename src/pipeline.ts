@@ -371,6 +371,7 @@ function logExchange(log: RequestLog, ex: Exchange): void {
   const q = url.indexOf('?');
   const finished = ex.res.writableFinished;
   log.write({
+    time: Date.now(),
     reqId: ex.id,
     method: ex.req.method ?? '',
     // The query string is left out: legacy clients put keys there.

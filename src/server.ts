@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { configSummary, isLoopback, type Config } from './config.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, logWriterOf, type Logger } from './log.js';
 import { StaticKeySource, type CredentialSource } from './credentials.js';
 import { TokenBroker } from './token-broker.js';
 import { TokenClient } from './token-client.js';
@@ -74,6 +74,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const logger = overrides.logger ?? createLogger(config.logLevel);
   const store = overrides.store ?? new FileTokenStore(config.tokenStore.path);
   const metrics = new Metrics();
+  const logWriter = logWriterOf(logger);
+  if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);
   const parts = createCredentials(config, logger, store, metrics);
   const credentials = parts.credentials;
   const oauth = createOAuthEndpoints(config, logger, parts);

@@ -5,6 +5,11 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LogWriter } from '../src/log-writer.js';
+import { createLogger } from '../src/log.js';
+import { loadConfig } from '../src/config.js';
+import { startProxy } from '../src/server.js';
+import { KeapSimulator } from './simulator/keap-simulator.js';
+import { keyEnv, send } from './harness.js';
 
 const dirs: string[] = [];
 const fds: number[] = [];
@@ -154,5 +159,25 @@ describe('LogWriter', () => {
     w.flushSync();
     expect(fs.readFileSync(file, 'utf8')).toBe(line(1) + line(2));
     await w.close();
+  });
+
+  it('a proxy whose log reader is gone keeps serving, and /metrics counts the lines it could not write', async () => {
+    const pipe = nonBlockingPipe();
+    fs.closeSync(pipe.read);
+    fds.splice(fds.indexOf(pipe.read), 1);
+    const writer = new LogWriter({ dest: pipe.write, minLength: 1, flushIntervalMs: 10 });
+    const sim = await KeapSimulator.start();
+    const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempFile() + '.d' }), { logger: createLogger('info', writer) });
+    try {
+      for (let i = 0; i < 3; i++) expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+      await new Promise<void>((done) => writer.flush(done));
+      const metrics = (await send(proxy.url, 'GET', '/metrics')).text();
+      const dropped = Number(/^keap_proxy_log_lines_dropped_total (\d+)$/m.exec(metrics)?.[1]);
+      expect(dropped).toBeGreaterThanOrEqual(3);
+      expect(dropped).toBe(writer.dropped);
+    } finally {
+      await proxy.close();
+      await sim.close();
+    }
   });
 });

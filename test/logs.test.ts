@@ -1,6 +1,10 @@
 import { describe, it, expect } from 'vitest';
 import { startHarness, send, LogCapture, SIM_CLIENT_SECRET, SIM_SEED, SIM_API_KEY } from './harness.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createLogger, RequestLog, type RequestRecord } from '../src/log.js';
+import { LogWriter } from '../src/log-writer.js';
 
 const CLIENT_KEY = 'client-key-must-not-be-logged-0001';
 
@@ -70,13 +74,14 @@ describe('logs', () => {
     const logger = createLogger('info', capture);
     const requestLog = new RequestLog(logger);
     const records: RequestRecord[] = [
-      { reqId: 'req-1', method: 'GET', path: '/crm/rest/v1/contacts', status: 200, upstreamStatus: 200, attempts: 1, durationMs: 12.3, outcome: undefined, cache: undefined },
-      { reqId: 'r:2.x-y_z', method: 'POST', path: '/a"quote\\back\u0001ctl/zażółć/😀', status: undefined, upstreamStatus: undefined, attempts: 0, durationMs: 0, outcome: 'client_closed', cache: 'MISS' },
-      { reqId: 'req-3', method: 'DELETE', path: '/x', status: 504, upstreamStatus: undefined, attempts: 2, durationMs: 60000.5, outcome: 'timeout', cache: undefined },
+      { time: 1_763_900_000_123, reqId: 'req-1', method: 'GET', path: '/crm/rest/v1/contacts', status: 200, upstreamStatus: 200, attempts: 1, durationMs: 12.3, outcome: undefined, cache: undefined },
+      { time: 1_763_900_000_124, reqId: 'r:2.x-y_z', method: 'POST', path: '/a"quote\\back\u0001ctl/zażółć/😀', status: undefined, upstreamStatus: undefined, attempts: 0, durationMs: 0, outcome: 'client_closed', cache: 'MISS' },
+      { time: 1_763_900_000_125, reqId: 'req-3', method: 'DELETE', path: '/x', status: 504, upstreamStatus: undefined, attempts: 2, durationMs: 60000.5, outcome: 'timeout', cache: undefined },
     ];
     for (const r of records) {
       requestLog.write(r);
-      logger.info({ event: 'request', ...r }, 'request');
+      const { time: _time, ...fields } = r;
+      logger.info({ event: 'request', ...fields }, 'request');
     }
     const entries = capture.entries;
     expect(entries).toHaveLength(records.length * 2);
@@ -85,12 +90,37 @@ describe('logs', () => {
       const pinos = { ...entries[2 * i + 1], time: 0 };
       expect(ours).toEqual(pinos);
       expect(Object.keys(ours)).toEqual(Object.keys(pinos));
-      expect(typeof entries[2 * i]?.time).toBe('number');
+      expect(entries[2 * i]?.time).toBe(records[i]?.time);
     }
 
     // Below info the line is not written at all.
     logger.level = 'warn';
     requestLog.write(records[0] as RequestRecord);
     expect(capture.lines).toHaveLength(records.length * 2);
+  });
+
+  it('through a LogWriter, request lines are formatted when their batch is written and keep their place among the other lines', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'request-log-'));
+    const file = path.join(dir, 'out.log');
+    const writer = new LogWriter({ dest: file, minLength: 4096, flushIntervalMs: 60_000 });
+    const logger = createLogger('info', writer);
+    const requestLog = new RequestLog(logger);
+    const expected: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      if (i % 7 === 0) {
+        logger.info({ event: 'other', i }, 'other');
+        expected.push(`other ${i}`);
+      }
+      requestLog.write({ time: 1000 + i, reqId: `req-${i}`, method: 'GET', path: `/p/${i}`, status: 200, upstreamStatus: 200, attempts: 1, durationMs: i / 10, outcome: undefined, cache: undefined });
+      expected.push(`request ${i}`);
+    }
+    await writer.close();
+    const entries = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(entries.map((e) => (e.event === 'other' ? `other ${String(e.i)}` : `request ${String(e.reqId).slice(4)}`))).toEqual(expected);
+    expect(entries.find((e) => e.reqId === 'req-42')).toMatchObject({ level: 'info', time: 1042, name: 'keap-proxy', path: '/p/42', status: 200, durationMs: 4.2, msg: 'request' });
+    rmSync(dir, { recursive: true, force: true });
   });
 });
