@@ -13,7 +13,8 @@
 //   (log writes, idle sockets) is billed to the next scenario.
 //
 // Settings (environment): BENCH_SECONDS (timed seconds per measurement, default 2),
-// BENCH_WARMUP_SECONDS (default 1; head to head: BENCH_H2H_WARMUP_SECONDS, default 3), BENCH_ROUNDS (default 10), BENCH_CONNECTIONS (default 50),
+// BENCH_WARMUP_SECONDS (default 3: every measurement starts a fresh server, whose JIT needs that
+// long to settle; with 1 s keap-proxy, having more code to optimize, was measured half-warm), BENCH_ROUNDS (default 10), BENCH_CONNECTIONS (default 50),
 // BENCH_SCENARIOS (comma-separated names to run, default all: direct, bare-forwarder,
 // keap-proxy, pacing). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
 // OAuth), BENCH_PACING_SECONDS (burst length, default 10), BENCH_PACING_CONNECTIONS (default 50).
@@ -66,7 +67,6 @@ const PACING_TARGET: PacingTarget = { min: 0.95, max: 1.01 };
 interface Settings {
   seconds: number;
   warmupSeconds: number;
-  headToHeadWarmupSeconds: number;
   rounds: number;
   connections: number;
   only: string[] | undefined;
@@ -94,9 +94,7 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
   const only = env.BENCH_SCENARIOS?.split(',').map((s) => s.trim()).filter((s) => s !== '');
   return {
     seconds: num('BENCH_SECONDS', 2, 1),
-    warmupSeconds: num('BENCH_WARMUP_SECONDS', 1, 0),
-    // Head to head starts fresh processes every round: their JIT needs longer to settle.
-    headToHeadWarmupSeconds: num('BENCH_H2H_WARMUP_SECONDS', 3, 0),
+    warmupSeconds: num('BENCH_WARMUP_SECONDS', 3, 0),
     rounds: Math.round(num('BENCH_ROUNDS', 10, 1)),
     connections: Math.round(num('BENCH_CONNECTIONS', 50, 1)),
     only: only !== undefined && only.length > 0 ? only : undefined,
@@ -307,7 +305,7 @@ async function main(): Promise<void> {
     let headToHead: HeadToHeadSummary | undefined;
     if (headToHeadOn) {
       console.error(`head-to-head: bare forwarder and keap-proxy side by side on core 0, ${settings.rounds} rounds of ${settings.warmupSeconds}s + ${settings.seconds}s`);
-      headToHead = await runHeadToHead({ sim, dir, path: REQUEST_PATH, rounds: settings.rounds, seconds: settings.seconds, warmupSeconds: settings.headToHeadWarmupSeconds, connections: settings.connections, target: 0.9 });
+      headToHead = await runHeadToHead({ sim, dir, path: REQUEST_PATH, rounds: settings.rounds, seconds: settings.seconds, warmupSeconds: settings.warmupSeconds, connections: settings.connections, target: 0.9 });
     }
 
     let pacing: PacingSummary | undefined;
