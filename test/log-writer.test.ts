@@ -34,6 +34,14 @@ function nonBlockingPipe(): { read: number; write: number } {
   return { read, write };
 }
 
+/** The write end of a pipe whose reader is gone: every write fails with EPIPE. */
+function pipeWithoutReader(): number {
+  const pipe = nonBlockingPipe();
+  fs.closeSync(pipe.read);
+  fds.splice(fds.indexOf(pipe.read), 1);
+  return pipe.write;
+}
+
 /** Reads the pipe until `bytes` have come (or it times out); what came, as text. */
 async function drain(fd: number, bytes: number, timeoutMs = 10_000): Promise<string> {
   const chunks: Buffer[] = [];
@@ -138,10 +146,7 @@ describe('LogWriter', () => {
   });
 
   it('survives a destination that fails (reader gone: EPIPE): the batch is counted as dropped and flush still answers', async () => {
-    const pipe = nonBlockingPipe();
-    fs.closeSync(pipe.read);
-    fds.splice(fds.indexOf(pipe.read), 1);
-    const w = new LogWriter({ dest: pipe.write, minLength: 8192, flushIntervalMs: 60_000 });
+    const w = new LogWriter({ dest: pipeWithoutReader(), minLength: 8192, flushIntervalMs: 60_000 });
     for (let i = 0; i < 5; i++) w.write(line(i));
     await new Promise<void>((done) => w.flush(done));
     expect(w.dropped).toBe(5);
@@ -162,10 +167,7 @@ describe('LogWriter', () => {
   });
 
   it('a proxy whose log reader is gone keeps serving, and /metrics counts the lines it could not write', async () => {
-    const pipe = nonBlockingPipe();
-    fs.closeSync(pipe.read);
-    fds.splice(fds.indexOf(pipe.read), 1);
-    const writer = new LogWriter({ dest: pipe.write, minLength: 1, flushIntervalMs: 10 });
+    const writer = new LogWriter({ dest: pipeWithoutReader(), minLength: 1, flushIntervalMs: 10 });
     const sim = await KeapSimulator.start();
     const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempFile() + '.d' }), { logger: createLogger('info', writer) });
     try {
