@@ -146,7 +146,14 @@ export class LogWriter {
     const formats = this.formats;
     for (let i = 0; i < lines.length; i++) {
       const format = formats[i] as ((item: unknown) => string) | undefined;
-      if (format !== undefined) lines[i] = format(lines[i]);
+      if (format === undefined) continue;
+      try {
+        lines[i] = format(lines[i]);
+      } catch {
+        // A formatter's bug costs its line, never the process.
+        lines[i] = '';
+        this.dropped += 1;
+      }
     }
     const data = lines.length === 1 ? (lines[0] as string) : lines.join('');
     this.lines = [];

@@ -156,6 +156,24 @@ describe('LogWriter', () => {
     await w.close();
   });
 
+  it('writes deferred lines in their place, formatted at write time; a formatter that throws costs only its line', async () => {
+    const file = tempFile();
+    const w = new LogWriter({ dest: file, minLength: 8192, flushIntervalMs: 60_000 });
+    const seen: number[] = [];
+    const format = (n: number): string => {
+      seen.push(n);
+      if (n === 3) throw new Error('formatter bug');
+      return line(n);
+    };
+    w.write(line(0));
+    for (const n of [1, 2, 3, 4]) w.writeDeferred(format, n);
+    w.write(line(5));
+    expect(seen, 'nothing is formatted before its batch is written').toEqual([]);
+    await w.close();
+    expect(fs.readFileSync(file, 'utf8')).toBe(line(0) + line(1) + line(2) + line(4) + line(5));
+    expect(w.dropped).toBe(1);
+  });
+
   it('flushSync writes what waits before returning, for the last lines at exit', async () => {
     const file = tempFile();
     const w = new LogWriter({ dest: file, minLength: 8192, flushIntervalMs: 60_000 });
