@@ -174,6 +174,15 @@ interface Segment {
   end: number;
 }
 
+/** The span a text or CDATA token contributes to a value (a CDATA section's inside only). */
+function segmentOf(tok: Extract<Token, { t: 'text' | 'cdata' }>): Segment {
+  return tok.t === 'cdata' ? { cdata: true, start: tok.innerStart, end: tok.innerEnd } : { cdata: false, start: tok.start, end: tok.end };
+}
+
+/** What the first param's `<value>` holds: `<string>` (its content span) or another element. */
+type StringChild = { kind: 'string'; start: number; end: number; segments: Segment[] };
+type OtherChild = { kind: 'other'; name: string; compound: boolean; segments: Segment[] };
+
 type Wrap = 'params' | 'param' | 'value' | 'string' | 'none';
 
 interface Plan {
@@ -302,23 +311,14 @@ class Parser {
     }
     const segments: Segment[] = [];
     let nonWsText = false;
-    let child:
-      | { kind: 'string-empty'; start: number; end: number }
-      | { kind: 'string'; start: number; end: number; segments: Segment[] }
-      | { kind: 'other'; name: string; compound: boolean; segments: Segment[] }
-      | undefined;
+    let child: { kind: 'string-empty'; start: number; end: number } | StringChild | OtherChild | undefined;
     let close: Token;
     for (;;) {
       const tok = this.lx.next();
       if (tok.t === 'comment' || tok.t === 'pi') continue;
-      if (tok.t === 'text') {
-        segments.push({ cdata: false, start: tok.start, end: tok.end });
-        if (!isWsOnly(s, tok.start, tok.end)) nonWsText = true;
-        continue;
-      }
-      if (tok.t === 'cdata') {
-        segments.push({ cdata: true, start: tok.innerStart, end: tok.innerEnd });
-        nonWsText = true;
+      if (tok.t === 'text' || tok.t === 'cdata') {
+        segments.push(segmentOf(tok));
+        if (tok.t === 'cdata' || !isWsOnly(s, tok.start, tok.end)) nonWsText = true;
         continue;
       }
       if (tok.t === 'open') {
@@ -361,21 +361,14 @@ class Parser {
   }
 
   /** `<string>`'s content span (start/end) and text; it may hold text, CDATA and comments only. */
-  private parseString(open: Extract<Token, { t: 'open' }>): {
-    kind: 'string';
-    start: number;
-    end: number;
-    segments: Segment[];
-  } {
+  private parseString(open: Extract<Token, { t: 'open' }>): StringChild {
     const segments: Segment[] = [];
     for (;;) {
       const tok = this.lx.next();
       switch (tok.t) {
         case 'text':
-          segments.push({ cdata: false, start: tok.start, end: tok.end });
-          continue;
         case 'cdata':
-          segments.push({ cdata: true, start: tok.innerStart, end: tok.innerEnd });
+          segments.push(segmentOf(tok));
           continue;
         case 'comment':
         case 'pi':
@@ -392,24 +385,17 @@ class Parser {
   }
 
   /** Skip a whole element (opening tag just read), collecting its direct text. */
-  private skipElement(open: Extract<Token, { t: 'open' }>): {
-    kind: 'other';
-    name: string;
-    compound: boolean;
-    segments: Segment[];
-  } {
+  private skipElement(open: Extract<Token, { t: 'open' }>): OtherChild {
     const segments: Segment[] = [];
-    const result = { kind: 'other' as const, name: open.name, compound: false, segments };
+    const result: OtherChild = { kind: 'other', name: open.name, compound: false, segments };
     if (open.selfClosing) return result;
     const stack = [open.name];
     for (;;) {
       const tok = this.lx.next();
       switch (tok.t) {
         case 'text':
-          if (stack.length === 1) segments.push({ cdata: false, start: tok.start, end: tok.end });
-          continue;
         case 'cdata':
-          if (stack.length === 1) segments.push({ cdata: true, start: tok.innerStart, end: tok.innerEnd });
+          if (stack.length === 1) segments.push(segmentOf(tok));
           continue;
         case 'comment':
         case 'pi':
