@@ -69,27 +69,22 @@ export class LogWriter {
 
   /** Takes one line (pino hands over whole lines); false when it was dropped. */
   write(line: string): boolean {
-    if (this.closed || this.waiting + line.length > this.maxWaiting) {
-      this.dropped += 1;
-      return false;
-    }
-    this.lines.push(line);
-    this.formats.push(undefined);
-    this.waiting += line.length;
-    this.accepted += 1;
-    if (!this.writing && this.waiting >= this.minLength) this.writeWaiting();
-    return true;
+    return this.take(line, undefined, line.length);
   }
 
   /** Takes a line to be made by `format(item)` when its batch is written; false when it was dropped. */
   writeDeferred<T>(format: (item: T) => string, item: T): boolean {
-    if (this.closed || this.waiting + DEFERRED_LENGTH > this.maxWaiting) {
+    return this.take(item, format, DEFERRED_LENGTH);
+  }
+
+  private take(item: unknown, format: ((item: never) => string) | undefined, length: number): boolean {
+    if (this.closed || this.waiting + length > this.maxWaiting) {
       this.dropped += 1;
       return false;
     }
     this.lines.push(item);
     this.formats.push(format);
-    this.waiting += DEFERRED_LENGTH;
+    this.waiting += length;
     this.accepted += 1;
     if (!this.writing && this.waiting >= this.minLength) this.writeWaiting();
     return true;
@@ -104,7 +99,7 @@ export class LogWriter {
       }
       this.flushed.push({ upTo: this.accepted, cb });
     }
-    if (!this.writing && this.waiting > 0) this.writeWaiting();
+    this.flushIfIdle();
   }
 
   /**
@@ -136,7 +131,7 @@ export class LogWriter {
     });
   }
 
-  /** @internal The interval's tick. */
+  /** Starts a batch when lines wait and none is on its way (the interval's tick, and flush()). */
   flushIfIdle(): void {
     if (!this.writing && this.waiting > 0) this.writeWaiting();
   }

@@ -45,9 +45,14 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
   );
 }
 
+/** Where a logger writes its lines. */
+function streamOf(logger: Logger): DestinationStream {
+  return (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as DestinationStream;
+}
+
 /** The batching writer behind a logger, when it has one (not in tests that capture lines). */
 export function logWriterOf(logger: Logger): LogWriter | undefined {
-  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  const stream = streamOf(logger);
   return stream instanceof LogWriter ? stream : undefined;
 }
 
@@ -81,11 +86,10 @@ export class RequestLog {
   private readonly format: (r: RequestRecord) => string;
 
   constructor(private readonly logger: Logger) {
-    const own = logger as unknown as Record<symbol, unknown>;
-    this.stream = own[pino.symbols.streamSym] as DestinationStream;
-    this.writer = this.stream instanceof LogWriter ? this.stream : undefined;
+    this.stream = streamOf(logger);
+    this.writer = logWriterOf(logger);
     // e.g. `,"name":"keap-proxy"`, already serialized by pino.
-    const bindings = own[pino.symbols.chindingsSym] as string;
+    const bindings = (logger as unknown as Record<symbol, unknown>)[pino.symbols.chindingsSym] as string;
     this.format = (r) => formatRequestLine(r, bindings);
   }
 

@@ -310,7 +310,7 @@ export class FastHistogram {
     const bounds = this.upperBounds;
     let i = 0;
     while (i < bounds.length && value > (bounds[i] as number)) i++;
-    (s.buckets as Float64Array)[i] = ((s.buckets as Float64Array)[i] as number) + 1;
+    s.buckets[i] = (s.buckets[i] as number) + 1;
     s.sum += value;
     s.count += 1;
   }
