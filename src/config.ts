@@ -46,6 +46,10 @@ export interface Config {
   maxBodyBytes: number;
   /** Request bodies up to this size are buffered so that a gateway 401 can be replayed. */
   replayBodyBytes: number;
+  /** Most bytes all buffered request bodies may hold at once. */
+  bodyBufferBudgetBytes: number;
+  /** Sends of one request in all when Keap answers 429 (the first included). */
+  rateLimitMaxAttempts: number;
   proxyClientKeys: string[];
   logLevel: LogLevel;
   /** Where the settings came from, for the start-up log line. */
@@ -89,6 +93,8 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'UPSTREAM_TIMEOUT_MS', default: '60000', meaning: 'Keap must start answering within this many ms, else the client gets 504.' },
   { name: 'MAX_BODY_BYTES', default: String(50 * MiB), meaning: 'Largest request body accepted; larger gets 413.' },
   { name: 'REPLAY_BODY_BYTES', default: String(10 * MiB), meaning: 'Bodies up to this size are buffered so a gateway 401 can be replayed; larger ones stream.' },
+  { name: 'BODY_BUFFER_BUDGET_BYTES', default: String(192 * MiB), meaning: 'Most memory all buffered request bodies may hold at once (fits a 512 MiB pod); past it a request gets 503 with Retry-After at once. At least REPLAY_BODY_BYTES.' },
+  { name: 'RATE_LIMIT_MAX_ATTEMPTS', default: '10', meaning: 'Sends of one request in all while Keap answers 429 (at least 250 ms apart, backing off); then the client gets the 429.' },
   { name: 'PROXY_CLIENT_KEYS', default: '', meaning: 'Comma-separated keys; when set, clients must send `Authorization: Bearer <key>` (XML-RPC: or the key as privateKey).', secret: true },
   { name: 'LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent.' },
 ];
@@ -262,6 +268,9 @@ export function loadConfig(input: LoadConfigInput): Config {
   const upstreamTimeoutMs = int('UPSTREAM_TIMEOUT_MS', 1, 3_600_000);
   const maxBodyBytes = int('MAX_BODY_BYTES', 1, 2 ** 40);
   const replayBodyBytes = int('REPLAY_BODY_BYTES', 0, 2 ** 40);
+  const bodyBufferBudgetBytes = int('BODY_BUFFER_BUDGET_BYTES', 1, 2 ** 40);
+  if (bodyBufferBudgetBytes < Math.min(replayBodyBytes, maxBodyBytes)) problems.push('BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES (one replayable body must fit); raise it or lower REPLAY_BODY_BYTES');
+  const rateLimitMaxAttempts = int('RATE_LIMIT_MAX_ATTEMPTS', 1, 100);
 
   const keysText = raw('PROXY_CLIENT_KEYS') ?? '';
   const proxyClientKeys = keysText.split(',').map((k) => k.trim()).filter((k) => k !== '');
@@ -291,6 +300,8 @@ export function loadConfig(input: LoadConfigInput): Config {
     upstreamTimeoutMs,
     maxBodyBytes,
     replayBodyBytes: Math.min(replayBodyBytes, maxBodyBytes),
+    bodyBufferBudgetBytes,
+    rateLimitMaxAttempts,
     proxyClientKeys,
     logLevel,
     configFile: fileName,
@@ -316,6 +327,8 @@ export function configSummary(config: Config): Record<string, unknown> {
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     replayBodyBytes: config.replayBodyBytes,
+    bodyBufferBudgetBytes: config.bodyBufferBudgetBytes,
+    rateLimitMaxAttempts: config.rateLimitMaxAttempts,
     clientKeys: config.proxyClientKeys.length,
     configFile: config.configFile,
   };

@@ -8,6 +8,7 @@ import https from 'node:https';
 import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
+import { BODY_TOO_LARGE, type BufferedBody } from './body.js';
 
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'client_closed' | 'body_too_large';
 
@@ -38,7 +39,11 @@ function flightOf(req: IncomingMessage): InFlight | undefined {
   return (req as WithFlight)[FLIGHT];
 }
 
-/** One attempt in flight: settles once, with Keap's response head or the reason there is none. */
+/**
+ * One attempt: settles once, with Keap's response head or the reason there is none. It stays
+ * on the request after settling, until the next attempt or the end of the exchange, so that
+ * a client that goes away mid-answer, or an exchange that ends unclean, frees its socket.
+ */
 class InFlight {
   proxyReq: http.ClientRequest | undefined;
   /** Set when the attempt was abandoned before http-proxy-3 handed us its request. */
@@ -47,19 +52,29 @@ class InFlight {
   readonly timer: NodeJS.Timeout;
 
   constructor(
-    private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly resolve: (res: IncomingMessage) => void,
     private readonly reject: (err: UpstreamError) => void,
     timeoutMs: number,
   ) {
     this.timer = setTimeout(abandonOnTimeout, timeoutMs, this);
-    (req as WithFlight)[FLIGHT] = this;
   }
 
   onResponse(proxyRes: IncomingMessage): void {
-    if (this.settle()) this.resolve(proxyRes);
-    else proxyRes.resume();
+    if (!this.settle()) {
+      proxyRes.resume();
+      return;
+    }
+    const proxyReq = this.proxyReq;
+    // Keap answered before the whole body was sent (an early 4xx, a gateway refusing a big
+    // body): the connection is mid-request and can never carry another one. It is destroyed
+    // once the answer has been read, never handed back to the pool.
+    if (proxyReq !== undefined && !proxyReq.writableFinished) {
+      proxyRes.once('end', () => {
+        if (!proxyReq.writableFinished) proxyReq.destroy();
+      });
+    }
+    this.resolve(proxyRes);
   }
 
   onError(err: Error, failure: UpstreamFailure): void {
@@ -74,11 +89,23 @@ class InFlight {
     if (this.settle()) this.reject(cause);
   }
 
+  /** The exchange is over: a request or response still on the wire is cut, so its socket cannot be reused half-done. */
+  finish(): void {
+    const proxyReq = this.proxyReq;
+    if (proxyReq === undefined) {
+      this.abandon('client_closed');
+      return;
+    }
+    // Node sets `res` on the request once Keap's answer starts (null before).
+    const proxyRes = (proxyReq as http.ClientRequest & { res?: IncomingMessage | null }).res;
+    if (!proxyReq.writableFinished || proxyRes == null || !proxyRes.complete) proxyReq.destroy();
+    if (this.settle()) this.reject(new UpstreamError('client_closed'));
+  }
+
   private settle(): boolean {
     if (this.settled) return false;
     this.settled = true;
     clearTimeout(this.timer);
-    if (flightOf(this.req) === this) (this.req as WithFlight)[FLIGHT] = undefined;
     return true;
   }
 }
@@ -87,11 +114,49 @@ function abandonOnTimeout(flight: InFlight): void {
   flight.abandon('timeout');
 }
 
+/** Methods whose bodiless requests still say so (some servers answer 411 to a POST without a length). */
+const BODY_EXPECTED = new Set(['POST', 'PUT', 'PATCH']);
+
+/**
+ * The framing of what goes to Keap, decided here and only here, from what is actually sent:
+ * Content-Length for a buffered body, chunked for a streamed one, nothing for none. No
+ * header a client sent (or named in Connection) has a say.
+ */
+function frame(req: IncomingMessage, body: BufferedBody | undefined, stream: Readable | undefined): void {
+  const headers = req.headers;
+  // copyEndToEndHeaders never copies the client's framing headers, so the deletes below only
+  // run if an earlier stage set one by mistake (a delete makes the header object slow).
+  if (stream !== undefined) {
+    headers['transfer-encoding'] = 'chunked';
+    if (headers['content-length'] !== undefined) delete headers['content-length'];
+  } else {
+    if (body !== undefined) headers['content-length'] = String(body.length);
+    else if (BODY_EXPECTED.has(req.method ?? '')) headers['content-length'] = '0';
+    else if (headers['content-length'] !== undefined) delete headers['content-length'];
+    if (headers['transfer-encoding'] !== undefined) delete headers['transfer-encoding'];
+  }
+}
+
+/** A body source for one attempt: the same chunks on every replay. */
+function sourceOf(body: BufferedBody): Readable {
+  return Readable.from(body.parts(), { objectMode: false });
+}
+
+const EMPTY: readonly Buffer[] = [];
+
 export interface ForwarderOptions {
   target: URL;
   timeoutMs: number;
   /** Upstream connections kept open between requests; http-proxy-3 uses none by default. */
   maxSockets?: number;
+}
+
+/** Why a relay could not be made: the client gets 502 instead. */
+export class UnusableResponse extends Error {
+  constructor(readonly reason: string) {
+    super(`unusable upstream response: ${reason}`);
+    this.name = 'UnusableResponse';
+  }
 }
 
 export class Forwarder {
@@ -110,6 +175,7 @@ export class Forwarder {
       // Socket inactivity once the response has started; the time to first byte is ours (below).
       proxyTimeout: options.timeoutMs,
     });
+    withoutDeleteLength(this.proxy);
     this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
       const flight = flightOf(req);
       if (flight === undefined) return;
@@ -132,32 +198,38 @@ export class Forwarder {
   }
 
   /**
-   * Sends one attempt (headers as they are on `req`) and resolves with Keap's response head.
-   * `body`: a buffered body to send; `stream`: a stream to send instead (a body that outgrew
-   * the buffer); with neither, the client's own stream is sent (once).
+   * Sends one attempt (headers as they are on `req`, framing set here) and resolves with
+   * Keap's response head. `body`: a buffered body; `stream`: a body that outgrew the buffer
+   * (sent once); neither: no body. The client's own stream is never piped: only bytes the
+   * parser framed as this request's body, which we hold, can reach Keap.
    */
-  send(req: IncomingMessage, res: ServerResponse, body: Buffer | undefined, stream: Readable | undefined): Promise<IncomingMessage> {
+  send(req: IncomingMessage, res: ServerResponse, body: BufferedBody | undefined, stream: Readable | undefined): Promise<IncomingMessage> {
+    frame(req, body, stream);
     return new Promise<IncomingMessage>((resolve, reject) => {
-      const flight = new InFlight(req, res, resolve, reject, this.options.timeoutMs);
+      const flight = new InFlight(res, resolve, reject, this.options.timeoutMs);
+      (req as WithFlight)[FLIGHT] = flight;
+      let source: Readable;
       if (stream !== undefined) {
-        stream.once('error', (err) => flight.abandon('body_too_large', err));
-        this.proxy.web(req, res, { buffer: stream });
-      } else if (body !== undefined) {
-        this.proxy.web(req, res, { buffer: Readable.from([body]) });
-      } else if (req.readableEnded) {
-        // A replay of a bodiless request: the client's stream has ended and would never end ours.
-        this.proxy.web(req, res, { buffer: Readable.from([]) });
+        source = stream;
+        stream.once('error', (err: NodeJS.ErrnoException) => flight.abandon(err.code === BODY_TOO_LARGE ? 'body_too_large' : 'client_closed', err));
       } else {
-        this.proxy.web(req, res);
+        source = body !== undefined ? sourceOf(body) : Readable.from(EMPTY);
       }
+      webOnce(this.proxy, req, res, source);
     });
   }
 
-  /** Streams Keap's response to the client, minus hop-by-hop headers. */
+  /** The exchange is over (answered, or the client went away): whatever is still on the wire for it is cut. */
+  finish(req: IncomingMessage): void {
+    // The flight stays on the request: an attempt whose upstream request is not yet made is cut when it is.
+    flightOf(req)?.finish();
+  }
+
+  /** Streams Keap's response to the client, minus hop-by-hop headers; throws UnusableResponse before anything is written. */
   relay(proxyRes: IncomingMessage, res: ServerResponse, requestId: string, extraHeaders?: readonly string[]): void {
     const headers = endToEndHeaders(proxyRes.rawHeaders, requestId);
     if (extraHeaders !== undefined) headers.push(...extraHeaders);
-    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, headers);
+    writeHead(res, proxyRes.statusCode, headers);
     proxyRes.on('error', () => res.destroy());
     proxyRes.pipe(res);
   }
@@ -168,7 +240,7 @@ export class Forwarder {
     const pairs: string[] = [];
     for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() !== 'content-length') pairs.push(headers[i] as string, headers[i + 1] as string);
     pairs.push('content-length', String(body.length));
-    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, pairs);
+    writeHead(res, proxyRes.statusCode, pairs);
     res.end(body);
   }
 
@@ -176,6 +248,53 @@ export class Forwarder {
     this.agent.destroy();
     this.proxy.close();
   }
+}
+
+/**
+ * Keap's status with our headers. The reason phrase is not relayed: Node writes the standard
+ * one, and an upstream's own (`200 O\x7fK`) could make writeHead throw. A header value
+ * Node will not write makes the whole response unusable: the client gets 502, and no header
+ * is silently dropped. Nothing has been written when this throws.
+ */
+function writeHead(res: ServerResponse, status: number | undefined, headers: string[]): void {
+  if (status === undefined || status < 200 || status > 999) throw new UnusableResponse(`status ${String(status)}`);
+  try {
+    res.writeHead(status, headers);
+  } catch (err) {
+    throw new UnusableResponse((err as NodeJS.ErrnoException).code ?? 'invalid header');
+  }
+}
+
+/**
+ * http-proxy-3's deleteLength pass turns a DELETE or OPTIONS without Content-Length into
+ * `content-length: 0`, even when the body is streamed with chunked framing: the body would
+ * then reach Keap as a second request. Framing is ours (frame() above), so the pass goes.
+ */
+function withoutDeleteLength(proxy: ProxyServer): void {
+  const inner = proxy as unknown as { webPasses: Array<(...args: unknown[]) => unknown> };
+  const kept = inner.webPasses.filter((pass) => pass.name !== 'deleteLength');
+  // An upgrade of http-proxy-3 that renames or reshapes its passes must fail loudly, not smuggle.
+  if (kept.length !== inner.webPasses.length - 1) throw new Error('http-proxy-3: the deleteLength pass was not found; check the framing code in src/forwarder.ts against this version');
+  inner.webPasses = kept;
+}
+
+/**
+ * http-proxy-3 adds a 'close' listener to the response and an 'error' listener to the
+ * request on every call, so every replay would add two more (MaxListenersExceededWarning
+ * after ten). We attach ours once per exchange (the pipeline's close handler calls finish()),
+ * and the client's request stream is never what is piped: theirs are taken off at once.
+ */
+function webOnce(proxy: ProxyServer, req: IncomingMessage, res: ServerResponse, source: Readable): void {
+  const resListeners = res.listenerCount('close');
+  const reqListeners = req.listenerCount('error');
+  proxy.web(req, res, { buffer: source });
+  removeAddedListeners(res, 'close', resListeners);
+  removeAddedListeners(req, 'error', reqListeners);
+}
+
+function removeAddedListeners(emitter: NodeJS.EventEmitter, event: string, before: number): void {
+  const listeners = emitter.listeners(event);
+  for (let i = before; i < listeners.length; i++) emitter.removeListener(event, listeners[i] as (...args: unknown[]) => void);
 }
 
 /**

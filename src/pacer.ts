@@ -28,8 +28,11 @@ export type Priority = 'new' | 'replay';
 
 export interface Pacer {
   readonly enabled: boolean;
-  /** Resolves when the call may leave; throws HttpError (503 queue full, 429 quota spent or deadline). */
-  acquire(deadline: number, priority: Priority): Promise<void>;
+  /**
+   * Resolves when the call may leave; throws HttpError (503 queue full, 429 quota spent or
+   * deadline, 499 when `signal` aborts: the client went away, and its turn is given up).
+   */
+  acquire(deadline: number, priority: Priority, signal?: AbortSignal): Promise<void>;
   /** Keap's quota headers of a response: budgets come down when Keap reports less left. */
   observe(report: QuotaReport | undefined): void;
   /** Keap answered 429: nobody calls for `ms`. */
@@ -108,25 +111,36 @@ export class QuotaPacer implements Pacer {
     this.limiter = new Bottleneck({ maxConcurrent: 1, highWater: limits.queueLimit, strategy: Bottleneck.strategy.OVERFLOW });
   }
 
-  async acquire(deadline: number, priority: Priority): Promise<void> {
+  async acquire(deadline: number, priority: Priority, signal?: AbortSignal): Promise<void> {
     this.rollDay();
+    if (signal?.aborted === true) throw clientGone();
     if (this.now() < this.dayExhaustedUntil) throw this.dailyQuotaSpent();
     const ticket: Ticket = { deadline, cancelled: false };
     let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
     const turn = this.limiter.schedule({ priority: priority === 'replay' ? 3 : 5 }, () => this.waitTurn(ticket));
-    const expired = new Promise<never>((_, reject) => {
+    const ended = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         ticket.cancelled = true;
         reject(deadlineExceeded(Math.max(1, Math.ceil((this.earliestDeparture() - this.now()) / 1000))));
       }, Math.max(0, deadline - this.now()));
+      // A request whose client has gone is never sent: its turn is skipped, consuming nothing.
+      onAbort = () => {
+        ticket.cancelled = true;
+        reject(clientGone());
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
     try {
-      await Promise.race([turn, expired]);
+      await Promise.race([turn, ended]);
     } catch (err) {
       throw err instanceof HttpError ? err : this.queueFull();
     } finally {
       clearTimeout(timer);
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
     }
+    // The turn and the abort can land in the same tick: a gone client's booked slot is still not used.
+    if (aborted(signal)) throw clientGone();
   }
 
   observe(report: QuotaReport | undefined): void {
@@ -281,6 +295,14 @@ function usedOf(w: { limit?: number; available?: number; used?: number } | undef
   if (w.used !== undefined) return w.used;
   if (w.limit !== undefined && w.available !== undefined) return Math.max(0, w.limit - w.available);
   return 0;
+}
+
+function aborted(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true;
+}
+
+function clientGone(): HttpError {
+  return new HttpError(499, 'client_closed', 'The client closed the connection while its request waited for the rate limit; it was not sent.');
 }
 
 function deadlineExceeded(retryAfterSeconds: number): HttpError {

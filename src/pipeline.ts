@@ -9,11 +9,11 @@ import { RequestLog, type Logger } from './log.js';
 import type { CredentialSource, Credential } from './credentials.js';
 import type { Pacer } from './pacer.js';
 import { type Forwarder, HOP_BY_HOP, parseConnection } from './forwarder.js';
-import { forward } from './upstream.js';
+import { forward, RATE_LIMIT_REPLAYS } from './upstream.js';
 import type { Metrics, RateLimitOutcome } from './metrics.js';
 import { type GetCache, serveCached } from './get-cache.js';
 import { HttpError, sendError } from './http-error.js';
-import { hasBody, readBody } from './body.js';
+import { framingOf, readBody, type BodyBudget, type BufferedBody, BufferedBody as Buffered, type Framing } from './body.js';
 import { readPrivateKey, rewritePrivateKey, XmlRpcError } from './xmlrpc.js';
 
 /** One client request on its way through the pipeline. */
@@ -24,8 +24,16 @@ export interface Exchange {
   id: string;
   /** XML-RPC calls have their body rewritten; REST calls pass through. */
   xmlrpc: boolean;
-  body: Buffer | undefined;
+  /** How the client framed its body, from the parsed request. */
+  framing: Framing;
+  body: BufferedBody | undefined;
   bodyStream: Readable | undefined;
+  /** Bytes of the body budget this exchange holds. */
+  bodyReserved: number;
+  /** The client went away before its answer was written: nothing more is sent to Keap for it. */
+  clientGone: boolean;
+  /** Cancels a wait in the rate-limit queue when the client goes away (made only when a wait begins). */
+  abort: AbortController | undefined;
   /** The client authenticated to us with its key in the XML-RPC privateKey param. */
   clientKeyInBody: boolean;
   credential: Credential | undefined;
@@ -55,6 +63,7 @@ export interface PipelineDeps {
   forwarder: Forwarder;
   metrics: Metrics;
   cache: GetCache;
+  bodyBudget: BodyBudget;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -94,15 +103,24 @@ export function routeXmlRpc(ex: Exchange): void {
 /** A client may ask to wait less than REQUEST_DEADLINE_MS for the rate limit. */
 export const DEADLINE_HEADER = 'x-keap-proxy-deadline-ms';
 
-/** Request headers that belong to the client's connection (transfer-encoding stays: it frames a streamed body). */
-const REQUEST_HOP_BY_HOP = new Set([...HOP_BY_HOP].filter((name) => name !== 'transfer-encoding').concat('expect'));
+/** The body's framing, read from the request as Node's parser framed it, before any header is filtered. */
+export function decideFraming(ex: Exchange): void {
+  ex.framing = framingOf(ex.req);
+}
+
+/**
+ * Request headers that never pass: those of the client's connection, and the framing ones,
+ * which the forwarder sets from what it actually sends (a client that names Content-Length
+ * in Connection can then not strip the framing from the body).
+ */
+const REQUEST_HOP_BY_HOP = new Set([...HOP_BY_HOP, 'expect', 'content-length']);
 /** Clients hold no Keap credentials: whatever they send is replaced by ours. Our own request headers stay here too. */
 const CLIENT_ONLY = new Set(['authorization', 'x-keap-api-key', DEADLINE_HEADER]);
 
 /**
- * What goes upstream: the client's headers minus hop-by-hop ones (and those its Connection
- * header names) and minus any credential it sent, plus our request id. A fresh object,
- * because deleting from Node's header object turns it slow for every later read and copy.
+ * What goes upstream: the client's headers minus hop-by-hop and framing ones (and those its
+ * Connection header names) and minus any credential it sent, plus our request id. A fresh
+ * object, because deleting from Node's header object turns it slow for every later read and copy.
  */
 export function copyEndToEndHeaders(ex: Exchange): void {
   const from = ex.req.headers;
@@ -173,32 +191,35 @@ function unauthorizedClient(): HttpError {
   });
 }
 
-export function bufferBody(config: Config): Stage {
+export function bufferBody(config: Config, budget: BodyBudget): Stage {
+  // XML-RPC must be rewritten whole, so it is held whole, within what the budget can ever hold.
+  const xmlrpcLimit = Math.min(config.maxBodyBytes, budget.limit);
   const read = async (ex: Exchange): Promise<void> => {
-    // XML-RPC must be rewritten whole; everything else is buffered only up to the replay limit.
-    const bufferLimit = ex.xmlrpc ? config.maxBodyBytes : config.replayBodyBytes;
+    // Everything but XML-RPC is buffered only up to the replay limit, then streamed.
+    const bufferLimit = ex.xmlrpc ? xmlrpcLimit : config.replayBodyBytes;
     let body;
     try {
-      body = await readBody(ex.req, bufferLimit, config.maxBodyBytes);
+      body = await readBody(ex.req, bufferLimit, ex.xmlrpc ? xmlrpcLimit : config.maxBodyBytes, budget);
     } catch (err) {
-      if (err instanceof HttpError) throw err;
+      if (err instanceof HttpError) {
+        if (err.code === 'body_budget_exhausted') ex.outcome = 'body_budget_exhausted';
+        throw err;
+      }
       ex.outcome = 'client_aborted';
       throw new HttpError(400, 'request_aborted', 'The request body could not be read; send it again.', { connection: 'close' });
     }
-    ex.body = body.buffer;
+    ex.bodyReserved = body.reserved;
+    ex.body = body.buffered;
     ex.bodyStream = body.stream;
-    if (ex.body !== undefined) {
-      delete ex.req.headers['transfer-encoding'];
-      ex.req.headers['content-length'] = String(ex.body.length);
-    }
   };
-  return (ex) => (hasBody(ex.req) ? read(ex) : undefined);
+  return (ex) => (ex.framing !== 'none' ? read(ex) : undefined);
 }
 
 export function authorizeClientByPrivateKey(keys: ClientKeys): Stage {
   return (ex) => {
     if (!ex.clientKeyInBody) return;
-    const key = ex.body !== undefined ? xmlrpc(() => readPrivateKey(ex.body as Buffer)) : undefined;
+    const body = ex.body;
+    const key = body !== undefined ? xmlrpc(() => readPrivateKey(body.whole())) : undefined;
     if (key === undefined || !keys.matches(key)) throw unauthorizedClient();
   };
 }
@@ -221,9 +242,8 @@ export function rewriteXmlRpcKey(ex: Exchange): void {
   if (!ex.xmlrpc || ex.body === undefined) return;
   const key = ex.credential?.kind === 'key' ? ex.credential.key : ex.clientKeyInBody ? PRIVATE_KEY_PLACEHOLDER : undefined;
   if (key === undefined) return;
-  const body = ex.body;
-  ex.body = xmlrpc(() => rewritePrivateKey(body, key));
-  ex.req.headers['content-length'] = String(ex.body.length);
+  const body = ex.body.whole();
+  ex.body = Buffered.of(xmlrpc(() => rewritePrivateKey(body, key)));
 }
 
 function xmlrpc<T>(fn: () => T): T {
@@ -253,6 +273,8 @@ export function setDeadline(deadlineMs: number): Stage {
 /** Reference data many clients re-read is answered from the cache (saving Keap quota) when a rule allows. */
 export function serveFromCache(cache: GetCache, credentials: CredentialSource): Stage {
   return (ex) => {
+    // A GET with a body is not the request a cached answer was for.
+    if (ex.framing !== 'none') return;
     const key = cache.keyFor(ex.req.method ?? 'GET', ex.req.url ?? '/', credentials.tenant(), ex.req.headers);
     if (key === undefined) return;
     const hit = cache.get(key.key);
@@ -270,9 +292,16 @@ export function serveFromCache(cache: GetCache, credentials: CredentialSource): 
 export function pace(pacer: Pacer, metrics: Metrics, credentials: CredentialSource): Stage {
   return async (ex) => {
     const started = performance.now();
-    await pacer.acquire(ex.deadline, 'new');
+    await pacer.acquire(ex.deadline, 'new', clientSignal(ex));
     metrics.queueWait(credentials.tenant(), (performance.now() - started) / 1000);
   };
+}
+
+/** Aborted when the client goes away: a queued request whose client is gone is never sent. */
+export function clientSignal(ex: Exchange): AbortSignal {
+  ex.abort ??= new AbortController();
+  if (ex.clientGone) ex.abort.abort();
+  return ex.abort.signal;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -289,24 +318,26 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     assignRequestId,
     setDeadline(config.requestDeadlineMs),
     refuseForeignTargets,
+    decideFraming,
     routeXmlRpc,
     // Only the stages this configuration needs: one that would do nothing still costs a call per request.
     ...(clientKeys.enabled ? [authorizeClient(clientKeys)] : []),
     copyEndToEndHeaders,
     ...(deps.cache.enabled ? [serveFromCache(deps.cache, deps.credentials)] : []),
     addForwardedHeaders,
-    bufferBody(config),
+    bufferBody(config, deps.bodyBudget),
     ...(clientKeys.enabled ? [authorizeClientByPrivateKey(clientKeys)] : []),
     obtainCredential(deps.credentials),
     rewriteXmlRpcKey,
     injectCredential,
     ...(deps.pacer.enabled ? [pace(deps.pacer, deps.metrics, deps.credentials)] : []),
-    forward({ ...deps, maxBodyBytes: config.maxBodyBytes, replayBodyBytes: config.replayBodyBytes }),
+    forward({ ...deps, maxBodyBytes: config.maxBodyBytes, replayBodyBytes: config.replayBodyBytes, rateLimitReplays: { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts } }),
   ];
 
   const rateLimitOutcome: Record<string, RateLimitOutcome | undefined> = { queue_full: 'rejected_full', daily_quota_exhausted: 'quota_spent', rate_limited: 'passed_on' };
 
   function fail(ex: Exchange, err: unknown): void {
+    if (ex.clientGone) ex.outcome ??= 'client_closed';
     const outcome = err instanceof HttpError ? rateLimitOutcome[err.code] : undefined;
     if (outcome !== undefined) deps.metrics.rateLimited(deps.credentials.tenant(), outcome);
     if (!(err instanceof HttpError)) {
@@ -314,7 +345,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
     }
     if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
-    sendError(ex.res, err as HttpError, ex.id);
+    try {
+      sendError(ex.res, err as HttpError, ex.id);
+    } catch (sendErr) {
+      // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
+      logger.error({ event: 'internal_error', reqId: ex.id, err: sendErr instanceof Error ? sendErr.message : String(sendErr) }, 'an error answer could not be written');
+      ex.res.destroy();
+    }
   }
 
   /** Runs the stages from `i` on; synchronous stages run back to back, without a microtask each. */
@@ -336,6 +373,21 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
   }
 
+  /** The exchange is over (answered, or the client gone): release what it holds, start the next one on its connection. */
+  function end(ex: Exchange): void {
+    if (!ex.res.writableFinished) {
+      ex.clientGone = true;
+      ex.abort?.abort();
+    }
+    deps.forwarder.finish(ex.req);
+    if (ex.bodyReserved > 0) deps.bodyBudget.give(ex.bodyReserved);
+    ex.bodyReserved = 0;
+    ex.bodyStream?.destroy();
+    deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
+    logExchange(requestLog, ex);
+    nextOnConnection(ex);
+  }
+
   return {
     handle(req, res) {
       const ex: Exchange = {
@@ -344,8 +396,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         startedAt: performance.now(),
         id: '',
         xmlrpc: false,
+        framing: 'none',
         body: undefined,
         bodyStream: undefined,
+        bodyReserved: 0,
+        clientGone: false,
+        abort: undefined,
         clientKeyInBody: false,
         credential: undefined,
         attempts: 0,
@@ -357,14 +413,44 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         cache: undefined,
       };
       // 'close' comes once per response, whether it finished or the client went away.
-      res.on('close', () => {
-        deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
-        logExchange(requestLog, ex);
-      });
-      run(ex, 0);
+      res.on('close', () => end(ex));
+      if (takeTurnOnConnection(ex)) run(ex, 0);
     },
   };
+
+  /**
+   * Requests pipelined on one connection are handled one after another, so they reach Keap
+   * in the order the client sent them (Node hands us the next one before the previous
+   * one's body is even read). Their answers must go back in that order anyway.
+   */
+  function takeTurnOnConnection(ex: Exchange): boolean {
+    const socket = ex.req.socket as ConnectionTurns;
+    if (socket[ACTIVE] === undefined) {
+      socket[ACTIVE] = ex;
+      return true;
+    }
+    (socket[WAITING] ??= []).push(ex);
+    return false;
+  }
+
+  function nextOnConnection(ex: Exchange): void {
+    const socket = ex.req.socket as ConnectionTurns;
+    if (socket[ACTIVE] !== ex) {
+      // A waiting request whose client went away leaves the line.
+      const waiting = socket[WAITING];
+      const at = waiting?.indexOf(ex) ?? -1;
+      if (at >= 0) waiting?.splice(at, 1);
+      return;
+    }
+    const next = socket[WAITING]?.shift();
+    socket[ACTIVE] = next;
+    if (next !== undefined) run(next, 0);
+  }
 }
+
+const ACTIVE = Symbol('keap-proxy.active');
+const WAITING = Symbol('keap-proxy.waiting');
+type ConnectionTurns = IncomingMessage['socket'] & { [ACTIVE]?: Exchange | undefined; [WAITING]?: Exchange[] };
 
 function logExchange(log: RequestLog, ex: Exchange): void {
   const url = ex.req.url ?? '';

@@ -17,6 +17,7 @@ import { OAuthFlow } from './oauth-flow.js';
 import { OAuthEndpoints } from './oauth-endpoints.js';
 import { Metrics } from './metrics.js';
 import { GetCache, parseCacheRules } from './get-cache.js';
+import { BodyBudget } from './body.js';
 
 export interface ProxyOverrides {
   logger?: Logger;
@@ -83,7 +84,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   metrics.onQueueDepth(() => [{ tenant: credentials.tenant(), depth: pacer.depth() }]);
   const cache = new GetCache({ rules: parseCacheRules(config.cacheRules), maxBytes: config.cacheMaxBytes });
   const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs });
-  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache });
+  const bodyBudget = new BodyBudget(config.bodyBufferBudgetBytes);
+  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache, bodyBudget });
 
   const server = http.createServer((req, res) => {
     if (serveLocal(req, res, credentials, oauth, metrics)) return;

@@ -2,11 +2,12 @@
 // sees it. A gateway 401 means Apigee rejected the token before Keap processed anything,
 // so a new token and one replay (every method, body and all) is safe; the client never
 // sees that 401. A second 401 goes to the client. A gateway 429 is as safe to replay: the
-// whole queue waits as long as Keap asks, and the request goes again, until its deadline.
+// whole queue waits as long as Keap asks, and the request goes again, within the replay
+// policy below and the request's deadline. Nothing is sent for a client that has gone.
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from './log.js';
 import type { CredentialSource } from './credentials.js';
-import { type Forwarder, UpstreamError } from './forwarder.js';
+import { type Forwarder, UnusableResponse, UpstreamError } from './forwarder.js';
 import { HttpError } from './http-error.js';
 import { tooLarge } from './body.js';
 import { classifyUnauthorized, parseFault, type Fault } from './apigee.js';
@@ -14,7 +15,7 @@ import { parseQuotaHeaders, type QuotaReport } from './keap-quota.js';
 import { nextUtcMidnight, type Pacer } from './pacer.js';
 import type { Metrics } from './metrics.js';
 import type { GetCache } from './get-cache.js';
-import { injectCredential, type Exchange, type Stage } from './pipeline.js';
+import { clientSignal, injectCredential, type Exchange, type Stage } from './pipeline.js';
 
 export interface ForwardDeps {
   forwarder: Forwarder;
@@ -25,7 +26,35 @@ export interface ForwardDeps {
   logger: Logger;
   maxBodyBytes: number;
   replayBodyBytes: number;
+  /** How Keap's 429s are replayed; RATE_LIMIT_REPLAYS' defaults unless configured. */
+  rateLimitReplays?: RateLimitReplayPolicy;
 }
+
+/**
+ * Replaying after Keap's 429. A gateway 429 means Keap did not process the request, so a
+ * replay is safe for every method; what needs bounding is how often and how fast, whatever
+ * Keap's headers say (`Retry-After: 0` must not become a loop).
+ */
+export interface RateLimitReplayPolicy {
+  /** Sends of one request in all, the first included; then the client gets the 429. */
+  maxAttempts: number;
+  /** No replay sooner than this after a 429, whatever Retry-After says. */
+  minDelayMs: number;
+  /** Backoff without Retry-After: a spike arrest passes within seconds... */
+  spike: { baseMs: number; maxMs: number };
+  /** ...a rolling minute throttle within the minute. */
+  throttle: { baseMs: number; maxMs: number };
+  /** Each backoff is spread by ± this share, so clients that met the same 429 do not return together. */
+  jitter: number;
+}
+
+export const RATE_LIMIT_REPLAYS: RateLimitReplayPolicy = {
+  maxAttempts: 10,
+  minDelayMs: 250,
+  spike: { baseMs: 1000, maxMs: 4000 },
+  throttle: { baseMs: 2000, maxMs: 60_000 },
+  jitter: 0.25,
+};
 
 /** The most of an error body we read to classify it; Apigee's faults are a few hundred bytes. */
 const FAULT_BODY_LIMIT = 64 * 1024;
@@ -56,6 +85,7 @@ export function forward(deps: ForwardDeps): Stage {
     if (upstream.statusCode === 401 || upstream.statusCode === 429) return react(ex, upstream, report);
     relay(ex, upstream);
   };
+  const policy = deps.rateLimitReplays ?? RATE_LIMIT_REPLAYS;
   const react = async (ex: Exchange, first: IncomingMessage, firstReport: QuotaReport | undefined): Promise<void> => {
     let upstream: IncomingMessage | undefined = first;
     let report = firstReport;
@@ -66,7 +96,7 @@ export function forward(deps: ForwardDeps): Stage {
         refreshed = true;
         upstream = await replayAfterUnauthorized(deps, ex, upstream);
       } else if (upstream.statusCode === 429) {
-        upstream = await replayAfterRateLimit(deps, ex, upstream, report);
+        upstream = await replayAfterRateLimit(deps, policy, ex, upstream, report);
       } else {
         break;
       }
@@ -77,20 +107,37 @@ export function forward(deps: ForwardDeps): Stage {
   };
   const relay = (ex: Exchange, upstream: IncomingMessage): void => {
     ex.upstreamStatus = upstream.statusCode;
-    if (ex.cacheKey !== undefined) {
-      // Same tick as the relay's pipe: the capture must see every chunk.
-      if (upstream.statusCode === 200) deps.cache.capture(ex.cacheKey.key, ex.cacheKey.ttlMs, upstream);
-      deps.forwarder.relay(upstream, ex.res, ex.id, CACHE_MISS);
-    } else {
-      deps.forwarder.relay(upstream, ex.res, ex.id);
+    // The client's body was not read to its end (Keap answered early): this connection cannot carry another request.
+    const extra = ex.req.complete ? undefined : CONNECTION_CLOSE;
+    try {
+      if (ex.cacheKey !== undefined) {
+        deps.forwarder.relay(upstream, ex.res, ex.id, extra === undefined ? CACHE_MISS : [...CACHE_MISS, ...extra]);
+        // After the head is written (an unusable response is never cached); same tick as the relay's pipe, so the capture sees every chunk.
+        if (upstream.statusCode === 200) deps.cache.capture(ex.cacheKey.key, ex.cacheKey.ttlMs, upstream);
+      } else {
+        deps.forwarder.relay(upstream, ex.res, ex.id, extra);
+      }
+    } catch (err) {
+      throw unusable(deps, ex, err);
     }
   };
   return (ex) => send(deps, ex).then((upstream) => answer(ex, upstream));
 }
 
 const CACHE_MISS = ['x-cache', 'MISS'];
+const CONNECTION_CLOSE = ['connection', 'close'];
 
+/** Keap's answer cannot be written as it is (a header Node refuses): the client gets 502 and the log says why. */
+function unusable(deps: ForwardDeps, ex: Exchange, err: unknown): HttpError {
+  if (!(err instanceof UnusableResponse)) throw err;
+  ex.outcome = 'unusable_response';
+  deps.logger.warn({ event: 'upstream_response_unusable', reqId: ex.id, upstreamStatus: ex.upstreamStatus, reason: err.reason }, "Keap's response could not be relayed as it is: the client gets 502");
+  return new HttpError(502, 'upstream_bad_response', "Keap's response could not be relayed (it was not valid HTTP). Retry later; if it persists, report the request id.");
+}
+
+/** Every send, the first and each replay, goes through here: a client that has gone gets nothing sent for it. */
 function send(deps: ForwardDeps, ex: Exchange): Promise<IncomingMessage> {
+  if (ex.clientGone) return Promise.reject(upstreamFailure(new UpstreamError('client_closed'), ex, deps.maxBodyBytes));
   ex.attempts += 1;
   const started = performance.now();
   return deps.forwarder.send(ex.req, ex.res, ex.body, ex.bodyStream).then(
@@ -135,7 +182,7 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   await deps.credentials.invalidate(used);
   ex.credential = await deps.credentials.get();
   injectCredential(ex);
-  await deps.pacer.acquire(ex.deadline, 'replay');
+  await deps.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
   return send(deps, ex);
 }
 
@@ -144,11 +191,11 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
  * arrest passes within about a second, a minute throttle within the minute, and a spent
  * daily quota only at its reset, which no client should wait for.
  */
-async function replayAfterRateLimit(deps: ForwardDeps, ex: Exchange, upstream: IncomingMessage, report: QuotaReport | undefined): Promise<IncomingMessage | undefined> {
+async function replayAfterRateLimit(deps: ForwardDeps, policy: RateLimitReplayPolicy, ex: Exchange, upstream: IncomingMessage, report: QuotaReport | undefined): Promise<IncomingMessage | undefined> {
   const body = await readSmall(upstream, FAULT_BODY_LIMIT);
   const fault = parseFault(body);
   ex.rateLimited += 1;
-  const wait = rateLimitWait(upstream.headers['retry-after'], fault, report, ex.rateLimited, Date.now());
+  const wait = rateLimitWait(upstream.headers['retry-after'], fault, report, ex.rateLimited, Date.now(), policy);
   // A 429 the client must see is ours, in the proxy's shape and always with Retry-After (Keap's may have none).
   const passOn = (code: string, message: string): never => {
     ex.upstreamStatus = 429;
@@ -161,21 +208,38 @@ async function replayAfterRateLimit(deps: ForwardDeps, ex: Exchange, upstream: I
     passOn('daily_quota_exhausted', "Keap's daily API quota is spent; it resets at 00:00 UTC. Retry after the indicated time.");
   }
   deps.pacer.backOff(wait.ms);
-  if (ex.bodyStream !== undefined || Date.now() + wait.ms > ex.deadline) {
-    const streamed = ex.bodyStream !== undefined;
-    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', waitMs: Math.round(wait.ms), reason: streamed ? 'body_streamed' : 'deadline' }, 'Keap rate-limited a request that cannot wait or be replayed');
-    passOn(
-      'rate_limited',
-      streamed
-        ? "Keap's rate limit was hit and this request's body was too large to keep for a replay (REPLAY_BODY_BYTES). Retry after the indicated time."
-        : "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.",
-    );
+  const reason = ex.bodyStream !== undefined ? 'body_streamed' : ex.attempts >= policy.maxAttempts ? 'attempts' : Date.now() + wait.ms > ex.deadline ? 'deadline' : undefined;
+  if (reason !== undefined) {
+    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', waitMs: Math.round(wait.ms), attempts: ex.attempts, reason }, 'Keap rate-limited a request that cannot wait or be replayed');
+    passOn('rate_limited', PASS_ON_MESSAGES[reason]);
   }
   deps.metrics.rateLimited(tenant, 'absorbed');
-  deps.logger.info({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'absorbed', waitMs: Math.round(wait.ms) }, 'Keap answered 429: waiting, then replaying');
-  if (deps.pacer.enabled) await deps.pacer.acquire(ex.deadline, 'replay');
-  else await new Promise((r) => setTimeout(r, wait.ms));
+  deps.logger.info({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'absorbed', waitMs: Math.round(wait.ms), attempts: ex.attempts }, 'Keap answered 429: waiting, then replaying');
+  // The pacer's queue is paused for wait.ms (backOff above); without a pacer this request waits alone.
+  if (deps.pacer.enabled) await deps.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
+  else await clientWait(ex, wait.ms);
   return send(deps, ex);
+}
+
+const PASS_ON_MESSAGES = {
+  body_streamed: "Keap's rate limit was hit and this request's body was too large to keep for a replay (REPLAY_BODY_BYTES). Retry after the indicated time.",
+  attempts: "Keap kept answering 429 to this request (RATE_LIMIT_MAX_ATTEMPTS sends); it was not processed. Retry after the indicated time.",
+  deadline: "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.",
+} as const;
+
+/** Waits `ms`, or less if the client goes away (send() then sends nothing). */
+function clientWait(ex: Exchange, ms: number): Promise<void> {
+  const signal = clientSignal(ex);
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 export interface RateLimitWait {
@@ -184,20 +248,35 @@ export interface RateLimitWait {
   resetsAt: number | undefined;
 }
 
-export function rateLimitWait(retryAfter: string | undefined, fault: Fault, report: QuotaReport | undefined, attempt: number, now: number): RateLimitWait {
+/**
+ * How long to wait after the `attempt`-th 429 of a request: Keap's Retry-After when it gives
+ * one, else the backoff for the kind of limit hit; never less than the policy's minimum.
+ * `random` is injectable so tests can pin the jitter.
+ */
+export function rateLimitWait(
+  retryAfter: string | undefined,
+  fault: Fault,
+  report: QuotaReport | undefined,
+  attempt: number,
+  now: number,
+  policy: RateLimitReplayPolicy = RATE_LIMIT_REPLAYS,
+  random: () => number = Math.random,
+): RateLimitWait {
   const day = report?.product.day;
   const dayResets = day?.resetsAt;
   const quotaFault = fault.errorcode === 'policies.ratelimit.QuotaViolation' || (fault.errorcode === undefined && !/spike/i.test(fault.faultstring ?? ''));
   if (quotaFault && day?.available !== undefined && day.available <= 0) {
     return { ms: Math.max(0, (dayResets ?? nextUtcMidnight(now)) - now), dailyQuotaSpent: true, resetsAt: dayResets };
   }
-  const jitter = (ms: number): number => ms * (0.75 + Math.random() * 0.5);
+  // A minute throttle frees as the rolling window moves; a spike arrest within seconds.
+  const curve = fault.errorcode === 'policies.ratelimit.SpikeArrestViolation' ? policy.spike : policy.throttle;
+  const spread = 1 - policy.jitter + random() * 2 * policy.jitter;
+  const doubling = 2 ** Math.min(attempt - 1, 16);
+  // Even when Keap says "now" (Retry-After: 0), replays of one request back off from the minimum.
+  const floor = Math.max(policy.minDelayMs, Math.min(curve.maxMs, policy.minDelayMs * doubling) * spread);
   const given = parseRetryAfter(retryAfter, now);
-  if (given !== undefined) return { ms: given, dailyQuotaSpent: false, resetsAt: undefined };
-  const backoff = Math.min(60_000, 1000 * 2 ** Math.min(attempt - 1, 6));
-  if (fault.errorcode === 'policies.ratelimit.SpikeArrestViolation') return { ms: jitter(Math.min(backoff, 4000)), dailyQuotaSpent: false, resetsAt: undefined };
-  // A minute throttle frees as the rolling window moves; back off, at most until a minute has passed.
-  return { ms: jitter(Math.min(backoff * 2, 60_000)), dailyQuotaSpent: false, resetsAt: undefined };
+  const ms = given !== undefined ? given : Math.min(curve.maxMs, curve.baseMs * doubling) * spread;
+  return { ms: Math.max(floor, ms), dailyQuotaSpent: false, resetsAt: undefined };
 }
 
 /** Retry-After in seconds or as an HTTP date. */
