@@ -8,6 +8,7 @@ import { runTokenStatus } from './token-status.js';
 import { TokenStoreError } from './token-store.js';
 import { startProxy } from './server.js';
 import { createLogDestination, createLogger } from './log.js';
+import { installLastResortGuard } from './last-resort.js';
 
 /** Requests in flight at SIGTERM get this long to finish: well inside Kubernetes' default 30 s grace period. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -51,7 +52,9 @@ async function serve(config: Config): Promise<void> {
   const destination = createLogDestination();
   // Lines still waiting for their batch when the process exits (a crash, an exit()) are written on the way out.
   process.once('exit', () => destination.flushSync());
-  const running = await startProxy(config, { logger: createLogger(config.logLevel, destination) });
+  const logger = createLogger(config.logLevel, destination);
+  installLastResortGuard(process, logger);
+  const running = await startProxy(config, { logger });
   const stop = (signal: string): void => {
     running.logger.info({ event: 'stopping', signal }, 'keap-proxy stopping');
     void running.close(SHUTDOWN_GRACE_MS).then(() => running.logger.flush());

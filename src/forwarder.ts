@@ -181,6 +181,9 @@ export class Forwarder {
       if (flight === undefined) return;
       flight.proxyReq = proxyReq;
       if (flight.abortWith !== undefined) proxyReq.destroy(flight.abortWith);
+      // Some ends raise no error (a 101 to a plain request: Node just drops the socket); without
+      // this the attempt would wait for UPSTREAM_TIMEOUT_MS. After an answer it is a no-op.
+      proxyReq.once('close', () => flight.onError(new Error('upstream closed the connection without an answer'), 'unreachable'));
     });
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
       const flight = flightOf(req);

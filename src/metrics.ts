@@ -85,6 +85,7 @@ export class Metrics {
   private readonly quota = new Map<string, Map<string, QuotaState>>();
   private readonly depthSources = new Set<() => Iterable<QueueDepth>>();
   private readonly logDropSources = new Set<() => number>();
+  private bodyBufferSource: (() => { inUse: number; limit: number }) | undefined;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -126,6 +127,19 @@ export class Metrics {
       help: 'OAuth token refreshes, by outcome; reloaded means a grant another process stored was adopted.',
       labelNames: ['outcome'],
       registers,
+    });
+    new Gauge({
+      name: 'keap_proxy_body_buffer_bytes',
+      help: 'Bytes of request bodies held in memory now (kind="in_use") and the most they may hold (kind="limit", BODY_BUFFER_BUDGET_BYTES).',
+      labelNames: ['kind'],
+      registers,
+      collect: () => {
+        const budget = this.bodyBufferSource?.();
+        if (budget === undefined) return;
+        const gauge = this.registry.getSingleMetric('keap_proxy_body_buffer_bytes') as Gauge<'kind'>;
+        gauge.set({ kind: 'in_use' }, budget.inUse);
+        gauge.set({ kind: 'limit' }, budget.limit);
+      },
     });
     const logDrops = this.logDropSources;
     new Counter({
@@ -198,6 +212,11 @@ export class Metrics {
     return () => {
       this.depthSources.delete(source);
     };
+  }
+
+  /** Registers the body buffer budget, read at scrape time. */
+  onBodyBuffer(source: () => { inUse: number; limit: number }): void {
+    this.bodyBufferSource = source;
   }
 
   /** Registers a count of dropped log lines, read at scrape time. */

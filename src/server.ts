@@ -85,6 +85,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const cache = new GetCache({ rules: parseCacheRules(config.cacheRules), maxBytes: config.cacheMaxBytes });
   const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs });
   const bodyBudget = new BodyBudget(config.bodyBufferBudgetBytes);
+  metrics.onBodyBuffer(() => bodyBudget);
   const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache, bodyBudget });
 
   const server = http.createServer((req, res) => {

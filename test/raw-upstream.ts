@@ -1,7 +1,7 @@
 // A stand-in for Keap made of raw sockets: it records the exact bytes each request arrives
 // with and frames them the strict way (Content-Length, chunked, or no body), so a body that
 // reached it unframed shows up as a second, garbage "request". Tests script its answers.
-import net, { type AddressInfo, type Socket } from 'node:net';
+import net, { connect, type AddressInfo, type Socket } from 'node:net';
 
 export interface RecordedRequest {
   /** Index of the upstream connection it came on (0, 1, ...). */
@@ -158,4 +158,16 @@ function parseOne(buf: Buffer, connection: number): RecordedRequest | 'incomplet
   const length = req.framing === 'length' ? Number(req.headers.find(([n]) => n === 'content-length')?.[1]) : 0;
   if (buf.length < bodyStart + length) return 'incomplete';
   return { ...req, body: buf.subarray(bodyStart, bodyStart + length), raw: buf.subarray(0, bodyStart + length) };
+}
+
+/** Writes raw bytes to a server and returns everything it answered until it closed. */
+export function rawExchange(baseUrl: string, bytes: Buffer | string): Promise<string> {
+  const u = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+  });
 }

@@ -2,13 +2,12 @@
 // frames its body, Keap must receive exactly the request the client meant, framed by us,
 // plus our credential, and nothing after it.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { startProxy, type RunningProxy } from '../src/server.js';
 import { LogCapture, tempDir, SIM_API_KEY } from './harness.js';
-import { RawUpstream, ok, type RecordedRequest } from './raw-upstream.js';
+import { RawUpstream, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
 
 const REPLAY_LIMIT = 1024;
 
@@ -32,18 +31,6 @@ afterAll(async () => {
 function answer(req: RecordedRequest): string {
   if (req.method === 'HEAD') return 'HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n';
   return ok(JSON.stringify({ target: req.target }));
-}
-
-/** Writes raw bytes to the proxy and returns everything it answered until it closed. */
-export function rawExchange(baseUrl: string, bytes: Buffer | string): Promise<string> {
-  const u = new URL(baseUrl);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', reject);
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-  });
 }
 
 function chunked(body: Buffer, pieces = 3): Buffer {
