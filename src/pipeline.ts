@@ -9,7 +9,7 @@ import { RequestLog, type Logger } from './log.js';
 import type { CredentialSource, Credential } from './credentials.js';
 import type { Pacer } from './pacer.js';
 import { type Forwarder, HOP_BY_HOP, parseConnection } from './forwarder.js';
-import { forward, RATE_LIMIT_REPLAYS } from './upstream.js';
+import { forward, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from './upstream.js';
 import type { Metrics, RateLimitOutcome } from './metrics.js';
 import { type GetCache, serveCached } from './get-cache.js';
 import { HttpError, sendError } from './http-error.js';
@@ -64,6 +64,8 @@ export interface PipelineDeps {
   metrics: Metrics;
   cache: GetCache;
   bodyBudget: BodyBudget;
+  /** How Keap's 429s are replayed; RATE_LIMIT_REPLAYS with RATE_LIMIT_MAX_ATTEMPTS unless given. */
+  rateLimitReplays?: RateLimitReplayPolicy;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -331,7 +333,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     rewriteXmlRpcKey,
     injectCredential,
     ...(deps.pacer.enabled ? [pace(deps.pacer, deps.metrics, deps.credentials)] : []),
-    forward({ ...deps, maxBodyBytes: config.maxBodyBytes, replayBodyBytes: config.replayBodyBytes, rateLimitReplays: { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts } }),
+    forward({
+      ...deps,
+      maxBodyBytes: config.maxBodyBytes,
+      replayBodyBytes: config.replayBodyBytes,
+      rateLimitReplays: deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts },
+    }),
   ];
 
   const rateLimitOutcome: Record<string, RateLimitOutcome | undefined> = { queue_full: 'rejected_full', daily_quota_exhausted: 'quota_spent', rate_limited: 'passed_on' };

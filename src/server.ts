@@ -18,10 +18,13 @@ import { OAuthEndpoints } from './oauth-endpoints.js';
 import { Metrics } from './metrics.js';
 import { GetCache, parseCacheRules } from './get-cache.js';
 import { BodyBudget } from './body.js';
+import type { RateLimitReplayPolicy } from './upstream.js';
 
 export interface ProxyOverrides {
   logger?: Logger;
   store?: TokenStore;
+  /** Keap 429 replays (tests shorten the delays; the defaults are in upstream.ts). */
+  rateLimitReplays?: RateLimitReplayPolicy;
 }
 
 export interface RunningProxy {
@@ -86,7 +89,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs });
   const bodyBudget = new BodyBudget(config.bodyBufferBudgetBytes);
   metrics.onBodyBuffer(() => bodyBudget);
-  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache, bodyBudget });
+  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache, bodyBudget, rateLimitReplays: overrides.rateLimitReplays });
 
   const server = http.createServer((req, res) => {
     if (serveLocal(req, res, credentials, oauth, metrics)) return;
