@@ -37,6 +37,7 @@ export interface FileTokenStoreOptions {
 
 export class FileTokenStore implements TokenStore {
   readonly location: string;
+  private readonly dir: string;
   private readonly lockFile: string;
   private readonly staleLockMs: number;
   private readonly lockTimeoutMs: number;
@@ -46,6 +47,7 @@ export class FileTokenStore implements TokenStore {
     options: FileTokenStoreOptions = {},
   ) {
     this.location = file;
+    this.dir = path.dirname(file);
     this.lockFile = `${file}.lock`;
     // Longer than a token call may take (its timeout is 15 s), so a live holder is never robbed.
     this.staleLockMs = options.staleLockMs ?? 30_000;
@@ -63,23 +65,47 @@ export class FileTokenStore implements TokenStore {
 
   /** An O_EXCL lock file: atomic on every local filesystem, and visible to every process. */
   private async acquire(): Promise<void> {
-    await fs.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const deadline = Date.now() + this.lockTimeoutMs;
+    // A lock whose age cannot be read is judged by how long we have watched it instead.
+    let ageless: { since: number; identity: string | undefined } | undefined;
     for (let wait = 10; ; wait = Math.min(wait * 2, 200)) {
       try {
+        // O_CREAT | O_EXCL fails on a symlink, dangling or not: a link at the lock path is never written through.
         const handle = await fs.open(this.lockFile, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
         await handle.writeFile(`${process.pid} ${new Date().toISOString()}\n`);
         await handle.close();
         return;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new TokenStoreError(`token store lock ${this.lockFile} cannot be created: ${(err as NodeJS.ErrnoException).code}`, err);
+        if (codeOf(err) !== 'EEXIST') throw new TokenStoreError(`token store lock ${this.lockFile} cannot be created (${codeOf(err)}); check the permissions of ${this.dir}`, err);
       }
-      const age = await fs.stat(this.lockFile).then((st) => Date.now() - st.mtimeMs, () => 0);
-      if (age > this.staleLockMs) {
-        await fs.rm(this.lockFile, { force: true });
+      const now = Date.now();
+      // lstat: the age of the lock itself. stat would follow a symlink, and a dangling one
+      // would have no age at all, so the lock would never turn stale and block every refresh.
+      const st = await fs.lstat(this.lockFile).catch((err: unknown) => (codeOf(err) === 'ENOENT' ? 'gone' : undefined));
+      // Released between our open and this look: try again at once.
+      if (st === 'gone') continue;
+      const age = st !== undefined ? now - st.mtimeMs : -1;
+      let stale: boolean;
+      if (age >= 0) {
+        ageless = undefined;
+        stale = age > this.staleLockMs;
+      } else {
+        // lstat failed, or the mtime is ahead of our clock (another host's clock, a copied
+        // file). The same lock, watched for staleLockMs without being released, is stale.
+        const identity = st !== undefined ? `${st.dev}:${st.ino}:${st.mtimeMs}` : undefined;
+        if (ageless === undefined || ageless.identity !== identity) ageless = { since: now, identity };
+        stale = now - ageless.since > this.staleLockMs;
+      }
+      if (stale) {
+        // rm unlinks a symlink itself, never what it points to.
+        await fs.rm(this.lockFile, { force: true }).catch((err: unknown) => {
+          throw new TokenStoreError(`token store lock ${this.lockFile} is stale but cannot be removed (${codeOf(err)}); remove it by hand`, err);
+        });
+        ageless = undefined;
         continue;
       }
-      if (Date.now() > deadline) throw new TokenStoreError(`token store lock ${this.lockFile} is held by another process; if none runs, remove the file`);
+      if (now > deadline) throw new TokenStoreError(`token store lock ${this.lockFile} is held by another process; if none runs, remove the file`);
       await new Promise((r) => setTimeout(r, wait + Math.random() * wait));
     }
   }
@@ -127,4 +153,9 @@ export class FileTokenStore implements TokenStore {
       await dirHandle.close();
     }
   }
+}
+
+/** An errno code such as ENOSPC, or the error's name; never its message, which may quote content. */
+function codeOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.name : 'error');
 }
