@@ -1,6 +1,7 @@
 // Where the grant lives between refreshes and restarts. Keap kills the previous refresh
 // token the moment it issues a new one, so a new grant must be durable before it is used.
 import { promises as fs, constants as fsConstants } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isGrant, type Grant } from './grant.js';
@@ -129,28 +130,42 @@ export class FileTokenStore implements TokenStore {
   }
 
   async save(grant: Grant): Promise<void> {
-    const dir = path.dirname(this.file);
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    const tmp = path.join(dir, `.${path.basename(this.file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-    const handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    let text: string;
     try {
-      await handle.writeFile(JSON.stringify(grant, null, 2) + '\n');
-      await handle.sync();
-    } finally {
-      await handle.close();
+      text = JSON.stringify(grant, null, 2) + '\n';
+    } catch (err) {
+      // The message says what failed, never what the grant holds.
+      throw new TokenStoreError(`token store ${this.file} cannot be written: the grant cannot be serialized (${codeOf(err)})`, err);
     }
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = path.join(this.dir, `.${path.basename(this.file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    let created = false;
+    let handle: FileHandle | undefined;
     try {
+      handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+      created = true;
+      await handle.writeFile(text);
+      await handle.sync();
+      const closing = handle;
+      handle = undefined;
+      await closing.close();
       await fs.rename(tmp, this.file);
     } catch (err) {
-      await fs.rm(tmp, { force: true });
-      throw new TokenStoreError(`token store ${this.file} cannot be written: ${(err as NodeJS.ErrnoException).code}`, err);
+      // A full disk or a quota must not also leave half-written copies of the grant behind.
+      await handle?.close().catch(() => undefined);
+      if (created) await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw new TokenStoreError(`token store ${this.file} cannot be written (${codeOf(err)}); check free space and permissions in ${this.dir}`, err);
     }
     // The rename is durable only once the directory entry is.
-    const dirHandle = await fs.open(dir, fsConstants.O_RDONLY);
     try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
+      const dirHandle = await fs.open(this.dir, fsConstants.O_RDONLY);
+      try {
+        await dirHandle.sync();
+      } finally {
+        await dirHandle.close();
+      }
+    } catch (err) {
+      throw new TokenStoreError(`token store ${this.file} was written but its directory cannot be synced (${codeOf(err)}); check the filesystem of ${this.dir}`, err);
     }
   }
 }

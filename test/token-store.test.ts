@@ -1,9 +1,20 @@
-// FileTokenStore on a real filesystem: locks that are symlinks or have no readable age.
+// FileTokenStore on a real filesystem: locks that are symlinks or have no readable age,
+// and writes that fail half-way.
 import { describe, it, expect } from 'vitest';
-import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import ts from 'typescript';
 import { FileTokenStore, TokenStoreError } from '../src/token-store.js';
+import type { Grant } from '../src/grant.js';
 import { tempDir } from './harness.js';
+
+const REFRESH = 'refresh-token-that-must-not-show';
+const posix = process.platform !== 'win32';
+
+function grant(extra: Partial<Grant> = {}): Grant {
+  return { accessToken: 'access-token', refreshToken: REFRESH, tokenType: 'bearer', scope: 'full|ab123.infusionsoft.com', accessExpiresAt: 2e12, issuedAt: 1e12, refreshIssuedAt: 1e12, ...extra };
+}
 
 /** A store in a fresh 0700 directory, and that directory. */
 function newStore(options: ConstructorParameters<typeof FileTokenStore>[1] = {}): { store: FileTokenStore; dir: string; file: string } {
@@ -12,6 +23,8 @@ function newStore(options: ConstructorParameters<typeof FileTokenStore>[1] = {})
   const file = path.join(dir, 'tokens.json');
   return { store: new FileTokenStore(file, options), dir, file };
 }
+
+const tmpFiles = (dir: string): string[] => readdirSync(dir).filter((n) => n.endsWith('.tmp'));
 
 // A staleLockMs far below lockTimeoutMs: a lock that never turns stale fails the test by
 // timing out, however slow the machine; none of these tests measures how fast it went.
@@ -61,5 +74,75 @@ describe('the lock', () => {
     expect(err).toBeInstanceOf(TokenStoreError);
     expect((err as Error).message).toMatch(/token store lock .*tokens\.json\.lock is held by another process; if none runs, remove the file/);
     expect(readFileSync(`${file}.lock`, 'utf8')).toBe('999999 live holder\n');
+  });
+});
+
+/** Compiles src/<entry> and the modules it imports to plain JS in `outDir`, for a child process (Node 20 runs no TypeScript). */
+function compileForChild(entry: string, outDir: string): void {
+  const todo = [entry];
+  const done = new Set<string>();
+  while (todo.length > 0) {
+    const name = todo.pop() as string;
+    if (done.has(name)) continue;
+    done.add(name);
+    const source = readFileSync(path.join(import.meta.dirname, '..', 'src', name), 'utf8');
+    const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+    writeFileSync(path.join(outDir, name.replace(/\.ts$/, '.js')), outputText);
+    for (const m of source.matchAll(/from '\.\/([\w-]+)\.js'/g)) todo.push(`${m[1]}.ts`);
+  }
+  writeFileSync(path.join(outDir, 'package.json'), '{"type":"module"}\n');
+}
+
+describe('a failed save', () => {
+  // No tmpfs can be filled here, so the write runs in a child process under a file-size
+  // limit (RLIMIT_FSIZE, `ulimit -f`): its write fails with EFBIG after the temp file exists,
+  // through the same code path a full disk (ENOSPC) takes.
+  it.runIf(posix)('a write that fails after the temp file exists (EFBIG under `ulimit -f`) leaves no temp file and the old grant intact', async () => {
+    const { store, dir, file } = newStore();
+    await store.save(grant());
+    const before = readFileSync(file, 'utf8');
+    const code = tempDir();
+    compileForChild('token-store.ts', code);
+    writeFileSync(
+      path.join(code, 'child.js'),
+      `import { FileTokenStore } from './token-store.js';
+const big = { accessToken: 'a', refreshToken: ${JSON.stringify(REFRESH)}, tokenType: 'bearer', scope: 'x'.repeat(256 * 1024), accessExpiresAt: 2e12, issuedAt: 1e12, refreshIssuedAt: 1e12 };
+try {
+  await new FileTokenStore(process.argv[2]).save(big);
+  console.log(JSON.stringify({ saved: true }));
+} catch (err) {
+  console.log(JSON.stringify({ name: err.name, message: err.message }));
+}
+`,
+    );
+    // 64 blocks: 32 KiB or 64 KiB by the shell's unit, far below the grant, far above Node's needs.
+    const child = spawnSync('/bin/sh', ['-c', 'ulimit -f 64 && exec "$0" "$@"', process.execPath, path.join(code, 'child.js'), file], { encoding: 'utf8' });
+    expect(child.status, child.stderr).toBe(0);
+    const result = JSON.parse(child.stdout) as { name: string; message: string };
+    expect(result.name).toBe('TokenStoreError');
+    expect(result.message).toBe(`token store ${file} cannot be written (EFBIG); check free space and permissions in ${dir}`);
+    expect(result.message).not.toContain(REFRESH);
+    expect(tmpFiles(dir)).toEqual([]);
+    expect(readFileSync(file, 'utf8')).toBe(before);
+  });
+
+  it('a rename that fails (the store path is a directory) leaves no temp file', async () => {
+    const { store, dir, file } = newStore();
+    mkdirSync(file);
+    writeFileSync(path.join(file, 'occupant'), 'x');
+    const err = await store.save(grant()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TokenStoreError);
+    expect((err as Error).message).toMatch(new RegExp(`^token store ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} cannot be written \\((EISDIR|ENOTEMPTY|EEXIST|EPERM)\\)`));
+    expect(tmpFiles(dir)).toEqual([]);
+  });
+
+  it('a grant that cannot be serialized (a BigInt) is refused before any temp file exists, naming no content', async () => {
+    const { store, dir } = newStore();
+    const bad = { ...grant(), accessExpiresAt: 10n } as unknown as Grant;
+    const err = await store.save(bad).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TokenStoreError);
+    expect((err as Error).message).toMatch(/cannot be written: the grant cannot be serialized \(TypeError\)$/);
+    expect((err as Error).message).not.toContain(REFRESH);
+    expect(readdirSync(dir)).toEqual([]);
   });
 });
