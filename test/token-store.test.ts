@@ -1,13 +1,16 @@
 // FileTokenStore on a real filesystem: locks that are symlinks or have no readable age,
-// and writes that fail half-way.
-import { describe, it, expect } from 'vitest';
+// writes that fail half-way, and directories and files other users could open.
+import { describe, it, expect, afterEach } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ts from 'typescript';
-import { FileTokenStore, TokenStoreError } from '../src/token-store.js';
+import { FileTokenStore, TokenStoreError, type TokenStoreWarning } from '../src/token-store.js';
 import type { Grant } from '../src/grant.js';
-import { tempDir } from './harness.js';
+import { KeapSimulator } from './simulator/keap-simulator.js';
+import { loadConfig } from '../src/config.js';
+import { runAuth } from '../src/auth-command.js';
+import { harnessPerTest, oauthEnv, Out, tempDir } from './harness.js';
 
 const REFRESH = 'refresh-token-that-must-not-show';
 const posix = process.platform !== 'win32';
@@ -25,6 +28,7 @@ function newStore(options: ConstructorParameters<typeof FileTokenStore>[1] = {})
 }
 
 const tmpFiles = (dir: string): string[] => readdirSync(dir).filter((n) => n.endsWith('.tmp'));
+const mode = (p: string): number => statSync(p).mode & 0o777;
 
 // A staleLockMs far below lockTimeoutMs: a lock that never turns stale fails the test by
 // timing out, however slow the machine; none of these tests measures how fast it went.
@@ -144,5 +148,91 @@ try {
     expect((err as Error).message).toMatch(/cannot be written: the grant cannot be serialized \(TypeError\)$/);
     expect((err as Error).message).not.toContain(REFRESH);
     expect(readdirSync(dir)).toEqual([]);
+  });
+});
+
+describe.runIf(posix)('permissions', () => {
+  it.each(['save', 'withLock'] as const)('a store directory of ours with mode 0755 is tightened to 0700 on the first %s, with a warning', async (first) => {
+    const warnings: TokenStoreWarning[] = [];
+    const { store, dir } = newStore({ onWarning: (w) => warnings.push(w) });
+    chmodSync(dir, 0o755);
+    if (first === 'save') await store.save(grant());
+    else await store.withLock(async () => undefined);
+    expect(mode(dir)).toBe(0o700);
+    expect(warnings).toEqual([{ event: 'token_store_permissions', path: dir, mode: '0755', action: 'tightened', message: `token store directory ${dir} has mode 0755: other users can open it; changed to 0700` }]);
+    // Once per store, not on every use.
+    await store.withLock(() => store.save(grant()));
+    expect(warnings).toHaveLength(1);
+  });
+
+  it('a loose directory that holds other files is reported, never locked down under them', async () => {
+    const warnings: TokenStoreWarning[] = [];
+    const { store, dir } = newStore({ onWarning: (w) => warnings.push(w) });
+    writeFileSync(path.join(dir, 'someone-elses.txt'), 'x');
+    chmodSync(dir, 0o755);
+    await store.save(grant());
+    expect(mode(dir)).toBe(0o755);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ event: 'token_store_permissions', path: dir, mode: '0755', action: 'left_as_is' });
+    expect(warnings[0]?.message).toBe(`token store directory ${dir} has mode 0755: other users can open it; it holds other files too, so it is left as is: run \`chmod 700 ${dir}\`, or point TOKEN_STORE into a directory of its own`);
+  });
+
+  it('a store file with mode 0644 is reported on load, once; the next save makes it 0600', async () => {
+    const warnings: TokenStoreWarning[] = [];
+    const { store, file } = newStore({ onWarning: (w) => warnings.push(w) });
+    writeFileSync(file, JSON.stringify(grant()), { mode: 0o644 });
+    chmodSync(file, 0o644);
+    expect(await store.load()).toEqual(grant());
+    await store.load();
+    expect(warnings).toEqual([
+      {
+        event: 'token_store_permissions',
+        path: file,
+        mode: '0644',
+        action: 'left_as_is',
+        message: `token store ${file} has mode 0644: other users may read the grant; it is rewritten with mode 0600 at the next refresh, or run \`chmod 600 ${file}\` now`,
+      },
+    ]);
+    await store.save(grant());
+    expect(mode(file)).toBe(0o600);
+    await store.load();
+    expect(warnings).toHaveLength(1);
+    for (const w of warnings) expect(JSON.stringify(w)).not.toContain(REFRESH);
+  });
+});
+
+describe.runIf(posix)('the warning reaches the operator', () => {
+  const harness = harnessPerTest(afterEach);
+  let sim: KeapSimulator | undefined;
+  afterEach(async () => {
+    await sim?.close();
+    sim = undefined;
+  });
+
+  /** A store path in a directory that exists with mode 0755, as an operator's `mkdir` leaves it. */
+  function looseStorePath(): string {
+    const dir = path.join(tempDir(), 'loose');
+    mkdirSync(dir);
+    chmodSync(dir, 0o755);
+    return path.join(dir, 'tokens.json');
+  }
+
+  it('the proxy logs it as a warn line with event token_store_permissions', async () => {
+    const file = looseStorePath();
+    const h = await harness({ mode: 'oauth', env: { TOKEN_STORE: file } });
+    expect(mode(path.dirname(file))).toBe(0o700);
+    expect(h.logs.entries.filter((e) => e.event === 'token_store_permissions')).toEqual([
+      expect.objectContaining({ level: 'warn', path: path.dirname(file), mode: '0755', action: 'tightened', msg: expect.stringContaining('changed to 0700') }),
+    ]);
+  });
+
+  it('`keap-proxy auth` prints it', async () => {
+    sim = await KeapSimulator.start();
+    const dir = tempDir();
+    const redirect = 'https://app.example.com/keap/callback';
+    const config = loadConfig({ env: { ...oauthEnv(sim, dir), KEAP_REFRESH_TOKEN: '', KEAP_REDIRECT_URI: redirect, TOKEN_STORE: looseStorePath() }, cwd: dir });
+    const out = new Out();
+    await runAuth({ config, out, code: sim.issueAuthorizationCode(redirect) });
+    expect(out.text).toContain(`Warning: token store directory ${path.dirname(config.tokenStore.path)} has mode 0755: other users can open it; changed to 0700\n`);
   });
 });
