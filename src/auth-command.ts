@@ -58,7 +58,7 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
   if (redirectUri === undefined) {
     throw new ConfigError(['KEAP_REDIRECT_URI: required by `keap-proxy auth`; set it to the redirect URI registered for your Keap app, e.g. http://127.0.0.1:8765/callback']);
   }
-  const store = options.store ?? new FileTokenStore(config.tokenStore.path);
+  const store = options.store ?? new FileTokenStore(config.tokenStore.path, { onWarning: (w) => out.write(`Warning: ${w.message}\n`) });
   const pending = new PendingState(`${config.tokenStore.path}.oauth-state`, options.now ?? Date.now);
   const states = new StateTable({ max: 1, now: options.now });
   const flow = new OAuthFlow({

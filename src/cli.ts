@@ -1,52 +1,13 @@
 #!/usr/bin/env node
 // The process edge: argv and process.env are read here and nowhere else.
-import { ConfigError, loadConfig, type Config } from './config.js';
-import { helpText } from './cli-help.js';
-import { parseArgs, UsageError, type Command } from './cli-args.js';
-import { AuthError, runAuth } from './auth-command.js';
-import { runTokenStatus } from './token-status.js';
-import { TokenStoreError } from './token-store.js';
+import type { Config } from './config.js';
+import { runCli } from './cli-run.js';
 import { startProxy } from './server.js';
 import { createLogDestination, createLogger } from './log.js';
 import { installLastResortGuard } from './last-resort.js';
 
 /** Requests in flight at SIGTERM get this long to finish: well inside Kubernetes' default 30 s grace period. */
 const SHUTDOWN_GRACE_MS = 10_000;
-
-async function main(): Promise<void> {
-  let command: Command;
-  try {
-    command = parseArgs(process.argv.slice(2));
-    if (command.kind === 'help') {
-      process.stdout.write(helpText() + '\n');
-      return;
-    }
-    const config = loadConfig({ env: process.env, configFile: command.configFile });
-    switch (command.kind) {
-      case 'serve':
-        return await serve(config);
-      case 'auth':
-        await runAuth({ config, out: process.stdout, code: command.code, state: command.state, timeoutMs: command.timeoutMs });
-        process.exitCode = 0;
-        return;
-      case 'token-status':
-        process.exitCode = await runTokenStatus({ config, out: process.stdout, json: command.json });
-        return;
-    }
-  } catch (err) {
-    if (err instanceof ConfigError || err instanceof UsageError) {
-      process.stderr.write(`keap-proxy: ${err.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    if (err instanceof AuthError || err instanceof TokenStoreError) {
-      process.stderr.write(`keap-proxy: ${err.message}\n`);
-      process.exitCode = 1;
-      return;
-    }
-    throw err;
-  }
-}
 
 async function serve(config: Config): Promise<void> {
   const destination = createLogDestination();
@@ -63,4 +24,6 @@ async function serve(config: Config): Promise<void> {
   process.once('SIGINT', () => stop('SIGINT'));
 }
 
-void main();
+void runCli({ argv: process.argv.slice(2), env: process.env, stdout: process.stdout, stderr: process.stderr, serve }).then((code) => {
+  if (code !== undefined) process.exitCode = code;
+});

@@ -102,6 +102,32 @@ export const SETTINGS: readonly SettingDoc[] = [
 /** Every secret can be read from a file named by <NAME>_FILE (Kubernetes secret volumes). */
 const SECRET_NAMES = SETTINGS.filter((s) => s.secret).map((s) => s.name);
 
+/**
+ * Settings whose value no message shows: the secrets, and the <NAME>_FILE paths too, because
+ * pasting the secret itself into <NAME>_FILE is an easy mistake and its error would echo it.
+ */
+const HIDDEN_NAMES = new Set([...SECRET_NAMES, ...SECRET_NAMES.map((name) => `${name}_FILE`)]);
+
+/**
+ * A setting's value as a configuration message may show it: quoted, so a blank or a stray
+ * space is visible. A secret is never shown, nor the credentials of a URL: userinfo ends at
+ * the last '@' of the authority, and masking up to the value's last '@' can over-mask a path
+ * holding an '@' but never leaves a password behind. With white space in the value the URL
+ * parsers disagree on where userinfo ends, so such a value is not shown at all.
+ */
+function shown(name: string, value: string): string {
+  if (HIDDEN_NAMES.has(name)) return '<secret, not shown>';
+  if (!value.includes('@')) return `"${value}"`;
+  if (/\s/.test(value)) return '<not shown: it may hold credentials>';
+  return `"${value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/i, '$1***@')}"`;
+}
+
+/** Every name a config file may use: settings, <SECRET>_FILE and the SAP connector's aliases. */
+function isKnownName(name: string): boolean {
+  const canonical = CONNECTOR_ALIASES[name] ?? name;
+  return SETTINGS.some((s) => s.name === canonical) || (canonical.endsWith('_FILE') && SECRET_NAMES.includes(canonical.slice(0, -5)));
+}
+
 /** Parameter names of SAP Open Connectors' Infusionsoft connector, accepted in the config file. */
 export const CONNECTOR_ALIASES: Readonly<Record<string, string>> = {
   'infusionsoft.private.key': 'KEAP_API_KEY',
@@ -121,16 +147,71 @@ export class ConfigError extends Error {
 
 /** Parses `name=value` lines (`#`/`!` comments, `:` also separates), the Java properties shape SAP's connector settings use. */
 export function parseProperties(text: string, source: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const lines = text.split(/\r?\n/);
-  lines.forEach((raw, i) => {
+  const { entries, problems } = readProperties(text, source);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return new Map(entries.map((e) => [e.key, e.value]));
+}
+
+interface PropertyLine {
+  key: string;
+  value: string;
+  line: number;
+}
+
+/**
+ * The lines of a config file, and a problem for each malformed one. A problem names the
+ * file and line number but never quotes the line: a line that failed to parse is as likely
+ * as any to be a secret (a value that lost its name, a continuation of a long key).
+ */
+function readProperties(text: string, source: string): { entries: PropertyLine[]; problems: string[] } {
+  const entries: PropertyLine[] = [];
+  const problems: string[] = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.trim();
     if (line === '' || line.startsWith('#') || line.startsWith('!')) return;
     const sep = line.search(/[=:]/);
-    if (sep <= 0) throw new ConfigError([`${source}:${i + 1}: expected "NAME=value", got "${line.slice(0, 40)}"`]);
-    out.set(line.slice(0, sep).trim(), line.slice(sep + 1).trim());
+    if (sep <= 0) {
+      problems.push(`${lineOf(source, i + 1)}: expected NAME=value${hintFor(line)}; the line is not shown, as it may hold a secret`);
+      return;
+    }
+    entries.push({ key: line.slice(0, sep).trim(), value: line.slice(sep + 1).trim(), line: i + 1 });
   });
-  return out;
+  return { entries, problems };
+}
+
+function lineOf(source: string, line: number): string {
+  return `config file ${shown('KEAP_PROXY_CONFIG', source)}, line ${line}`;
+}
+
+/**
+ * Which setting a bad line or an unknown name seems meant to be. What it names comes from
+ * our own list of settings, so the hint can be shown where the line itself cannot.
+ */
+function hintFor(text: string): string {
+  const first = /^[^\s=:]+/.exec(text)?.[0];
+  if (first !== undefined && first !== text && isKnownName(first)) return ` (is the "=" after ${first} missing?)`;
+  const upper = text.toUpperCase();
+  const names = [...SETTINGS.map((s) => s.name), ...SECRET_NAMES.map((n) => `${n}_FILE`), ...Object.keys(CONNECTOR_ALIASES)];
+  let near: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(upper, name.toUpperCase());
+    if (distance <= 2 && (near === undefined || distance < near.distance)) near = { name, distance };
+  }
+  return near !== undefined ? ` (did you mean ${near.name}?)` : '';
+}
+
+/** Levenshtein distance, for typo hints; settings names are short, so the quadratic cost is nothing. */
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 2) return 3;
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min((previous[j] as number) + 1, (row[j - 1] as number) + 1, (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length] as number;
 }
 
 export interface LoadConfigInput {
@@ -153,13 +234,14 @@ export function loadConfig(input: LoadConfigInput): Config {
     try {
       text = readFileSync(full, 'utf8');
     } catch (err) {
-      throw new ConfigError([`config file ${fileName}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); fix the path given by --config or KEAP_PROXY_CONFIG`]);
+      throw new ConfigError([`config file ${shown('KEAP_PROXY_CONFIG', fileName)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); fix the path given by --config or KEAP_PROXY_CONFIG`]);
     }
-    for (const [key, value] of parseProperties(text, fileName)) {
-      const name = CONNECTOR_ALIASES[key] ?? key;
-      const known = SETTINGS.some((s) => s.name === name) || (name.endsWith('_FILE') && SECRET_NAMES.includes(name.slice(0, -5)));
-      if (!known) problems.push(`${fileName}: unknown setting "${key}"; see README for the list of settings`);
-      else fromFile.set(name, value);
+    const lines = readProperties(text, fileName);
+    problems.push(...lines.problems);
+    for (const { key, value, line } of lines.entries) {
+      // The name is not quoted either: a line whose separator came late may be a secret up to it.
+      if (!isKnownName(key)) problems.push(`${lineOf(fileName, line)}: unknown setting${hintFor(key)}; see README for the list of settings`);
+      else fromFile.set(CONNECTOR_ALIASES[key] ?? key, value);
     }
   }
 
@@ -175,7 +257,7 @@ export function loadConfig(input: LoadConfigInput): Config {
     try {
       return readFileSync(path.resolve(cwd, fileRef), 'utf8').trim();
     } catch (err) {
-      problems.push(`${name}_FILE: cannot read ${fileRef} (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`);
+      problems.push(`${name}_FILE: cannot read ${shown(`${name}_FILE`, fileRef)} (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`);
       return undefined;
     }
   };
@@ -191,7 +273,7 @@ export function loadConfig(input: LoadConfigInput): Config {
     const v = str(name);
     const n = Number(v);
     if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
-      problems.push(`${name}: "${v}" is not a whole number from ${min} to ${max}`);
+      problems.push(`${name}: ${shown(name, v)} is not a whole number from ${min} to ${max}`);
       return Number(defaultOf(name) || min);
     }
     return n;
@@ -204,13 +286,13 @@ export function loadConfig(input: LoadConfigInput): Config {
       if (u.username || u.password) throw new Error('credentials');
       return u;
     } catch {
-      problems.push(`${name}: "${v}" is not an http(s) URL without credentials, e.g. ${defaultOf(name) || 'https://example.com'}`);
+      problems.push(`${name}: ${shown(name, v)} is not an http(s) URL without credentials, e.g. ${defaultOf(name) || 'https://example.com'}`);
       return new URL(defaultOf(name) || 'http://127.0.0.1/');
     }
   };
 
   const host = str('HOST');
-  if (isIP(host) === 0 && host !== 'localhost') problems.push(`HOST: "${host}" is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
+  if (isIP(host) === 0 && host !== 'localhost') problems.push(`HOST: ${shown('HOST', host)} is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
   const port = int('PORT', 0, 65535);
   const keapApiUrl = url('KEAP_API_URL');
   if (keapApiUrl.search || keapApiUrl.hash) problems.push('KEAP_API_URL: must not carry a query string or fragment');
@@ -246,7 +328,7 @@ export function loadConfig(input: LoadConfigInput): Config {
   const limit = (name: string, oauthDefault: number, keyDefault: number, min: number): number => (str(name) === '' ? (oauth ? oauthDefault : keyDefault) : int(name, min, 1_000_000_000));
   const marginText = str('RATE_LIMIT_MARGIN');
   const margin = Number(marginText);
-  if (!/^\d*\.?\d+$/.test(marginText) || !(margin > 0 && margin <= 1)) problems.push(`RATE_LIMIT_MARGIN: "${marginText}" is not a number above 0 and at most 1, e.g. 0.9`);
+  if (!/^\d*\.?\d+$/.test(marginText) || !(margin > 0 && margin <= 1)) problems.push(`RATE_LIMIT_MARGIN: ${shown('RATE_LIMIT_MARGIN', marginText)} is not a number above 0 and at most 1, e.g. 0.9`);
   const pacing = {
     perSecond: limit('RATE_LIMIT_PER_SECOND', 25, 10, 0),
     perMinute: limit('RATE_LIMIT_PER_MINUTE', 1500, 240, 1),
@@ -261,7 +343,10 @@ export function loadConfig(input: LoadConfigInput): Config {
   try {
     parseCacheRules(cacheRules);
   } catch (err) {
-    problems.push(`CACHE_RULES: ${(err as Error).message}`);
+    // The message quotes the rule it refused; a rule with an '@' may be a URL, credentials and all, pasted in by mistake.
+    problems.push(
+      cacheRules.includes('@') ? `CACHE_RULES: ${shown('CACHE_RULES', cacheRules)} holds a rule that is not PATTERN=TTL_SECONDS (a path, or a prefix ending in '*')` : `CACHE_RULES: ${(err as Error).message}`,
+    );
   }
   const cacheMaxBytes = int('CACHE_MAX_BYTES', 0, 2 ** 40);
 
@@ -280,7 +365,7 @@ export function loadConfig(input: LoadConfigInput): Config {
   }
 
   const logLevel = str('LOG_LEVEL') as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL: ${shown('LOG_LEVEL', logLevel)} is not one of ${LOG_LEVELS.join(', ')}`);
 
   const redis = { url: optional('REDIS_URL'), prefix: str('REDIS_PREFIX') };
   if (problems.length > 0 || credentials === undefined) throw new ConfigError([...new Set(problems)]);

@@ -76,7 +76,7 @@ export function createOAuthEndpoints(config: Config, logger: Logger, parts: Cred
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
-  const store = overrides.store ?? new FileTokenStore(config.tokenStore.path);
+  const store = overrides.store ?? new FileTokenStore(config.tokenStore.path, { onWarning: ({ message, ...fields }) => logger.warn(fields, message) });
   const metrics = new Metrics();
   const logWriter = logWriterOf(logger);
   if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);

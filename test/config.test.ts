@@ -78,7 +78,8 @@ describe('loadConfig', () => {
     [{ ...OAUTH, REQUEST_DEADLINE_MS: '0' }, /REQUEST_DEADLINE_MS: "0"/],
     [{ ...OAUTH, PROXY_CLIENT_KEYS: 'short' }, /PROXY_CLIENT_KEYS: every key must be at least 16 characters/],
     [{ ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379' }, /TOKEN_STORE: a Redis token store is not supported yet/],
-    [{ KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' }, /KEAP_CLIENT_SECRET_FILE: cannot read \/nonexistent\/secret/],
+    // The path is not shown: it may be the secret itself, pasted into the wrong variable.
+    [{ KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' }, /KEAP_CLIENT_SECRET_FILE: cannot read <secret, not shown> \(ENOENT\); point it at a readable file/],
   ])('%o is refused with a message naming the setting', (env, message) => {
     expect(problemsOf(() => loadConfig({ env, cwd: tmp() })).join('\n')).toMatch(message);
   });
@@ -117,10 +118,12 @@ describe('loadConfig', () => {
   it('refuses unknown settings and unreadable files in a config file', () => {
     const dir = tmp();
     writeFileSync(path.join(dir, 'bad.properties'), 'PROT=8080\n');
-    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'bad.properties', cwd: dir })).join()).toMatch(/unknown setting "PROT"/);
-    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'missing.properties', cwd: dir })).join()).toMatch(/config file missing.properties: cannot be read/);
-    writeFileSync(path.join(dir, 'garbage.properties'), 'just words\n');
-    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'garbage.properties', cwd: dir })).join()).toMatch(/garbage.properties:1: expected "NAME=value"/);
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'bad.properties', cwd: dir })).join()).toMatch(/config file "bad.properties", line 1: unknown setting \(did you mean PORT\?\)/);
+    writeFileSync(path.join(dir, 'case.properties'), 'port=8080\n');
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'case.properties', cwd: dir })).join()).toMatch(/line 1: unknown setting \(did you mean PORT\?\)/);
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'missing.properties', cwd: dir })).join()).toMatch(/config file "missing.properties": cannot be read/);
+    writeFileSync(path.join(dir, 'garbage.properties'), '# comment\njust words\n');
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'garbage.properties', cwd: dir })).join()).toMatch(/config file "garbage.properties", line 2: expected NAME=value; the line is not shown/);
   });
 
   it('the summary logged at start carries no secret', () => {
