@@ -1,0 +1,189 @@
+// What one request may cost Keap and the proxy: nothing once its client has gone, a bounded
+// number of 429 replays at a bounded pace, and a bounded share of memory for its body.
+import { describe, it, expect, afterEach } from 'vitest';
+import { connect, type Socket } from 'node:net';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { startProxy, type RunningProxy } from '../src/server.js';
+import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream.js';
+import type { Fault } from '../src/apigee.js';
+import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
+import { RawUpstream, ok, type RecordedRequest } from './raw-upstream.js';
+
+interface Rig {
+  upstream: RawUpstream;
+  proxy: RunningProxy;
+  logs: LogCapture;
+}
+
+const open: Rig[] = [];
+afterEach(async () => {
+  for (const r of open.splice(0)) {
+    await r.proxy.close();
+    await r.upstream.close();
+  }
+});
+
+async function rig(env: Record<string, string>, rateLimitReplays?: RateLimitReplayPolicy): Promise<Rig> {
+  const upstream = await RawUpstream.start();
+  const logs = new LogCapture();
+  const config = loadConfig({ env: { KEAP_API_URL: upstream.url, KEAP_API_KEY: SIM_API_KEY, PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'info', ...env }, cwd: tempDir() });
+  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs), rateLimitReplays });
+  const r = { upstream, proxy, logs };
+  open.push(r);
+  return r;
+}
+
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function metric(proxy: RunningProxy, pattern: RegExp): Promise<number> {
+  const text = (await send(proxy.url, 'GET', '/metrics')).text();
+  return Number(pattern.exec(text)?.[1] ?? NaN);
+}
+
+/** A client that sends a whole request and then waits; `gone()` cuts its connection. */
+function client(baseUrl: string, bytes: string): { socket: Socket; reply: Promise<string> } {
+  const u = new URL(baseUrl);
+  const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
+  socket.on('error', () => undefined);
+  const reply = new Promise<string>((resolve) => {
+    let got = '';
+    socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+    socket.on('close', () => resolve(got));
+  });
+  return { socket, reply };
+}
+
+function targets(reqs: readonly RecordedRequest[]): string[] {
+  return reqs.map((r) => r.target);
+}
+
+describe('a client that has gone', () => {
+  it('a POST queued for the rate limit is dropped when its client disconnects, and logged as never sent', async () => {
+    const { upstream, proxy, logs } = await rig({ RATE_LIMIT_PER_SECOND: '1', RATE_LIMIT_MARGIN: '1' });
+    // The first call takes this second's slot; the next ones must queue for about a second.
+    expect((await send(proxy.url, 'GET', '/crm/rest/v1/first')).status).toBe(200);
+    const clients = Array.from({ length: 10 }, (_, i) => client(proxy.url, `POST /crm/rest/v1/queued/${i} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: queued-${i}\r\nContent-Length: 2\r\n\r\n{}`));
+    await until(async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 10, 'ten queued requests');
+    for (const c of clients) c.socket.destroy();
+    await until(async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 0, 'the queue to empty');
+    // A later request goes out: the dropped ones took no slot and never reached Keap.
+    expect((await send(proxy.url, 'GET', '/crm/rest/v1/after')).status).toBe(200);
+    expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/first', '/crm/rest/v1/after']);
+    const lines = logs.entries.filter((e) => String(e.reqId).startsWith('queued-'));
+    expect(lines).toHaveLength(10);
+    for (const line of lines) expect(line).toMatchObject({ event: 'request', attempts: 0, outcome: 'client_closed' });
+  });
+
+  it('a request waiting to replay after a 429 is not replayed once its client has gone', async () => {
+    const { upstream, proxy, logs } = await rig({});
+    upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n';
+    const c = client(proxy.url, 'POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-429\r\nContent-Length: 2\r\n\r\n{}');
+    await until(() => upstream.requests.length === 1, 'the first send');
+    c.socket.destroy();
+    await until(() => logs.entries.some((e) => e.reqId === 'gone-429' && e.event === 'request'), 'the request line');
+    // Longer than Keap's Retry-After: a replay would have gone by now.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(upstream.requests).toHaveLength(1);
+    expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({ attempts: 1, outcome: 'client_closed' });
+  });
+});
+
+describe('429 replays', () => {
+  const fast: RateLimitReplayPolicy = { maxAttempts: 12, minDelayMs: 2, spike: { baseMs: 2, maxMs: 8 }, throttle: { baseMs: 2, maxMs: 8 }, jitter: 0 };
+
+  it('against Retry-After: 0, each request is sent exactly maxAttempts times, then the client gets 429, and no listener piles up', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const { upstream, proxy } = await rig({}, fast);
+      upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
+      const replies = await Promise.all(Array.from({ length: 5 }, (_, i) => send(proxy.url, 'POST', `/crm/rest/v1/storm/${i}`, { body: '{"n":1}' })));
+      for (const r of replies) {
+        expect(r.status).toBe(429);
+        expect(r.json()).toMatchObject({ error: 'rate_limited' });
+        expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      }
+      expect(upstream.requests).toHaveLength(5 * 12);
+      for (let i = 0; i < 5; i++) expect(upstream.requests.filter((r) => r.target === `/crm/rest/v1/storm/${i}`)).toHaveLength(12);
+      // Every replay carried the body the client sent.
+      for (const r of upstream.requests) expect(r.body.toString()).toBe('{"n":1}');
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
+  it('RATE_LIMIT_MAX_ATTEMPTS bounds the sends with the default delays, which are at least 250 ms apart', async () => {
+    const { upstream, proxy } = await rig({ RATE_LIMIT_MAX_ATTEMPTS: '3' });
+    const arrivals: number[] = [];
+    upstream.respond = () => {
+      arrivals.push(performance.now());
+      return 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 0\r\n\r\n';
+    };
+    const r = await send(proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(r.status).toBe(429);
+    expect(arrivals).toHaveLength(3);
+    // Timers never fire early: these gaps are lower bounds whatever the machine's load.
+    expect((arrivals[1] as number) - (arrivals[0] as number)).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs - 1);
+    expect((arrivals[2] as number) - (arrivals[1] as number)).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs - 1);
+  });
+
+  it('the default policy: never under 250 ms, backing off from it, Keap\'s longer Retry-After wins', () => {
+    const none: Fault = { errorcode: undefined, faultstring: undefined };
+    const spike: Fault = { errorcode: 'policies.ratelimit.SpikeArrestViolation', faultstring: undefined };
+    const mid = (): number => 0.5;
+    const low = (): number => 0;
+    const wait = (retryAfter: string | undefined, fault: Fault, attempt: number, random = mid): number => rateLimitWait(retryAfter, fault, undefined, attempt, 0, RATE_LIMIT_REPLAYS, random).ms;
+    expect([1, 2, 3, 4, 5, 6].map((n) => wait('0', spike, n))).toEqual([250, 500, 1000, 2000, 4000, 4000]);
+    expect([1, 2, 3].map((n) => wait('0', none, n, low))).toEqual([250, 375, 750]);
+    expect(wait('10', spike, 1)).toBe(10_000);
+    expect(wait(undefined, spike, 1)).toBe(1000);
+    expect(wait(undefined, none, 2)).toBe(4000);
+    expect(wait(undefined, none, 12)).toBe(60_000);
+    expect(wait('garbage', spike, 1, low)).toBe(750);
+  });
+});
+
+describe('the memory budget for buffered bodies', () => {
+  it('past the budget a request gets 503 with Retry-After at once, never reaching Keap; the budget frees when a body is done', async () => {
+    const { upstream, proxy } = await rig({ REPLAY_BODY_BYTES: '100000', BODY_BUFFER_BUDGET_BYTES: '150000' });
+    const held: Socket[] = [];
+    upstream.respond = (req, socket) => {
+      if (!req.target.startsWith('/crm/rest/v1/hold')) return ok();
+      held.push(socket);
+      return 'manual';
+    };
+    const body = 'x'.repeat(100_000);
+    const first = send(proxy.url, 'POST', '/crm/rest/v1/hold/1', { body });
+    await until(() => upstream.requests.length === 1, 'the first upload to reach Keap');
+    expect(await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="in_use"\} (\d+)/)).toBe(100_000);
+
+    const refused = await send(proxy.url, 'POST', '/crm/rest/v1/hold/2', { body });
+    expect(refused.status).toBe(503);
+    expect(refused.json()).toMatchObject({ error: 'body_budget_exhausted' });
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // A chunked body (no length declared up front) is refused as it outgrows the budget.
+    const chunked = await send(proxy.url, 'POST', '/crm/rest/v1/hold/3', { body, headers: { 'transfer-encoding': 'chunked' } });
+    expect(chunked.status).toBe(503);
+    expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/hold/1']);
+
+    held[0]?.write(ok());
+    expect((await first).status).toBe(200);
+    await until(async () => (await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="in_use"\} (\d+)/)) === 0, 'the budget to be given back');
+    upstream.respond = () => ok();
+    expect((await send(proxy.url, 'POST', '/crm/rest/v1/hold/4', { body })).status).toBe(200);
+    expect(await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="limit"\} (\d+)/)).toBe(150_000);
+  });
+
+  it('is refused at start when smaller than one replayable body', () => {
+    expect(() => loadConfig({ env: { KEAP_API_KEY: SIM_API_KEY, REPLAY_BODY_BYTES: '2000', BODY_BUFFER_BUDGET_BYTES: '1000' }, cwd: tempDir() })).toThrow(/BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES/);
+  });
+});
