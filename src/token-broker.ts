@@ -253,7 +253,12 @@ export class TokenBroker implements CredentialSource {
     this.nextAttemptAt = this.now() + base / 2 + Math.random() * (base / 2);
     const reason = this.unsaved !== undefined ? 'the token store cannot be written; the new grant is kept in memory and saved again' : err instanceof Error ? err.message : String(err);
     this.state = { kind: 'degraded', reason };
-    logger.warn({ event: 'token_refresh_failed', failure: 'unavailable', attempt: this.failures, retryInMs: Math.round(this.nextAttemptAt - this.now()) }, reason);
+    // A redirect is named by its host, so an operator sees where the token endpoint tried to send the credentials.
+    const redirectHost = err instanceof TokenEndpointError ? err.redirectHost : undefined;
+    logger.warn(
+      { event: 'token_refresh_failed', failure: 'unavailable', attempt: this.failures, retryInMs: Math.round(this.nextAttemptAt - this.now()), ...(redirectHost !== undefined && { redirectHost }) },
+      reason,
+    );
   }
 
   private needReauthorization(reason: string): void {
