@@ -9,7 +9,7 @@ import type { CredentialSource } from './credentials.js';
 import { type Forwarder, UpstreamError } from './forwarder.js';
 import { HttpError } from './http-error.js';
 import { tooLarge } from './body.js';
-import { classifyUnauthorized, parseFault, type Fault } from './apigee.js';
+import { classifyUnauthorized, NOT_APPROVED_AFTER_REFRESH, parseFault, type Fault } from './apigee.js';
 import { parseQuotaHeaders, type QuotaReport } from './keap-quota.js';
 import { nextUtcMidnight, type Pacer } from './pacer.js';
 import type { Metrics } from './metrics.js';
@@ -109,18 +109,34 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   const used = ex.credential;
   // A key cannot be refreshed: the client sees Keap's 401 as it is.
   if (used === undefined || used.kind !== 'bearer') return upstream;
-  const body = await readSmall(upstream, FAULT_BODY_LIMIT);
-  const fault = parseFault(body);
-  const answer = (): undefined => {
-    ex.upstreamStatus = upstream.statusCode;
-    deps.forwarder.relayBuffered(upstream, body, ex.res, ex.id);
+  const peeked = await peekSmall(upstream, FAULT_BODY_LIMIT);
+  // Too large to be Apigee's fault: the application's answer, relayed whole (streamed) below.
+  const body = peeked ?? Buffer.alloc(0);
+  const fault: Fault = peeked !== undefined ? parseFault(peeked) : { errorcode: undefined, faultstring: undefined };
+  const answer = (response: IncomingMessage = upstream, bytes: Buffer = body): undefined => {
+    ex.upstreamStatus = response.statusCode;
+    deps.forwarder.relayBuffered(response, bytes, ex.res, ex.id);
     return undefined;
   };
-  if (classifyUnauthorized(fault) === 'not_approved') {
+  const notApproved = (errorcode: string | undefined): void => {
     deps.logger.error(
-      { event: 'app_not_approved', reqId: ex.id, errorcode: fault.errorcode },
+      { event: 'app_not_approved', reqId: ex.id, errorcode },
       "Keap says this OAuth app is not approved: no token refresh helps; check the app's status in Keap's developer portal",
     );
+  };
+  const kind = classifyUnauthorized(fault);
+  if (kind === 'other') {
+    // Not the gateway's fault body, so not proof that our token is bad: refreshing on it would
+    // let any upstream answer rotate the refresh token, and a replay could write twice.
+    // Neither the body nor its errorcode is logged: an upstream may echo anything, our token included.
+    deps.logger.info(
+      { event: 'unauthorized_passed_on', reqId: ex.id, status: upstream.statusCode, apigeeFault: fault.errorcode !== undefined },
+      "Keap answered 401 without one of Apigee's token faults: passed on to the client, no refresh, no replay",
+    );
+    return peeked === undefined ? upstream : answer();
+  }
+  if (kind === 'not_approved') {
+    notApproved(fault.errorcode);
     return answer();
   }
   if (ex.bodyStream !== undefined) {
@@ -136,7 +152,47 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   ex.credential = await deps.credentials.get();
   injectCredential(ex);
   await deps.pacer.acquire(ex.deadline, 'replay');
-  return send(deps, ex);
+  const replayed = await send(deps, ex);
+  if (fault.errorcode !== NOT_APPROVED_AFTER_REFRESH || replayed.statusCode !== 401) return replayed;
+  // Apigee says "not approved" for one revoked token too; the same answer for a fresh token means the app.
+  const again = await peekSmall(replayed, FAULT_BODY_LIMIT);
+  if (again === undefined) return replayed;
+  const second = parseFault(again);
+  if (second.errorcode === NOT_APPROVED_AFTER_REFRESH || classifyUnauthorized(second) === 'not_approved') notApproved(second.errorcode);
+  return answer(replayed, again);
+}
+
+/**
+ * The whole body when it is at most `limit` bytes. A larger one is no Apigee fault, and the
+ * client must still get all of it: what was read is put back and undefined returned, so the
+ * response can be relayed as it came.
+ */
+function peekSmall(res: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    // The error listener stays: a response put back may still fail before the relay listens.
+    const stop = (): void => {
+      res.off('data', onData);
+      res.off('end', onEnd);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size <= limit) return;
+      res.pause();
+      stop();
+      res.unshift(Buffer.concat(chunks));
+      resolve(undefined);
+    };
+    const onEnd = (): void => {
+      stop();
+      resolve(Buffer.concat(chunks));
+    };
+    res.on('data', onData);
+    res.once('end', onEnd);
+    res.once('error', reject);
+  });
 }
 
 /**
