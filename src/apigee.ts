@@ -4,7 +4,8 @@
 //
 // The 401 policy, in one place (see /work/shared/keap-api-notes.md, "401s come from Apigee"):
 // - TOKEN_FAULTS: the gateway rejected our access token, so Keap processed nothing. Refresh
-//   (one refresh per rejected token) and replay the request once, any method.
+//   (one refresh per rejected token, at most one per REFRESH_FLOOR_MS unless our own clock
+//   says the token expired) and replay the request once, any method.
 // - NOT_APPROVED_AFTER_REFRESH (one of TOKEN_FAULTS): Apigee also answers it for a single
 //   revoked token, so it gets the same refresh and replay; only when the replay gets it
 //   again is the app itself not approved (logged as app_not_approved).

@@ -148,7 +148,9 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
     return answer();
   }
   deps.logger.debug({ event: 'token_rejected_by_keap', reqId: ex.id, errorcode: fault.errorcode }, 'replaying with a new token');
-  await deps.credentials.invalidate(used);
+  // No other token: either the broker's refresh floor kept this one (it still serves, so
+  // Keap's 401 is the honest answer), or the refresh failed and get() says so (503).
+  if (!(await deps.credentials.invalidate(used)) && deps.credentials.current() !== undefined) return answer();
   ex.credential = await deps.credentials.get();
   injectCredential(ex);
   await deps.pacer.acquire(ex.deadline, 'replay');

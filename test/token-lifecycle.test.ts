@@ -2,14 +2,22 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { harnessPerTest, send, SIM_CLIENT_ID, SIM_CLIENT_SECRET } from './harness.js';
-import { APP_UNAUTHORIZED_BODY } from './simulator/keap-simulator.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { harnessPerTest, send, oauthEnv, tempDir, LogCapture, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SEED } from './harness.js';
+import { APP_UNAUTHORIZED_BODY, KeapSimulator } from './simulator/keap-simulator.js';
 import { createLogger } from '../src/log.js';
+import { loadConfig } from '../src/config.js';
 import { startProxy, type RunningProxy } from '../src/server.js';
 import { TokenClient } from '../src/token-client.js';
 import { FileTokenStore } from '../src/token-store.js';
-import { TokenBroker } from '../src/token-broker.js';
+import { REFRESH_FLOOR_MS, TokenBroker } from '../src/token-broker.js';
 import { classifyUnauthorized, parseFault } from '../src/apigee.js';
+import { createPipeline } from '../src/pipeline.js';
+import { createPacer } from '../src/pacer.js';
+import { Forwarder } from '../src/forwarder.js';
+import { Metrics } from '../src/metrics.js';
+import { GetCache, parseCacheRules } from '../src/get-cache.js';
 
 interface Echo {
   method: string;
@@ -79,7 +87,8 @@ describe('one refresh for any 401 storm, then replay', () => {
     expect(second.kind === 'bearer' && first.kind === 'bearer' && second.token !== first.token).toBe(true);
     expect(h.sim.counters.tokenCalls - before).toBe(1);
     // Late 401s for the replaced token (requests that left before the refresh) change nothing.
-    await Promise.all([broker.invalidate(first), broker.invalidate(first), broker.invalidate(first)]);
+    // They may be replayed with the current token.
+    expect(await Promise.all([broker.invalidate(first), broker.invalidate(first), broker.invalidate(first)])).toEqual([true, true, true]);
     expect(h.sim.counters.tokenCalls - before).toBe(1);
     expect(await broker.get()).toBe(second);
     broker.stop();
@@ -105,6 +114,10 @@ describe('one refresh for any 401 storm, then replay', () => {
     expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
     expect(h.sim.counters.apiCalls - apiCalls).toBe(2);
     expect(h.logs.entries.filter((e) => e.event === 'app_not_approved')).toEqual([expect.objectContaining({ level: 'error', errorcode: 'keymanagement.service.access_token_not_approved' })]);
+    // Within the refresh floor a second request makes no second refresh: no loop.
+    expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(401);
+    expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
+    expect(h.sim.counters.apiCalls - apiCalls).toBe(3);
   });
 
   it('a body too large to buffer is not replayed: the 401 reaches the client, with a log line saying why', async () => {
@@ -294,7 +307,7 @@ describe('only Apigee token faults refresh and replay', () => {
     expect(passedOn).toHaveLength(requests.length);
     for (const e of passedOn) expect(e).toMatchObject({ level: 'info', status: 401, reqId: expect.any(String) });
     expect(h.logs.entries.filter((e) => e.event === 'request').map((e) => e.attempts)).toEqual(requests.map(() => 1));
-    expect(h.logs.entries.some((e) => e.event === 'token_rejected')).toBe(false);
+    expect(h.logs.entries.some((e) => e.event === 'token_rejected' || e.event === 'refresh_floor')).toBe(false);
     const text = h.logs.text();
     expect(text).not.toContain('unauthorized by app');
     expect(text).not.toContain('some.unknown.code');
@@ -353,6 +366,7 @@ describe('only Apigee token faults refresh and replay', () => {
     expect(new Set(replays.map((s) => s.token)).size).toBe(1);
     expect(h.sim.counters.apiCalls - before.apiCalls).toBe(40);
     expect(h.logs.entries.filter((e) => e.event === 'request').map((e) => e.attempts)).toEqual(bodies.map(() => 2));
+    expect(h.logs.entries.some((e) => e.event === 'refresh_floor')).toBe(false);
   });
 
   it('access_token_not_approved for one revoked token: 1 refresh, 1 replay, the client gets the answer', async () => {
@@ -389,5 +403,129 @@ describe('only Apigee token faults refresh and replay', () => {
     expect(h.sim.counters.tokenCalls).toBe(tokenCalls);
     expect(h.sim.counters.apiCalls - apiCalls).toBe(1);
     expect(h.logs.entries.find((e) => e.event === 'app_not_approved')).toMatchObject({ level: 'error', errorcode: 'keymanagement.service.invalid_client-client_id_not_approved' });
+  });
+});
+
+/**
+ * The proxy from its real parts (as server.ts builds it), but with the broker on an injected
+ * clock, so the refresh floor can be crossed without waiting for it.
+ */
+async function startClockedProxy(sim: KeapSimulator, now: () => number): Promise<{ url: string; logs: LogCapture; broker: TokenBroker; close(): Promise<void> }> {
+  const dir = tempDir();
+  const config = loadConfig({ env: oauthEnv(sim, dir), cwd: dir });
+  const logs = new LogCapture();
+  const logger = createLogger('trace', logs);
+  const client = new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET, now });
+  const broker = new TokenBroker({ client, store: new FileTokenStore(config.tokenStore.path), logger, seedRefreshToken: SIM_SEED, now });
+  await broker.start();
+  const pacer = createPacer(config.pacing, logger);
+  const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs });
+  const cache = new GetCache({ rules: parseCacheRules(config.cacheRules), maxBytes: config.cacheMaxBytes });
+  const pipeline = createPipeline({ config, logger, credentials: broker, pacer, forwarder, metrics: new Metrics(), cache });
+  const server = createServer((req, res) => pipeline.handle(req, res));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    logs,
+    broker,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+      broker.stop();
+      await pacer.stop();
+      forwarder.close();
+    },
+  };
+}
+
+describe('the refresh floor', () => {
+  const INVALID = '/crm/rest/v1/__fault?errorcode=keymanagement.service.invalid_access_token';
+
+  it(`an upstream that rejects every token makes at most 1 refresh per ${REFRESH_FLOOR_MS / 1000} s of (injected) time`, async () => {
+    // A simulator of its own: the seed refresh token is good for one proxy only.
+    const sim = await KeapSimulator.start();
+    let clock = Date.now();
+    const proxy = await startClockedProxy(sim, () => clock).catch(async (err: unknown) => {
+      await sim.close();
+      throw err;
+    });
+    try {
+      const start = clock;
+      const refreshes = sim.counters.refreshGrants;
+      const apiCalls = sim.counters.apiCalls;
+      const refreshedAt: number[] = [];
+      // One request per injected second for a minute.
+      for (let second = 0; second < 60; second++) {
+        clock = start + second * 1000;
+        const before = sim.counters.refreshGrants;
+        const r = await send(proxy.url, 'GET', INVALID);
+        expect(r.status).toBe(401);
+        expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.invalid_access_token' } } });
+        if (sim.counters.refreshGrants > before) refreshedAt.push(second);
+      }
+      expect(refreshedAt).toEqual([0, 10, 20, 30, 40, 50]);
+      expect(sim.counters.refreshGrants - refreshes).toBe(6);
+      // A refreshed request is replayed once (its second 401 goes to the client); a blocked one is not.
+      expect(sim.counters.apiCalls - apiCalls).toBe(60 + 6);
+      const floor = proxy.logs.entries.filter((e) => e.event === 'refresh_floor');
+      expect(floor).toHaveLength(54);
+      for (const e of floor) expect(e).toMatchObject({ level: 'warn', floorMs: REFRESH_FLOOR_MS });
+      expect(proxy.logs.text()).not.toContain(String(sim.currentRefreshToken()));
+      // The floor kept the token: requests Keap accepts still go through with it, with no token call.
+      const calls = sim.counters.tokenCalls;
+      expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+      expect(sim.counters.tokenCalls).toBe(calls);
+    } finally {
+      await proxy.close();
+      await sim.close();
+    }
+  });
+
+  it('the broker: inside the floor the rejected token is kept and false returned; a token expired by our clock, or already replaced, needs no floor', async () => {
+    const h = await harness({ mode: 'oauth' });
+    let clock = Date.now();
+    const now = (): number => clock;
+    const logs = new LogCapture();
+    const broker = new TokenBroker({
+      client: new TokenClient({ tokenUrl: new URL(h.sim.tokenUrl), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET, now }),
+      store: new FileTokenStore(h.config.tokenStore.path),
+      logger: createLogger('trace', logs),
+      seedRefreshToken: undefined,
+      now,
+      // Longer than a token lives: only our own clock's verdict can let the last refresh through.
+      refreshFloorMs: 48 * 60 * 60_000,
+    });
+    try {
+      await broker.start();
+      const calls = (): number => h.sim.counters.tokenCalls;
+      const base = calls();
+      const a = await broker.get();
+      expect(await broker.invalidate(a)).toBe(true);
+      expect(calls() - base).toBe(1);
+      const b = await broker.get();
+      expect(b).not.toEqual(a);
+
+      clock += 1000;
+      expect(await broker.invalidate(b)).toBe(false);
+      expect(broker.current()).toBe(b);
+      expect(calls() - base).toBe(1);
+      expect(logs.entries.filter((e) => e.event === 'refresh_floor')).toHaveLength(1);
+      // A late 401 for the replaced token: the current one may be used, no refresh.
+      expect(await broker.invalidate(a)).toBe(true);
+      expect(calls() - base).toBe(1);
+
+      // Still inside the floor a day later: b is still trusted by our clock, so still kept.
+      clock += 23 * 60 * 60_000;
+      expect(await broker.invalidate(b)).toBe(false);
+      expect(logs.entries.filter((e) => e.event === 'refresh_floor')).toHaveLength(2);
+      // Past b's 24 h: expired by our own clock, the floor does not apply.
+      clock += 60 * 60_000;
+      expect(await broker.invalidate(b)).toBe(true);
+      expect(calls() - base).toBe(2);
+      expect(logs.entries.filter((e) => e.event === 'refresh_floor')).toHaveLength(2);
+    } finally {
+      broker.stop();
+    }
   });
 });
