@@ -20,8 +20,11 @@ export interface CredentialSource {
   current(): Credential | undefined;
   /** A credential usable right now, waiting for a refresh if need be; throws HttpError (503) when there is none. */
   get(): Promise<Credential>;
-  /** Keap answered 401 to a request that carried `used`: drop it and get a new one if that helps. */
-  invalidate(used: Credential): Promise<void>;
+  /**
+   * Keap's gateway rejected `used` (a token fault): drop it and get a new one if that helps.
+   * True when a credential other than `used` is usable now, so a replay may use it.
+   */
+  invalidate(used: Credential): Promise<boolean>;
   readiness(): Readiness;
   /** The Keap account requests go to, for metrics and per-tenant queues. */
   tenant(): string;
@@ -50,8 +53,8 @@ export class StaticKeySource implements CredentialSource {
   }
 
   /** A key cannot be refreshed: its 401 goes to the client. */
-  invalidate(): Promise<void> {
-    return Promise.resolve();
+  invalidate(): Promise<boolean> {
+    return Promise.resolve(false);
   }
 
   readiness(): Readiness {

@@ -25,6 +25,8 @@ export interface ProxyOverrides {
   store?: TokenStore;
   /** Keap 429 replays (tests shorten the delays; the defaults are in upstream.ts). */
   rateLimitReplays?: RateLimitReplayPolicy;
+  /** The token broker's clock (tests cross the refresh floor and token lifetimes without waiting). */
+  now?: () => number;
 }
 
 export interface RunningProxy {
@@ -43,11 +45,11 @@ export interface CredentialParts {
   client: TokenClient | undefined;
 }
 
-export function createCredentials(config: Config, logger: Logger, store: TokenStore, metrics?: Metrics): CredentialParts {
+export function createCredentials(config: Config, logger: Logger, store: TokenStore, metrics?: Metrics, now?: () => number): CredentialParts {
   const c = config.credentials;
   if (c.mode === 'key') return { credentials: new StaticKeySource(c.apiKey, logger), broker: undefined, client: undefined };
-  const client = new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: c.clientId, clientSecret: c.clientSecret });
-  const broker = new TokenBroker({ client, store, logger, seedRefreshToken: c.seedRefreshToken, onRefresh: (outcome) => metrics?.tokenRefresh(outcome) });
+  const client = new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: c.clientId, clientSecret: c.clientSecret, now });
+  const broker = new TokenBroker({ client, store, logger, seedRefreshToken: c.seedRefreshToken, now, onRefresh: (outcome) => metrics?.tokenRefresh(outcome) });
   return { credentials: broker, broker, client };
 }
 
@@ -80,7 +82,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const metrics = new Metrics();
   const logWriter = logWriterOf(logger);
   if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);
-  const parts = createCredentials(config, logger, store, metrics);
+  const parts = createCredentials(config, logger, store, metrics, overrides.now);
   const credentials = parts.credentials;
   const oauth = createOAuthEndpoints(config, logger, parts);
   const pacer: Pacer = createPacer(config.pacing, logger);

@@ -2,8 +2,9 @@
 // refresh and kills the old one at once, so two refreshes with one token lose the grant for
 // good. Hence: one refresh at a time in this process (single flight) and across processes
 // (the store's lock, then a re-read of the store); a 401 refreshes only when the token that
-// failed is still the current one (generation check); and every new grant is stored
-// durably before any request sees its access token.
+// failed is still the current one (generation check), and at most once per refresh floor
+// unless our own clock says the token expired; and every new grant is stored durably
+// before any request sees its access token.
 import type { Logger } from './log.js';
 import { tenantOf, type Grant } from './grant.js';
 import type { TokenStore } from './token-store.js';
@@ -22,6 +23,8 @@ export interface TokenBrokerOptions {
   storePollMs?: number;
   /** Refresh at least this often whatever the access token's lifetime, so the refresh token (45 days) never lapses. */
   maxRefreshIntervalMs?: number;
+  /** The least time between two refreshes driven by Keap's 401s (REFRESH_FLOOR_MS unless a test says otherwise). */
+  refreshFloorMs?: number;
   /** Told how each refresh ended (metrics). */
   onRefresh?: (outcome: 'success' | 'failure' | 'invalid_grant' | 'reloaded') => void;
 }
@@ -39,6 +42,13 @@ const MINUTE = 60 * SECOND;
 const DAY = 24 * 60 * MINUTE;
 /** Keap's refresh tokens live 45 days; its staff advise refreshing any older than about 30. */
 const REFRESH_TOKEN_WARN_AGE = 30 * DAY;
+
+/**
+ * A 401 for a token our own clock still trusts refreshes at most this often. Each refresh
+ * rotates the refresh token; an upstream that rejects every token (or a bug that makes it
+ * look so) would otherwise have us rotate on every request and replay every write.
+ */
+export const REFRESH_FLOOR_MS = 10 * SECOND;
 
 /** Refresh this long before expiry: the smaller of 5 minutes and 10% of the token's lifetime. */
 export function refreshMargin(grant: Pick<Grant, 'issuedAt' | 'accessExpiresAt'>): number {
@@ -60,15 +70,19 @@ export class TokenBroker implements CredentialSource {
   /** No token call before this time (backoff after a failure). */
   private nextAttemptAt = 0;
   private lastRefreshAt: number | undefined;
+  /** When a 401 last made us drop a token our clock still trusted (the refresh floor counts from here). */
+  private lastRejectedAt: number | undefined;
   private stopped = false;
   private readonly now: () => number;
   private readonly storePollMs: number;
   private readonly maxRefreshIntervalMs: number;
+  private readonly refreshFloorMs: number;
 
   constructor(private readonly options: TokenBrokerOptions) {
     this.now = options.now ?? Date.now;
     this.storePollMs = options.storePollMs ?? 5 * SECOND;
     this.maxRefreshIntervalMs = options.maxRefreshIntervalMs ?? 7 * DAY;
+    this.refreshFloorMs = options.refreshFloorMs ?? REFRESH_FLOOR_MS;
   }
 
   async start(): Promise<void> {
@@ -113,18 +127,36 @@ export class TokenBroker implements CredentialSource {
   }
 
   /**
-   * Keap answered 401 (expired or invalid token) to a request that carried `used`. Only if
-   * that is still the current token is it dropped and a refresh made: a storm of 401s for
-   * one token makes one refresh, and a 401 for a token already replaced makes none.
+   * Keap's gateway rejected `used` (an Apigee token fault). Only if that is still the current
+   * token is it dropped and a refresh made: a storm of 401s for one token makes one refresh,
+   * and a 401 for a token already replaced makes none (the current one may be replayed).
+   * A token our clock still trusts is dropped at most once per refresh floor; inside it the
+   * token is kept and false returned, so the client gets Keap's 401 and nothing rotates.
+   * Returns true when a credential other than `used` is usable now.
    */
-  async invalidate(used: Credential): Promise<void> {
-    if (used.kind !== 'bearer' || used.generation !== this.generation || this.grant === undefined) return;
-    if (this.grant.accessToken === used.token) {
-      this.grant = { ...this.grant, accessExpiresAt: 0 };
+  async invalidate(used: Credential): Promise<boolean> {
+    const grant = this.grant;
+    if (used.kind !== 'bearer' || grant === undefined) return false;
+    const isCurrent = used.generation === this.generation;
+    // A token already dropped (a refresh for it runs or failed) or expired by our own clock needs no floor.
+    if (isCurrent && grant.accessToken === used.token && this.usable(grant)) {
+      const now = this.now();
+      const since = this.lastRejectedAt === undefined ? Infinity : now - this.lastRejectedAt;
+      if (since < this.refreshFloorMs) {
+        this.options.logger.warn(
+          { event: 'refresh_floor', generation: used.generation, floorMs: this.refreshFloorMs, retryInMs: Math.ceil(this.refreshFloorMs - since) },
+          'Keap rejected an access token that has not expired, again within the refresh floor: not refreshing; the client gets the 401',
+        );
+        return false;
+      }
+      this.lastRejectedAt = now;
+      this.grant = { ...grant, accessExpiresAt: 0 };
       this.credential = undefined;
       this.options.logger.info({ event: 'token_rejected', generation: used.generation }, 'Keap rejected the access token: refreshing');
     }
-    if (this.now() >= this.nextAttemptAt) await this.refresh().catch(() => undefined);
+    if (isCurrent && this.now() >= this.nextAttemptAt) await this.refresh().catch(() => undefined);
+    const next = this.current();
+    return next?.kind === 'bearer' && next.token !== used.token;
   }
 
   readiness(): Readiness {
@@ -253,7 +285,12 @@ export class TokenBroker implements CredentialSource {
     this.nextAttemptAt = this.now() + base / 2 + Math.random() * (base / 2);
     const reason = this.unsaved !== undefined ? 'the token store cannot be written; the new grant is kept in memory and saved again' : err instanceof Error ? err.message : String(err);
     this.state = { kind: 'degraded', reason };
-    logger.warn({ event: 'token_refresh_failed', failure: 'unavailable', attempt: this.failures, retryInMs: Math.round(this.nextAttemptAt - this.now()) }, reason);
+    // A redirect is named by its host, so an operator sees where the token endpoint tried to send the credentials.
+    const redirectHost = err instanceof TokenEndpointError ? err.redirectHost : undefined;
+    logger.warn(
+      { event: 'token_refresh_failed', failure: 'unavailable', attempt: this.failures, retryInMs: Math.round(this.nextAttemptAt - this.now()), ...(redirectHost !== undefined && { redirectHost }) },
+      reason,
+    );
   }
 
   private needReauthorization(reason: string): void {

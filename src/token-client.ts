@@ -15,6 +15,8 @@ export class TokenEndpointError extends Error {
     readonly failure: TokenFailure,
     message: string,
     readonly status?: number,
+    /** The host a 3xx pointed at (host and port only: a Location's path and query are not ours to log). */
+    readonly redirectHost?: string,
   ) {
     super(message);
     this.name = 'TokenEndpointError';
@@ -60,12 +62,21 @@ export class TokenClient {
         headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
         body: form.toString(),
         signal: AbortSignal.timeout(this.options.timeoutMs ?? 15_000),
+        // Following a redirect would re-send the refresh token, or on a code exchange the
+        // client secret, to whatever host the Location names.
+        redirect: 'manual',
       });
-      text = await response.text();
+      if (isRedirect(response.status)) {
+        await response.body?.cancel();
+        text = '';
+      } else {
+        text = await response.text();
+      }
     } catch (err) {
       const reason = (err as Error).name === 'TimeoutError' ? 'timed out' : 'could not be reached';
       throw new TokenEndpointError('unavailable', `token endpoint ${reason}`);
     }
+    if (isRedirect(response.status)) throw redirectRefused(response, this.options.tokenUrl);
     const body = parseJson(text);
     if (response.ok) {
       const grant = toGrant(body, now());
@@ -87,6 +98,27 @@ export class TokenClient {
     }
     throw new TokenEndpointError('unavailable', `token endpoint answered ${response.status} ${error ?? ''}`.trim(), response.status);
   }
+}
+
+function isRedirect(status: number): boolean {
+  return status >= 300 && status < 400;
+}
+
+/**
+ * Keap's token endpoint does not redirect: a 3xx means KEAP_TOKEN_URL is wrong or something
+ * between us and Keap is hostile. Only the Location's host is named, as its query may carry
+ * anything (and is attacker-chosen).
+ */
+function redirectRefused(response: Response, tokenUrl: URL): TokenEndpointError {
+  const location = response.headers.get('location');
+  let host: string | undefined;
+  try {
+    host = location === null ? undefined : new URL(location, tokenUrl).host.slice(0, 260) || undefined;
+  } catch {
+    host = undefined;
+  }
+  const where = host !== undefined ? `a redirect to ${host}` : location === null ? 'a redirect without a Location' : 'a redirect to an unreadable Location';
+  return new TokenEndpointError('unavailable', `token endpoint answered ${response.status}, ${where}; it was not followed (check KEAP_TOKEN_URL)`, response.status, host);
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {

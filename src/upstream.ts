@@ -1,7 +1,8 @@
 // The last stage: send the request to Keap and react to Keap's answer before the client
-// sees it. A gateway 401 means Apigee rejected the token before Keap processed anything,
-// so a new token and one replay (every method, body and all) is safe; the client never
-// sees that 401. A second 401 goes to the client. A gateway 429 is as safe to replay: the
+// sees it. A gateway 401 with one of Apigee's token faults means Apigee rejected the token
+// before Keap processed anything, so a new token and one replay (every method, body and
+// all) is safe; the client does not see that 401. Any other 401, a 401 inside the broker's
+// refresh floor and a second 401 go to the client. A gateway 429 is as safe to replay: the
 // whole queue waits as long as Keap asks, and the request goes again, within the replay
 // policy below and the request's deadline. Nothing is sent for a client that has gone.
 import type { IncomingMessage } from 'node:http';
@@ -10,7 +11,7 @@ import type { CredentialSource } from './credentials.js';
 import { type Forwarder, UnusableResponse, UpstreamError } from './forwarder.js';
 import { HttpError } from './http-error.js';
 import { tooLarge } from './body.js';
-import { classifyUnauthorized, parseFault, type Fault } from './apigee.js';
+import { classifyUnauthorized, NOT_APPROVED_AFTER_REFRESH, parseFault, type Fault } from './apigee.js';
 import { parseQuotaHeaders, type QuotaReport } from './keap-quota.js';
 import { nextUtcMidnight, type Pacer } from './pacer.js';
 import type { Metrics } from './metrics.js';
@@ -82,7 +83,12 @@ export function forward(deps: ForwardDeps): Stage {
   /** Keap's answer goes to the client as it is, or (on the 401 and 429 a replay can fix) through a reaction first. */
   const answer = (ex: Exchange, upstream: IncomingMessage): void | Promise<void> => {
     const report = observeQuota(upstream);
-    if (upstream.statusCode === 401 || upstream.statusCode === 429) return react(ex, upstream, report);
+    if (upstream.statusCode === 401 || upstream.statusCode === 429) {
+      // A reaction may relay a response it read (relayBuffered): one Node refuses to write is a 502 there too.
+      return react(ex, upstream, report).catch((err: unknown) => {
+        throw unusable(deps, ex, err);
+      });
+    }
     relay(ex, upstream);
   };
   const policy = deps.rateLimitReplays ?? RATE_LIMIT_REPLAYS;
@@ -128,8 +134,8 @@ const CACHE_MISS = ['x-cache', 'MISS'];
 const CONNECTION_CLOSE = ['connection', 'close'];
 
 /** Keap's answer cannot be written as it is (a header Node refuses): the client gets 502 and the log says why. */
-function unusable(deps: ForwardDeps, ex: Exchange, err: unknown): HttpError {
-  if (!(err instanceof UnusableResponse)) throw err;
+function unusable(deps: ForwardDeps, ex: Exchange, err: unknown): unknown {
+  if (!(err instanceof UnusableResponse)) return err;
   ex.outcome = 'unusable_response';
   deps.logger.warn({ event: 'upstream_response_unusable', reqId: ex.id, upstreamStatus: ex.upstreamStatus, reason: err.reason }, "Keap's response could not be relayed as it is: the client gets 502");
   return new HttpError(502, 'upstream_bad_response', "Keap's response could not be relayed (it was not valid HTTP). Retry later; if it persists, report the request id.");
@@ -156,18 +162,34 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   const used = ex.credential;
   // A key cannot be refreshed: the client sees Keap's 401 as it is.
   if (used === undefined || used.kind !== 'bearer') return upstream;
-  const body = await readSmall(upstream, FAULT_BODY_LIMIT);
-  const fault = parseFault(body);
-  const answer = (): undefined => {
-    ex.upstreamStatus = upstream.statusCode;
-    deps.forwarder.relayBuffered(upstream, body, ex.res, ex.id);
+  const peeked = await peekSmall(upstream, FAULT_BODY_LIMIT);
+  // Too large to be Apigee's fault: the application's answer, relayed whole (streamed) below.
+  const body = peeked ?? Buffer.alloc(0);
+  const fault: Fault = peeked !== undefined ? parseFault(peeked) : { errorcode: undefined, faultstring: undefined };
+  const answer = (response: IncomingMessage = upstream, bytes: Buffer = body): undefined => {
+    ex.upstreamStatus = response.statusCode;
+    deps.forwarder.relayBuffered(response, bytes, ex.res, ex.id);
     return undefined;
   };
-  if (classifyUnauthorized(fault) === 'not_approved') {
+  const notApproved = (errorcode: string | undefined): void => {
     deps.logger.error(
-      { event: 'app_not_approved', reqId: ex.id, errorcode: fault.errorcode },
+      { event: 'app_not_approved', reqId: ex.id, errorcode },
       "Keap says this OAuth app is not approved: no token refresh helps; check the app's status in Keap's developer portal",
     );
+  };
+  const kind = classifyUnauthorized(fault);
+  if (kind === 'other') {
+    // Not the gateway's fault body, so not proof that our token is bad: refreshing on it would
+    // let any upstream answer rotate the refresh token, and a replay could write twice.
+    // Neither the body nor its errorcode is logged: an upstream may echo anything, our token included.
+    deps.logger.info(
+      { event: 'unauthorized_passed_on', reqId: ex.id, status: upstream.statusCode, apigeeFault: fault.errorcode !== undefined },
+      "Keap answered 401 without one of Apigee's token faults: passed on to the client, no refresh, no replay",
+    );
+    return peeked === undefined ? upstream : answer();
+  }
+  if (kind === 'not_approved') {
+    notApproved(fault.errorcode);
     return answer();
   }
   if (ex.bodyStream !== undefined) {
@@ -179,11 +201,53 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
     return answer();
   }
   deps.logger.debug({ event: 'token_rejected_by_keap', reqId: ex.id, errorcode: fault.errorcode }, 'replaying with a new token');
-  await deps.credentials.invalidate(used);
+  // No other token: either the broker's refresh floor kept this one (it still serves, so
+  // Keap's 401 is the honest answer), or the refresh failed and get() says so (503).
+  if (!(await deps.credentials.invalidate(used)) && deps.credentials.current() !== undefined) return answer();
   ex.credential = await deps.credentials.get();
   injectCredential(ex);
   await deps.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
-  return send(deps, ex);
+  const replayed = await send(deps, ex);
+  if (fault.errorcode !== NOT_APPROVED_AFTER_REFRESH || replayed.statusCode !== 401) return replayed;
+  // Apigee says "not approved" for one revoked token too; the same answer for a fresh token means the app.
+  const again = await peekSmall(replayed, FAULT_BODY_LIMIT);
+  if (again === undefined) return replayed;
+  const second = parseFault(again);
+  if (second.errorcode === NOT_APPROVED_AFTER_REFRESH || classifyUnauthorized(second) === 'not_approved') notApproved(second.errorcode);
+  return answer(replayed, again);
+}
+
+/**
+ * The whole body when it is at most `limit` bytes. A larger one is no Apigee fault, and the
+ * client must still get all of it: what was read is put back and undefined returned, so the
+ * response can be relayed as it came.
+ */
+function peekSmall(res: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    // The error listener stays: a response put back may still fail before the relay listens.
+    const stop = (): void => {
+      res.off('data', onData);
+      res.off('end', onEnd);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size <= limit) return;
+      res.pause();
+      stop();
+      res.unshift(Buffer.concat(chunks));
+      resolve(undefined);
+    };
+    const onEnd = (): void => {
+      stop();
+      resolve(Buffer.concat(chunks));
+    };
+    res.on('data', onData);
+    res.once('end', onEnd);
+    res.once('error', reject);
+  });
 }
 
 /**

@@ -2,12 +2,15 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { harnessPerTest, send, SIM_CLIENT_ID, SIM_CLIENT_SECRET } from './harness.js';
+import { harnessPerTest, send, oauthEnv, tempDir, LogCapture, SIM_CLIENT_ID, SIM_CLIENT_SECRET } from './harness.js';
+import { APP_UNAUTHORIZED_BODY, KeapSimulator } from './simulator/keap-simulator.js';
 import { createLogger } from '../src/log.js';
+import { loadConfig } from '../src/config.js';
 import { startProxy, type RunningProxy } from '../src/server.js';
 import { TokenClient } from '../src/token-client.js';
 import { FileTokenStore } from '../src/token-store.js';
-import { TokenBroker } from '../src/token-broker.js';
+import { REFRESH_FLOOR_MS, TokenBroker } from '../src/token-broker.js';
+import { classifyUnauthorized, parseFault } from '../src/apigee.js';
 
 interface Echo {
   method: string;
@@ -77,7 +80,8 @@ describe('one refresh for any 401 storm, then replay', () => {
     expect(second.kind === 'bearer' && first.kind === 'bearer' && second.token !== first.token).toBe(true);
     expect(h.sim.counters.tokenCalls - before).toBe(1);
     // Late 401s for the replaced token (requests that left before the refresh) change nothing.
-    await Promise.all([broker.invalidate(first), broker.invalidate(first), broker.invalidate(first)]);
+    // They may be replayed with the current token.
+    expect(await Promise.all([broker.invalidate(first), broker.invalidate(first), broker.invalidate(first)])).toEqual([true, true, true]);
     expect(h.sim.counters.tokenCalls - before).toBe(1);
     expect(await broker.get()).toBe(second);
     broker.stop();
@@ -92,15 +96,21 @@ describe('one refresh for any 401 storm, then replay', () => {
     expect(h.sim.counters.tokenCalls).toBe(after);
   });
 
-  it('an app that is not approved is reported, not refreshed in a loop', async () => {
+  it('access_token_not_approved is refreshed once and replayed; the same answer again means the app is not approved', async () => {
     const h = await harness({ mode: 'oauth' });
-    const before = h.sim.counters.tokenCalls;
+    const tokenCalls = h.sim.counters.tokenCalls;
+    const apiCalls = h.sim.counters.apiCalls;
     h.sim.setApproved(false);
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
     expect(r.status).toBe(401);
     expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.access_token_not_approved' } } });
-    expect(h.sim.counters.tokenCalls).toBe(before);
-    expect(h.logs.entries.find((e) => e.event === 'app_not_approved')).toMatchObject({ level: 'error' });
+    expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
+    expect(h.sim.counters.apiCalls - apiCalls).toBe(2);
+    expect(h.logs.entries.filter((e) => e.event === 'app_not_approved')).toEqual([expect.objectContaining({ level: 'error', errorcode: 'keymanagement.service.access_token_not_approved' })]);
+    // Within the refresh floor a second request makes no second refresh: no loop.
+    expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(401);
+    expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
+    expect(h.sim.counters.apiCalls - apiCalls).toBe(3);
   });
 
   it('a body too large to buffer is not replayed: the 401 reaches the client, with a log line saying why', async () => {
@@ -241,5 +251,250 @@ describe('failures', () => {
     expect(typeof body.refreshTokenAgeSeconds).toBe('number');
     expect(body.accessTokenExpiresInSeconds as number).toBeGreaterThan(86_000);
     expect(r.text()).not.toContain(String(h.sim.currentRefreshToken()));
+  });
+});
+
+describe('only Apigee token faults refresh and replay', () => {
+  const expiredFault = (): Buffer =>
+    Buffer.from(JSON.stringify({ fault: { faultstring: 'Access Token expired', detail: { errorcode: 'keymanagement.service.access_token_expired' } } }));
+
+  it('classifies by errorcode; a 401 without a known fault is the application\'s', () => {
+    const kind = (body: string): string => classifyUnauthorized(parseFault(Buffer.from(body)));
+    const faultBody = (errorcode: string): string => JSON.stringify({ fault: { faultstring: 'x', detail: { errorcode } } });
+    expect(kind(faultBody('keymanagement.service.access_token_expired'))).toBe('token');
+    expect(kind(faultBody('keymanagement.service.invalid_access_token'))).toBe('token');
+    expect(kind(faultBody('oauth.v2.InvalidAccessToken'))).toBe('token');
+    expect(kind(faultBody('keymanagement.service.access_token_not_approved'))).toBe('token');
+    expect(kind(faultBody('keymanagement.service.invalid_client-client_id_not_approved'))).toBe('not_approved');
+    expect(kind(faultBody('policies.ratelimit.QuotaViolation'))).toBe('other');
+    expect(kind(faultBody('some.unknown.code'))).toBe('other');
+    expect(kind('{"message":"unauthorized by app"}')).toBe('other');
+    expect(kind('{"fault":{"faultstring":"Invalid Access Token"}}')).toBe('other');
+    expect(kind('<html>401</html>')).toBe('other');
+    expect(kind('null')).toBe('other');
+    expect(kind('')).toBe('other');
+  });
+
+  it("an application's 401 reaches the client byte for byte: no token call, one upstream call per request, a log line without the body", async () => {
+    const h = await harness({ mode: 'oauth' });
+    const tokenCalls = h.sim.counters.tokenCalls;
+    const apiCalls = h.sim.counters.apiCalls;
+    const refreshToken = h.sim.currentRefreshToken();
+    const requests: [string, string, Buffer | undefined][] = [
+      ['GET', '/crm/rest/v1/__app401', undefined],
+      ['POST', '/crm/rest/v1/__app401', Buffer.from('{"given_name":"Ada"}')],
+      ['DELETE', '/crm/rest/v2/__app401', undefined],
+      // An errorcode Apigee is not known to use for tokens is not proof either.
+      ['GET', '/crm/rest/v1/__fault?errorcode=some.unknown.code', undefined],
+    ];
+    for (const [method, path, body] of requests) {
+      const r = await send(h.proxy.url, method, path, { body, headers: body ? { 'content-type': 'application/json' } : {} });
+      expect(r.status).toBe(401);
+      if (path.includes('__app401')) expect(r.body.equals(APP_UNAUTHORIZED_BODY)).toBe(true);
+      else expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'some.unknown.code' } } });
+    }
+    expect(h.sim.counters.tokenCalls - tokenCalls).toBe(0);
+    expect(h.sim.counters.apiCalls - apiCalls).toBe(requests.length);
+    expect(h.sim.currentRefreshToken()).toBe(refreshToken);
+    const passedOn = h.logs.entries.filter((e) => e.event === 'unauthorized_passed_on');
+    expect(passedOn).toHaveLength(requests.length);
+    for (const e of passedOn) expect(e).toMatchObject({ level: 'info', status: 401, reqId: expect.any(String) });
+    expect(h.logs.entries.filter((e) => e.event === 'request').map((e) => e.attempts)).toEqual(requests.map(() => 1));
+    expect(h.logs.entries.some((e) => e.event === 'token_rejected' || e.event === 'refresh_floor')).toBe(false);
+    const text = h.logs.text();
+    expect(text).not.toContain('unauthorized by app');
+    expect(text).not.toContain('some.unknown.code');
+    const token = h.proxy.credentials.current();
+    expect(token?.kind === 'bearer' && !text.includes(token.token)).toBe(true);
+    expect(text).not.toContain(String(refreshToken));
+  });
+
+  it("an application's 401 larger than a fault body is relayed whole", async () => {
+    const h = await harness({ mode: 'oauth' });
+    const big = randomBytes(300_000);
+    h.sim.route('GET', '/crm/rest/v1/__big401', (_req, res) => {
+      // Chunked, no Content-Length: the proxy cannot know the size before reading.
+      res.writeHead(401, { 'content-type': 'application/octet-stream' });
+      for (let i = 0; i < big.length; i += 50_000) res.write(big.subarray(i, i + 50_000));
+      res.end();
+    });
+    const tokenCalls = h.sim.counters.tokenCalls;
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__big401');
+    expect(r.status).toBe(401);
+    expect(sha256(r.body)).toBe(sha256(big));
+    expect(h.sim.counters.tokenCalls).toBe(tokenCalls);
+    expect(h.logs.entries.filter((e) => e.event === 'unauthorized_passed_on')).toHaveLength(1);
+  });
+
+  it('a storm of 20 concurrent requests that all get access_token_expired: exactly 1 refresh and 20 replays, bodies intact', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const first = h.proxy.credentials.current();
+    if (first?.kind !== 'bearer') throw new Error('no token');
+    // Every request carrying the first token is held until all 20 have arrived, then all get
+    // the gateway's expired fault: no request can slip past with the refreshed token.
+    const held: import('node:http').ServerResponse[] = [];
+    const seen: { token: string; bodySha256: string }[] = [];
+    h.sim.route('*', '/crm/rest/v1/__storm', (req, res, body) => {
+      const token = String(req.headers.authorization).slice('Bearer '.length);
+      seen.push({ token, bodySha256: sha256(body) });
+      if (token !== first.token) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ bodySha256: sha256(body) }));
+        return;
+      }
+      held.push(res);
+      if (held.length === 20) for (const r of held) r.writeHead(401, { 'content-type': 'application/json' }).end(expiredFault());
+    });
+    const before = { ...h.sim.counters };
+    const bodies = Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? undefined : randomBytes(1000 + i)));
+    const replies = await Promise.all(bodies.map((body) => send(h.proxy.url, body ? 'POST' : 'GET', '/crm/rest/v1/__storm', { body })));
+    for (const [i, r] of replies.entries()) {
+      expect(r.status, `request ${i}`).toBe(200);
+      expect(r.json<{ bodySha256: string }>().bodySha256).toBe(sha256(bodies[i] ?? Buffer.alloc(0)));
+    }
+    expect(h.sim.counters.tokenCalls - before.tokenCalls).toBe(1);
+    expect(h.sim.counters.refreshGrants - before.refreshGrants).toBe(1);
+    expect(seen.filter((s) => s.token === first.token)).toHaveLength(20);
+    const replays = seen.filter((s) => s.token !== first.token);
+    expect(replays).toHaveLength(20);
+    expect(new Set(replays.map((s) => s.token)).size).toBe(1);
+    expect(h.sim.counters.apiCalls - before.apiCalls).toBe(40);
+    expect(h.logs.entries.filter((e) => e.event === 'request').map((e) => e.attempts)).toEqual(bodies.map(() => 2));
+    expect(h.logs.entries.some((e) => e.event === 'refresh_floor')).toBe(false);
+  });
+
+  it('access_token_not_approved for one revoked token: 1 refresh, 1 replay, the client gets the answer', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const revoked = h.proxy.credentials.current();
+    if (revoked?.kind !== 'bearer') throw new Error('no token');
+    const tokens: string[] = [];
+    h.sim.route('POST', '/crm/rest/v1/__revoked', (req, res) => {
+      const token = String(req.headers.authorization).slice('Bearer '.length);
+      tokens.push(token);
+      if (token === revoked.token) {
+        res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ fault: { faultstring: 'Access Token not approved', detail: { errorcode: 'keymanagement.service.access_token_not_approved' } } }));
+      } else {
+        res.writeHead(201, { 'content-type': 'application/json' }).end('{"id":1}');
+      }
+    });
+    const tokenCalls = h.sim.counters.tokenCalls;
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__revoked', { body: '{"x":1}', headers: { 'content-type': 'application/json' } });
+    expect(r.status).toBe(201);
+    expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
+    expect(tokens).toHaveLength(2);
+    expect(tokens[0]).toBe(revoked.token);
+    expect(tokens[1]).not.toBe(revoked.token);
+    expect(h.logs.entries.some((e) => e.event === 'app_not_approved')).toBe(false);
+  });
+
+  it('client_id_not_approved: no refresh, no replay, the client gets the 401 and the operator an error line', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const tokenCalls = h.sim.counters.tokenCalls;
+    const apiCalls = h.sim.counters.apiCalls;
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__fault?errorcode=keymanagement.service.invalid_client-client_id_not_approved');
+    expect(r.status).toBe(401);
+    expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.invalid_client-client_id_not_approved' } } });
+    expect(h.sim.counters.tokenCalls).toBe(tokenCalls);
+    expect(h.sim.counters.apiCalls - apiCalls).toBe(1);
+    expect(h.logs.entries.find((e) => e.event === 'app_not_approved')).toMatchObject({ level: 'error', errorcode: 'keymanagement.service.invalid_client-client_id_not_approved' });
+  });
+});
+
+/** A proxy whose token broker runs on an injected clock, so the refresh floor can be crossed without waiting for it. */
+async function startClockedProxy(sim: KeapSimulator, now: () => number): Promise<{ url: string; logs: LogCapture; close(): Promise<void> }> {
+  const dir = tempDir();
+  const config = loadConfig({ env: oauthEnv(sim, dir), cwd: dir });
+  const logs = new LogCapture();
+  const proxy = await startProxy(config, { logger: createLogger('trace', logs), now });
+  return { url: proxy.url, logs, close: () => proxy.close() };
+}
+
+describe('the refresh floor', () => {
+  const INVALID = '/crm/rest/v1/__fault?errorcode=keymanagement.service.invalid_access_token';
+
+  it(`an upstream that rejects every token makes at most 1 refresh per ${REFRESH_FLOOR_MS / 1000} s of (injected) time`, async () => {
+    // A simulator of its own: the seed refresh token is good for one proxy only.
+    const sim = await KeapSimulator.start();
+    let clock = Date.now();
+    const proxy = await startClockedProxy(sim, () => clock).catch(async (err: unknown) => {
+      await sim.close();
+      throw err;
+    });
+    try {
+      const start = clock;
+      const refreshes = sim.counters.refreshGrants;
+      const apiCalls = sim.counters.apiCalls;
+      const refreshedAt: number[] = [];
+      // One request per injected second for a minute.
+      for (let second = 0; second < 60; second++) {
+        clock = start + second * 1000;
+        const before = sim.counters.refreshGrants;
+        const r = await send(proxy.url, 'GET', INVALID);
+        expect(r.status).toBe(401);
+        expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.invalid_access_token' } } });
+        if (sim.counters.refreshGrants > before) refreshedAt.push(second);
+      }
+      expect(refreshedAt).toEqual([0, 10, 20, 30, 40, 50]);
+      expect(sim.counters.refreshGrants - refreshes).toBe(6);
+      // A refreshed request is replayed once (its second 401 goes to the client); a blocked one is not.
+      expect(sim.counters.apiCalls - apiCalls).toBe(60 + 6);
+      const floor = proxy.logs.entries.filter((e) => e.event === 'refresh_floor');
+      expect(floor).toHaveLength(54);
+      for (const e of floor) expect(e).toMatchObject({ level: 'warn', floorMs: REFRESH_FLOOR_MS });
+      expect(proxy.logs.text()).not.toContain(String(sim.currentRefreshToken()));
+      // The floor kept the token: requests Keap accepts still go through with it, with no token call.
+      const calls = sim.counters.tokenCalls;
+      expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+      expect(sim.counters.tokenCalls).toBe(calls);
+    } finally {
+      await proxy.close();
+      await sim.close();
+    }
+  });
+
+  it('the broker: inside the floor the rejected token is kept and false returned; a token expired by our clock, or already replaced, needs no floor', async () => {
+    const h = await harness({ mode: 'oauth' });
+    let clock = Date.now();
+    const now = (): number => clock;
+    const logs = new LogCapture();
+    const broker = new TokenBroker({
+      client: new TokenClient({ tokenUrl: new URL(h.sim.tokenUrl), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET, now }),
+      store: new FileTokenStore(h.config.tokenStore.path),
+      logger: createLogger('trace', logs),
+      seedRefreshToken: undefined,
+      now,
+      // Longer than a token lives: only our own clock's verdict can let the last refresh through.
+      refreshFloorMs: 48 * 60 * 60_000,
+    });
+    try {
+      await broker.start();
+      const calls = (): number => h.sim.counters.tokenCalls;
+      const base = calls();
+      const a = await broker.get();
+      expect(await broker.invalidate(a)).toBe(true);
+      expect(calls() - base).toBe(1);
+      const b = await broker.get();
+      expect(b).not.toEqual(a);
+
+      clock += 1000;
+      expect(await broker.invalidate(b)).toBe(false);
+      expect(broker.current()).toBe(b);
+      expect(calls() - base).toBe(1);
+      expect(logs.entries.filter((e) => e.event === 'refresh_floor')).toHaveLength(1);
+      // A late 401 for the replaced token: the current one may be used, no refresh.
+      expect(await broker.invalidate(a)).toBe(true);
+      expect(calls() - base).toBe(1);
+
+      // Still inside the floor a day later: b is still trusted by our clock, so still kept.
+      clock += 23 * 60 * 60_000;
+      expect(await broker.invalidate(b)).toBe(false);
+      expect(logs.entries.filter((e) => e.event === 'refresh_floor')).toHaveLength(2);
+      // Past b's 24 h: expired by our own clock, the floor does not apply.
+      clock += 60 * 60_000;
+      expect(await broker.invalidate(b)).toBe(true);
+      expect(calls() - base).toBe(2);
+      expect(logs.entries.filter((e) => e.event === 'refresh_floor')).toHaveLength(2);
+    } finally {
+      broker.stop();
+    }
   });
 });

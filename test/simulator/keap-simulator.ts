@@ -71,6 +71,8 @@ const FAULT_MISSING = fault('Invalid access token', 'oauth.v2.InvalidAccessToken
 const FAULT_INVALID = fault('Invalid Access Token', 'keymanagement.service.invalid_access_token');
 const FAULT_EXPIRED = fault('Access Token expired', 'keymanagement.service.access_token_expired');
 const FAULT_NOT_APPROVED = fault('Access Token not approved', 'keymanagement.service.access_token_not_approved');
+/** A 401 from the application behind the gateway: no Apigee fault body. */
+export const APP_UNAUTHORIZED_BODY = Buffer.from('{"message":"unauthorized by app"}');
 
 const CONTACTS_BODY = Buffer.from(
   JSON.stringify({
@@ -546,6 +548,16 @@ export class KeapSimulator {
             return send(res, 200, 'application/octet-stream', patternBytes(size), qh);
           }
           break;
+        case '__app401':
+          // The application's own 401 (the gateway accepted the token): /crm/rest/v1/__app401
+          return send(res, 401, JSON_CT, APP_UNAUTHORIZED_BODY, qh);
+        case '__fault': {
+          // The gateway rejecting a token it has just accepted, with any errorcode (a misbehaving
+          // gateway, a revoked token, an app withdrawn): /crm/rest/v1/__fault?errorcode=...
+          const errorcode = new URLSearchParams(query).get('errorcode') ?? 'keymanagement.service.invalid_access_token';
+          this.counters.unauthorized++;
+          return send(res, 401, JSON_CT, fault('Simulated gateway fault', errorcode));
+        }
         case '__status': {
           // Any status code, for 5xx/4xx handling tests: /crm/rest/v1/__status?code=503
           const code = intParam(query, 'code', 200, 200, 599);
