@@ -8,6 +8,7 @@ import https from 'node:https';
 import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
+import { keepEmptyQuery } from './exact-target.js';
 
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'client_closed' | 'body_too_large';
 
@@ -106,10 +107,15 @@ export class Forwarder {
       target: options.target,
       agent: this.agent,
       changeOrigin: true,
+      // The request target goes to Keap as the client sent it: http-proxy-3 would otherwise run
+      // it through WHATWG URL, which resolves dot-segments and re-encodes quotes and braces, so
+      // Keap would answer a different path than the one the pipeline (cache, routing) judged.
+      toProxy: true,
       selfHandleResponse: true,
       // Socket inactivity once the response has started; the time to first byte is ours (below).
       proxyTimeout: options.timeoutMs,
     });
+    keepEmptyQuery(this.proxy, this.agent);
     this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
       const flight = flightOf(req);
       if (flight === undefined) return;
