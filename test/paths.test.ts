@@ -1,4 +1,4 @@
-// The request target reaches Keap byte for byte. The upstream here is a raw
+// The request target reaches Keap byte for byte, or not at all. The upstream here is a raw
 // TCP server, not an HTTP library, so nothing between the proxy and the assertion parses,
 // normalises or re-encodes the request line.
 import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
@@ -8,6 +8,7 @@ import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { startProxy, type RunningProxy } from '../src/server.js';
 import { Forwarder } from '../src/forwarder.js';
+import { hasDotSegment } from '../src/pipeline.js';
 import { LogCapture, tempDir } from './harness.js';
 
 /** Records the request line of every request it gets and answers each with a small 200 (targets starting /slow after 300 ms). */
@@ -113,8 +114,8 @@ describe('the request target reaches Keap byte for byte', () => {
     ['a second ? and repeated &', '/crm/rest/v1/x?a=1?b=2&&c=&'],
     ['only ? and &', '/crm/rest/v1/x?&'],
     ['+ and %20', '/crm/rest/v1/x/a+b%20c?q=a+b%20c'],
-    ['dots', '/crm/rest/v1/.well-known/a.b/.../..x/x../%2e%2e%2e/.%2e.'],
-    ['dots in the query', '/crm/rest/v1/x?path=/../../etc&p=%2e%2e'],
+    ['dots that are not dot-segments', '/crm/rest/v1/.well-known/a.b/.../..x/x../%2e%2e%2e/.%2e.'],
+    ['dot-segments in the query (only the path is checked)', '/crm/rest/v1/x?path=/../../etc&p=%2e%2e'],
     ['an encoded backslash and percent', '/crm/rest/v1/x/a%5Cb%25?q=\\'],
     ['a fragment', '/crm/rest/v1/x?a=1#frag'],
     ['the root', '/'],
@@ -148,5 +149,72 @@ describe('an empty query ("/x?")', () => {
       forwarder.close();
       await new Promise<void>((resolve) => front.close(() => resolve()));
     }
+  });
+});
+
+describe('dot-segments and backslashes are refused before Keap is contacted', () => {
+  const dotSegments = [
+    '/crm/rest/v1/tags/%2e%2e/%2E%2e/admin',
+    '/a/../../x',
+    '/crm/rest/v1/./contacts',
+    '/crm/rest/v1/contacts/.',
+    '/crm/rest/v1/contacts/..',
+    '/crm/rest/v1/contacts/..?x=1',
+    '/crm/rest/v1/contacts/..#x',
+    '/./crm/rest/v1/contacts',
+    '/..',
+    '/.',
+    '/crm/rest/v1/%2e/contacts',
+    '/crm/rest/v1/%2E/contacts',
+    '/crm/rest/v1/%2e%2e/contacts',
+    '/crm/rest/v1/%2E%2E/contacts',
+    '/crm/rest/v1/.%2e/contacts',
+    '/crm/rest/v1/.%2E/contacts',
+    '/crm/rest/v1/%2e./contacts',
+    '/crm/rest/v1/%2E./contacts',
+    // Servers that decode %2F before splitting the path see these as dot-segments too.
+    '/crm/rest/v1/tags/..%2fadmin',
+    '/crm/rest/v1/tags%2F..%2Fadmin',
+    '/crm/rest/v1/tags/%2e%2e%5cadmin',
+    // Java servers drop ;parameters before resolving dot-segments.
+    '/crm/rest/v1/tags/..;x/admin',
+    '/crm/rest/v1/tags/.;/admin',
+  ];
+  it.each(dotSegments)('%s gets 400 invalid_path', async (target) => {
+    const r = await rawGet(proxy.url, target);
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_path', message: expect.stringMatching(/"\."|"\.\."/) as unknown });
+    expect(upstream.connections).toBe(0);
+  });
+
+  it.each(['/crm/rest/v1/a\\b', '/crm\\rest/v1/contacts', '/crm/rest/v1/x\\..\\admin'])('a backslash in the path gets 400 invalid_path: %s', async (target) => {
+    const r = await rawGet(proxy.url, target);
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_path', message: expect.stringMatching(/backslash/) as unknown });
+    expect(upstream.connections).toBe(0);
+  });
+
+  it('the refusal is logged with the path, like any request', async () => {
+    const target = '/crm/rest/v1/logged/%2e%2e/x';
+    await rawGet(proxy.url, target);
+    const line = async (): Promise<Record<string, unknown> | undefined> => {
+      for (let i = 0; i < 50; i++) {
+        const found = logs.entries.find((e) => e.event === 'request' && e.path === target);
+        if (found !== undefined) return found;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return undefined;
+    };
+    expect(await line()).toMatchObject({ status: 400, attempts: 0 });
+  });
+});
+
+describe('hasDotSegment', () => {
+  const check = (url: string): boolean => hasDotSegment(url, url.length);
+  it.each(['/.', '/..', '/%2e', '/%2E%2E', '/a/.%2E', '/a/%2e.', '/a/..;', '/a/.;b=c/d', '/a%2f.%2fb', '/a%5C..%5Cb', '//..//'])('finds one in %s', (url) => {
+    expect(check(url)).toBe(true);
+  });
+  it.each(['/', '//', '/a', '/.a', '/a.', '/...', '/%2e%2e%2e', '/%2e%2', '/%2', '/%', '/a/%2ex', '/a;..', '/a/x;.', '/%2f', '/a%2fb', '/.well-known', '/;', '/.x;./..x'])('finds none in %s', (url) => {
+    expect(check(url)).toBe(false);
   });
 });
