@@ -4,6 +4,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseCacheRules } from './get-cache.js';
+import { parseAllowedHosts } from './host-check.js';
 import type { PaceLimits } from './pacer.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -29,6 +30,8 @@ export type Credentials = OAuthCredentials | KeyCredentials;
 export interface Config {
   host: string;
   port: number;
+  /** Host names (lower-case, IPv6 in brackets) requests may be addressed to besides loopback ones. */
+  allowedHosts: string[];
   keapApiUrl: URL;
   keapTokenUrl: URL;
   keapAuthorizeUrl: URL;
@@ -65,6 +68,7 @@ const MiB = 1024 * 1024;
 export const SETTINGS: readonly SettingDoc[] = [
   { name: 'HOST', default: '127.0.0.1', meaning: 'Address to listen on. Keep loopback for a sidecar; anything wider needs PROXY_CLIENT_KEYS.' },
   { name: 'PORT', default: '8080', meaning: 'Port to listen on (0 picks a free one).' },
+  { name: 'ALLOWED_HOSTS', default: '', meaning: 'Comma-separated host names (or IP addresses) clients address the proxy by, besides 127.x.x.x, localhost and [::1]; case and port are ignored. Requests with any other Host get 421 (a guard against DNS rebinding), except /healthz and /readyz.' },
   { name: 'KEAP_API_URL', default: 'https://api.infusionsoft.com', meaning: 'Keap API base URL: the only host requests are forwarded to.' },
   { name: 'KEAP_TOKEN_URL', default: 'https://api.infusionsoft.com/token', meaning: 'OAuth2 token endpoint.' },
   { name: 'KEAP_AUTHORIZE_URL', default: 'https://accounts.infusionsoft.com/app/oauth/authorize', meaning: 'OAuth2 authorize page (used by `keap-proxy auth`).' },
@@ -206,6 +210,12 @@ export function loadConfig(input: LoadConfigInput): Config {
   const host = str('HOST');
   if (isIP(host) === 0 && host !== 'localhost') problems.push(`HOST: "${host}" is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
   const port = int('PORT', 0, 65535);
+  let allowedHosts: string[] = [];
+  try {
+    allowedHosts = parseAllowedHosts(str('ALLOWED_HOSTS'));
+  } catch (err) {
+    problems.push(`ALLOWED_HOSTS: ${(err as Error).message}`);
+  }
   const keapApiUrl = url('KEAP_API_URL');
   if (keapApiUrl.search || keapApiUrl.hash) problems.push('KEAP_API_URL: must not carry a query string or fragment');
   const keapTokenUrl = url('KEAP_TOKEN_URL');
@@ -278,6 +288,7 @@ export function loadConfig(input: LoadConfigInput): Config {
   return {
     host,
     port,
+    allowedHosts,
     keapApiUrl,
     keapTokenUrl,
     keapAuthorizeUrl,
@@ -306,6 +317,7 @@ export function configSummary(config: Config): Record<string, unknown> {
   return {
     mode: config.credentials.mode,
     listen: `${config.host}:${config.port}`,
+    allowedHosts: config.allowedHosts,
     keapApiUrl: config.keapApiUrl.origin + config.keapApiUrl.pathname,
     keapTokenUrl: config.keapTokenUrl.origin + config.keapTokenUrl.pathname,
     tokenStore: config.credentials.mode === 'oauth' ? config.tokenStore.path : undefined,

@@ -38,6 +38,7 @@ describe('loadConfig', () => {
     expect(c.requestDeadlineMs).toBe(30_000);
     expect(c.cacheRules).toBe('');
     expect(c.proxyClientKeys).toEqual([]);
+    expect(c.allowedHosts).toEqual([]);
     expect(c.logLevel).toBe('info');
     expect(c.tokenStore.path.endsWith(path.join('data', 'tokens.json'))).toBe(true);
   });
@@ -78,9 +79,18 @@ describe('loadConfig', () => {
     [{ ...OAUTH, REQUEST_DEADLINE_MS: '0' }, /REQUEST_DEADLINE_MS: "0"/],
     [{ ...OAUTH, PROXY_CLIENT_KEYS: 'short' }, /PROXY_CLIENT_KEYS: every key must be at least 16 characters/],
     [{ ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379' }, /TOKEN_STORE: a Redis token store is not supported yet/],
+    [{ ...OAUTH, ALLOWED_HOSTS: 'ok.example,proxy.internal:8080' }, /ALLOWED_HOSTS: "proxy.internal:8080": give the host name alone, without scheme or port/],
+    [{ ...OAUTH, ALLOWED_HOSTS: '*' }, /ALLOWED_HOSTS: "\*": wildcards are not supported/],
+    [{ ...OAUTH, ALLOWED_HOSTS: 'not a host' }, /ALLOWED_HOSTS: "not a host" is not a host name or IP address/],
     [{ KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' }, /KEAP_CLIENT_SECRET_FILE: cannot read \/nonexistent\/secret/],
   ])('%o is refused with a message naming the setting', (env, message) => {
     expect(problemsOf(() => loadConfig({ env, cwd: tmp() })).join('\n')).toMatch(message);
+  });
+
+  it('reads ALLOWED_HOSTS', () => {
+    const c = loadConfig({ env: { ...OAUTH, ALLOWED_HOSTS: 'Keap-Proxy.Internal, 10.0.0.5' }, cwd: tmp() });
+    expect(c.allowedHosts).toEqual(['keap-proxy.internal', '10.0.0.5']);
+    expect(configSummary(c)).toMatchObject({ allowedHosts: ['keap-proxy.internal', '10.0.0.5'] });
   });
 
   it('reports every problem at once', () => {
