@@ -50,6 +50,8 @@ export interface Config {
   /** Request bodies up to this size are buffered so that a gateway 401 can be replayed. */
   replayBodyBytes: number;
   proxyClientKeys: string[];
+  /** Whether Keap's CORS response headers reach clients. */
+  relayCorsHeaders: boolean;
   logLevel: LogLevel;
   /** Where the settings came from, for the start-up log line. */
   configFile: string | undefined;
@@ -94,6 +96,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'MAX_BODY_BYTES', default: String(50 * MiB), meaning: 'Largest request body accepted; larger gets 413.' },
   { name: 'REPLAY_BODY_BYTES', default: String(10 * MiB), meaning: 'Bodies up to this size are buffered so a gateway 401 can be replayed; larger ones stream.' },
   { name: 'PROXY_CLIENT_KEYS', default: '', meaning: 'Comma-separated keys; when set, clients must send `Authorization: Bearer <key>` (XML-RPC: or the key as privateKey).', secret: true },
+  { name: 'RELAY_CORS_HEADERS', default: 'false', meaning: "true passes Keap's Access-Control-Allow-*, Access-Control-Expose-Headers and Access-Control-Max-Age response headers on to clients; by default they are dropped, so no web page on another origin can read answers through the proxy." },
   { name: 'LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent.' },
 ];
 
@@ -194,6 +197,11 @@ export function loadConfig(input: LoadConfigInput): Config {
     }
     return n;
   };
+  const bool = (name: string): boolean => {
+    const v = str(name).toLowerCase();
+    if (v !== 'true' && v !== 'false') problems.push(`${name}: "${str(name)}" is not true or false`);
+    return v === 'true';
+  };
   const url = (name: string): URL => {
     const v = str(name);
     try {
@@ -280,6 +288,8 @@ export function loadConfig(input: LoadConfigInput): Config {
     if (/\s/.test(key)) problems.push('PROXY_CLIENT_KEYS: keys must not contain white space');
   }
 
+  const relayCorsHeaders = bool('RELAY_CORS_HEADERS');
+
   const logLevel = str('LOG_LEVEL') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
 
@@ -303,6 +313,7 @@ export function loadConfig(input: LoadConfigInput): Config {
     maxBodyBytes,
     replayBodyBytes: Math.min(replayBodyBytes, maxBodyBytes),
     proxyClientKeys,
+    relayCorsHeaders,
     logLevel,
     configFile: fileName,
   };
@@ -329,6 +340,7 @@ export function configSummary(config: Config): Record<string, unknown> {
     maxBodyBytes: config.maxBodyBytes,
     replayBodyBytes: config.replayBodyBytes,
     clientKeys: config.proxyClientKeys.length,
+    relayCorsHeaders: config.relayCorsHeaders,
     configFile: config.configFile,
   };
 }

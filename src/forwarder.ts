@@ -27,6 +27,10 @@ export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authentica
 
 const INSPECTED_LENGTHS = new Set([...HOP_BY_HOP, 'x-request-id'].map((n) => n.length));
 
+/** The shortest CORS response header name, `access-control-max-age`: shorter ones need no look. */
+const CORS_MIN_LENGTH = 22;
+const CORS_RESPONSE = /^access-control-(?:allow-|expose-headers$|max-age$)/i;
+
 /**
  * Where a request's attempt in flight is kept, on the request itself: http-proxy-3's events
  * hand us the request, and a property read is cheaper than a WeakMap lookup (whose entries
@@ -93,6 +97,8 @@ export interface ForwarderOptions {
   timeoutMs: number;
   /** Upstream connections kept open between requests; http-proxy-3 uses none by default. */
   maxSockets?: number;
+  /** Pass Keap's CORS response headers on (RELAY_CORS_HEADERS); dropped by default. */
+  relayCorsHeaders?: boolean;
 }
 
 export class Forwarder {
@@ -161,7 +167,7 @@ export class Forwarder {
 
   /** Streams Keap's response to the client, minus hop-by-hop headers. */
   relay(proxyRes: IncomingMessage, res: ServerResponse, requestId: string, extraHeaders?: readonly string[]): void {
-    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId);
+    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId, this.options.relayCorsHeaders);
     if (extraHeaders !== undefined) headers.push(...extraHeaders);
     res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, headers);
     proxyRes.on('error', () => res.destroy());
@@ -170,7 +176,7 @@ export class Forwarder {
 
   /** Sends a response whose body was already read (to look at it) to the client. */
   relayBuffered(proxyRes: IncomingMessage, body: Buffer, res: ServerResponse, requestId: string): void {
-    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId);
+    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId, this.options.relayCorsHeaders);
     const pairs: string[] = [];
     for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() !== 'content-length') pairs.push(headers[i] as string, headers[i + 1] as string);
     pairs.push('content-length', String(body.length));
@@ -186,13 +192,17 @@ export class Forwarder {
 
 /**
  * Raw header pairs without hop-by-hop ones (and those a Connection header names), Keap's
- * request id renamed, plus our request id when one is given.
+ * request id renamed, plus our request id when one is given. Keap's CORS headers go only
+ * when `relayCors`: with them a browser would let any web page read Keap's answers through
+ * the proxy.
  */
-export function endToEndHeaders(raw: string[], requestId?: string): string[] {
+export function endToEndHeaders(raw: string[], requestId?: string, relayCors = false): string[] {
   let out: string[] = [];
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
+    // Only a name that starts with "a" and is as long as the shortest CORS one needs the pattern.
+    if (!relayCors && name.length >= CORS_MIN_LENGTH && (name.charCodeAt(0) | 0x20) === 97 && CORS_RESPONSE.test(name)) continue;
     // Only names as long as a hop-by-hop one or x-request-id need a closer look.
     if (!INSPECTED_LENGTHS.has(name.length)) {
       out.push(name, raw[i + 1] as string);

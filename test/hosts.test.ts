@@ -1,9 +1,10 @@
-// Only requests addressed to a loopback name or one in ALLOWED_HOSTS are served: a guard
-// against DNS rebinding.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+// Only requests addressed to a loopback name or one in ALLOWED_HOSTS are served (DNS
+// rebinding), and Keap's CORS headers reach clients only when RELAY_CORS_HEADERS is set.
+import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { connect } from 'node:net';
-import { startHarness, send, type Harness } from './harness.js';
+import { startHarness, harnessPerTest, send, type Harness } from './harness.js';
 import { AllowedHosts, hostAllowed, hostName, parseAllowedHosts } from '../src/host-check.js';
+import { endToEndHeaders } from '../src/forwarder.js';
 
 let h: Harness;
 let port: string;
@@ -149,3 +150,50 @@ describe('parseAllowedHosts', () => {
   });
 });
 
+describe('CORS response headers', () => {
+  const open = harnessPerTest(afterEach);
+  const CORS = {
+    'access-control-allow-origin': '*',
+    'access-control-allow-credentials': 'true',
+    'access-control-allow-methods': 'GET, POST',
+    'access-control-allow-headers': 'authorization',
+    'access-control-allow-private-network': 'true',
+    'access-control-expose-headers': 'x-total',
+    'access-control-max-age': '600',
+  };
+
+  async function corsHarness(env: Record<string, string>): Promise<Harness> {
+    const c = await open({ mode: 'key', env: { CACHE_RULES: '/crm/rest/v1/__cors=60', ...env } });
+    c.sim.route('GET', '/crm/rest/v1/__cors', (_req, res) => {
+      res.writeHead(200, { ...CORS, vary: 'Origin', 'x-kept': 'yes', 'content-type': 'application/json', 'content-length': '2' }).end('{}');
+    });
+    return c;
+  }
+
+  it('do not reach the client by default, relayed or from the cache', async () => {
+    const c = await corsHarness({});
+    for (const cache of ['MISS', 'HIT']) {
+      const r = await send(c.proxy.url, 'GET', '/crm/rest/v1/__cors');
+      expect(r.status).toBe(200);
+      expect(r.headers['x-cache']).toBe(cache);
+      for (const name of Object.keys(CORS)) expect(r.headers[name], `${cache} ${name}`).toBeUndefined();
+      expect(r.headers['x-kept']).toBe('yes');
+      expect(r.headers.vary).toBe('Origin');
+    }
+  });
+
+  it('reach the client with RELAY_CORS_HEADERS=true, relayed and from the cache', async () => {
+    const c = await corsHarness({ RELAY_CORS_HEADERS: 'true' });
+    for (const cache of ['MISS', 'HIT']) {
+      const r = await send(c.proxy.url, 'GET', '/crm/rest/v1/__cors');
+      expect(r.headers['x-cache']).toBe(cache);
+      for (const [name, value] of Object.entries(CORS)) expect(r.headers[name], `${cache} ${name}`).toBe(value);
+    }
+  });
+
+  it('endToEndHeaders matches the names in any case and nothing else', () => {
+    const raw = ['Access-Control-Allow-Origin', '*', 'ACCESS-CONTROL-MAX-AGE', '1', 'access-control-expose-headers', 'x', 'Access-Control-Request-Method', 'GET', 'access-control-max-ages', 'kept', 'X-Keap-Product-Throttle-Available', '9'];
+    expect(endToEndHeaders(raw)).toEqual(['Access-Control-Request-Method', 'GET', 'access-control-max-ages', 'kept', 'X-Keap-Product-Throttle-Available', '9']);
+    expect(endToEndHeaders(raw, undefined, true)).toEqual(raw);
+  });
+});
