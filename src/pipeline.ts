@@ -80,7 +80,8 @@ export function refuseForeignTargets(ex: Exchange): void {
  */
 export function refuseAmbiguousPaths(ex: Exchange): void {
   const url = ex.req.url ?? '';
-  // Nearly every path has none of the three: native scans, and done.
+  // Nearly every target has none of the three: native scans, and done. Each finds the
+  // first one, so one past the path's end means none in the path (a query with dots is common).
   const dot = url.indexOf('.');
   const pct = url.indexOf('%');
   const backslash = url.indexOf('\\');
@@ -89,7 +90,7 @@ export function refuseAmbiguousPaths(ex: Exchange): void {
   if (backslash >= 0 && backslash < end) {
     throw new HttpError(400, 'invalid_path', 'The path contains a backslash ("\\"), which some servers read as "/". Percent-encode it as %5C, or use "/".');
   }
-  if (hasDotSegment(url, end)) {
+  if (((dot >= 0 && dot < end) || (pct >= 0 && pct < end)) && hasDotSegment(url, end)) {
     throw new HttpError(400, 'invalid_path', 'The path contains a "." or ".." segment (plain or percent-encoded, e.g. %2e%2e). This proxy passes paths to Keap unchanged, so send the path with those segments resolved, e.g. /crm/rest/v1/contacts rather than /crm/rest/v1/tags/../contacts.');
   }
 }
