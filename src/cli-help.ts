@@ -32,6 +32,8 @@ export function helpText(): string {
     ...lines,
     '',
     'Mode: KEAP_CLIENT_ID + KEAP_CLIENT_SECRET is OAuth mode; KEAP_API_KEY alone is key mode.',
+    'Requests must be addressed (Host header) to 127.x.x.x, localhost, [::1] or a name in ALLOWED_HOSTS,',
+    'else 421; /healthz and /readyz answer any Host.',
     'Local endpoints: GET /healthz, GET /readyz, GET /metrics; in OAuth mode with KEAP_REDIRECT_URI also',
     'GET /oauth/start (302 to Keap\'s authorize page; needs a client key when PROXY_CLIENT_KEYS',
     'is set) and GET /oauth/callback (where KEAP_REDIRECT_URI should lead: stores the new grant',

@@ -4,6 +4,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseCacheRules } from './get-cache.js';
+import { parseAllowedHosts } from './host-check.js';
 import type { PaceLimits } from './pacer.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -29,6 +30,8 @@ export type Credentials = OAuthCredentials | KeyCredentials;
 export interface Config {
   host: string;
   port: number;
+  /** Host names (lower-case, IPv6 in brackets) requests may be addressed to besides loopback ones. */
+  allowedHosts: string[];
   keapApiUrl: URL;
   keapTokenUrl: URL;
   keapAuthorizeUrl: URL;
@@ -51,6 +54,8 @@ export interface Config {
   /** Sends of one request in all when Keap answers 429 (the first included). */
   rateLimitMaxAttempts: number;
   proxyClientKeys: string[];
+  /** Whether Keap's CORS response headers reach clients. */
+  relayCorsHeaders: boolean;
   logLevel: LogLevel;
   /** Where the settings came from, for the start-up log line. */
   configFile: string | undefined;
@@ -69,6 +74,7 @@ const MiB = 1024 * 1024;
 export const SETTINGS: readonly SettingDoc[] = [
   { name: 'HOST', default: '127.0.0.1', meaning: 'Address to listen on. Keep loopback for a sidecar; anything wider needs PROXY_CLIENT_KEYS.' },
   { name: 'PORT', default: '8080', meaning: 'Port to listen on (0 picks a free one).' },
+  { name: 'ALLOWED_HOSTS', default: '', meaning: 'Comma-separated host names (or IP addresses) clients address the proxy by, besides 127.x.x.x, localhost and [::1]; case and port are ignored. Requests with any other Host get 421 (a guard against DNS rebinding), except /healthz and /readyz.' },
   { name: 'KEAP_API_URL', default: 'https://api.infusionsoft.com', meaning: 'Keap API base URL: the only host requests are forwarded to.' },
   { name: 'KEAP_TOKEN_URL', default: 'https://api.infusionsoft.com/token', meaning: 'OAuth2 token endpoint.' },
   { name: 'KEAP_AUTHORIZE_URL', default: 'https://accounts.infusionsoft.com/app/oauth/authorize', meaning: 'OAuth2 authorize page (used by `keap-proxy auth`).' },
@@ -96,6 +102,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'BODY_BUFFER_BUDGET_BYTES', default: String(192 * MiB), meaning: 'Most memory all buffered request bodies may hold at once (fits a 512 MiB pod); past it a request gets 503 with Retry-After at once. At least REPLAY_BODY_BYTES.' },
   { name: 'RATE_LIMIT_MAX_ATTEMPTS', default: '10', meaning: 'Sends of one request in all while Keap answers 429 (at least 250 ms apart, backing off); then the client gets the 429.' },
   { name: 'PROXY_CLIENT_KEYS', default: '', meaning: 'Comma-separated keys; when set, clients must send `Authorization: Bearer <key>` (XML-RPC: or the key as privateKey).', secret: true },
+  { name: 'RELAY_CORS_HEADERS', default: 'false', meaning: "true passes Keap's Access-Control-Allow-*, Access-Control-Expose-Headers and Access-Control-Max-Age response headers on to clients; by default they are dropped, so no web page on another origin can read answers through the proxy." },
   { name: 'LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent.' },
 ];
 
@@ -278,6 +285,11 @@ export function loadConfig(input: LoadConfigInput): Config {
     }
     return n;
   };
+  const bool = (name: string): boolean => {
+    const v = str(name).toLowerCase();
+    if (v !== 'true' && v !== 'false') problems.push(`${name}: "${str(name)}" is not true or false`);
+    return v === 'true';
+  };
   const url = (name: string): URL => {
     const v = str(name);
     try {
@@ -294,6 +306,12 @@ export function loadConfig(input: LoadConfigInput): Config {
   const host = str('HOST');
   if (isIP(host) === 0 && host !== 'localhost') problems.push(`HOST: ${shown('HOST', host)} is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
   const port = int('PORT', 0, 65535);
+  let allowedHosts: string[] = [];
+  try {
+    allowedHosts = parseAllowedHosts(str('ALLOWED_HOSTS'));
+  } catch (err) {
+    problems.push(`ALLOWED_HOSTS: ${(err as Error).message}`);
+  }
   const keapApiUrl = url('KEAP_API_URL');
   if (keapApiUrl.search || keapApiUrl.hash) problems.push('KEAP_API_URL: must not carry a query string or fragment');
   const keapTokenUrl = url('KEAP_TOKEN_URL');
@@ -364,6 +382,8 @@ export function loadConfig(input: LoadConfigInput): Config {
     if (/\s/.test(key)) problems.push('PROXY_CLIENT_KEYS: keys must not contain white space');
   }
 
+  const relayCorsHeaders = bool('RELAY_CORS_HEADERS');
+
   const logLevel = str('LOG_LEVEL') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL: ${shown('LOG_LEVEL', logLevel)} is not one of ${LOG_LEVELS.join(', ')}`);
 
@@ -372,6 +392,7 @@ export function loadConfig(input: LoadConfigInput): Config {
   return {
     host,
     port,
+    allowedHosts,
     keapApiUrl,
     keapTokenUrl,
     keapAuthorizeUrl,
@@ -388,6 +409,7 @@ export function loadConfig(input: LoadConfigInput): Config {
     bodyBufferBudgetBytes,
     rateLimitMaxAttempts,
     proxyClientKeys,
+    relayCorsHeaders,
     logLevel,
     configFile: fileName,
   };
@@ -402,6 +424,7 @@ export function configSummary(config: Config): Record<string, unknown> {
   return {
     mode: config.credentials.mode,
     listen: `${config.host}:${config.port}`,
+    allowedHosts: config.allowedHosts,
     keapApiUrl: config.keapApiUrl.origin + config.keapApiUrl.pathname,
     keapTokenUrl: config.keapTokenUrl.origin + config.keapTokenUrl.pathname,
     tokenStore: config.credentials.mode === 'oauth' ? config.tokenStore.path : undefined,
@@ -415,6 +438,7 @@ export function configSummary(config: Config): Record<string, unknown> {
     bodyBufferBudgetBytes: config.bodyBufferBudgetBytes,
     rateLimitMaxAttempts: config.rateLimitMaxAttempts,
     clientKeys: config.proxyClientKeys.length,
+    relayCorsHeaders: config.relayCorsHeaders,
     configFile: config.configFile,
   };
 }

@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { BODY_TOO_LARGE, type BufferedBody } from './body.js';
+import { keepEmptyQuery } from './exact-target.js';
 
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'client_closed' | 'body_too_large';
 
@@ -26,6 +27,10 @@ export class UpstreamError extends Error {
 export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 const INSPECTED_LENGTHS = new Set([...HOP_BY_HOP, 'x-request-id'].map((n) => n.length));
+
+/** The shortest CORS response header name, `access-control-max-age`: shorter ones need no look. */
+const CORS_MIN_LENGTH = 22;
+const CORS_RESPONSE = /^access-control-(?:allow-|expose-headers$|max-age$)/i;
 
 /**
  * Where a request's attempt in flight is kept, on the request itself: http-proxy-3's events
@@ -149,6 +154,8 @@ export interface ForwarderOptions {
   timeoutMs: number;
   /** Upstream connections kept open between requests; http-proxy-3 uses none by default. */
   maxSockets?: number;
+  /** Pass Keap's CORS response headers on (RELAY_CORS_HEADERS); dropped by default. */
+  relayCorsHeaders?: boolean;
 }
 
 /** Why a relay could not be made: the client gets 502 instead. */
@@ -171,11 +178,16 @@ export class Forwarder {
       target: options.target,
       agent: this.agent,
       changeOrigin: true,
+      // The request target goes to Keap as the client sent it: http-proxy-3 would otherwise run
+      // it through WHATWG URL, which resolves dot-segments and re-encodes quotes and braces, so
+      // Keap would answer a different path than the one the pipeline (cache, routing) judged.
+      toProxy: true,
       selfHandleResponse: true,
       // Socket inactivity once the response has started; the time to first byte is ours (below).
       proxyTimeout: options.timeoutMs,
     });
     withoutDeleteLength(this.proxy);
+    keepEmptyQuery(this.proxy, this.agent);
     this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
       const flight = flightOf(req);
       if (flight === undefined) return;
@@ -230,7 +242,7 @@ export class Forwarder {
 
   /** Streams Keap's response to the client, minus hop-by-hop headers; throws UnusableResponse before anything is written. */
   relay(proxyRes: IncomingMessage, res: ServerResponse, requestId: string, extraHeaders?: readonly string[]): void {
-    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId);
+    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId, this.options.relayCorsHeaders);
     if (extraHeaders !== undefined) headers.push(...extraHeaders);
     writeHead(res, proxyRes.statusCode, headers);
     proxyRes.on('error', () => res.destroy());
@@ -239,7 +251,7 @@ export class Forwarder {
 
   /** Sends a response whose body was already read (to look at it) to the client. */
   relayBuffered(proxyRes: IncomingMessage, body: Buffer, res: ServerResponse, requestId: string): void {
-    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId);
+    const headers = endToEndHeaders(proxyRes.rawHeaders, requestId, this.options.relayCorsHeaders);
     const pairs: string[] = [];
     for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() !== 'content-length') pairs.push(headers[i] as string, headers[i + 1] as string);
     pairs.push('content-length', String(body.length));
@@ -302,13 +314,17 @@ function removeAddedListeners(emitter: NodeJS.EventEmitter, event: string, befor
 
 /**
  * Raw header pairs without hop-by-hop ones (and those a Connection header names), Keap's
- * request id renamed, plus our request id when one is given.
+ * request id renamed, plus our request id when one is given. Keap's CORS headers go only
+ * when `relayCors`: with them a browser would let any web page read Keap's answers through
+ * the proxy.
  */
-export function endToEndHeaders(raw: string[], requestId?: string): string[] {
+export function endToEndHeaders(raw: string[], requestId?: string, relayCors = false): string[] {
   let out: string[] = [];
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
+    // Only a name that starts with "a" and is as long as the shortest CORS one needs the pattern.
+    if (!relayCors && name.length >= CORS_MIN_LENGTH && (name.charCodeAt(0) | 0x20) === 97 && CORS_RESPONSE.test(name)) continue;
     // Only names as long as a hop-by-hop one or x-request-id need a closer look.
     if (!INSPECTED_LENGTHS.has(name.length)) {
       out.push(name, raw[i + 1] as string);

@@ -41,6 +41,8 @@ export interface GetCacheOptions {
   maxEntryBytes?: number;
   /** Milliseconds; drives expiry and `storedAt`. Default Date.now. */
   now?: () => number;
+  /** Keep Keap's CORS response headers, as the relay does with RELAY_CORS_HEADERS. Default false. */
+  relayCorsHeaders?: boolean;
 }
 
 const EXPECTED_FORM = "expected PATTERN=TTL_SECONDS, e.g. '/crm/rest/v1/tags*=300' or '/crm/rest/v1/contacts/model=3600'";
@@ -108,6 +110,7 @@ export class GetCache {
   private readonly lru: LRUCache<string, CachedResponse>;
   private readonly maxEntryBytes: number;
   private readonly now: () => number;
+  private readonly relayCors: boolean;
 
   constructor(opts: GetCacheOptions) {
     if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes <= 0) throw new RangeError(`GetCache maxBytes must be a positive integer, got ${opts.maxBytes}`);
@@ -115,6 +118,7 @@ export class GetCache {
     if (!Number.isSafeInteger(maxEntry) || maxEntry <= 0) throw new RangeError(`GetCache maxEntryBytes must be a positive integer, got ${maxEntry}`);
     this.maxEntryBytes = Math.min(maxEntry, opts.maxBytes);
     this.now = opts.now ?? Date.now;
+    this.relayCors = opts.relayCorsHeaders === true;
     for (const rule of opts.rules) {
       const ttlMs = rule.ttlSeconds * 1000;
       if (rule.pattern.endsWith('*')) this.prefixes.push({ prefix: rule.pattern.slice(0, -1), ttlMs });
@@ -185,7 +189,7 @@ export class GetCache {
    */
   set(key: string, ttlMs: number, status: number, statusMessage: string, rawHeaders: string[], body: Buffer): boolean {
     if (status !== 200 || !(ttlMs > 0) || body.length > this.maxEntryBytes) return false;
-    const headers = storedHeaders(rawHeaders);
+    const headers = storedHeaders(rawHeaders, this.relayCors);
     if (headers === undefined) return false;
     const storedAt = this.now();
     // A slice would pin the whole buffer it came from (a socket read, or the 8 KiB pool) while the entry lives.
@@ -203,7 +207,7 @@ export class GetCache {
    */
   capture(key: string, ttlMs: number, proxyRes: IncomingMessage): void {
     // Decide what can be decided from the head now, so an uncacheable body is never buffered.
-    if (proxyRes.statusCode !== 200 || storedHeaders(proxyRes.rawHeaders) === undefined) return;
+    if (proxyRes.statusCode !== 200 || storedHeaders(proxyRes.rawHeaders, this.relayCors) === undefined) return;
     const declared = proxyRes.headers['content-length'];
     if (declared !== undefined && Number(declared) > this.maxEntryBytes) return;
     // A body that ends when the connection does looks the same whole or cut short: not worth a TTL of serving it.
@@ -273,10 +277,10 @@ function copyOut(chunks: Buffer[], bytes: number): Buffer {
 /**
  * The header pairs to keep with a response, or undefined when its headers forbid storing it:
  * Cache-Control no-store/private, a cookie, or a Vary on a request header the key lacks.
- * Hop-by-hop headers are dropped and Keap's request id is kept as x-upstream-request-id,
- * as the relay does.
+ * Hop-by-hop headers (and CORS ones unless relayed) are dropped and Keap's request id is
+ * kept as x-upstream-request-id, as the relay does.
  */
-function storedHeaders(raw: string[]): string[] | undefined {
+function storedHeaders(raw: string[], relayCors: boolean): string[] | undefined {
   for (let i = 0; i < raw.length; i += 2) {
     const lower = (raw[i] as string).toLowerCase();
     const value = raw[i + 1] as string;
@@ -284,7 +288,7 @@ function storedHeaders(raw: string[]): string[] | undefined {
     if (lower === 'cache-control' && hasDirective(value, RESPONSE_NO_STORE)) return undefined;
     if (lower === 'vary' && !varyIsKeyed(value)) return undefined;
   }
-  const relayed = endToEndHeaders(raw);
+  const relayed = endToEndHeaders(raw, undefined, relayCors);
   const out: string[] = [];
   for (let i = 0; i < relayed.length; i += 2) {
     if (!NOT_STORED.has((relayed[i] as string).toLowerCase())) out.push(relayed[i] as string, relayed[i + 1] as string);

@@ -82,6 +82,79 @@ export function refuseForeignTargets(ex: Exchange): void {
   }
 }
 
+/**
+ * Paths go to Keap byte for byte (see the Forwarder), so a path Keap would resolve to another
+ * one must not pass: the cache rules, XML-RPC routing and the request log would judge
+ * `/crm/rest/v1/tags/../admin` while Keap served `/crm/rest/admin`. Refused rather than
+ * resolved, because servers resolve them in different ways (see `hasDotSegment`).
+ * Only the path is checked: the query is Keap's to read.
+ */
+export function refuseAmbiguousPaths(ex: Exchange): void {
+  const url = ex.req.url ?? '';
+  // Nearly every target has none of the three: native scans, and done. Each finds the
+  // first one, so one past the path's end means none in the path (a query with dots is common).
+  const dot = url.indexOf('.');
+  const pct = url.indexOf('%');
+  const backslash = url.indexOf('\\');
+  if (dot < 0 && pct < 0 && backslash < 0) return;
+  const end = pathEnd(url);
+  if (backslash >= 0 && backslash < end) {
+    throw new HttpError(400, 'invalid_path', 'The path contains a backslash ("\\"), which some servers read as "/". Percent-encode it as %5C, or use "/".');
+  }
+  if (((dot >= 0 && dot < end) || (pct >= 0 && pct < end)) && hasDotSegment(url, end)) {
+    throw new HttpError(400, 'invalid_path', 'The path contains a "." or ".." segment (plain or percent-encoded, e.g. %2e%2e). This proxy passes paths to Keap unchanged, so send the path with those segments resolved, e.g. /crm/rest/v1/contacts rather than /crm/rest/v1/tags/../contacts.');
+  }
+}
+
+/** Where the path ends: at the query or, should a client send one, the fragment. */
+function pathEnd(url: string): number {
+  for (let i = 0; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 63 /* ? */ || c === 35 /* # */) return i;
+  }
+  return url.length;
+}
+
+/**
+ * Whether a segment of url[0, end) is "." or "..", each dot plain or as %2e/%2E. Counted as
+ * dot-segments too, because some servers read them so: one that ends at an encoded slash
+ * (%2F) or backslash (%5C), which some decode before splitting the path, and one whose dots
+ * are followed by `;parameters` (`..;x`), which Java servers strip before resolving the path.
+ */
+export function hasDotSegment(url: string, end: number): boolean {
+  // Dots in the segment so far, or -1 once it has anything else (before a ';').
+  let dots = 0;
+  let params = false;
+  for (let i = 0; i <= end; i++) {
+    // An implicit "/" at the end closes the last segment.
+    const c = i === end ? 47 : url.charCodeAt(i);
+    let width = 1;
+    if (c === 37 /* % */ && i + 2 < end) {
+      const hi = url.charCodeAt(i + 1);
+      const lo = url.charCodeAt(i + 2) | 0x20;
+      if (hi === 50 /* 2 */ && lo === 101 /* e */) {
+        if (!params && dots >= 0) dots++;
+        i += 2;
+        continue;
+      }
+      if ((hi === 50 && lo === 102) /* %2f */ || (hi === 53 /* 5 */ && lo === 99) /* %5c */) width = 3;
+    }
+    if (c === 47 /* / */ || width === 3) {
+      if (dots === 1 || dots === 2) return true;
+      dots = 0;
+      params = false;
+      i += width - 1;
+    } else if (c === 46 /* . */) {
+      if (!params && dots >= 0) dots++;
+    } else if (c === 59 /* ; */) {
+      params = true;
+    } else if (!params) {
+      dots = -1;
+    }
+  }
+  return false;
+}
+
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 /** Honour a sane X-Request-Id, else make one; it goes upstream and back to the client. */
@@ -320,6 +393,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     assignRequestId,
     setDeadline(config.requestDeadlineMs),
     refuseForeignTargets,
+    refuseAmbiguousPaths,
     decideFraming,
     routeXmlRpc,
     // Only the stages this configuration needs: one that would do nothing still costs a call per request.

@@ -19,6 +19,7 @@ import { Metrics } from './metrics.js';
 import { GetCache, parseCacheRules } from './get-cache.js';
 import { BodyBudget } from './body.js';
 import type { RateLimitReplayPolicy } from './upstream.js';
+import { AllowedHosts } from './host-check.js';
 
 export interface ProxyOverrides {
   logger?: Logger;
@@ -87,13 +88,20 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const oauth = createOAuthEndpoints(config, logger, parts);
   const pacer: Pacer = createPacer(config.pacing, logger);
   metrics.onQueueDepth(() => [{ tenant: credentials.tenant(), depth: pacer.depth() }]);
-  const cache = new GetCache({ rules: parseCacheRules(config.cacheRules), maxBytes: config.cacheMaxBytes });
-  const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs });
+  const cache = new GetCache({ rules: parseCacheRules(config.cacheRules), maxBytes: config.cacheMaxBytes, relayCorsHeaders: config.relayCorsHeaders });
+  const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs, relayCorsHeaders: config.relayCorsHeaders });
   const bodyBudget = new BodyBudget(config.bodyBufferBudgetBytes);
   metrics.onBodyBuffer(() => bodyBudget);
   const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache, bodyBudget, rateLimitReplays: overrides.rateLimitReplays });
+  const allowedHosts = new AllowedHosts(config.allowedHosts);
+  const refuseHost = hostRefusal(logger);
 
   const server = http.createServer((req, res) => {
+    // Before everything, local endpoints included: a DNS-rebinding page must reach nothing.
+    if (!allowedHosts.allows(req.headers.host) && !isProbe(req.url)) {
+      refuseHost(req, res);
+      return;
+    }
     if (serveLocal(req, res, credentials, oauth, metrics)) return;
     pipeline.handle(req, res);
   });
@@ -139,6 +147,34 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       await pacer.stop();
       forwarder.close();
     },
+  };
+}
+
+/**
+ * Kubernetes' httpGet probes send `Host: <pod IP>:<port>`, which no setting could list ahead
+ * of time. /healthz and /readyz expose no secret, so they answer whatever the Host.
+ */
+function isProbe(url = ''): boolean {
+  const path = url.split('?', 1)[0];
+  return path === '/healthz' || path === '/readyz';
+}
+
+function hostRefusal(logger: Logger): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+  const logged = new Set<string>();
+  return (req, res) => {
+    const host = String(req.headers.host).slice(0, 100);
+    // Once per Host value, and for at most 100 of them: a rebinding page may call in a loop.
+    if (logged.size < 100 && !logged.has(host)) {
+      logged.add(host);
+      const url = req.url ?? '';
+      const q = url.indexOf('?');
+      // The path without the query: legacy clients put keys there.
+      logger.warn({ event: 'host_refused', host, path: (q < 0 ? url : url.slice(0, q)).slice(0, 200) }, `request addressed to ${host} refused (421): add the host name to ALLOWED_HOSTS if clients really use it`);
+    }
+    sendJson(res, 421, {
+      error: 'misdirected_request',
+      message: `This proxy serves requests addressed to 127.0.0.1, localhost, [::1] or a host name in ALLOWED_HOSTS; the Host header says "${host}". Call the proxy via http://127.0.0.1:<port> (or localhost), or, if clients reach it by that name, add the name to ALLOWED_HOSTS.`,
+    });
   };
 }
 

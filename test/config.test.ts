@@ -38,6 +38,8 @@ describe('loadConfig', () => {
     expect(c.requestDeadlineMs).toBe(30_000);
     expect(c.cacheRules).toBe('');
     expect(c.proxyClientKeys).toEqual([]);
+    expect(c.allowedHosts).toEqual([]);
+    expect(c.relayCorsHeaders).toBe(false);
     expect(c.logLevel).toBe('info');
     expect(c.tokenStore.path.endsWith(path.join('data', 'tokens.json'))).toBe(true);
   });
@@ -78,10 +80,21 @@ describe('loadConfig', () => {
     [{ ...OAUTH, REQUEST_DEADLINE_MS: '0' }, /REQUEST_DEADLINE_MS: "0"/],
     [{ ...OAUTH, PROXY_CLIENT_KEYS: 'short' }, /PROXY_CLIENT_KEYS: every key must be at least 16 characters/],
     [{ ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379' }, /TOKEN_STORE: a Redis token store is not supported yet/],
+    [{ ...OAUTH, ALLOWED_HOSTS: 'ok.example,proxy.internal:8080' }, /ALLOWED_HOSTS: "proxy.internal:8080": give the host name alone, without scheme or port/],
+    [{ ...OAUTH, ALLOWED_HOSTS: '*' }, /ALLOWED_HOSTS: "\*": wildcards are not supported/],
+    [{ ...OAUTH, ALLOWED_HOSTS: 'not a host' }, /ALLOWED_HOSTS: "not a host" is not a host name or IP address/],
+    [{ ...OAUTH, RELAY_CORS_HEADERS: 'yes' }, /RELAY_CORS_HEADERS: "yes" is not true or false/],
     // The path is not shown: it may be the secret itself, pasted into the wrong variable.
     [{ KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' }, /KEAP_CLIENT_SECRET_FILE: cannot read <secret, not shown> \(ENOENT\); point it at a readable file/],
   ])('%o is refused with a message naming the setting', (env, message) => {
     expect(problemsOf(() => loadConfig({ env, cwd: tmp() })).join('\n')).toMatch(message);
+  });
+
+  it('reads ALLOWED_HOSTS and RELAY_CORS_HEADERS', () => {
+    const c = loadConfig({ env: { ...OAUTH, ALLOWED_HOSTS: 'Keap-Proxy.Internal, 10.0.0.5', RELAY_CORS_HEADERS: 'TRUE' }, cwd: tmp() });
+    expect(c.allowedHosts).toEqual(['keap-proxy.internal', '10.0.0.5']);
+    expect(c.relayCorsHeaders).toBe(true);
+    expect(configSummary(c)).toMatchObject({ allowedHosts: ['keap-proxy.internal', '10.0.0.5'], relayCorsHeaders: true });
   });
 
   it('reports every problem at once', () => {

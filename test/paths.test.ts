@@ -1,0 +1,220 @@
+// The request target reaches Keap byte for byte, or not at all. The upstream here is a raw
+// TCP server, not an HTTP library, so nothing between the proxy and the assertion parses,
+// normalises or re-encodes the request line.
+import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import http from 'node:http';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { startProxy, type RunningProxy } from '../src/server.js';
+import { Forwarder } from '../src/forwarder.js';
+import { hasDotSegment } from '../src/pipeline.js';
+import { LogCapture, tempDir } from './harness.js';
+
+/** Records the request line of every request it gets and answers each with a small 200 (targets starting /slow after 300 ms). */
+class RawUpstream {
+  connections = 0;
+  /** Request targets as the bytes arrived (latin1: one char per byte). */
+  readonly targets: string[] = [];
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(private readonly server: Server) {}
+
+  static async start(): Promise<RawUpstream> {
+    const server = createServer();
+    const upstream = new RawUpstream(server);
+    server.on('connection', (socket) => upstream.serve(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return upstream;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${(this.server.address() as { port: number }).port}`;
+  }
+
+  reset(): void {
+    this.connections = 0;
+    this.targets.length = 0;
+  }
+
+  private serve(socket: Socket): void {
+    this.connections++;
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => undefined);
+    let pending = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      // Bodiless requests only (every test sends GET): each head ends the request.
+      for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
+        const head = pending.subarray(0, end).toString('latin1');
+        pending = pending.subarray(end + 4);
+        const line = head.slice(0, head.indexOf('\r\n'));
+        const target = line.slice(line.indexOf(' ') + 1, line.lastIndexOf(' '));
+        this.targets.push(target);
+        const answer = (): unknown => socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+        if (target.startsWith('/slow')) setTimeout(answer, 300);
+        else answer();
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/**
+ * Sends one raw request (the target as bytes, latin1) and returns the status and body. The
+ * socket is not half-closed: a client's FIN makes Node drop a request still in flight.
+ */
+function rawGet(proxyUrl: string, target: string): Promise<{ status: number; body: string }> {
+  const u = new URL(proxyUrl);
+  const bytes = Buffer.from(`GET ${target} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n\r\n`, 'latin1');
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const text = Buffer.concat(chunks).toString('latin1');
+      resolve({ status: Number(text.slice(9, 12)), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+    });
+  });
+}
+
+let upstream: RawUpstream;
+let proxy: RunningProxy;
+const logs = new LogCapture();
+
+beforeAll(async () => {
+  upstream = await RawUpstream.start();
+  const config = loadConfig({ env: { KEAP_API_URL: upstream.url, KEAP_API_KEY: 'raw-upstream-key', PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'info' }, cwd: tempDir() });
+  proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+});
+afterAll(async () => {
+  await proxy.close();
+  await upstream.close();
+});
+beforeEach(() => upstream.reset());
+
+describe('the request target reaches Keap byte for byte', () => {
+  it.each([
+    ['an empty query', '/crm/rest/v1/contacts?'],
+    ['quotes in the query', `/crm/rest/v1/contacts?a=1&b='"`],
+    ['characters URL parsers percent-encode', '/crm/rest/v1/x/{id}|^`?q=<a>{b}|^`'],
+    ['an encoded slash, both cases', '/crm/rest/v1/files/a%2Fb%2fc'],
+    ['an encoded NUL', '/crm/rest/v1/x/a%00b?c=%00'],
+    ['non-ASCII percent-encodings, both cases', '/crm/rest/v1/tags/%C3%A9t%c3%a9?name=%E2%82%AC'],
+    ['invalid percent-encodings', '/crm/rest/v1/x/%zz%2?q=%G1%'],
+    ['empty segments', '/crm//rest///v1/x//'],
+    ['a trailing slash', '/crm/rest/v1/contacts/'],
+    ['; parameters', '/crm/rest/v1/x;jsessionid=abc/y;a=1;b?c=;'],
+    ['a second ? and repeated &', '/crm/rest/v1/x?a=1?b=2&&c=&'],
+    ['only ? and &', '/crm/rest/v1/x?&'],
+    ['+ and %20', '/crm/rest/v1/x/a+b%20c?q=a+b%20c'],
+    ['dots that are not dot-segments', '/crm/rest/v1/.well-known/a.b/.../..x/x../%2e%2e%2e/.%2e.'],
+    ['dot-segments in the query (only the path is checked)', '/crm/rest/v1/x?path=/../../etc&p=%2e%2e'],
+    ['an encoded backslash and percent', '/crm/rest/v1/x/a%5Cb%25?q=\\'],
+    ['a fragment', '/crm/rest/v1/x?a=1#frag'],
+    ['the root', '/'],
+    ['the legacy XML-RPC path on GET (routed only for POST)', '/api/xmlrpc?x=%27'],
+  ])('%s: %s', async (_name, target) => {
+    const r = await rawGet(proxy.url, target);
+    expect(r.status).toBe(200);
+    expect(upstream.targets).toEqual([target]);
+  });
+});
+
+describe('an empty query ("/x?")', () => {
+  // http-proxy-3 drops it; the proxy puts it back before the request's head is built, which
+  // for a request that waits for a free upstream connection is before it gets a socket.
+  it('survives a wait for a free upstream connection', async () => {
+    const forwarder = new Forwarder({ target: new URL(upstream.url), timeoutMs: 5000, maxSockets: 1 });
+    const front = http.createServer((req, res) => {
+      forwarder.send(req, res, undefined, undefined).then(
+        (up) => forwarder.relay(up, res, 'test'),
+        () => res.destroy(),
+      );
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
+      const replies = await Promise.all(['/slow', '/queued?', '/queued?a=1?'].map((t) => rawGet(url, t)));
+      expect(replies.map((r) => r.status)).toEqual([200, 200, 200]);
+      expect(upstream.connections).toBe(1);
+      expect(upstream.targets).toEqual(['/slow', '/queued?', '/queued?a=1?']);
+    } finally {
+      forwarder.close();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+    }
+  });
+});
+
+describe('dot-segments and backslashes are refused before Keap is contacted', () => {
+  const dotSegments = [
+    '/crm/rest/v1/tags/%2e%2e/%2E%2e/admin',
+    '/a/../../x',
+    '/crm/rest/v1/./contacts',
+    '/crm/rest/v1/contacts/.',
+    '/crm/rest/v1/contacts/..',
+    '/crm/rest/v1/contacts/..?x=1',
+    '/crm/rest/v1/contacts/..#x',
+    '/./crm/rest/v1/contacts',
+    '/..',
+    '/.',
+    '/crm/rest/v1/%2e/contacts',
+    '/crm/rest/v1/%2E/contacts',
+    '/crm/rest/v1/%2e%2e/contacts',
+    '/crm/rest/v1/%2E%2E/contacts',
+    '/crm/rest/v1/.%2e/contacts',
+    '/crm/rest/v1/.%2E/contacts',
+    '/crm/rest/v1/%2e./contacts',
+    '/crm/rest/v1/%2E./contacts',
+    // Servers that decode %2F before splitting the path see these as dot-segments too.
+    '/crm/rest/v1/tags/..%2fadmin',
+    '/crm/rest/v1/tags%2F..%2Fadmin',
+    '/crm/rest/v1/tags/%2e%2e%5cadmin',
+    // Java servers drop ;parameters before resolving dot-segments.
+    '/crm/rest/v1/tags/..;x/admin',
+    '/crm/rest/v1/tags/.;/admin',
+  ];
+  it.each(dotSegments)('%s gets 400 invalid_path', async (target) => {
+    const r = await rawGet(proxy.url, target);
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_path', message: expect.stringMatching(/"\."|"\.\."/) as unknown });
+    expect(upstream.connections).toBe(0);
+  });
+
+  it.each(['/crm/rest/v1/a\\b', '/crm\\rest/v1/contacts', '/crm/rest/v1/x\\..\\admin'])('a backslash in the path gets 400 invalid_path: %s', async (target) => {
+    const r = await rawGet(proxy.url, target);
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_path', message: expect.stringMatching(/backslash/) as unknown });
+    expect(upstream.connections).toBe(0);
+  });
+
+  it('the refusal is logged with the path, like any request', async () => {
+    const target = '/crm/rest/v1/logged/%2e%2e/x';
+    await rawGet(proxy.url, target);
+    const line = async (): Promise<Record<string, unknown> | undefined> => {
+      for (let i = 0; i < 50; i++) {
+        const found = logs.entries.find((e) => e.event === 'request' && e.path === target);
+        if (found !== undefined) return found;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return undefined;
+    };
+    expect(await line()).toMatchObject({ status: 400, attempts: 0 });
+  });
+});
+
+describe('hasDotSegment', () => {
+  const check = (url: string): boolean => hasDotSegment(url, url.length);
+  it.each(['/.', '/..', '/%2e', '/%2E%2E', '/a/.%2E', '/a/%2e.', '/a/..;', '/a/.;b=c/d', '/a%2f.%2fb', '/a%5C..%5Cb', '//..//'])('finds one in %s', (url) => {
+    expect(check(url)).toBe(true);
+  });
+  it.each(['/', '//', '/a', '/.a', '/a.', '/...', '/%2e%2e%2e', '/%2e%2', '/%2', '/%', '/a/%2ex', '/a;..', '/a/x;.', '/%2f', '/a%2fb', '/.well-known', '/;', '/.x;./..x'])('finds none in %s', (url) => {
+    expect(check(url)).toBe(false);
+  });
+});
