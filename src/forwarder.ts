@@ -142,12 +142,23 @@ function frame(req: IncomingMessage, body: BufferedBody | undefined, stream: Rea
   }
 }
 
-/** A body source for one attempt: the same chunks on every replay. */
-function sourceOf(body: BufferedBody): Readable {
-  return Readable.from(body.parts(), { objectMode: false });
+/**
+ * What http-proxy-3 pipes to the upstream request for a body we hold (or for none): it only
+ * ever calls `.pipe(proxyReq)` on its `buffer` option. Writing the held chunks directly costs
+ * no Readable per attempt (this is the hot path: every bodiless GET takes it), and the same
+ * chunks go out on every replay. The upstream request keeps references, not copies.
+ */
+class HeldBody {
+  constructor(private readonly parts: readonly Buffer[]) {}
+
+  pipe<T extends NodeJS.WritableStream>(dest: T): T {
+    for (const part of this.parts) dest.write(part);
+    dest.end();
+    return dest;
+  }
 }
 
-const EMPTY: readonly Buffer[] = [];
+const NO_BODY = new HeldBody([]);
 
 export interface ForwarderOptions {
   target: URL;
@@ -223,12 +234,12 @@ export class Forwarder {
     return new Promise<IncomingMessage>((resolve, reject) => {
       const flight = new InFlight(res, resolve, reject, this.options.timeoutMs);
       (req as WithFlight)[FLIGHT] = flight;
-      let source: Readable;
+      let source: Readable | HeldBody;
       if (stream !== undefined) {
         source = stream;
         stream.once('error', (err: NodeJS.ErrnoException) => flight.abandon(err.code === BODY_TOO_LARGE ? 'body_too_large' : 'client_closed', err));
       } else {
-        source = body !== undefined ? sourceOf(body) : Readable.from(EMPTY);
+        source = body !== undefined ? new HeldBody(body.parts()) : NO_BODY;
       }
       webOnce(this.proxy, req, res, source);
     });
@@ -299,10 +310,10 @@ function withoutDeleteLength(proxy: ProxyServer): void {
  * after ten). We attach ours once per exchange (the pipeline's close handler calls finish()),
  * and the client's request stream is never what is piped: theirs are taken off at once.
  */
-function webOnce(proxy: ProxyServer, req: IncomingMessage, res: ServerResponse, source: Readable): void {
+function webOnce(proxy: ProxyServer, req: IncomingMessage, res: ServerResponse, source: Readable | HeldBody): void {
   const resListeners = res.listenerCount('close');
   const reqListeners = req.listenerCount('error');
-  proxy.web(req, res, { buffer: source });
+  proxy.web(req, res, { buffer: source as Readable });
   removeAddedListeners(res, 'close', resListeners);
   removeAddedListeners(req, 'error', reqListeners);
 }
