@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { connect } from 'node:net';
+import { rawExchange } from './raw-upstream.js';
 import http from 'node:http';
 import { startHarness, send, type Harness } from './harness.js';
 
@@ -21,17 +21,6 @@ afterAll(async () => {
   await h.close();
 });
 
-/** Sends raw bytes to the proxy and returns what came back on the socket. */
-function raw(url: string, text: string): Promise<string> {
-  const u = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(u.port), u.hostname, () => socket.end(text));
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', reject);
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
-  });
-}
 
 describe('forwarding', () => {
   it.each(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])('%s passes method, path and query through unchanged', async (method) => {
@@ -167,7 +156,7 @@ describe('forwarding', () => {
 describe('only Keap is contacted', () => {
   it('absolute-form targets are refused', async () => {
     const before = h.sim.counters.apiCalls;
-    const reply = await raw(h.proxy.url, 'GET http://127.0.0.1:1/crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    const reply = await rawExchange(h.proxy.url, 'GET http://127.0.0.1:1/crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
     expect(reply).toMatch(/^HTTP\/1.1 400/);
     expect(reply).toContain('"error":"absolute_form_refused"');
     expect(h.sim.counters.apiCalls).toBe(before);
@@ -182,14 +171,14 @@ describe('only Keap is contacted', () => {
   });
 
   it('CONNECT is refused', async () => {
-    const reply = await raw(h.proxy.url, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n');
+    const reply = await rawExchange(h.proxy.url, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n');
     expect(reply).toMatch(/^HTTP\/1.1 405/);
     expect(reply).toContain('"error":"method_not_allowed"');
   });
 
   it('Content-Length together with Transfer-Encoding is refused', async () => {
     const before = h.sim.counters.apiCalls;
-    const reply = await raw(
+    const reply = await rawExchange(
       h.proxy.url,
       'POST /crm/rest/v1/__echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /crm/rest/v1/contacts HTTP/1.1\r\nHost: x\r\n\r\n',
     );

@@ -1,7 +1,7 @@
 // Only requests addressed to a loopback name or one in ALLOWED_HOSTS are served (DNS
 // rebinding), and Keap's CORS headers reach clients only when RELAY_CORS_HEADERS is set.
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { connect } from 'node:net';
+import { rawExchange } from './raw-upstream.js';
 import { startHarness, harnessPerTest, send, type Harness } from './harness.js';
 import { AllowedHosts, hostAllowed, hostName, parseAllowedHosts } from '../src/host-check.js';
 import { endToEndHeaders } from '../src/forwarder.js';
@@ -15,18 +15,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await h.close();
 });
-
-/** Sends raw bytes to the proxy and returns what came back once it closed the connection. */
-function raw(text: string): Promise<string> {
-  const u = new URL(h.proxy.url);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(u.port), u.hostname, () => socket.write(text));
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', reject);
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
-  });
-}
 
 describe('Host check', () => {
   const foreign = ['evil.example', 'evil.example:8080', '127.0.0.1.evil.example', 'localhost.evil.example', 'proxy.internal.evil.example', '0.0.0.0:8080', '10.0.0.6', '127.1', '[::1].evil', '[::2]:80'];
@@ -75,13 +63,13 @@ describe('Host check', () => {
 
   it('an HTTP/1.0 request without Host is served', async () => {
     const before = h.sim.counters.apiCalls;
-    const reply = await raw('GET /crm/rest/v1/__echo HTTP/1.0\r\n\r\n');
+    const reply = await rawExchange(h.proxy.url, 'GET /crm/rest/v1/__echo HTTP/1.0\r\n\r\n');
     expect(reply).toMatch(/^HTTP\/1\.1 200/);
     expect(h.sim.counters.apiCalls).toBe(before + 1);
   });
 
   it('an HTTP/1.0 request with a foreign Host is refused', async () => {
-    const reply = await raw('GET /crm/rest/v1/__echo HTTP/1.0\r\nHost: evil.example\r\n\r\n');
+    const reply = await rawExchange(h.proxy.url, 'GET /crm/rest/v1/__echo HTTP/1.0\r\nHost: evil.example\r\n\r\n');
     expect(reply).toMatch(/^HTTP\/1\.1 421/);
     expect(reply).toContain('"error":"misdirected_request"');
   });
