@@ -523,7 +523,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       if (at >= 0) waiting?.splice(at, 1);
       return;
     }
-    const next = socket[WAITING]?.shift();
+    let next = socket[WAITING]?.shift();
+    // Node emits 'close' only for the answer in progress: requests still waiting their turn
+    // on a connection that has gone are ended here, never run (nothing of theirs is sent).
+    while (next !== undefined && socket.destroyed) {
+      next.clientGone = true;
+      assignRequestId(next);
+      deps.metrics.requestDone(next.xmlrpc ? 'xmlrpc' : 'rest', 499);
+      logExchange(requestLog, next);
+      next = socket[WAITING]?.shift();
+    }
     socket[ACTIVE] = next;
     if (next !== undefined) run(next, 0);
   }

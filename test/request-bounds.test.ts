@@ -93,6 +93,28 @@ describe('a client that has gone', () => {
     expect(upstream.requests).toHaveLength(1);
     expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({ attempts: 1, outcome: 'client_closed' });
   });
+  it('requests pipelined behind a slow one are never sent once their connection has gone', async () => {
+    const { upstream, proxy, logs } = await rig({});
+    upstream.respond = (req) => (req.target.endsWith('/slow') ? 'manual' : ok());
+    const c = client(
+      proxy.url,
+      ['GET /crm/rest/v1/slow', 'POST /crm/rest/v1/second', 'DELETE /crm/rest/v1/third']
+        .map((line, i) => `${line} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: piped-${i}\r\nContent-Length: 0\r\n\r\n`)
+        .join(''),
+    );
+    await until(() => upstream.requests.length === 1, 'the first request to reach Keap');
+    c.socket.destroy();
+    await until(() => logs.entries.filter((e) => String(e.reqId).startsWith('piped-')).length === 3, 'three request lines');
+    // Nothing is left to run them later: the queue was emptied when the connection went.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/slow']);
+    const lines = logs.entries.filter((e) => String(e.reqId).startsWith('piped-'));
+    expect(lines.map((e) => [e.reqId, e.attempts, e.outcome])).toEqual([
+      ['piped-0', 1, 'client_closed'],
+      ['piped-1', 0, 'client_closed'],
+      ['piped-2', 0, 'client_closed'],
+    ]);
+  });
 });
 
 describe('429 replays', () => {
