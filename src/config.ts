@@ -287,7 +287,7 @@ export function loadConfig(input: LoadConfigInput): Config {
   };
   const bool = (name: string): boolean => {
     const v = str(name).toLowerCase();
-    if (v !== 'true' && v !== 'false') problems.push(`${name}: "${str(name)}" is not true or false`);
+    if (v !== 'true' && v !== 'false') problems.push(`${name}: ${shown(name, str(name))} is not true or false`);
     return v === 'true';
   };
   const url = (name: string): URL => {
@@ -308,7 +308,7 @@ export function loadConfig(input: LoadConfigInput): Config {
   const port = int('PORT', 0, 65535);
   let allowedHosts: string[] = [];
   try {
-    allowedHosts = parseAllowedHosts(str('ALLOWED_HOSTS'));
+    allowedHosts = parseAllowedHosts(str('ALLOWED_HOSTS'), (entry) => shown('ALLOWED_HOSTS', entry));
   } catch (err) {
     problems.push(`ALLOWED_HOSTS: ${(err as Error).message}`);
   }

@@ -64,9 +64,10 @@ const HOST_NAME = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z
 /**
  * Parses ALLOWED_HOSTS: comma-separated host names or IP addresses, no ports, no wildcards.
  * Returns them as `hostName` gives a Host's name, so a lookup is one Set access.
- * Throws an Error saying what is wrong with an entry.
+ * Throws an Error saying what is wrong with an entry, the entry quoted by `show` (the
+ * configuration passes its own, which never shows a URL's credentials).
  */
-export function parseAllowedHosts(text: string): string[] {
+export function parseAllowedHosts(text: string, show: (entry: string) => string = (entry) => `"${entry}"`): string[] {
   const names: string[] = [];
   for (const raw of text.split(',')) {
     const entry = raw.trim();
@@ -76,13 +77,13 @@ export function parseAllowedHosts(text: string): string[] {
       // The form browsers send: compressed and lower-case.
       names.push(new URL(`http://[${bare}]/`).hostname);
     } else if (entry.includes('*')) {
-      throw new Error(`"${entry}": wildcards are not supported; list every host name clients use`);
+      throw new Error(`${show(entry)}: wildcards are not supported; list every host name clients use`);
     } else if (entry.includes(':') || entry.includes('/')) {
-      throw new Error(`"${entry}": give the host name alone, without scheme or port (the port is not compared), e.g. keap-proxy.internal`);
+      throw new Error(`${show(entry)}: give the host name alone, without scheme or port (the port is not compared), e.g. keap-proxy.internal`);
     } else if (isIPv4(entry) || (entry.length <= 254 && HOST_NAME.test(entry))) {
       names.push(hostName(entry));
     } else {
-      throw new Error(`"${entry}" is not a host name or IP address, e.g. keap-proxy.internal`);
+      throw new Error(`${show(entry)} is not a host name or IP address, e.g. keap-proxy.internal`);
     }
   }
   return names;

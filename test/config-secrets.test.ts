@@ -74,6 +74,9 @@ const cases: [string, Case][] = [
     `${name} given a URL with credentials`,
     { env: { ...OAUTH, [name]: `redis://user:${MARKER}@host:6379` }, names: [name] },
   ]),
+  ['an ALLOWED_HOSTS entry that is a URL with credentials', { env: { ...OAUTH, ALLOWED_HOSTS: `ok.example,https://user:${MARKER}@host` }, names: ['ALLOWED_HOSTS'] }],
+  ['an ALLOWED_HOSTS entry with credentials and a wildcard', { env: { ...OAUTH, ALLOWED_HOSTS: `*.user:${MARKER}@host` }, names: ['ALLOWED_HOSTS'] }],
+  ['RELAY_CORS_HEADERS holding a URL with credentials', { env: { ...OAUTH, RELAY_CORS_HEADERS: `https://user:${MARKER}@host` }, names: ['RELAY_CORS_HEADERS'] }],
   ['a CACHE_RULES rule with credentials in it', { env: { ...OAUTH, CACHE_RULES: `/ok*=30,https://user:${MARKER}@host/x=30` }, names: ['CACHE_RULES'] }],
   // Config file lines that cannot be parsed, or name no setting.
   ['a config file line that is only a secret', { env: OAUTH, file: ['PORT=8080', MARKER], names: ['keap.properties', 'line 2'] }],
