@@ -261,11 +261,12 @@ export class Forwarder {
   }
 
   /** Sends a response whose body was already read (to look at it) to the client. */
-  relayBuffered(proxyRes: IncomingMessage, body: Buffer, res: ServerResponse, requestId: string): void {
+  relayBuffered(proxyRes: IncomingMessage, body: Buffer, res: ServerResponse, requestId: string, extraHeaders?: readonly string[]): void {
     const headers = endToEndHeaders(proxyRes.rawHeaders, requestId, this.options.relayCorsHeaders);
     const pairs: string[] = [];
     for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() !== 'content-length') pairs.push(headers[i] as string, headers[i + 1] as string);
     pairs.push('content-length', String(body.length));
+    if (extraHeaders !== undefined) pairs.push(...extraHeaders);
     writeHead(res, proxyRes.statusCode, pairs);
     res.end(body);
   }

@@ -1,4 +1,6 @@
 import type { ServerResponse, OutgoingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 /** A request that ends here with a clear answer: an HTTP status and `{ error, message }`. */
 export class HttpError extends Error {
@@ -13,11 +15,23 @@ export class HttpError extends Error {
   }
 }
 
+/** Set on a connection whose answer says "connection: close": nothing more is written to it. */
+const ANSWERED_CLOSING = Symbol('keap-proxy.answered-closing');
+
+export function markAnsweredClosing(socket: Socket | null): void {
+  if (socket !== null) (socket as Socket & { [ANSWERED_CLOSING]?: boolean })[ANSWERED_CLOSING] = true;
+}
+
+export function answeredClosing(socket: Duplex): boolean {
+  return (socket as Duplex & { [ANSWERED_CLOSING]?: boolean })[ANSWERED_CLOSING] === true;
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
+  if (headers.connection === 'close') markAnsweredClosing(res.socket);
   const text = JSON.stringify(body);
   res.writeHead(status, {
     ...headers,

@@ -372,6 +372,11 @@ export function pace(pacer: Pacer, metrics: Metrics, credentials: CredentialSour
   };
 }
 
+/** The client's body was not read to its end (an answer came first): its connection cannot carry another request. */
+export function bodyUnread(ex: Exchange): boolean {
+  return ex.framing !== 'none' && !ex.req.complete;
+}
+
 /** Aborted when the client goes away: a queued request whose client is gone is never sent. */
 export function clientSignal(ex: Exchange): AbortSignal {
   ex.abort ??= new AbortController();
@@ -426,8 +431,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
     }
     if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
+    const httpError = err as HttpError;
     try {
-      sendError(ex.res, err as HttpError, ex.id);
+      sendError(ex.res, bodyUnread(ex) && httpError.headers.connection === undefined ? new HttpError(httpError.status, httpError.code, httpError.message, { ...httpError.headers, connection: 'close' }) : httpError, ex.id);
     } catch (sendErr) {
       // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
       logger.error({ event: 'internal_error', reqId: ex.id, err: sendErr instanceof Error ? sendErr.message : String(sendErr) }, 'an error answer could not be written');

@@ -12,7 +12,7 @@ import { FileTokenStore, type TokenStore } from './token-store.js';
 import { createPacer, type Pacer } from './pacer.js';
 import { Forwarder } from './forwarder.js';
 import { ClientKeys, createPipeline } from './pipeline.js';
-import { HttpError, sendJson } from './http-error.js';
+import { HttpError, answeredClosing, sendJson } from './http-error.js';
 import { OAuthFlow } from './oauth-flow.js';
 import { OAuthEndpoints } from './oauth-endpoints.js';
 import { Metrics } from './metrics.js';
@@ -209,19 +209,33 @@ function serveLocal(req: http.IncomingMessage, res: http.ServerResponse, credent
   return true;
 }
 
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, logger: Logger): void {
+function answerClientError(err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex, logger: Logger): void {
   if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
     return;
   }
-  // Both Content-Length and Transfer-Encoding is the classic request-smuggling shape.
-  const smuggling = err.code === 'HPE_UNEXPECTED_CONTENT_LENGTH' || err.code === 'HPE_INVALID_TRANSFER_ENCODING';
-  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  // A request on this connection was already answered with "connection: close" (e.g. 501 for
+  // its Transfer-Encoding) and the parser has now tripped over its body: that answer stands
+  // alone; the connection closes once it is written.
+  if (answeredClosing(socket)) {
+    (socket as Socket).destroySoon();
+    return;
+  }
+  const answer = clientErrorAnswer(err);
   logger.warn({ event: 'bad_request', code: err.code }, 'malformed request refused');
-  writeRaw(socket, status, {
-    error: smuggling ? 'ambiguous_body_length' : 'bad_request',
-    message: smuggling ? 'The request has both Content-Length and Transfer-Encoding; send only one.' : `The request is not valid HTTP/1.1 (${err.code ?? 'parse error'}); fix the client.`,
-  });
+  writeRaw(socket, answer.status, { error: answer.error, message: answer.message });
+}
+
+function clientErrorAnswer(err: NodeJS.ErrnoException & { reason?: string }): { status: number; error: string; message: string } {
+  if (err.code === 'HPE_UNEXPECTED_CONTENT_LENGTH' || (err.code === 'HPE_INVALID_TRANSFER_ENCODING' && /content-length/i.test(err.reason ?? ''))) {
+    // Both Content-Length and Transfer-Encoding is the classic request-smuggling shape.
+    return { status: 400, error: 'ambiguous_body_length', message: 'The request has both Content-Length and Transfer-Encoding; send only one.' };
+  }
+  if (err.code === 'HPE_INVALID_TRANSFER_ENCODING') {
+    return { status: 400, error: 'unsupported_transfer_encoding', message: 'Only "Transfer-Encoding: chunked" is supported, and chunked must be the last coding; send the body with Content-Length or plain chunked framing.' };
+  }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  return { status, error: 'bad_request', message: `The request is not valid HTTP/1.1 (${err.code ?? 'parse error'}); fix the client.` };
 }
 
 function writeRaw(socket: Duplex, status: number, body: unknown): void {

@@ -9,14 +9,14 @@ import type { IncomingMessage } from 'node:http';
 import type { Logger } from './log.js';
 import type { CredentialSource } from './credentials.js';
 import { type Forwarder, UnusableResponse, UpstreamError } from './forwarder.js';
-import { HttpError } from './http-error.js';
+import { HttpError, markAnsweredClosing } from './http-error.js';
 import { tooLarge } from './body.js';
 import { classifyUnauthorized, NOT_APPROVED_AFTER_REFRESH, parseFault, type Fault } from './apigee.js';
 import { parseQuotaHeaders, type QuotaReport } from './keap-quota.js';
 import { nextUtcMidnight, type Pacer } from './pacer.js';
 import type { Metrics } from './metrics.js';
 import type { GetCache } from './get-cache.js';
-import { clientSignal, injectCredential, type Exchange, type Stage } from './pipeline.js';
+import { bodyUnread, clientSignal, injectCredential, type Exchange, type Stage } from './pipeline.js';
 
 export interface ForwardDeps {
   forwarder: Forwarder;
@@ -113,8 +113,7 @@ export function forward(deps: ForwardDeps): Stage {
   };
   const relay = (ex: Exchange, upstream: IncomingMessage): void => {
     ex.upstreamStatus = upstream.statusCode;
-    // The client's body was not read to its end (Keap answered early): this connection cannot carry another request.
-    const extra = ex.req.complete ? undefined : CONNECTION_CLOSE;
+    const extra = closingIfBodyUnread(ex);
     try {
       if (ex.cacheKey !== undefined) {
         deps.forwarder.relay(upstream, ex.res, ex.id, extra === undefined ? CACHE_MISS : [...CACHE_MISS, ...extra]);
@@ -132,6 +131,13 @@ export function forward(deps: ForwardDeps): Stage {
 
 const CACHE_MISS = ['x-cache', 'MISS'];
 const CONNECTION_CLOSE = ['connection', 'close'];
+
+/** Keap answered before the client's body was read to its end: this connection cannot carry another request. */
+function closingIfBodyUnread(ex: Exchange): readonly string[] | undefined {
+  if (!bodyUnread(ex)) return undefined;
+  markAnsweredClosing(ex.req.socket);
+  return CONNECTION_CLOSE;
+}
 
 /** Keap's answer cannot be written as it is (a header Node refuses): the client gets 502 and the log says why. */
 function unusable(deps: ForwardDeps, ex: Exchange, err: unknown): unknown {
@@ -168,7 +174,7 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   const fault: Fault = peeked !== undefined ? parseFault(peeked) : { errorcode: undefined, faultstring: undefined };
   const answer = (response: IncomingMessage = upstream, bytes: Buffer = body): undefined => {
     ex.upstreamStatus = response.statusCode;
-    deps.forwarder.relayBuffered(response, bytes, ex.res, ex.id);
+    deps.forwarder.relayBuffered(response, bytes, ex.res, ex.id, closingIfBodyUnread(ex));
     return undefined;
   };
   const notApproved = (errorcode: string | undefined): void => {

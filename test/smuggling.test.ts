@@ -99,10 +99,18 @@ describe('framing of what reaches Keap', () => {
 });
 
 describe('refused framings', () => {
-  it.each(['gzip, chunked', 'chunked, gzip', 'gzip', 'identity'])('Transfer-Encoding: %s never reaches Keap', async (te) => {
+  it.each([
+    ['gzip, chunked', 501, 'unsupported_transfer_encoding'],
+    ['chunked, gzip', 400, 'unsupported_transfer_encoding'],
+    ['gzip', 501, 'unsupported_transfer_encoding'],
+    ['identity', 501, 'unsupported_transfer_encoding'],
+  ])('Transfer-Encoding: %s gets one answer (%d %s) and never reaches Keap', async (te, status, error) => {
     const before = upstream.requests.length;
     const reply = await rawExchange(proxy.url, `POST /crm/rest/v1/te HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: ${te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);
-    expect(reply.split('\r\n')[0]).toMatch(/^HTTP\/1\.1 (400|501) /);
+    expect(reply.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    // One answer only: the parser tripping over the body afterwards adds nothing to it.
+    expect(reply.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    expect(reply).toContain(`"error":"${error}"`);
     expect(upstream.requests.length).toBe(before);
     expect(upstream.garbage).toEqual([]);
   });
@@ -111,6 +119,7 @@ describe('refused framings', () => {
     const before = upstream.requests.length;
     const reply = await rawExchange(proxy.url, 'POST /crm/rest/v1/both HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
     expect(reply.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(reply).toContain('"error":"ambiguous_body_length"');
     expect(upstream.requests.length).toBe(before);
   });
 });

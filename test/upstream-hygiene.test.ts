@@ -84,6 +84,16 @@ describe('an answer before the upload is done', () => {
     expect(r.status).toBe(200);
   });
 
+  it('the proxy\'s own answer to an upload Keap refused early also closes the connection', async () => {
+    upstream.early = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n';
+    const { head, socket } = await unfinishedUpload('/crm/rest/v1/upload429');
+    socket.destroy();
+    // A streamed body cannot be replayed: the client gets the proxy's 429, and the connection is not reused.
+    expect(head.split('\r\n')[0]).toBe('HTTP/1.1 429 Too Many Requests');
+    expect(head.toLowerCase()).toContain('connection: close');
+    await until(() => upstream.openConnections === 0, 'the upstream connection to close');
+  });
+
   it('a complete exchange keeps its upstream connection for the next request', async () => {
     const connectionsBefore = upstream.connections;
     for (let i = 0; i < 3; i++) expect((await send(proxy.url, 'POST', '/crm/rest/v1/contacts', { body: '{"a":1}' })).status).toBe(200);
