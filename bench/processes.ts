@@ -10,6 +10,8 @@ import type { SimAnswer, SimMessage, SimRequest } from './sim-process.js';
 
 /** The environment variable sim-process.js reads its SimulatorOptions (JSON) from. */
 export const SIM_OPTIONS_ENV = 'BENCH_SIM_OPTIONS';
+/** How often a watched server child (server-process.js) samples its RSS. */
+export const RSS_SAMPLE_MS = 20;
 
 const SERVER_CORE = '0';
 const HELPER_CORE = '1';
