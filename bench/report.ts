@@ -263,6 +263,8 @@ export interface UploadsRun {
   upstream: { requests: number; bytes: number; aborted: number };
   /** keap-proxy only: keap_proxy_body_buffer_bytes from /metrics once the burst is over. */
   bodyBuffer?: { limit: number; inUseAfter: number };
+  /** keap-proxy only: its answers during the burst by status, as it counted them (keap_proxy_requests_total). */
+  answeredByServer?: Record<string, number>;
 }
 
 export interface UploadsSummary {
@@ -282,17 +284,39 @@ export interface UploadsSummary {
 }
 
 const BUDGET_REFUSAL = 'body_budget_exhausted';
+/** What the client sees when the server closes the connection under a body still being sent. */
+const CLOSED_UNDER_UPLOAD = ['EPIPE', 'ECONNRESET'];
 
-/** Uploads whose outcome says the run is not what it claims: anything but 200 through the bare forwarder; anything but 200 or 503 body_budget_exhausted through keap-proxy; no answer at all; a budget not given back. */
+/**
+ * Refusals the client never read: keap-proxy answers 503 with Connection: close at once and
+ * closes while the body is still coming, so the client can get EPIPE or ECONNRESET before it
+ * reads the answer. Counted as such only when keap-proxy's own count of 503s accounts for them
+ * (503s sent = 503s read + connections closed under the upload); otherwise undefined.
+ */
+export function lostRefusals(r: UploadsRun): number | undefined {
+  if (r.server !== 'keap-proxy' || r.answeredByServer === undefined) return undefined;
+  const closed = sum(CLOSED_UNDER_UPLOAD.map((code) => r.sample.failures[code] ?? 0));
+  const sent = r.answeredByServer['503'] ?? 0;
+  const read = r.sample.statusCodes['503'] ?? 0;
+  return closed > 0 && sent === read + closed ? closed : undefined;
+}
+
+/**
+ * Uploads whose outcome says the run is not what it claims: anything but 200 through the bare
+ * forwarder; anything but 200 or 503 body_budget_exhausted (read, or lost as lostRefusals says)
+ * through keap-proxy; no answer otherwise; a budget not given back.
+ */
 export function uploadsFailures(u: UploadsSummary): string[] {
   const out: string[] = [];
   for (const r of u.runs) {
     const name = u.bursts > 1 ? `${r.server} burst ${r.burst}` : r.server;
     const ok = r.sample.statusCodes['200'] ?? 0;
     const refused = r.server === 'keap-proxy' ? (r.sample.errorCodes[BUDGET_REFUSAL] ?? 0) : 0;
-    const unanswered = sum(Object.values(r.sample.failures));
-    const other = u.connections - ok - refused - unanswered;
-    if (unanswered > 0) out.push(`uploads ${name}: ${unanswered} uploads got no answer (${JSON.stringify(r.sample.failures)})`);
+    const allUnanswered = sum(Object.values(r.sample.failures));
+    const lost = lostRefusals(r) ?? 0;
+    const unanswered = allUnanswered - lost;
+    const other = u.connections - ok - refused - allUnanswered;
+    if (unanswered > 0) out.push(`uploads ${name}: ${unanswered} uploads got no answer (${JSON.stringify(r.sample.failures)}${r.answeredByServer !== undefined ? `; keap-proxy counted its answers ${JSON.stringify(r.answeredByServer)}` : ''})`);
     if (other > 0) out.push(`uploads ${name}: ${other} answers other than 200${r.server === 'keap-proxy' ? ` or 503 ${BUDGET_REFUSAL}` : ''} (status counts ${JSON.stringify(r.sample.statusCodes)}, error codes ${JSON.stringify(r.sample.errorCodes)})`);
     if (r.bodyBuffer !== undefined && r.bodyBuffer.inUseAfter !== 0) out.push(`uploads ${name}: ${r.bodyBuffer.inUseAfter} bytes of the body budget still in use after the burst`);
   }
@@ -316,7 +340,9 @@ export function formatUploads(u: UploadsSummary): string {
     [`RSS after (+${fmt(u.settleMs / 1000, 0)} s idle)`, (r) => mb(r.rss.after)],
     ['200', (r) => String(r.sample.statusCodes['200'] ?? 0)],
     [`503 ${BUDGET_REFUSAL}`, (r) => String(r.sample.errorCodes[BUDGET_REFUSAL] ?? 0)],
-    ['other answers / none', (r) => `${u.connections - (r.sample.statusCodes['200'] ?? 0) - (r.sample.errorCodes[BUDGET_REFUSAL] ?? 0) - sum(Object.values(r.sample.failures))} / ${sum(Object.values(r.sample.failures))}`],
+    ['other answers', (r) => String(u.connections - (r.sample.statusCodes['200'] ?? 0) - (r.sample.errorCodes[BUDGET_REFUSAL] ?? 0) - sum(Object.values(r.sample.failures)))],
+    ['no answer (connection error)', (r) => (Object.keys(r.sample.failures).length === 0 ? '0' : Object.entries(r.sample.failures).map(([code, n]) => `${n} ${code}`).join(', '))],
+    ['answers sent, per keap-proxy', (r) => (r.answeredByServer === undefined ? '-' : Object.entries(r.answeredByServer).map(([status, n]) => `${n}x ${status}`).join(', '))],
     ['200 answered in (min / p50 / max)', (r) => answerTimes(r.sample, '200')],
     ['503 answered in (min / p50 / max)', (r) => answerTimes(r.sample, '503')],
     ['bodies upstream (whole / cut short)', (r) => `${r.upstream.requests} / ${r.upstream.aborted}`],
@@ -336,6 +362,15 @@ export function formatUploads(u: UploadsSummary): string {
       `  keap-proxy: REPLAY_BODY_BYTES ${mb(u.replayBodyBytes)}, BODY_BUFFER_BUDGET_BYTES ${mb(keap.bodyBuffer.limit)} (room for ${Math.floor(keap.bodyBuffer.limit / Math.min(u.bytes, u.replayBodyBytes + 1))} such bodies at once), ` +
         `${keap.bodyBuffer.inUseAfter} bytes of it in use after the burst`,
     );
+  }
+  for (const r of runs) {
+    const lost = lostRefusals(r);
+    if (lost !== undefined) {
+      out.push(
+        `  keap-proxy${u.bursts > 1 ? ` #${r.burst}` : ''}: ${lost} of its 503s never reached the client: it answers before reading the body, with Connection: close, and closes ` +
+          'while the body is still being sent, and the client got a broken connection (EPIPE/ECONNRESET) before it read the answer',
+      );
+    }
   }
   out.push('(RSS of the server process alone, read in it with process.memoryUsage.rss(); the client and the upstream are processes of their own)');
   return out.join('\n');

@@ -47,6 +47,7 @@ import {
   formatPacing,
   formatTable,
   formatUploads,
+  lostRefusals,
   pacingClientFailures,
   pacingUpstreamFailures,
   summarize,
@@ -337,15 +338,26 @@ function readKernelPeak(pid: number): number | undefined {
   }
 }
 
-/** keap_proxy_body_buffer_bytes{kind="limit"|"in_use"} from keap-proxy's /metrics. */
-async function readBodyBuffer(url: string): Promise<{ limit: number; inUseAfter: number }> {
+/** From keap-proxy's /metrics: keap_proxy_body_buffer_bytes{kind="limit"|"in_use"}, and keap_proxy_requests_total by status (all routes). */
+async function readKeapMetrics(url: string): Promise<{ limit: number; inUse: number; answered: Record<string, number> }> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const gauge = (kind: string): number => {
     const m = new RegExp(`^keap_proxy_body_buffer_bytes\\{kind="${kind}"\\} (\\S+)$`, 'm').exec(text);
     if (m === null) throw new Error(`keap-proxy's /metrics has no keap_proxy_body_buffer_bytes{kind="${kind}"}`);
     return Number(m[1]);
   };
-  return { limit: gauge('limit'), inUseAfter: gauge('in_use') };
+  const answered: Record<string, number> = {};
+  for (const m of text.matchAll(/^keap_proxy_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$/gm)) {
+    answered[m[1] as string] = (answered[m[1] as string] ?? 0) + Number(m[2]);
+  }
+  return { limit: gauge('limit'), inUse: gauge('in_use'), answered };
+}
+
+/** Per status, what `after` counted beyond `before`; statuses without any left out. */
+function countsSince(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [status, n] of Object.entries(after)) if (n - (before[status] ?? 0) > 0) out[status] = n - (before[status] ?? 0);
+  return out;
 }
 
 /**
@@ -378,6 +390,7 @@ async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string)
       // Later bursts start from where the last one's settle left the process: what a second wave meets.
       for (let burst = 1; burst <= bursts; burst++) {
         const before = await upstream.counters();
+        const keapBefore = scenario === 'keap-proxy' ? await readKeapMetrics(server.url) : undefined;
         const watched = await server.watchRss();
         const kernel = resetKernelPeak(server.pid);
         const sample = await runUploadsClient(request(connections, bytes));
@@ -385,7 +398,7 @@ async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string)
         const kernelPeak = kernel ? readKernelPeak(server.pid) : undefined;
         await sleep(UPLOADS_SETTLE_MS);
         const settled = await server.rss();
-        const bodyBuffer = scenario === 'keap-proxy' ? await readBodyBuffer(server.url) : undefined;
+        const keapAfter = keapBefore !== undefined ? await readKeapMetrics(server.url) : undefined;
         const after = await upstream.counters();
         const run: UploadsRun = {
           server: scenario,
@@ -394,7 +407,9 @@ async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string)
           rss: { before: watched.now, peak: atEnd.peak, after: settled.now, kernelPeak },
           sample,
           upstream: { requests: after.requests - before.requests, bytes: after.bytes - before.bytes, aborted: after.aborted - before.aborted },
-          ...(bodyBuffer !== undefined ? { bodyBuffer } : {}),
+          ...(keapBefore !== undefined && keapAfter !== undefined
+            ? { bodyBuffer: { limit: keapAfter.limit, inUseAfter: keapAfter.inUse }, answeredByServer: countsSince(keapBefore.answered, keapAfter.answered) }
+            : {}),
         };
         runs.push(run);
         logUploadsProgress(run);
@@ -407,6 +422,11 @@ async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string)
   }
   const replay = SETTINGS.find((s) => s.name === 'REPLAY_BODY_BYTES')?.default;
   return { connections, bytes, holdMs, settleMs: UPLOADS_SETTLE_MS, sampleMs: RSS_SAMPLE_MS, replayBodyBytes: Number(replay), bursts, runs };
+}
+
+function uploadsNote(u: UploadsSummary): string {
+  const lost = u.runs.reduce((n, r) => n + (lostRefusals(r) ?? 0), 0);
+  return `every upload answered 200 or, through keap-proxy, 503 body_budget_exhausted${lost > 0 ? ` (${lost} of those 503s lost to a closed connection, see above)` : ''}; the body budget given back`;
 }
 
 function logUploadsProgress(r: UploadsRun): void {
@@ -484,7 +504,7 @@ async function main(): Promise<void> {
       const notes = [
         ...(throughputRan ? ['all responses 2xx (no errors, timeouts or non-2xx)'] : []),
         ...(pacing !== undefined ? ['the simulator never answered 429'] : []),
-        ...(uploads !== undefined ? ['every upload answered 200 (or, through keap-proxy, 503 body_budget_exhausted), the body budget given back'] : []),
+        ...(uploads !== undefined ? [uploadsNote(uploads)] : []),
       ];
       console.log(`\n${notes.join('; ')}`);
     }
