@@ -29,14 +29,21 @@ export interface HeadToHeadSummary {
   met: boolean;
 }
 
-interface ServerChild {
+export interface ServerChild {
   url: string;
   headers: Record<string, string>;
+  /** The child's process id (the uploads scenario reads its kernel RSS high-water mark by it). */
+  pid: number;
   cpu(): Promise<NodeJS.CpuUsage>;
+  /** Starts the child's RSS sampling afresh (peak = now). */
+  watchRss(): Promise<{ now: number; peak: number }>;
+  /** The child's RSS now and the highest sampled since watchRss. */
+  rss(): Promise<{ now: number; peak: number }>;
   close(): Promise<void>;
 }
 
-function startServer(options: ServerOptions): Promise<ServerChild> {
+/** Starts one server (bare forwarder or keap-proxy) in a child process on the servers' core. */
+export function startServer(options: ServerOptions): Promise<ServerChild> {
   const child: ChildProcess = forkScript('server-process.js', { BENCH_SERVER: JSON.stringify(options) }, SERVER_CORE_ID);
   const send = (msg: ServerRequest): void => {
     child.send(msg);
@@ -45,19 +52,32 @@ function startServer(options: ServerOptions): Promise<ServerChild> {
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`${options.scenario} server exited with code ${code}`)));
     const cpuWaiters: ((u: NodeJS.CpuUsage) => void)[] = [];
+    const rssWaiters: ((r: { now: number; peak: number }) => void)[] = [];
+    const askRss = (type: 'rss-watch' | 'rss'): Promise<{ now: number; peak: number }> =>
+      new Promise((done) => {
+        rssWaiters.push(done);
+        send({ type });
+      });
     child.on('message', (msg: ServerMessage) => {
       if (msg.type === 'cpu') {
         cpuWaiters.shift()?.(msg.usage);
         return;
       }
+      if (msg.type === 'rss') {
+        rssWaiters.shift()?.({ now: msg.now, peak: msg.peak });
+        return;
+      }
       resolve({
         url: msg.url,
         headers: msg.headers,
+        pid: child.pid ?? 0,
         cpu: () =>
           new Promise((done) => {
             cpuWaiters.push(done);
             send({ type: 'cpu' });
           }),
+        watchRss: () => askRss('rss-watch'),
+        rss: () => askRss('rss'),
         close: () =>
           new Promise((done) => {
             child.removeAllListeners('exit');

@@ -7,9 +7,14 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { SimulatorCounters, SimulatorOptions } from '../test/simulator/keap-simulator.js';
 import type { SimAnswer, SimMessage, SimRequest } from './sim-process.js';
+import type { UpstreamCounters, UpstreamMessage, UpstreamRequest } from './slow-upstream-process.js';
 
 /** The environment variable sim-process.js reads its SimulatorOptions (JSON) from. */
 export const SIM_OPTIONS_ENV = 'BENCH_SIM_OPTIONS';
+/** The environment variable slow-upstream-process.js reads its hold time (ms) from. */
+export const UPSTREAM_HOLD_ENV = 'BENCH_UPSTREAM_HOLD_MS';
+/** How often a watched server child (server-process.js) samples its RSS. */
+export const RSS_SAMPLE_MS = 20;
 
 const SERVER_CORE = '0';
 const HELPER_CORE = '1';
@@ -85,6 +90,49 @@ export function startSimulator(options: SimulatorOptions = {}): Promise<RemoteSi
           if (answer.type !== 'counters') throw new Error(`simulator answered ${answer.type} to a counters request`);
           return answer.counters;
         },
+        close: () =>
+          new Promise((done) => {
+            child.removeAllListeners('exit');
+            child.once('exit', () => done());
+            send({ type: 'close' });
+          }),
+      });
+    });
+  });
+}
+
+/** The uploads scenario's slow Keap (slow-upstream-process.ts), as run.ts sees it. */
+export interface SlowUpstream {
+  url: string;
+  counters(): Promise<UpstreamCounters>;
+  close(): Promise<void>;
+}
+
+/** Starts the slow upstream in its child process, on the helpers' core: it reads each body whole, then answers 200 after `holdMs`. */
+export function startSlowUpstream(holdMs: number): Promise<SlowUpstream> {
+  const child = forkScript('slow-upstream-process.js', { [UPSTREAM_HOLD_ENV]: String(holdMs) });
+  const waiting = new Map<number, (counters: UpstreamCounters) => void>();
+  let nextId = 0;
+  const send = (msg: UpstreamRequest): void => {
+    child.send(msg);
+  };
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`slow upstream exited with code ${code}`)));
+    child.on('message', (msg: UpstreamMessage) => {
+      if (msg.type === 'counters') {
+        waiting.get(msg.id)?.(msg.counters);
+        waiting.delete(msg.id);
+        return;
+      }
+      resolve({
+        url: msg.url,
+        counters: () =>
+          new Promise((done) => {
+            const id = nextId++;
+            waiting.set(id, done);
+            send({ type: 'counters', id });
+          }),
         close: () =>
           new Promise((done) => {
             child.removeAllListeners('exit');

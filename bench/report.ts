@@ -2,6 +2,7 @@
 // throughput ratios against the baselines, the pacing run against the allowed rate, and a
 // verdict. Pure functions, no I/O.
 import type { LoadSample, SteadyRate } from './load.js';
+import type { UploadsSample } from './uploads-client.js';
 
 /** One timed measurement, with the CPU each side used over it (1.0 = one core busy all along). */
 export interface Measurement {
@@ -241,4 +242,136 @@ export function formatPacing(p: PacingSummary): string {
     ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`),
     '(latency over the whole burst, queueing included; RSS of the bench process, which hosts keap-proxy: the simulator and load generator are child processes)',
   ].join('\n');
+}
+
+/** One server's share of the uploads scenario: a burst of concurrent uploads to a slow upstream. */
+export interface UploadsRun {
+  server: 'bare-forwarder' | 'keap-proxy';
+  label: string;
+  /** Which burst through the same server process (1 = the first after its start and one small upload). */
+  burst: number;
+  /**
+   * The server process's resident set, in bytes: idle before the burst (after one small
+   * upload, or after the last burst and its settle), the highest of its samples during it,
+   * and after the last answer plus a settle.
+   * `kernelPeak` is the kernel's high-water mark (VmHWM, reset before the burst) where Linux
+   * gives one: it sees between samples.
+   */
+  rss: { before: number; peak: number; after: number; kernelPeak: number | undefined };
+  sample: UploadsSample;
+  /** What the slow upstream saw: bodies read whole, their bytes, and bodies cut short. */
+  upstream: { requests: number; bytes: number; aborted: number };
+  /** keap-proxy only: keap_proxy_body_buffer_bytes from /metrics once the burst is over. */
+  bodyBuffer?: { limit: number; inUseAfter: number };
+  /** keap-proxy only: its answers during the burst by status, as it counted them (keap_proxy_requests_total). */
+  answeredByServer?: Record<string, number>;
+}
+
+export interface UploadsSummary {
+  connections: number;
+  /** Body size of each upload. */
+  bytes: number;
+  /** How long the upstream holds each answer once the body is in. */
+  holdMs: number;
+  /** Wait between the last answer and the `after` RSS reading. */
+  settleMs: number;
+  sampleMs: number;
+  /** keap-proxy's REPLAY_BODY_BYTES in this run (bodies up to it are buffered). */
+  replayBodyBytes: number;
+  /** Bursts through each server process, one after the other. */
+  bursts: number;
+  runs: UploadsRun[];
+}
+
+const BUDGET_REFUSAL = 'body_budget_exhausted';
+/** What the client sees when the server closes the connection under a body still being sent. */
+const CLOSED_UNDER_UPLOAD = ['EPIPE', 'ECONNRESET'];
+
+/**
+ * Refusals the client never read: keap-proxy answers 503 with Connection: close at once and
+ * closes while the body is still coming, so the client can get EPIPE or ECONNRESET before it
+ * reads the answer. Counted as such only when keap-proxy's own count of 503s accounts for them
+ * (503s sent = 503s read + connections closed under the upload); otherwise undefined.
+ */
+export function lostRefusals(r: UploadsRun): number | undefined {
+  if (r.server !== 'keap-proxy' || r.answeredByServer === undefined) return undefined;
+  const closed = sum(CLOSED_UNDER_UPLOAD.map((code) => r.sample.failures[code] ?? 0));
+  const sent = r.answeredByServer['503'] ?? 0;
+  const read = r.sample.statusCodes['503'] ?? 0;
+  return closed > 0 && sent === read + closed ? closed : undefined;
+}
+
+/**
+ * Uploads whose outcome says the run is not what it claims: anything but 200 through the bare
+ * forwarder; anything but 200 or 503 body_budget_exhausted (read, or lost as lostRefusals says)
+ * through keap-proxy; no answer otherwise; a budget not given back.
+ */
+export function uploadsFailures(u: UploadsSummary): string[] {
+  const out: string[] = [];
+  for (const r of u.runs) {
+    const name = u.bursts > 1 ? `${r.server} burst ${r.burst}` : r.server;
+    const ok = r.sample.statusCodes['200'] ?? 0;
+    const refused = r.server === 'keap-proxy' ? (r.sample.errorCodes[BUDGET_REFUSAL] ?? 0) : 0;
+    const allUnanswered = sum(Object.values(r.sample.failures));
+    const lost = lostRefusals(r) ?? 0;
+    const unanswered = allUnanswered - lost;
+    const other = u.connections - ok - refused - allUnanswered;
+    if (unanswered > 0) out.push(`uploads ${name}: ${unanswered} uploads got no answer (${JSON.stringify(r.sample.failures)}${r.answeredByServer !== undefined ? `; keap-proxy counted its answers ${JSON.stringify(r.answeredByServer)}` : ''})`);
+    if (other > 0) out.push(`uploads ${name}: ${other} answers other than 200${r.server === 'keap-proxy' ? ` or 503 ${BUDGET_REFUSAL}` : ''} (status counts ${JSON.stringify(r.sample.statusCodes)}, error codes ${JSON.stringify(r.sample.errorCodes)})`);
+    if (r.bodyBuffer !== undefined && r.bodyBuffer.inUseAfter !== 0) out.push(`uploads ${name}: ${r.bodyBuffer.inUseAfter} bytes of the body budget still in use after the burst`);
+  }
+  return out;
+}
+
+function answerTimes(s: UploadsSample, status: string): string {
+  const t = s.answerMs[status];
+  return t === undefined ? '-' : `${fmt(t.min, 0)} / ${fmt(t.p50, 0)} / ${fmt(t.max, 0)} ms`;
+}
+
+export function formatUploads(u: UploadsSummary): string {
+  const mb = (bytes: number | undefined): string => (bytes === undefined ? 'n/a' : `${fmt(bytes / 2 ** 20, 1)} MiB`);
+  const runs = u.runs;
+  const keap = runs.find((r) => r.server === 'keap-proxy');
+  const rows: [string, (r: UploadsRun) => string][] = [
+    ['RSS before', (r) => mb(r.rss.before)],
+    [`RSS peak (sampled every ${u.sampleMs} ms)`, (r) => mb(r.rss.peak)],
+    ['RSS peak (kernel VmHWM)', (r) => mb(r.rss.kernelPeak)],
+    ['peak - before', (r) => mb(r.rss.peak - r.rss.before)],
+    [`RSS after (+${fmt(u.settleMs / 1000, 0)} s idle)`, (r) => mb(r.rss.after)],
+    ['200', (r) => String(r.sample.statusCodes['200'] ?? 0)],
+    [`503 ${BUDGET_REFUSAL}`, (r) => String(r.sample.errorCodes[BUDGET_REFUSAL] ?? 0)],
+    ['other answers', (r) => String(u.connections - (r.sample.statusCodes['200'] ?? 0) - (r.sample.errorCodes[BUDGET_REFUSAL] ?? 0) - sum(Object.values(r.sample.failures)))],
+    ['no answer (connection error)', (r) => (Object.keys(r.sample.failures).length === 0 ? '0' : Object.entries(r.sample.failures).map(([code, n]) => `${n} ${code}`).join(', '))],
+    ['answers sent, per keap-proxy', (r) => (r.answeredByServer === undefined ? '-' : Object.entries(r.answeredByServer).map(([status, n]) => `${n}x ${status}`).join(', '))],
+    ['200 answered in (min / p50 / max)', (r) => answerTimes(r.sample, '200')],
+    ['503 answered in (min / p50 / max)', (r) => answerTimes(r.sample, '503')],
+    ['bodies upstream (whole / cut short)', (r) => `${r.upstream.requests} / ${r.upstream.aborted}`],
+  ];
+  const head = ['', ...runs.map((r) => (u.bursts > 1 ? `${r.server} #${r.burst}` : r.server))];
+  const table = [head, ...rows.map(([k, cell]) => [k, ...runs.map(cell)])];
+  const widths = head.map((_, i) => Math.max(...table.map((row) => (row[i] ?? '').length)));
+  const line = (row: string[]): string => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const out = [
+    `uploads: ${u.connections} concurrent POSTs of ${mb(u.bytes)} (Content-Length) to an upstream that reads each body whole, then holds its 200 for ${fmt(u.holdMs / 1000, 1)} s` +
+      (u.bursts > 1 ? `; ${u.bursts} bursts (#1, #2, ...) through each server process, one after the other` : ''),
+    ...table.map((row) => `  ${line(row)}`),
+    '  (answer times from the moment all uploads start to the end of each answer, as the client saw them)',
+  ];
+  if (keap?.bodyBuffer !== undefined) {
+    out.push(
+      `  keap-proxy: REPLAY_BODY_BYTES ${mb(u.replayBodyBytes)}, BODY_BUFFER_BUDGET_BYTES ${mb(keap.bodyBuffer.limit)} (room for ${Math.floor(keap.bodyBuffer.limit / Math.min(u.bytes, u.replayBodyBytes + 1))} such bodies at once), ` +
+        `${keap.bodyBuffer.inUseAfter} bytes of it in use after the burst`,
+    );
+  }
+  for (const r of runs) {
+    const lost = lostRefusals(r);
+    if (lost !== undefined) {
+      out.push(
+        `  keap-proxy${u.bursts > 1 ? ` #${r.burst}` : ''}: ${lost} of its 503s never reached the client: it answers before reading the body, with Connection: close, and closes ` +
+          'while the body is still being sent, and the client got a broken connection (EPIPE/ECONNRESET) before it read the answer',
+      );
+    }
+  }
+  out.push('(RSS of the server process alone, read in it with process.memoryUsage.rss(); the client and the upstream are processes of their own)');
+  return out.join('\n');
 }

@@ -2,7 +2,8 @@
 // http-proxy-3 forwarder and against no proxy at all, on loopback, against the simulator;
 // then ("pacing") how close keap-proxy with pacing on gets to the rate it allows itself
 // under a burst far beyond it, and whether Keap (a simulator enforcing the spike limit)
-// ever has to answer 429.
+// ever has to answer 429; then ("uploads") the peak memory of keap-proxy and of the bare
+// forwarder under a burst of large uploads to a slow Keap, and how many keap-proxy refused.
 //
 // Fairness on a small box:
 // - the servers run here, the load generator (autocannon) in a child process, so client and
@@ -16,19 +17,26 @@
 // BENCH_WARMUP_SECONDS (default 3: every measurement starts a fresh server, whose JIT needs that
 // long to settle; with 1 s keap-proxy, having more code to optimize, was measured half-warm), BENCH_ROUNDS (default 10), BENCH_CONNECTIONS (default 50),
 // BENCH_SCENARIOS (comma-separated names to run, default all: direct, bare-forwarder,
-// keap-proxy, pacing). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
+// keap-proxy, head-to-head, pacing, uploads). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
 // OAuth), BENCH_PACING_SECONDS (burst length, default 10), BENCH_PACING_CONNECTIONS (default 50).
+// Uploads: BENCH_UPLOADS_CONNECTIONS (concurrent uploads, default 60), BENCH_UPLOADS_MIB (body
+// size, default 8), BENCH_UPLOADS_HOLD_MS (how long the upstream holds each answer, default 2000),
+// BENCH_UPLOADS_BURSTS (bursts through the same server process, one after the other, default 1).
+// keap-proxy runs with its defaults (REPLAY_BODY_BYTES 10 MiB, BODY_BUFFER_BUDGET_BYTES 192 MiB).
 //
 // Output: the table on stdout (progress on stderr), the same figures in bench/results/latest.json.
 // Exit status 1 when any answer was not 2xx (the figures would be meaningless), when the
-// simulator had to answer 429 during the pacing run, or the run broke; a missed throughput or
+// simulator had to answer 429 during the pacing run, when an upload got neither 200 nor
+// (through keap-proxy) 503 body_budget_exhausted, or the run broke; a missed throughput or
 // pacing target is reported as FAIL in the verdict but does not change the status.
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { forkScript, pinServerProcess, startSimulator } from './processes.js';
-import { formatHeadToHead, runHeadToHead, type HeadToHeadSummary } from './head-to-head.js';
+import { forkScript, pinServerProcess, RSS_SAMPLE_MS, startSimulator, startSlowUpstream, type RemoteSimulator } from './processes.js';
+import { formatHeadToHead, runHeadToHead, startServer, type HeadToHeadSummary, type ServerChild } from './head-to-head.js';
+import type { UploadsMessage, UploadsRequest, UploadsSample } from './uploads-client.js';
+import { SETTINGS } from '../src/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { LoadMessage, LoadRequest, LoadSample, SteadyRate } from './load.js';
@@ -38,10 +46,13 @@ import {
   failures,
   formatPacing,
   formatTable,
+  formatUploads,
+  lostRefusals,
   pacingClientFailures,
   pacingUpstreamFailures,
   summarize,
   summarizePacing,
+  uploadsFailures,
   type Comparison,
   type ComparisonResult,
   type Measurement,
@@ -49,6 +60,8 @@ import {
   type PacingTarget,
   type ScenarioResult,
   type ScenarioSummary,
+  type UploadsRun,
+  type UploadsSummary,
 } from './report.js';
 
 const REQUEST_PATH = '/crm/rest/v1/contacts';
@@ -56,6 +69,10 @@ const REQUEST_PATH = '/crm/rest/v1/contacts';
 /** The pacing run's name in BENCH_SCENARIOS and the JSON. */
 const PACING = 'pacing';
 const HEAD_TO_HEAD = 'head-to-head';
+const UPLOADS = 'uploads';
+/** The uploads run: the path posted to (Keap's file upload), and the idle wait before its `after` RSS. */
+const UPLOAD_PATH = '/crm/rest/v1/files';
+const UPLOADS_SETTLE_MS = 2000;
 /**
  * The pacing run's first second is left out of the achieved rate: the first call leaves at
  * once and the queue is still filling, which says nothing about the pace kept.
@@ -71,6 +88,7 @@ interface Settings {
   connections: number;
   only: string[] | undefined;
   pacing: { limitPerSecond: number; seconds: number; connections: number };
+  uploads: { connections: number; bytes: number; holdMs: number; bursts: number };
 }
 
 function scenarios(ctx: BenchContext): Scenario[] {
@@ -103,6 +121,12 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
       // At least a steady second after the start-up one, and more to be worth measuring.
       seconds: num('BENCH_PACING_SECONDS', 10, PACING_STEADY_AFTER_SECONDS + 2),
       connections: Math.round(num('BENCH_PACING_CONNECTIONS', 50, 1)),
+    },
+    uploads: {
+      connections: Math.round(num('BENCH_UPLOADS_CONNECTIONS', 60, 1)),
+      bytes: Math.round(num('BENCH_UPLOADS_MIB', 8, 0.001) * 2 ** 20),
+      holdMs: Math.round(num('BENCH_UPLOADS_HOLD_MS', 2000, 0)),
+      bursts: Math.round(num('BENCH_UPLOADS_BURSTS', 1, 1)),
     },
   };
 }
@@ -274,6 +298,145 @@ function trackPeakRss(): { stop(): number } {
   };
 }
 
+/** Runs the uploads client (uploads-client.ts) in a child process on the helpers' core. */
+function runUploadsClient(request: UploadsRequest): Promise<UploadsSample> {
+  return new Promise((resolve, reject) => {
+    const child = forkScript('uploads-client.js');
+    let reply: UploadsMessage | undefined;
+    child.once('message', (msg: UploadsMessage) => {
+      reply = msg;
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (reply?.type === 'done') resolve(reply.sample);
+      else reject(new Error(`uploads client ${reply?.type === 'failed' ? `failed: ${reply.error}` : `exited with code ${code} without a result`}`));
+    });
+    child.send(request);
+  });
+}
+
+/**
+ * Linux keeps each process's RSS high-water mark (VmHWM in /proc/<pid>/status); writing 5 to
+ * /proc/<pid>/clear_refs resets it. Read after the burst, it is the true peak, also one that
+ * came and went between two samples. Elsewhere (or without the right) there is none: undefined.
+ */
+function resetKernelPeak(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readKernelPeak(pid: number): number | undefined {
+  try {
+    const kb = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kb !== undefined ? Number(kb) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** From keap-proxy's /metrics: keap_proxy_body_buffer_bytes{kind="limit"|"in_use"}, and keap_proxy_requests_total by status (all routes). */
+async function readKeapMetrics(url: string): Promise<{ limit: number; inUse: number; answered: Record<string, number> }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const gauge = (kind: string): number => {
+    const m = new RegExp(`^keap_proxy_body_buffer_bytes\\{kind="${kind}"\\} (\\S+)$`, 'm').exec(text);
+    if (m === null) throw new Error(`keap-proxy's /metrics has no keap_proxy_body_buffer_bytes{kind="${kind}"}`);
+    return Number(m[1]);
+  };
+  const answered: Record<string, number> = {};
+  for (const m of text.matchAll(/^keap_proxy_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$/gm)) {
+    answered[m[1] as string] = (answered[m[1] as string] ?? 0) + Number(m[2]);
+  }
+  return { limit: gauge('limit'), inUse: gauge('in_use'), answered };
+}
+
+/** Per status, what `after` counted beyond `before`; statuses without any left out. */
+function countsSince(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [status, n] of Object.entries(after)) if (n - (before[status] ?? 0) > 0) out[status] = n - (before[status] ?? 0);
+  return out;
+}
+
+/**
+ * The uploads run, for the bare forwarder and then keap-proxy, each started fresh in a child
+ * process of its own (core 0) in front of a fresh slow upstream: one small upload first (keap-proxy
+ * fetches its token, both load their code), then the burst of `connections` uploads at once,
+ * while the server samples its RSS; with BENCH_UPLOADS_BURSTS above 1, more bursts through the
+ * same process, each after the last one's settle.
+ */
+async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string): Promise<UploadsSummary> {
+  const { connections, bytes, holdMs, bursts } = settings.uploads;
+  const token = await sim.issueAccessToken();
+  const runs: UploadsRun[] = [];
+  for (const scenario of ['bare-forwarder', 'keap-proxy'] as const) {
+    const upstream = await startSlowUpstream(holdMs);
+    let server: ServerChild | undefined;
+    try {
+      // The upstream is Keap's API; tokens still come from the simulator (keap-proxy's token store is the bench's).
+      server = await startServer({ scenario, simUrl: upstream.url, tokenUrl: sim.tokenUrl, token, dir });
+      const request = (n: number, size: number): UploadsRequest => ({
+        url: server!.url + UPLOAD_PATH,
+        headers: server!.headers,
+        connections: n,
+        bytes: size,
+        timeoutSeconds: Math.ceil(holdMs / 1000) + 60,
+      });
+      const warm = await runUploadsClient(request(1, 1024));
+      if (warm.statusCodes['200'] !== 1) throw new Error(`uploads ${scenario}: the warm-up upload was answered ${JSON.stringify({ ...warm.statusCodes, ...warm.failures })}`);
+      await sleep(500);
+      // Later bursts start from where the last one's settle left the process: what a second wave meets.
+      for (let burst = 1; burst <= bursts; burst++) {
+        const before = await upstream.counters();
+        const keapBefore = scenario === 'keap-proxy' ? await readKeapMetrics(server.url) : undefined;
+        const watched = await server.watchRss();
+        const kernel = resetKernelPeak(server.pid);
+        const sample = await runUploadsClient(request(connections, bytes));
+        const atEnd = await server.rss();
+        const kernelPeak = kernel ? readKernelPeak(server.pid) : undefined;
+        await sleep(UPLOADS_SETTLE_MS);
+        const settled = await server.rss();
+        const keapAfter = keapBefore !== undefined ? await readKeapMetrics(server.url) : undefined;
+        const after = await upstream.counters();
+        const run: UploadsRun = {
+          server: scenario,
+          label: scenario === 'keap-proxy' ? 'keap-proxy (OAuth, pacing off, info log, body limits at their defaults)' : 'bare http-proxy-3 forwarder',
+          burst,
+          rss: { before: watched.now, peak: atEnd.peak, after: settled.now, kernelPeak },
+          sample,
+          upstream: { requests: after.requests - before.requests, bytes: after.bytes - before.bytes, aborted: after.aborted - before.aborted },
+          ...(keapBefore !== undefined && keapAfter !== undefined
+            ? { bodyBuffer: { limit: keapAfter.limit, inUseAfter: keapAfter.inUse }, answeredByServer: countsSince(keapBefore.answered, keapAfter.answered) }
+            : {}),
+        };
+        runs.push(run);
+        logUploadsProgress(run);
+      }
+    } finally {
+      await server?.close();
+      await upstream.close();
+    }
+    await sleep(300);
+  }
+  const replay = SETTINGS.find((s) => s.name === 'REPLAY_BODY_BYTES')?.default;
+  return { connections, bytes, holdMs, settleMs: UPLOADS_SETTLE_MS, sampleMs: RSS_SAMPLE_MS, replayBodyBytes: Number(replay), bursts, runs };
+}
+
+function uploadsNote(u: UploadsSummary): string {
+  const lost = u.runs.reduce((n, r) => n + (lostRefusals(r) ?? 0), 0);
+  return `every upload answered 200 or, through keap-proxy, 503 body_budget_exhausted${lost > 0 ? ` (${lost} of those 503s lost to a closed connection, see above)` : ''}; the body budget given back`;
+}
+
+function logUploadsProgress(r: UploadsRun): void {
+  const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  console.error(
+    `  ${UPLOADS} ${r.server.padEnd(16)} #${r.burst}  RSS ${mib(r.rss.before)} before, peak ${mib(r.rss.peak)}, ${mib(r.rss.after)} after; ` +
+      `statuses ${JSON.stringify(r.sample.statusCodes)} errors ${JSON.stringify(r.sample.errorCodes)}${Object.keys(r.sample.failures).length > 0 ? ` no answer ${JSON.stringify(r.sample.failures)}` : ''}`,
+  );
+}
+
 function logPacingProgress(p: PacingSummary): void {
   console.error(
     `  ${PACING.padEnd(16)} ${p.steady.requestsPerSecond.toFixed(2)} req/s of ${p.allowedPerSecond.toFixed(2)} allowed, ` +
@@ -292,7 +455,8 @@ async function main(): Promise<void> {
     const list = all.filter((s) => selected(settings, s.name));
     const pacingOn = selected(settings, PACING);
     const headToHeadOn = selected(settings, HEAD_TO_HEAD);
-    if (list.length === 0 && !pacingOn && !headToHeadOn) throw new Error(`BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING].join(', ')}`);
+    const uploadsOn = selected(settings, UPLOADS);
+    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn) throw new Error(`BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS].join(', ')}`);
     const perMeasurement = settings.warmupSeconds + settings.seconds;
     console.error(pinned ? 'servers pinned to core 0; simulator and load generator to core 1' : 'not pinned to cores (one core, or no taskset): expect noisier figures');
     if (list.length > 0) {
@@ -316,21 +480,36 @@ async function main(): Promise<void> {
       logPacingProgress(pacing);
     }
 
+    let uploads: UploadsSummary | undefined;
+    if (uploadsOn) {
+      const u = settings.uploads;
+      console.error(`uploads: ${u.connections} concurrent POSTs of ${(u.bytes / 2 ** 20).toFixed(1)} MiB to an upstream holding each answer ${u.holdMs} ms, through the bare forwarder, then keap-proxy`);
+      uploads = await runUploads(settings, sim, dir);
+    }
+
     const headToHeadBad = headToHead?.rounds.some((r) => r.bare.bad + r.keap.bad > 0) === true ? ['head-to-head: answers other than 2xx'] : [];
     const clientBad = [...failures(summaries), ...headToHeadBad, ...(pacing !== undefined ? pacingClientFailures(pacing) : [])];
-    const bad = [...clientBad, ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : [])];
+    const uploadsBad = uploads !== undefined ? uploadsFailures(uploads) : [];
+    const bad = [...clientBad, ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : []), ...uploadsBad];
 
     if (summaries.length > 0) console.log('\n' + formatTable(summaries, comparisons));
     if (headToHead !== undefined) console.log('\n' + formatHeadToHead(headToHead));
     if (pacing !== undefined) console.log('\n' + formatPacing(pacing));
+    if (uploads !== undefined) console.log('\n' + formatUploads(uploads));
     if (bad.length > 0) {
-      console.log(`\nFAILED: responses other than 2xx (figures not valid) or 429s from the simulator:\n  ${bad.join('\n  ')}`);
+      console.log(`\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, or uploads answered otherwise than expected:\n  ${bad.join('\n  ')}`);
       exitCode = 1;
     } else {
-      console.log(`\nall responses 2xx (no errors, timeouts or non-2xx)${pacing !== undefined ? '; the simulator never answered 429' : ''}`);
+      const throughputRan = summaries.length > 0 || headToHead !== undefined || pacing !== undefined;
+      const notes = [
+        ...(throughputRan ? ['all responses 2xx (no errors, timeouts or non-2xx)'] : []),
+        ...(pacing !== undefined ? ['the simulator never answered 429'] : []),
+        ...(uploads !== undefined ? [uploadsNote(uploads)] : []),
+      ];
+      console.log(`\n${notes.join('; ')}`);
     }
 
-    const file = writeResults({ settings, summaries, comparisons, headToHead, pacing, bad, allResponses2xx: clientBad.length === 0 });
+    const file = writeResults({ settings, summaries, comparisons, headToHead, pacing, uploads, bad, allResponses2xx: clientBad.length === 0 });
     console.log(`results written to ${path.relative(process.cwd(), file)}`);
   } finally {
     await sim.close();
@@ -345,6 +524,7 @@ function writeResults(data: {
   comparisons: ComparisonResult[];
   headToHead: HeadToHeadSummary | undefined;
   pacing: PacingSummary | undefined;
+  uploads: UploadsSummary | undefined;
   bad: string[];
   allResponses2xx: boolean;
 }): string {
@@ -360,6 +540,7 @@ function writeResults(data: {
     comparisons: data.comparisons,
     headToHead: data.headToHead ?? null,
     pacing: data.pacing ?? null,
+    uploads: data.uploads ?? null,
     allResponses2xx: data.allResponses2xx,
     problems: data.bad,
   };

@@ -2,9 +2,16 @@
 // two of these on the same core and load both at once: whatever the shared machine's speed
 // does during the run, it does to both, so their ratio is not at its mercy.
 //
+// The uploads scenario starts one at a time against a slow upstream, for its memory: the
+// child samples its own RSS (process.memoryUsage.rss(), as the pacing scenario reads keap-proxy's)
+// every RSS_SAMPLE_MS while watched, so the peak is seen from inside the process measured.
+//
 // Protocol: options as JSON in BENCH_SERVER; the child says { type: 'ready', url, headers };
-// { type: 'cpu' } is answered with { type: 'cpu', usage } (process.cpuUsage); { type: 'close' } ends it.
+// { type: 'cpu' } is answered with { type: 'cpu', usage } (process.cpuUsage); { type: 'rss-watch' }
+// starts sampling afresh and { type: 'rss' } reads it, both answered with { type: 'rss', now, peak }
+// (peak: the highest sample since rss-watch); { type: 'close' } ends it.
 import { bareForwarder, keapProxy, type BenchContext } from './scenarios.js';
+import { RSS_SAMPLE_MS } from './processes.js';
 
 export interface ServerOptions {
   scenario: 'bare-forwarder' | 'keap-proxy';
@@ -14,8 +21,11 @@ export interface ServerOptions {
   token: string;
   dir: string;
 }
-export type ServerRequest = { type: 'cpu' } | { type: 'close' };
-export type ServerMessage = { type: 'ready'; url: string; headers: Record<string, string> } | { type: 'cpu'; usage: NodeJS.CpuUsage };
+export type ServerRequest = { type: 'cpu' } | { type: 'rss-watch' } | { type: 'rss' } | { type: 'close' };
+export type ServerMessage =
+  | { type: 'ready'; url: string; headers: Record<string, string> }
+  | { type: 'cpu'; usage: NodeJS.CpuUsage }
+  | { type: 'rss'; now: number; peak: number };
 
 const options = JSON.parse(process.env.BENCH_SERVER ?? '{}') as ServerOptions;
 const ctx: BenchContext = {
@@ -33,8 +43,27 @@ const target = await scenario.start();
 const reply = (msg: ServerMessage): void => {
   process.send?.(msg);
 };
+let peak = 0;
+let sampler: NodeJS.Timeout | undefined;
+const sample = (): number => {
+  const now = process.memoryUsage.rss();
+  peak = Math.max(peak, now);
+  return now;
+};
 process.on('message', (msg: ServerRequest) => {
   if (msg.type === 'cpu') reply({ type: 'cpu', usage: process.cpuUsage() });
-  else void target.close().then(() => process.exit(0));
+  else if (msg.type === 'rss-watch') {
+    clearInterval(sampler);
+    peak = 0;
+    sampler = setInterval(sample, RSS_SAMPLE_MS);
+    const now = sample();
+    reply({ type: 'rss', now, peak });
+  } else if (msg.type === 'rss') {
+    const now = sample();
+    reply({ type: 'rss', now, peak });
+  } else {
+    clearInterval(sampler);
+    void target.close().then(() => process.exit(0));
+  }
 });
 reply({ type: 'ready', url: target.url, headers: target.headers ?? {} });
