@@ -12,23 +12,33 @@ import { HttpError } from './http-error.js';
 /** How the client framed its body, read once from the parsed request (never from headers a Connection header can name). */
 export type Framing = 'none' | 'length' | 'chunked';
 
+export interface RequestFraming {
+  framing: Framing;
+  /** The declared Content-Length ('length' framing only). */
+  length: number | undefined;
+}
+
 /**
  * Node's parser has already framed the request by the time we see it: it refuses both
  * Content-Length and Transfer-Encoding together, and a Transfer-Encoding that does not end
  * in chunked. A coding before chunked (`gzip, chunked`) is parsed but not undone, and
  * forwarding those bytes under plain chunked framing would change what they mean: refused.
  */
-export function framingOf(req: IncomingMessage): Framing {
+export function framingOf(req: IncomingMessage): RequestFraming {
   const te = req.headers['transfer-encoding'];
   if (te !== undefined) {
     if (te.trim().toLowerCase() !== 'chunked') {
       throw new HttpError(501, 'unsupported_transfer_encoding', 'Only "Transfer-Encoding: chunked" is supported; send the body with Content-Length or plain chunked framing.', { connection: 'close' });
     }
-    return 'chunked';
+    return CHUNKED;
   }
+  // The parser has checked it is a number (and refused differing duplicates).
   const length = req.headers['content-length'];
-  return length === undefined || length === '0' ? 'none' : 'length';
+  return length === undefined || length === '0' ? NONE : { framing: 'length', length: Number(length) };
 }
+
+const NONE: RequestFraming = { framing: 'none', length: undefined };
+const CHUNKED: RequestFraming = { framing: 'chunked', length: undefined };
 
 export function tooLarge(maxBytes: number): HttpError {
   return new HttpError(413, 'body_too_large', `Request body is larger than ${maxBytes} bytes (MAX_BODY_BYTES); send a smaller body.`, { connection: 'close' });
@@ -63,7 +73,10 @@ export class BodyBudget {
       503,
       'body_budget_exhausted',
       `The proxy is holding as many request bodies in memory as it may (BODY_BUFFER_BUDGET_BYTES ${this.limit}). Retry after the indicated time.`,
-      { 'retry-after': '2', connection: 'close' },
+      // No "connection: close": refused before a byte of the body is read, the rest of it is
+      // read and dropped by Node (nothing is held), and the client, still sending, reads this
+      // answer instead of a reset. pipeline.ts closes a connection whose body was half read.
+      { 'retry-after': '2' },
     );
   }
 }
@@ -106,13 +119,17 @@ export const BODY_TOO_LARGE = 'BODY_TOO_LARGE';
 /**
  * Reads up to `bufferLimit` bytes into memory (within the budget); past that hands back a
  * stream that fails past `maxBytes`. On failure every byte taken from the budget is given back.
+ * `declared`: the Content-Length the parser framed the body by (from `framingOf`, not from
+ * headers a stage may have rewritten). `onFirstRead` is called once reading begins: a refusal
+ * before it leaves the body unread.
  */
-export async function readBody(req: IncomingMessage, bufferLimit: number, maxBytes: number, budget: BodyBudget): Promise<Body> {
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > maxBytes) throw tooLarge(maxBytes);
+export async function readBody(req: IncomingMessage, declared: number | undefined, bufferLimit: number, maxBytes: number, budget: BodyBudget, onFirstRead: () => void): Promise<Body> {
+  if (declared !== undefined && declared > maxBytes) throw tooLarge(maxBytes);
   // A declared length is reserved before a byte is read: a refusal comes at once.
-  let reserved = declared !== undefined ? Math.min(Number(declared), bufferLimit + 1) : 0;
+  // What is held is at most the buffer's worth (then the body streams): that is what is reserved.
+  let reserved = declared !== undefined ? Math.min(declared, bufferLimit) : 0;
   if (!budget.take(reserved)) throw budget.exhausted();
+  onFirstRead();
   const chunks: Buffer[] = [];
   let size = 0;
   const it = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
@@ -122,7 +139,7 @@ export async function readBody(req: IncomingMessage, bufferLimit: number, maxByt
       if (next.done === true) return { buffered: new BufferedBody(chunks, size), reserved };
       size += next.value.length;
       if (size > maxBytes) throw tooLarge(maxBytes);
-      const held = Math.min(size, bufferLimit + 1);
+      const held = Math.min(size, bufferLimit);
       if (held > reserved) {
         if (!budget.take(held - reserved)) throw budget.exhausted();
         reserved = held;

@@ -24,12 +24,15 @@ export interface Exchange {
   id: string;
   /** XML-RPC calls have their body rewritten; REST calls pass through. */
   xmlrpc: boolean;
-  /** How the client framed its body, from the parsed request. */
+  /** How the client framed its body (and its declared length), from the parsed request. */
   framing: Framing;
+  declaredLength: number | undefined;
   body: BufferedBody | undefined;
   bodyStream: Readable | undefined;
   /** Bytes of the body budget this exchange holds. */
   bodyReserved: number;
+  /** Reading of the client's body has begun (what is left of a body never begun is Node's to drop). */
+  bodyStarted: boolean;
   /** The client went away before its answer was written: nothing more is sent to Keap for it. */
   clientGone: boolean;
   /** Cancels a wait in the rate-limit queue when the client goes away (made only when a wait begins). */
@@ -180,7 +183,9 @@ export const DEADLINE_HEADER = 'x-keap-proxy-deadline-ms';
 
 /** The body's framing, read from the request as Node's parser framed it, before any header is filtered. */
 export function decideFraming(ex: Exchange): void {
-  ex.framing = framingOf(ex.req);
+  const { framing, length } = framingOf(ex.req);
+  ex.framing = framing;
+  ex.declaredLength = length;
 }
 
 /**
@@ -274,7 +279,9 @@ export function bufferBody(config: Config, budget: BodyBudget): Stage {
     const bufferLimit = ex.xmlrpc ? xmlrpcLimit : config.replayBodyBytes;
     let body;
     try {
-      body = await readBody(ex.req, bufferLimit, ex.xmlrpc ? xmlrpcLimit : config.maxBodyBytes, budget);
+      body = await readBody(ex.req, ex.declaredLength, bufferLimit, ex.xmlrpc ? xmlrpcLimit : config.maxBodyBytes, budget, () => {
+        ex.bodyStarted = true;
+      });
     } catch (err) {
       if (err instanceof HttpError) {
         if (err.code === 'body_budget_exhausted') ex.outcome = 'body_budget_exhausted';
@@ -372,9 +379,13 @@ export function pace(pacer: Pacer, metrics: Metrics, credentials: CredentialSour
   };
 }
 
-/** The client's body was not read to its end (an answer came first): its connection cannot carry another request. */
+/**
+ * The client's body was read in part, not to its end (an answer came first): its connection
+ * cannot carry another request. A body not read at all is Node's to drop (it reads and
+ * discards it once the answer is written), and the connection stays usable.
+ */
 export function bodyUnread(ex: Exchange): boolean {
-  return ex.framing !== 'none' && !ex.req.complete;
+  return ex.bodyStarted && !ex.req.complete;
 }
 
 /** Aborted when the client goes away: a queued request whose client is gone is never sent. */
@@ -484,9 +495,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         id: '',
         xmlrpc: false,
         framing: 'none',
+        declaredLength: undefined,
         body: undefined,
         bodyStream: undefined,
         bodyReserved: 0,
+        bodyStarted: false,
         clientGone: false,
         abort: undefined,
         clientKeyInBody: false,

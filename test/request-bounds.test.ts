@@ -8,7 +8,7 @@ import { startProxy, type RunningProxy } from '../src/server.js';
 import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream.js';
 import type { Fault } from '../src/apigee.js';
 import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
-import { RawUpstream, ok, type RecordedRequest } from './raw-upstream.js';
+import { RawUpstream, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
 
 interface Rig {
   upstream: RawUpstream;
@@ -192,10 +192,19 @@ describe('the memory budget for buffered bodies', () => {
     expect(refused.status).toBe(503);
     expect(refused.json()).toMatchObject({ error: 'body_budget_exhausted' });
     expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // Refused before a byte was read: the body is dropped (not held), and the connection
+    // carries the client's next request, which reaches Keap whole.
+    const twoOnOneConnection = await rawExchange(
+      proxy.url,
+      `POST /crm/rest/v1/hold/2b HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}GET /crm/rest/v1/next HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`,
+    );
+    expect([...twoOnOneConnection.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1])).toEqual(['503', '200']);
     // A chunked body (no length declared up front) is refused as it outgrows the budget.
     const chunked = await send(proxy.url, 'POST', '/crm/rest/v1/hold/3', { body, headers: { 'transfer-encoding': 'chunked' } });
     expect(chunked.status).toBe(503);
-    expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/hold/1']);
+    // Refused halfway through its body: the connection cannot carry another request.
+    expect(chunked.headers.connection).toBe('close');
+    expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/hold/1', '/crm/rest/v1/next']);
 
     held[0]?.write(ok());
     expect((await first).status).toBe(200);
@@ -203,6 +212,24 @@ describe('the memory budget for buffered bodies', () => {
     upstream.respond = () => ok();
     expect((await send(proxy.url, 'POST', '/crm/rest/v1/hold/4', { body })).status).toBe(200);
     expect(await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="limit"\} (\d+)/)).toBe(150_000);
+  });
+
+  it('a declared length over MAX_BODY_BYTES is refused from the headers alone, before a byte is sent; a long one within it streams', async () => {
+    const { upstream, proxy } = await rig({ MAX_BODY_BYTES: '1000000', REPLAY_BODY_BYTES: '100000', BODY_BUFFER_BUDGET_BYTES: '100000' });
+    for (const [length, status] of [[1_000_001, '413']] as const) {
+      // Headers only: were the proxy waiting for the body, this would never be answered.
+      const c = client(proxy.url, `POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${length}\r\n\r\n`);
+      let head = '';
+      c.socket.on('data', (chunk: Buffer) => (head += chunk.toString('latin1')));
+      await until(() => head.includes('\r\n\r\n'), `an answer to ${length} declared bytes`);
+      expect(head.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      c.socket.destroy();
+    }
+    expect(upstream.requests).toEqual([]);
+    // A budget of exactly one replayable body admits a body that streams past it.
+    const long = await send(proxy.url, 'PUT', '/crm/rest/v1/long', { body: 'y'.repeat(300_000) });
+    expect(long.status).toBe(200);
+    expect(upstream.requests.map((r) => [r.target, r.body.length])).toEqual([['/crm/rest/v1/long', 300_000]]);
   });
 
   it('is refused at start when smaller than one replayable body', () => {
