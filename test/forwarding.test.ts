@@ -253,32 +253,43 @@ describe('upstream failures', () => {
 
   it('a client that disconnects releases the upstream connection', async () => {
     let upstreamClosed = false;
+    let arrived!: () => void;
+    const atUpstream = new Promise<void>((r) => (arrived = r));
     h.sim.route('GET', '/crm/rest/v1/__held', (_req, res) => {
       res.on('close', () => {
         upstreamClosed = true;
       });
+      arrived();
     });
     const u = new URL(h.proxy.url);
     const req = http.get({ host: u.hostname, port: u.port, path: '/crm/rest/v1/__held', agent: false, headers: { 'x-request-id': 'gone-early' } });
     req.on('error', () => undefined);
-    await new Promise((r) => setTimeout(r, 150));
+    // Gone once the request is at Keap, however long it took to get there.
+    await atUpstream;
     req.destroy();
-    const deadline = Date.now() + 2000;
-    while (!upstreamClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    expect(upstreamClosed).toBe(true);
+    const line = (): Record<string, unknown> | undefined => h.logs.entries.find((e) => e.reqId === 'gone-early');
+    await expect.poll(() => upstreamClosed && line() !== undefined, { timeout: 10_000, interval: 20 }).toBe(true);
     h.sim.unroute('GET', '/crm/rest/v1/__held');
-    const line = h.logs.entries.find((e) => e.reqId === 'gone-early');
-    expect(line).toMatchObject({ event: 'request', outcome: 'client_closed' });
+    expect(line()).toMatchObject({ event: 'request', outcome: 'client_closed' });
   });
 
   it('closing with a grace period lets a request in flight finish and refuses new ones', async () => {
     const g = await startHarness({ mode: 'key' });
     try {
-      const inFlight = send(g.proxy.url, 'GET', '/crm/rest/v1/__delay?ms=400');
-      await new Promise((r) => setTimeout(r, 100));
-      const closing = g.proxy.close(3000);
-      await new Promise((r) => setTimeout(r, 50));
+      // Keap holds its answer until the test lets it go: the request is in flight for as long as it takes.
+      let arrived!: () => void;
+      const atUpstream = new Promise<void>((r) => (arrived = r));
+      let answer: (() => void) | undefined;
+      g.sim.route('GET', '/crm/rest/v1/__graceful', (_req, res) => {
+        answer = () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+        arrived();
+      });
+      const inFlight = send(g.proxy.url, 'GET', '/crm/rest/v1/__graceful');
+      await atUpstream;
+      // Far longer than the rest of the test takes, busy machine or not: the answer, not the grace timer, ends the wait.
+      const closing = g.proxy.close(15_000);
       await expect(send(g.proxy.url, 'GET', '/crm/rest/v1/contacts')).rejects.toThrow(/ECONNREFUSED/);
+      answer?.();
       expect((await inFlight).status).toBe(200);
       await closing;
     } finally {

@@ -148,10 +148,13 @@ describe('pacing to Keap quotas', () => {
 
 describe('the daily quota window', () => {
   it('resets at 00:00 UTC, not 24 hours after the proxy started', async () => {
-    // A clock that runs at real speed from 23:59:59.400 UTC.
-    const start = Date.UTC(2026, 10, 23, 23, 59, 59, 400);
+    // A clock that runs at real speed (the pacer's spacing waits on real timers) from 23:55 UTC,
+    // minutes from midnight however slow the machine, and that the test moves past midnight.
+    const start = Date.UTC(2026, 10, 23, 23, 55);
+    const midnight = Date.UTC(2026, 10, 24);
     const realStart = Date.now();
-    const now = (): number => start + (Date.now() - realStart);
+    let jumped = 0;
+    const now = (): number => start + (Date.now() - realStart) + jumped;
     const pacer = new QuotaPacer({ perSecond: 100, perMinute: 1000, perDay: 2, tenantPerMinute: 1000, tenantPerDay: 1000, margin: 1, queueLimit: 10 }, createLogger('silent'), now);
     try {
       await pacer.acquire(now() + 5000, 'new');
@@ -162,8 +165,12 @@ describe('the daily quota window', () => {
       );
       expect(spent).toBeInstanceOf(HttpError);
       expect((spent as HttpError).code).toBe('daily_quota_exhausted');
-      expect((spent as HttpError).headers['retry-after']).toBe('1');
-      await new Promise((r) => setTimeout(r, Date.UTC(2026, 10, 24) - now() + 50));
+      expect((spent as HttpError).message).toContain('it resets at 2026-11-24T00:00:00.000Z');
+      // Until midnight, not for a day: at most the 5 minutes left.
+      const retryAfter = Number((spent as HttpError).headers['retry-after']);
+      expect(retryAfter).toBeGreaterThan(0);
+      expect(retryAfter).toBeLessThanOrEqual(300);
+      jumped = midnight + 50 - now();
       await expect(pacer.acquire(now() + 5000, 'new')).resolves.toBeUndefined();
     } finally {
       await pacer.stop();

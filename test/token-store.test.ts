@@ -1,8 +1,9 @@
 // FileTokenStore on a real filesystem: locks that are symlinks or have no readable age,
 // writes that fail half-way, and directories and files other users could open.
 import { describe, it, expect, afterEach } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import ts from 'typescript';
 import { FileTokenStore, TokenStoreError, type TokenStoreWarning } from '../src/token-store.js';
@@ -79,6 +80,232 @@ describe('the lock', () => {
     expect((err as Error).message).toMatch(/token store lock .*tokens\.json\.lock is held by another process; if none runs, remove the file/);
     expect(readFileSync(`${file}.lock`, 'utf8')).toBe('999999 live holder\n');
   });
+});
+
+/** A lock left by a holder that died an hour ago; created with O_EXCL, so never over a live lock. False when a lock is there. */
+function plantStaleLock(lock: string): boolean {
+  try {
+    writeFileSync(lock, '999999 died holding it\n', { flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  const past = new Date(Date.now() - 3_600_000);
+  utimesSync(lock, past, past);
+  return true;
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+// The planted locks are an hour old, so they are stale at once; a live lock (held for a few
+// ticks, however busy the machine) is never taken for abandoned. Nothing here waits for time.
+const CONTENDED = { staleLockMs: 600_000, lockTimeoutMs: 60_000 };
+
+describe('the lock under contention', () => {
+  it.each([2, 3])('%i stores on one file, a stale lock planted before each of 50 rounds: never two inside at once', async (n) => {
+    const { dir, file } = newStore();
+    const warnings: TokenStoreWarning[] = [];
+    const stores = Array.from({ length: n }, () => new FileTokenStore(file, { ...CONTENDED, onWarning: (w) => warnings.push(w) }));
+    const events: string[] = [];
+    let inside = 0;
+    let most = 0;
+    const critical = (who: string) => async (): Promise<void> => {
+      events.push(`enter ${who}`);
+      inside += 1;
+      most = Math.max(most, inside);
+      await tick();
+      await tick();
+      inside -= 1;
+      events.push(`exit ${who}`);
+    };
+    for (let round = 0; round < 50; round++) {
+      expect(plantStaleLock(`${file}.lock`)).toBe(true);
+      await Promise.all(
+        stores.map(async (store, i) => {
+          // Staggered by a different number of filesystem round trips each round, so the stores
+          // meet the stale lock at varied points of each other's takeover.
+          for (let k = 0; k < ((round >> i) ^ (round * 7 + i)) % 6; k++) await stat(dir);
+          await store.withLock(critical(`${round}.${i}`));
+        }),
+      );
+    }
+    expect(most).toBe(1);
+    expect(events).toHaveLength(50 * n * 2);
+    for (let i = 0; i < events.length; i += 2) expect(events[i + 1]).toBe(events[i]?.replace('enter', 'exit'));
+    expect(warnings).toEqual([]);
+    // No lock, takeover mutex or side file left behind.
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("a release after a takeover leaves the new owner's lock in place, and warns", async () => {
+    const { file } = newStore();
+    const lock = `${file}.lock`;
+    const aWarnings: TokenStoreWarning[] = [];
+    const bWarnings: TokenStoreWarning[] = [];
+    const a = new FileTokenStore(file, { ...CONTENDED, onWarning: (w) => aWarnings.push(w) });
+    const b = new FileTokenStore(file, { ...CONTENDED, onWarning: (w) => bWarnings.push(w) });
+    let aLock = '';
+    let bLock = '';
+    let bEntered!: () => void;
+    const entered = new Promise<void>((r) => (bEntered = r));
+    let bMayLeave!: () => void;
+    const leave = new Promise<void>((r) => (bMayLeave = r));
+    let bDone: Promise<void> | undefined;
+    await a.withLock(async () => {
+      aLock = readFileSync(lock, 'utf8');
+      // a stalls: its lock looks abandoned (an hour old) to b, which takes it over.
+      const past = new Date(Date.now() - 3_600_000);
+      utimesSync(lock, past, past);
+      bDone = b.withLock(async () => {
+        bLock = readFileSync(lock, 'utf8');
+        bEntered();
+        await leave;
+      });
+      await entered;
+    });
+    expect(bLock).not.toBe(aLock);
+    // a's release found b's lock, not its own, and left it.
+    expect(readFileSync(lock, 'utf8')).toBe(bLock);
+    expect(aWarnings).toEqual([
+      {
+        event: 'token_store_lock_lost',
+        path: lock,
+        heldMs: expect.any(Number),
+        message: expect.stringMatching(new RegExp(`^token store lock ${lock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was taken over by another process while this one held it for \\d+ ms .*the other process's lock was left in place`)),
+      },
+    ]);
+    bMayLeave();
+    await bDone;
+    expect(existsSync(lock)).toBe(false);
+    expect(bWarnings).toEqual([]);
+  });
+
+  it('each acquisition writes its own random owner token into the lock', async () => {
+    const { store, file } = newStore();
+    const seen: string[] = [];
+    for (let i = 0; i < 2; i++) await store.withLock(async () => void seen.push(readFileSync(`${file}.lock`, 'utf8')));
+    for (const content of seen) expect(content).toMatch(new RegExp(`^${process.pid} \\S+Z [0-9a-f]{32}\n$`));
+    expect(seen[0]).not.toBe(seen[1]);
+  });
+
+  it("a holder keeps its lock's mtime fresh, so a long hold does not look abandoned", async () => {
+    const { store, file } = newStore({ staleLockMs: 300, lockTimeoutMs: 15_000 });
+    const lock = `${file}.lock`;
+    await store.withLock(async () => {
+      const past = new Date(Date.now() - 3_600_000);
+      utimesSync(lock, past, past);
+      await expect.poll(() => lstatSync(lock).mtimeMs, { timeout: 15_000, interval: 20 }).toBeGreaterThan(Date.now() - 60_000);
+    });
+  });
+
+  it('a takeover mutex left by a process that died taking a lock over turns stale too', async () => {
+    const { store, dir, file } = newStore(CONTENDED);
+    plantStaleLock(`${file}.lock`);
+    plantStaleLock(`${file}.lock.takeover`);
+    expect(await store.withLock(async () => 'ran')).toBe('ran');
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('while another process is taking the stale lock over (a fresh mutex), it is not taken over twice', async () => {
+    const { store, file } = newStore({ staleLockMs: 600_000, lockTimeoutMs: 100 });
+    plantStaleLock(`${file}.lock`);
+    writeFileSync(`${file}.lock.takeover`, '999999 taking over\n');
+    const err = await store.withLock(async () => 'ran').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TokenStoreError);
+    expect(readFileSync(`${file}.lock`, 'utf8')).toBe('999999 died holding it\n');
+    expect(readFileSync(`${file}.lock.takeover`, 'utf8')).toBe('999999 taking over\n');
+  });
+
+  it('a directory at the lock path is a clear error at once', async () => {
+    const { store, file } = newStore(CONTENDED);
+    mkdirSync(`${file}.lock`);
+    const err = await store.withLock(async () => 'ran').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TokenStoreError);
+    expect((err as Error).message).toBe(`token store lock ${file}.lock is a directory; remove it by hand`);
+  });
+
+  // OS processes, each its own event loop and file descriptors: an O_EXCL marker file is
+  // created on entering and removed on leaving, so entering while the other is inside fails.
+  it.runIf(posix)('three processes taking one lock 150 times each, each planting a stale lock before each round: never two inside at once', async () => {
+    const { dir, file } = newStore();
+    const code = tempDir();
+    compileForChild('token-store.ts', code);
+    writeFileSync(
+      path.join(code, 'contend.js'),
+      `import { closeSync, openSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { FileTokenStore } from './token-store.js';
+const [file, rounds] = process.argv.slice(2);
+const warnings = [];
+const store = new FileTokenStore(file, { staleLockMs: 600000, lockTimeoutMs: 120000, onWarning: (w) => warnings.push(w.event) });
+const tick = () => new Promise((r) => setImmediate(r));
+let overlaps = 0;
+let planted = 0;
+// A planted lock is fresh until aged: one that vanished first was removed by someone not its owner.
+let vanished = 0;
+process.stdout.write('ready\\n');
+await new Promise((r) => process.stdin.once('data', r));
+for (let i = 0; i < Number(rounds); i++) {
+  // A holder that died: created only where no lock is, then aged an hour.
+  {
+    try {
+      writeFileSync(file + '.lock', '999999 died holding it\\n', { flag: 'wx' });
+      planted += 1;
+      const past = new Date(Date.now() - 3600000);
+      utimesSync(file + '.lock', past, past);
+    } catch (err) {
+      if (err.code === 'ENOENT') vanished += 1;
+      else if (err.code !== 'EEXIST') throw err;
+    }
+  }
+  await store.withLock(async () => {
+    let fd;
+    try {
+      fd = openSync(file + '.inside', 'wx');
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+      overlaps += 1;
+    }
+    await tick();
+    await tick();
+    if (fd !== undefined) {
+      closeSync(fd);
+      unlinkSync(file + '.inside');
+    }
+  });
+}
+process.stdout.write(JSON.stringify({ overlaps, planted, vanished, warnings }) + '\\n');
+`,
+    );
+    const children = [0, 1, 2].map(() => {
+      const child = spawn(process.execPath, [path.join(code, 'contend.js'), file, '150'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      const ready = new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', () => out.startsWith('ready\n') && resolve());
+        child.once('exit', () => reject(new Error(`child exited before it was ready: ${err}`)));
+      });
+      const done = new Promise<{ code: number | null; out: string; err: string }>((resolve) => child.once('exit', (code) => resolve({ code, out, err })));
+      return { child, ready, done };
+    });
+    // All go at once, so their rounds interleave.
+    await Promise.all(children.map((c) => c.ready));
+    for (const c of children) c.child.stdin.end('go\n');
+    const results = await Promise.all(children.map((c) => c.done));
+    let planted = 0;
+    for (const r of results) {
+      expect(r.code, r.err).toBe(0);
+      const result = JSON.parse(r.out.split('\n').at(-2) ?? '') as { overlaps: number; planted: number; vanished: number; warnings: string[] };
+      expect(result.overlaps).toBe(0);
+      expect(result.vanished).toBe(0);
+      expect(result.warnings).toEqual([]);
+      planted += result.planted;
+    }
+    // Stale locks were there to be taken over.
+    expect(planted).toBeGreaterThan(0);
+    expect(readdirSync(dir)).toEqual([]);
+  }, 60_000);
 });
 
 /** Compiles src/<entry> and the modules it imports to plain JS in `outDir`, for a child process (Node 20 runs no TypeScript). */
