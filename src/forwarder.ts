@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { BODY_TOO_LARGE, type BufferedBody } from './body.js';
-import { keepEmptyQuery } from './exact-target.js';
+import { endsInEmptyQuery, sendKeepingEmptyQuery } from './exact-target.js';
 
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'client_closed' | 'body_too_large';
 
@@ -38,7 +38,7 @@ const CORS_RESPONSE = /^access-control-(?:allow-|expose-headers$|max-age$)/i;
  * also make every garbage collection work harder).
  */
 const FLIGHT = Symbol('keap-proxy.flight');
-type WithFlight = IncomingMessage & { [FLIGHT]?: InFlight | undefined };
+type WithFlight = (IncomingMessage | http.ClientRequest) & { [FLIGHT]?: InFlight | undefined };
 
 function flightOf(req: IncomingMessage): InFlight | undefined {
   return (req as WithFlight)[FLIGHT];
@@ -118,6 +118,11 @@ class InFlight {
     clearTimeout(this.timer);
     return true;
   }
+}
+
+/** One shared listener (no closure per attempt): the attempt is found on the upstream request. */
+function onUpstreamRequestClosed(this: http.ClientRequest): void {
+  (this as WithFlight)[FLIGHT]?.onClosed();
 }
 
 function abandonOnTimeout(flight: InFlight): void {
@@ -203,7 +208,6 @@ export class Forwarder {
       proxyTimeout: options.timeoutMs,
     });
     withoutDeleteLength(this.proxy);
-    keepEmptyQuery(this.proxy, this.agent);
     this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
       const flight = flightOf(req);
       if (flight === undefined) return;
@@ -211,7 +215,8 @@ export class Forwarder {
       if (flight.abortWith !== undefined) proxyReq.destroy(flight.abortWith);
       // Some ends raise no error (a 101 to a plain request: Node just drops the socket); without
       // this the attempt would wait for UPSTREAM_TIMEOUT_MS. After an answer it is a no-op.
-      proxyReq.once('close', () => flight.onClosed());
+      (proxyReq as WithFlight)[FLIGHT] = flight;
+      proxyReq.on('close', onUpstreamRequestClosed);
     });
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
       const flight = flightOf(req);
@@ -256,7 +261,8 @@ export class Forwarder {
         // stream passes took twice the time with one).
         source = undefined;
       }
-      webOnce(this.proxy, req, res, source);
+      if (endsInEmptyQuery(req.url)) sendKeepingEmptyQuery(this.agent, () => webOnce(this.proxy, req, res, source));
+      else webOnce(this.proxy, req, res, source);
     });
   }
 
