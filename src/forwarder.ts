@@ -243,6 +243,7 @@ export class Forwarder {
   send(req: IncomingMessage, res: ServerResponse, body: BufferedBody | undefined, stream: Readable | undefined): Promise<IncomingMessage> {
     frame(req, body, stream);
     return new Promise<IncomingMessage>((resolve, reject) => {
+      const replay = flightOf(req) !== undefined;
       const flight = new InFlight(res, resolve, reject, this.options.timeoutMs);
       (req as WithFlight)[FLIGHT] = flight;
       let source: Readable | HeldBody | undefined;
@@ -261,8 +262,8 @@ export class Forwarder {
         // stream passes took twice the time with one).
         source = undefined;
       }
-      if (endsInEmptyQuery(req.url)) sendKeepingEmptyQuery(this.agent, () => webOnce(this.proxy, req, res, source));
-      else webOnce(this.proxy, req, res, source);
+      if (endsInEmptyQuery(req.url)) sendKeepingEmptyQuery(this.agent, () => web(this.proxy, req, res, source, replay));
+      else web(this.proxy, req, res, source, replay);
     });
   }
 
@@ -329,14 +330,19 @@ function withoutDeleteLength(proxy: ProxyServer): void {
 /**
  * http-proxy-3 adds a 'close' listener to the response and an 'error' listener to the
  * request on every call, so every replay would add two more (MaxListenersExceededWarning
- * after ten). We attach ours once per exchange (the pipeline's close handler calls finish()),
- * and the client's request stream is never what is piped: theirs are taken off at once.
+ * after ten). A replay's are taken off at once: ours are attached once per exchange (the
+ * pipeline's close handler calls finish()), and a replay never pipes the client's stream.
+ * The first attempt's stay, as they are harmless, and finding them costs on every request.
  */
-function webOnce(proxy: ProxyServer, req: IncomingMessage, res: ServerResponse, source: Readable | HeldBody | undefined): void {
+function web(proxy: ProxyServer, req: IncomingMessage, res: ServerResponse, source: Readable | HeldBody | undefined, replay: boolean): void {
+  if (!replay) {
+    if (source === undefined) proxy.web(req, res);
+    else proxy.web(req, res, { buffer: source as Readable });
+    return;
+  }
   const resListeners = res.listenerCount('close');
   const reqListeners = req.listenerCount('error');
-  if (source === undefined) proxy.web(req, res);
-  else proxy.web(req, res, { buffer: source as Readable });
+  proxy.web(req, res, { buffer: source as Readable });
   removeAddedListeners(res, 'close', resListeners);
   removeAddedListeners(req, 'error', reqListeners);
 }
