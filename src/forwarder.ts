@@ -7,6 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { BODY_TOO_LARGE, type BufferedBody } from './body.js';
 import { endsInEmptyQuery, sendKeepingEmptyQuery } from './exact-target.js';
@@ -38,7 +39,7 @@ const CORS_RESPONSE = /^access-control-(?:allow-|expose-headers$|max-age$)/i;
  * also make every garbage collection work harder).
  */
 const FLIGHT = Symbol('keap-proxy.flight');
-type WithFlight = (IncomingMessage | http.ClientRequest) & { [FLIGHT]?: InFlight | undefined };
+type WithFlight = IncomingMessage & { [FLIGHT]?: InFlight | undefined };
 
 function flightOf(req: IncomingMessage): InFlight | undefined {
   return (req as WithFlight)[FLIGHT];
@@ -120,9 +121,22 @@ class InFlight {
   }
 }
 
-/** One shared listener (no closure per attempt): the attempt is found on the upstream request. */
-function onUpstreamRequestClosed(this: http.ClientRequest): void {
-  (this as WithFlight)[FLIGHT]?.onClosed();
+/**
+ * Some ends raise no error: to a 101 answering a plain request Node just drops the socket,
+ * and the attempt would wait for UPSTREAM_TIMEOUT_MS. So a closing upstream socket fails the
+ * attempt on it (a no-op once answered). One listener per socket, which keep-alive reuses for
+ * many requests, and the attempt found on it: a listener per request cost measurably more.
+ */
+function watchSocket(socket: Socket, flight: InFlight): void {
+  const watched = socket as WatchedSocket;
+  if (watched[FLIGHT] === undefined) socket.on('close', onUpstreamSocketClosed);
+  watched[FLIGHT] = flight;
+}
+
+type WatchedSocket = Socket & { [FLIGHT]?: InFlight | undefined };
+
+function onUpstreamSocketClosed(this: WatchedSocket): void {
+  this[FLIGHT]?.onClosed();
 }
 
 function abandonOnTimeout(flight: InFlight): void {
@@ -208,15 +222,12 @@ export class Forwarder {
       proxyTimeout: options.timeoutMs,
     });
     withoutDeleteLength(this.proxy);
-    this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
+    this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage, _res: unknown, _options: unknown, socket: Socket) => {
       const flight = flightOf(req);
       if (flight === undefined) return;
       flight.proxyReq = proxyReq;
       if (flight.abortWith !== undefined) proxyReq.destroy(flight.abortWith);
-      // Some ends raise no error (a 101 to a plain request: Node just drops the socket); without
-      // this the attempt would wait for UPSTREAM_TIMEOUT_MS. After an answer it is a no-op.
-      (proxyReq as WithFlight)[FLIGHT] = flight;
-      proxyReq.on('close', onUpstreamRequestClosed);
+      watchSocket(socket, flight);
     });
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
       const flight = flightOf(req);
