@@ -36,7 +36,7 @@ import { fileURLToPath } from 'node:url';
 import { forkScript, pinServerProcess, RSS_SAMPLE_MS, startSimulator, startSlowUpstream, type RemoteSimulator } from './processes.js';
 import { formatHeadToHead, runHeadToHead, startServer, type HeadToHeadSummary, type ServerChild } from './head-to-head.js';
 import type { UploadsMessage, UploadsRequest, UploadsSample } from './uploads-client.js';
-import { SETTINGS } from '../src/config.js';
+import { SETTINGS } from '../src/config/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { LoadMessage, LoadRequest, LoadSample, SteadyRate } from './load.js';

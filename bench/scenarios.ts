@@ -10,9 +10,9 @@ import type { AddressInfo } from 'node:net';
 import { createProxyServer } from 'http-proxy-3';
 import { startSimulator, type RemoteSimulator } from './processes.js';
 import type { SimulatorCounters } from '../test/simulator/keap-simulator.js';
-import { loadConfig, type Config } from '../src/config.js';
-import { createLogDestination, createLogger } from '../src/log.js';
-import { startProxy } from '../src/server.js';
+import { loadConfig, type Config } from '../src/config/config.js';
+import { createLogDestination, createLogger } from '../src/observability/log.js';
+import { startProxy } from '../src/http/server.js';
 
 export interface Target {
   /** Base URL the load generator calls (the request path is added by run.ts). */

@@ -1,12 +1,12 @@
 import { describe, it, expect } from 'vitest';
 import path from 'node:path';
-import { parseArgs, UsageError } from '../src/cli-args.js';
-import { helpText } from '../src/cli-help.js';
-import { ConfigError, loadConfig, type Config } from '../src/config.js';
-import { FileTokenStore } from '../src/token-store.js';
-import { runTokenStatus, formatDuration } from '../src/token-status.js';
+import { parseArgs, UsageError } from '../src/cli/cli-args.js';
+import { helpText } from '../src/cli/cli-help.js';
+import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
+import { FileTokenStore } from '../src/tokens/token-store.js';
+import { runTokenStatus, formatDuration } from '../src/cli/token-status.js';
 import { tempDir, Out } from './harness.js';
-import type { Grant } from '../src/grant.js';
+import type { Grant } from '../src/tokens/grant.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;

@@ -5,8 +5,8 @@
 import { describe, it, expect } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, SETTINGS, loadConfig } from '../src/config.js';
-import { runCli } from '../src/cli-run.js';
+import { ConfigError, SETTINGS, loadConfig } from '../src/config/config.js';
+import { runCli } from '../src/cli/cli-run.js';
 import { Out, tempDir } from './harness.js';
 
 const MARKER = 'SECRET-MARKER-1234';

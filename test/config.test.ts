@@ -2,8 +2,8 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ConfigError, SETTINGS, loadConfig, parseProperties, configSummary, DEFAULT_CONFIG_FILE } from '../src/config.js';
-import { helpText } from '../src/cli-help.js';
+import { ConfigError, SETTINGS, loadConfig, parseProperties, configSummary, DEFAULT_CONFIG_FILE } from '../src/config/config.js';
+import { helpText } from '../src/cli/cli-help.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const OAUTH = { KEAP_CLIENT_ID: 'id-123', KEAP_CLIENT_SECRET: 'secret-456' };

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { GetCache, parseCacheRules, serveCached, type CacheRule } from '../src/get-cache.js';
+import { GetCache, parseCacheRules, serveCached, type CacheRule } from '../src/cache/get-cache.js';
 
 const TAGS = '/crm/rest/v1/tags';
 const MODEL = '/crm/rest/v1/contacts/model';

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 import { KeapSimulator, type SimulatorOptions } from './simulator/keap-simulator.js';
-import { loadConfig, type Config } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { startProxy, type RunningProxy } from '../src/server.js';
+import { loadConfig, type Config } from '../src/config/config.js';
+import { createLogger } from '../src/observability/log.js';
+import { startProxy, type RunningProxy } from '../src/http/server.js';
 
 export class LogCapture extends Writable {
   readonly lines: string[] = [];

@@ -3,8 +3,8 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { rawExchange } from './raw-upstream.js';
 import { startHarness, harnessPerTest, send, type Harness } from './harness.js';
-import { AllowedHosts, hostAllowed, hostName, parseAllowedHosts } from '../src/host-check.js';
-import { endToEndHeaders } from '../src/forwarder.js';
+import { AllowedHosts, hostAllowed, hostName, parseAllowedHosts } from '../src/http/host-check.js';
+import { endToEndHeaders } from '../src/upstream/forwarder.js';
 
 let h: Harness;
 let port: string;

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { parseQuotaHeaders, windowMs, type QuotaReport } from '../src/keap-quota.js';
+import { parseQuotaHeaders, windowMs, type QuotaReport } from '../src/keap/keap-quota.js';
 import { OAUTH } from './fixtures/keap-headers.js';
 
 

@@ -4,10 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LogWriter } from '../src/log-writer.js';
-import { createLogger } from '../src/log.js';
-import { loadConfig } from '../src/config.js';
-import { startProxy } from '../src/server.js';
+import { LogWriter } from '../src/observability/log-writer.js';
+import { createLogger } from '../src/observability/log.js';
+import { loadConfig } from '../src/config/config.js';
+import { startProxy } from '../src/http/server.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
 import { keyEnv, send } from './harness.js';
 

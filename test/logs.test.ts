@@ -3,8 +3,8 @@ import { startHarness, send, LogCapture, SIM_CLIENT_SECRET, SIM_SEED, SIM_API_KE
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createLogger, RequestLog, type RequestRecord } from '../src/log.js';
-import { LogWriter } from '../src/log-writer.js';
+import { createLogger, RequestLog, type RequestRecord } from '../src/observability/log.js';
+import { LogWriter } from '../src/observability/log-writer.js';
 
 const CLIENT_KEY = 'client-key-must-not-be-logged-0001';
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { register as globalRegistry } from 'prom-client';
-import { Metrics, type QueueDepth } from '../src/metrics.js';
+import { Metrics, type QueueDepth } from '../src/observability/metrics.js';
 import { OAUTH } from './fixtures/keap-headers.js';
-import { parseQuotaHeaders, type QuotaReport } from '../src/keap-quota.js';
+import { parseQuotaHeaders, type QuotaReport } from '../src/keap/keap-quota.js';
 
 interface Sample {
   name: string;

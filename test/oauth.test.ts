@@ -4,10 +4,10 @@ import { readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { KeapSimulator } from './simulator/keap-simulator.js';
 import { startHarness, send, oauthEnv, tempDir, SIM_CLIENT_ID, SIM_CLIENT_SECRET, type Harness, Out } from './harness.js';
-import { ConfigError, loadConfig, type Config } from '../src/config.js';
-import { AuthError, runAuth, type AuthOptions, type AuthResult } from '../src/auth-command.js';
-import { StateTable, buildAuthorizeUrl } from '../src/oauth-flow.js';
-import { isGrant, type Grant } from '../src/grant.js';
+import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
+import { AuthError, runAuth, type AuthOptions, type AuthResult } from '../src/cli/auth-command.js';
+import { StateTable, buildAuthorizeUrl } from '../src/oauth/oauth-flow.js';
+import { isGrant, type Grant } from '../src/tokens/grant.js';
 
 const CLIENT_KEY = 'client-key-oauth-0123456789';
 const PROXY_REDIRECT = 'http://127.0.0.1:8080/oauth/callback';

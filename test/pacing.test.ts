@@ -1,9 +1,9 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { randomBytes, createHash } from 'node:crypto';
 import { harnessPerTest, send } from './harness.js';
-import { QuotaPacer } from '../src/pacer.js';
-import { createLogger } from '../src/log.js';
-import { HttpError } from '../src/http-error.js';
+import { QuotaPacer } from '../src/pacing/pacer.js';
+import { createLogger } from '../src/observability/log.js';
+import { HttpError } from '../src/http/http-error.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

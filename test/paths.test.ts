@@ -4,11 +4,11 @@
 import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import http from 'node:http';
-import { loadConfig } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { startProxy, type RunningProxy } from '../src/server.js';
-import { Forwarder } from '../src/forwarder.js';
-import { hasDotSegment } from '../src/pipeline.js';
+import { loadConfig } from '../src/config/config.js';
+import { createLogger } from '../src/observability/log.js';
+import { startProxy, type RunningProxy } from '../src/http/server.js';
+import { Forwarder } from '../src/upstream/forwarder.js';
+import { hasDotSegment } from '../src/pipeline/stages.js';
 import { LogCapture, tempDir } from './harness.js';
 
 /** Records the request line of every request it gets and answers each with a small 200 (targets starting /slow after 300 ms). */

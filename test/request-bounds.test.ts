@@ -2,11 +2,11 @@
 // number of 429 replays at a bounded pace, and a bounded share of memory for its body.
 import { describe, it, expect, afterEach } from 'vitest';
 import { connect, type Socket } from 'node:net';
-import { loadConfig } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { startProxy, type RunningProxy } from '../src/server.js';
-import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream.js';
-import type { Fault } from '../src/apigee.js';
+import { loadConfig } from '../src/config/config.js';
+import { createLogger } from '../src/observability/log.js';
+import { startProxy, type RunningProxy } from '../src/http/server.js';
+import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream/upstream.js';
+import type { Fault } from '../src/keap/apigee.js';
 import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
 import { RawUpstream, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
 

@@ -3,9 +3,9 @@
 // plus our credential, and nothing after it.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { startProxy, type RunningProxy } from '../src/server.js';
+import { loadConfig } from '../src/config/config.js';
+import { createLogger } from '../src/observability/log.js';
+import { startProxy, type RunningProxy } from '../src/http/server.js';
 import { LogCapture, tempDir, SIM_API_KEY } from './harness.js';
 import { RawUpstream, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
 

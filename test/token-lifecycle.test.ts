@@ -3,15 +3,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { harnessPerTest, send, oauthEnv, tempDir, LogCapture, SIM_CLIENT_ID, SIM_CLIENT_SECRET } from './harness.js';
-import type { Grant } from '../src/grant.js';
+import type { Grant } from '../src/tokens/grant.js';
 import { APP_UNAUTHORIZED_BODY, KeapSimulator } from './simulator/keap-simulator.js';
-import { createLogger } from '../src/log.js';
-import { loadConfig } from '../src/config.js';
-import { startProxy, type RunningProxy } from '../src/server.js';
-import { TokenClient } from '../src/token-client.js';
-import { FileTokenStore } from '../src/token-store.js';
-import { REFRESH_FLOOR_MS, TokenBroker } from '../src/token-broker.js';
-import { classifyUnauthorized, parseFault } from '../src/apigee.js';
+import { createLogger } from '../src/observability/log.js';
+import { loadConfig } from '../src/config/config.js';
+import { startProxy, type RunningProxy } from '../src/http/server.js';
+import { TokenClient } from '../src/tokens/token-client.js';
+import { FileTokenStore } from '../src/tokens/token-store.js';
+import { REFRESH_FLOOR_MS, TokenBroker } from '../src/tokens/token-broker.js';
+import { classifyUnauthorized, parseFault } from '../src/keap/apigee.js';
 
 interface Echo {
   method: string;

@@ -7,10 +7,10 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { LogCapture, send, startHarness, tempDir, type Harness } from './harness.js';
-import { createLogger } from '../src/log.js';
-import { TokenClient, TokenEndpointError } from '../src/token-client.js';
-import { FileTokenStore } from '../src/token-store.js';
-import { TokenBroker } from '../src/token-broker.js';
+import { createLogger } from '../src/observability/log.js';
+import { TokenClient, TokenEndpointError } from '../src/tokens/token-client.js';
+import { FileTokenStore } from '../src/tokens/token-store.js';
+import { TokenBroker } from '../src/tokens/token-broker.js';
 
 const CLIENT_ID = 'redirect-test-client-id';
 const CLIENT_SECRET = 'redirect-test-client-secret-5f2c9a';

@@ -6,11 +6,11 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import ts from 'typescript';
-import { FileTokenStore, TokenStoreError, type TokenStoreWarning } from '../src/token-store.js';
-import type { Grant } from '../src/grant.js';
+import { FileTokenStore, TokenStoreError, type TokenStoreWarning } from '../src/tokens/token-store.js';
+import type { Grant } from '../src/tokens/grant.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { loadConfig } from '../src/config.js';
-import { runAuth } from '../src/auth-command.js';
+import { loadConfig } from '../src/config/config.js';
+import { runAuth } from '../src/cli/auth-command.js';
 import { harnessPerTest, oauthEnv, Out, tempDir } from './harness.js';
 
 const REFRESH = 'refresh-token-that-must-not-show';
@@ -229,11 +229,11 @@ describe('the lock under contention', () => {
   it.runIf(posix)('three processes taking one lock 150 times each, each planting a stale lock before each round: never two inside at once', async () => {
     const { dir, file } = newStore();
     const code = tempDir();
-    compileForChild('token-store.ts', code);
+    compileForChild('tokens/token-store.ts', code);
     writeFileSync(
       path.join(code, 'contend.js'),
       `import { closeSync, openSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { FileTokenStore } from './token-store.js';
+import { FileTokenStore } from './tokens/token-store.js';
 const [file, rounds] = process.argv.slice(2);
 const warnings = [];
 const store = new FileTokenStore(file, { staleLockMs: 600000, lockTimeoutMs: 120000, onWarning: (w) => warnings.push(w.event) });
@@ -318,8 +318,10 @@ function compileForChild(entry: string, outDir: string): void {
     done.add(name);
     const source = readFileSync(path.join(import.meta.dirname, '..', 'src', name), 'utf8');
     const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+    mkdirSync(path.join(outDir, path.dirname(name)), { recursive: true });
     writeFileSync(path.join(outDir, name.replace(/\.ts$/, '.js')), outputText);
-    for (const m of source.matchAll(/from '\.\/([\w-]+)\.js'/g)) todo.push(`${m[1]}.ts`);
+    // Relative imports, resolved from this module's folder (src/ is laid out in folders).
+    for (const m of source.matchAll(/from '(\.{1,2}\/[\w/-]+)\.js'/g)) todo.push(path.posix.join(path.posix.dirname(name), `${m[1]}.ts`));
   }
   writeFileSync(path.join(outDir, 'package.json'), '{"type":"module"}\n');
 }
@@ -333,10 +335,10 @@ describe('a failed save', () => {
     await store.save(grant());
     const before = readFileSync(file, 'utf8');
     const code = tempDir();
-    compileForChild('token-store.ts', code);
+    compileForChild('tokens/token-store.ts', code);
     writeFileSync(
       path.join(code, 'child.js'),
-      `import { FileTokenStore } from './token-store.js';
+      `import { FileTokenStore } from './tokens/token-store.js';
 const big = { accessToken: 'a', refreshToken: ${JSON.stringify(REFRESH)}, tokenType: 'bearer', scope: 'x'.repeat(256 * 1024), accessExpiresAt: 2e12, issuedAt: 1e12, refreshIssuedAt: 1e12 };
 try {
   await new FileTokenStore(process.argv[2]).save(big);

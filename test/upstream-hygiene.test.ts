@@ -3,10 +3,10 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import { loadConfig } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { startProxy, type RunningProxy } from '../src/server.js';
-import { installLastResortGuard } from '../src/last-resort.js';
+import { loadConfig } from '../src/config/config.js';
+import { createLogger } from '../src/observability/log.js';
+import { startProxy, type RunningProxy } from '../src/http/server.js';
+import { installLastResortGuard } from '../src/observability/last-resort.js';
 import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
 import { RawUpstream, ok, rawExchange } from './raw-upstream.js';
 

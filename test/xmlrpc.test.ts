@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { XmlRpcError, escapeXml, readPrivateKey, rewritePrivateKey } from '../src/xmlrpc.js';
+import { XmlRpcError, escapeXml, readPrivateKey, rewritePrivateKey } from '../src/keap/xmlrpc.js';
 
 const DECL = '<?xml version="1.0" encoding="UTF-8"?>';
 const HEAD = '<methodCall><methodName>ContactService.load</methodName>';

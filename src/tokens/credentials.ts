@@ -1,7 +1,7 @@
 // What the pipeline injects into each request: a bearer token from the TokenBroker
 // (OAuth mode) or the account's key (key mode).
-import type { Logger } from './log.js';
-import { HttpError } from './http-error.js';
+import type { Logger } from '../observability/log.js';
+import { HttpError } from '../http/http-error.js';
 
 export type Credential = { kind: 'bearer'; token: string; generation: number } | { kind: 'key'; key: string };
 

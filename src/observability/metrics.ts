@@ -4,7 +4,7 @@
 // (prom-client hashes the label set on every observe and inc: about 1% of the proxy's
 // throughput); prom-client reads those numbers when /metrics is scraped and formats them.
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import type { QuotaReport, QuotaUnit, QuotaWindow } from './keap-quota.js';
+import type { QuotaReport, QuotaUnit, QuotaWindow } from '../keap/keap-quota.js';
 
 /** Where a request was answered from: Keap's REST or XML-RPC API, the proxy itself, or its OAuth pages. */
 export type Route = 'rest' | 'xmlrpc' | 'local' | 'oauth';

@@ -3,9 +3,9 @@
 // into a stored grant. Where the grant goes (the store, or the running broker) is the
 // caller's choice, passed in as `keep`.
 import { randomBytes } from 'node:crypto';
-import type { Grant } from './grant.js';
-import { HttpError } from './http-error.js';
-import { TokenEndpointError, type TokenClient } from './token-client.js';
+import type { Grant } from '../tokens/grant.js';
+import { HttpError } from '../http/http-error.js';
+import { TokenEndpointError, type TokenClient } from '../tokens/token-client.js';
 
 export const STATE_TTL_MS = 10 * 60_000;
 export const MAX_OUTSTANDING_STATES = 100;

@@ -1,9 +1,9 @@
 // `keap-proxy token status`: what the stored grant looks like, for a person or a script.
 // Only times, tenant and scope are shown: a token never leaves the store through here.
-import type { Config } from './config.js';
-import { ConfigError } from './config.js';
-import { tenantOf, type Grant } from './grant.js';
-import { FileTokenStore, type TokenStore } from './token-store.js';
+import type { Config } from '../config/config.js';
+import { ConfigError } from '../config/config.js';
+import { tenantOf, type Grant } from '../tokens/grant.js';
+import { FileTokenStore, type TokenStore } from '../tokens/token-store.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;

@@ -3,22 +3,23 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { configSummary, isLoopback, type Config } from './config.js';
-import { createLogger, logWriterOf, type Logger } from './log.js';
-import { StaticKeySource, type CredentialSource } from './credentials.js';
-import { TokenBroker } from './token-broker.js';
-import { TokenClient } from './token-client.js';
-import { FileTokenStore, type TokenStore } from './token-store.js';
-import { createPacer, type Pacer } from './pacer.js';
-import { Forwarder } from './forwarder.js';
-import { ClientKeys, createPipeline } from './pipeline.js';
+import { configSummary, isLoopback, type Config } from '../config/config.js';
+import { createLogger, logWriterOf, type Logger } from '../observability/log.js';
+import { StaticKeySource, type CredentialSource } from '../tokens/credentials.js';
+import { TokenBroker } from '../tokens/token-broker.js';
+import { TokenClient } from '../tokens/token-client.js';
+import { FileTokenStore, type TokenStore } from '../tokens/token-store.js';
+import { createPacer, type Pacer } from '../pacing/pacer.js';
+import { Forwarder } from '../upstream/forwarder.js';
+import { createPipeline } from '../pipeline/pipeline.js';
+import { ClientKeys } from '../pipeline/stages.js';
 import { HttpError, answeredClosing, sendJson } from './http-error.js';
-import { OAuthFlow } from './oauth-flow.js';
-import { OAuthEndpoints } from './oauth-endpoints.js';
-import { Metrics } from './metrics.js';
-import { GetCache, parseCacheRules } from './get-cache.js';
+import { OAuthFlow } from '../oauth/oauth-flow.js';
+import { OAuthEndpoints } from '../oauth/oauth-endpoints.js';
+import { Metrics } from '../observability/metrics.js';
+import { GetCache, parseCacheRules } from '../cache/get-cache.js';
 import { BodyBudget } from './body.js';
-import type { RateLimitReplayPolicy } from './upstream.js';
+import type { RateLimitReplayPolicy } from '../upstream/upstream.js';
 import { AllowedHosts } from './host-check.js';
 
 export interface ProxyOverrides {

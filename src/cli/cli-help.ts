@@ -1,4 +1,4 @@
-import { SETTINGS } from './config.js';
+import { SETTINGS } from '../config/config.js';
 
 export function helpText(): string {
   const width = Math.max(...SETTINGS.map((s) => s.name.length));

@@ -4,8 +4,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { KeapSimulator } from '../test/simulator/keap-simulator.js';
-import { ConfigError, loadConfig } from './config.js';
-import { startProxy } from './server.js';
+import { ConfigError, loadConfig } from '../src/config/config.js';
+import { startProxy } from '../src/http/server.js';
 
 async function main(): Promise<void> {
   const sim = await KeapSimulator.start({ ratePerSecond: 25 });

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
-import { BODY_TOO_LARGE, type BufferedBody } from './body.js';
+import { BODY_TOO_LARGE, type BufferedBody } from '../http/body.js';
 import { endsInEmptyQuery, sendKeepingEmptyQuery } from './exact-target.js';
 
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'client_closed' | 'body_too_large';
@@ -334,7 +334,7 @@ function withoutDeleteLength(proxy: ProxyServer): void {
   const inner = proxy as unknown as { webPasses: Array<(...args: unknown[]) => unknown> };
   const kept = inner.webPasses.filter((pass) => pass.name !== 'deleteLength');
   // An upgrade of http-proxy-3 that renames or reshapes its passes must fail loudly, not smuggle.
-  if (kept.length !== inner.webPasses.length - 1) throw new Error('http-proxy-3: the deleteLength pass was not found; check the framing code in src/forwarder.ts against this version');
+  if (kept.length !== inner.webPasses.length - 1) throw new Error('http-proxy-3: the deleteLength pass was not found; check the framing code in src/upstream/forwarder.ts against this version');
   inner.webPasses = kept;
 }
 

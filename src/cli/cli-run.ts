@@ -1,11 +1,11 @@
 // The command line as a function of argv, environment and output streams, so that tests run
-// it the way a shell does and read what it prints; src/cli.ts hands it the process's own.
-import { ConfigError, loadConfig, type Config } from './config.js';
+// it the way a shell does and read what it prints; src/cli/cli.ts hands it the process's own.
+import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { helpText } from './cli-help.js';
 import { parseArgs, UsageError, type Command } from './cli-args.js';
 import { AuthError, runAuth } from './auth-command.js';
 import { runTokenStatus, type Output } from './token-status.js';
-import { TokenStoreError } from './token-store.js';
+import { TokenStoreError } from '../tokens/token-store.js';
 
 export interface CliInput {
   argv: readonly string[];
@@ -14,7 +14,7 @@ export interface CliInput {
   stderr: Output;
   /** Relative paths in the configuration resolve against this; default the process's. */
   cwd?: string;
-  /** Runs the proxy until it is stopped (the process's signals are src/cli.ts's business). */
+  /** Runs the proxy until it is stopped (the process's signals are src/cli/cli.ts's business). */
   serve: (config: Config) => Promise<void>;
 }
 

@@ -5,12 +5,12 @@
 // failed is still the current one (generation check), and at most once per refresh floor
 // unless our own clock says the token expired; and every new grant is stored durably
 // before any request sees its access token.
-import type { Logger } from './log.js';
+import type { Logger } from '../observability/log.js';
 import { tenantOf, type Grant } from './grant.js';
 import type { TokenStore } from './token-store.js';
 import { TokenEndpointError, type TokenClient } from './token-client.js';
 import { noCredential, type Credential, type CredentialSource, type Readiness } from './credentials.js';
-import type { HttpError } from './http-error.js';
+import type { HttpError } from '../http/http-error.js';
 
 export interface TokenBrokerOptions {
   client: TokenClient;

@@ -3,12 +3,13 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
-import { parseCacheRules } from './get-cache.js';
-import { parseAllowedHosts } from './host-check.js';
-import type { PaceLimits } from './pacer.js';
+import { parseCacheRules } from '../cache/get-cache.js';
+import { parseAllowedHosts } from '../http/host-check.js';
+import type { PaceLimits } from '../pacing/pacer.js';
+import { LOG_LEVELS, type LogLevel } from '../observability/log.js';
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+// The logger owns its levels; they are re-exported here as the settings' vocabulary.
+export { LOG_LEVELS, type LogLevel } from '../observability/log.js';
 
 export interface OAuthCredentials {
   mode: 'oauth';

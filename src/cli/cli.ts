@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // The process edge: argv and process.env are read here and nowhere else.
-import type { Config } from './config.js';
+import type { Config } from '../config/config.js';
 import { runCli } from './cli-run.js';
-import { startProxy } from './server.js';
-import { createLogDestination, createLogger } from './log.js';
-import { installLastResortGuard } from './last-resort.js';
+import { startProxy } from '../http/server.js';
+import { createLogDestination, createLogger } from '../observability/log.js';
+import { installLastResortGuard } from '../observability/last-resort.js';
 
 /** Requests in flight at SIGTERM get this long to finish: well inside Kubernetes' default 30 s grace period. */
 const SHUTDOWN_GRACE_MS = 10_000;

@@ -1,10 +1,10 @@
 // GET /oauth/start and GET /oauth/callback: authorizing the running proxy from a browser.
 // Answered here, before the pipeline; never forwarded to Keap.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from './log.js';
-import type { ClientKeys } from './pipeline.js';
-import { tenantOf } from './grant.js';
-import { HttpError, sendError, sendJson } from './http-error.js';
+import type { Logger } from '../observability/log.js';
+import type { ClientKeys } from '../pipeline/stages.js';
+import { tenantOf } from '../tokens/grant.js';
+import { HttpError, sendError, sendJson } from '../http/http-error.js';
 import type { OAuthFlow } from './oauth-flow.js';
 import { sendPage } from './oauth-page.js';
 

@@ -16,7 +16,7 @@
 //   is the staleness they accept for it.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { LRUCache } from 'lru-cache';
-import { endToEndHeaders } from './forwarder.js';
+import { endToEndHeaders } from '../upstream/forwarder.js';
 
 export interface CacheRule {
   /** path pattern: exact path, or a prefix ending in '*', e.g. '/crm/rest/v1/tags*'; matched against the path without the query */

@@ -7,9 +7,9 @@
 // when that departure may go: evenly spaced, inside the minute and day windows (ours
 // plus what Keap reports others spent), and not while Keap has told us to back off.
 import Bottleneck from 'bottleneck';
-import type { Logger } from './log.js';
-import { HttpError } from './http-error.js';
-import type { QuotaReport } from './keap-quota.js';
+import type { Logger } from '../observability/log.js';
+import { HttpError } from '../http/http-error.js';
+import type { QuotaReport } from '../keap/keap-quota.js';
 
 export interface PaceLimits {
   /** Calls per second (Keap's spike limit); 0 turns pacing off. */

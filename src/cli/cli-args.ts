@@ -1,4 +1,4 @@
-// The command line's grammar, as a pure function of argv (src/cli.ts hands it process.argv).
+// The command line's grammar, as a pure function of argv (src/cli/cli.ts hands it process.argv).
 
 export type Command =
   | { kind: 'help' }

@@ -6,17 +6,17 @@
 // whole queue waits as long as Keap asks, and the request goes again, within the replay
 // policy below and the request's deadline. Nothing is sent for a client that has gone.
 import type { IncomingMessage } from 'node:http';
-import type { Logger } from './log.js';
-import type { CredentialSource } from './credentials.js';
+import type { Logger } from '../observability/log.js';
+import type { CredentialSource } from '../tokens/credentials.js';
 import { type Forwarder, UnusableResponse, UpstreamError } from './forwarder.js';
-import { HttpError, markAnsweredClosing } from './http-error.js';
-import { tooLarge } from './body.js';
-import { classifyUnauthorized, NOT_APPROVED_AFTER_REFRESH, parseFault, type Fault } from './apigee.js';
-import { parseQuotaHeaders, type QuotaReport } from './keap-quota.js';
-import { nextUtcMidnight, type Pacer } from './pacer.js';
-import type { Metrics } from './metrics.js';
-import type { GetCache } from './get-cache.js';
-import { bodyUnread, clientSignal, injectCredential, type Exchange, type Stage } from './pipeline.js';
+import { HttpError, markAnsweredClosing } from '../http/http-error.js';
+import { tooLarge } from '../http/body.js';
+import { classifyUnauthorized, NOT_APPROVED_AFTER_REFRESH, parseFault, type Fault } from '../keap/apigee.js';
+import { parseQuotaHeaders, type QuotaReport } from '../keap/keap-quota.js';
+import { nextUtcMidnight, type Pacer } from '../pacing/pacer.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { GetCache } from '../cache/get-cache.js';
+import { bodyUnread, clientSignal, injectCredential, type Exchange, type Stage } from '../pipeline/exchange.js';
 
 export interface ForwardDeps {
   forwarder: Forwarder;

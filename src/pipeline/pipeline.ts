@@ -1,0 +1,231 @@
+// The request pipeline: small stages in order, each one concern, composed in one visible
+// place (`createPipeline`). A stage returns nothing (the request goes on), returns 'done'
+// (it answered the client itself), or throws an HttpError (the request ends with that answer).
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Config } from '../config/config.js';
+import { RequestLog, type Logger } from '../observability/log.js';
+import type { CredentialSource } from '../tokens/credentials.js';
+import type { Pacer } from '../pacing/pacer.js';
+import type { Forwarder } from '../upstream/forwarder.js';
+import { forward, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../upstream/upstream.js';
+import type { Metrics, RateLimitOutcome } from '../observability/metrics.js';
+import type { GetCache } from '../cache/get-cache.js';
+import { HttpError, sendError } from '../http/http-error.js';
+import type { BodyBudget } from '../http/body.js';
+import { bodyUnread, injectCredential, type Exchange, type Stage } from './exchange.js';
+import {
+  addForwardedHeaders,
+  assignRequestId,
+  authorizeClient,
+  authorizeClientByPrivateKey,
+  bufferBody,
+  ClientKeys,
+  copyEndToEndHeaders,
+  decideFraming,
+  obtainCredential,
+  pace,
+  refuseAmbiguousPaths,
+  refuseForeignTargets,
+  rewriteXmlRpcKey,
+  routeXmlRpc,
+  serveFromCache,
+  setDeadline,
+} from './stages.js';
+
+export interface PipelineDeps {
+  config: Config;
+  logger: Logger;
+  credentials: CredentialSource;
+  pacer: Pacer;
+  forwarder: Forwarder;
+  metrics: Metrics;
+  cache: GetCache;
+  bodyBudget: BodyBudget;
+  /** How Keap's 429s are replayed; RATE_LIMIT_REPLAYS with RATE_LIMIT_MAX_ATTEMPTS unless given. */
+  rateLimitReplays?: RateLimitReplayPolicy;
+}
+
+// ---------------------------------------------------------------------------------------
+
+export interface Pipeline {
+  handle(req: IncomingMessage, res: ServerResponse): void;
+}
+
+export function createPipeline(deps: PipelineDeps): Pipeline {
+  const { config, logger } = deps;
+  const requestLog = new RequestLog(logger);
+  const clientKeys = new ClientKeys(config.proxyClientKeys);
+  const stages: Stage[] = [
+    assignRequestId,
+    setDeadline(config.requestDeadlineMs),
+    refuseForeignTargets,
+    refuseAmbiguousPaths,
+    decideFraming,
+    routeXmlRpc,
+    // Only the stages this configuration needs: one that would do nothing still costs a call per request.
+    ...(clientKeys.enabled ? [authorizeClient(clientKeys)] : []),
+    copyEndToEndHeaders,
+    ...(deps.cache.enabled ? [serveFromCache(deps.cache, deps.credentials)] : []),
+    addForwardedHeaders,
+    bufferBody(config, deps.bodyBudget),
+    ...(clientKeys.enabled ? [authorizeClientByPrivateKey(clientKeys)] : []),
+    obtainCredential(deps.credentials),
+    rewriteXmlRpcKey,
+    injectCredential,
+    ...(deps.pacer.enabled ? [pace(deps.pacer, deps.metrics, deps.credentials)] : []),
+    forward({
+      ...deps,
+      maxBodyBytes: config.maxBodyBytes,
+      replayBodyBytes: config.replayBodyBytes,
+      rateLimitReplays: deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts },
+    }),
+  ];
+
+  const rateLimitOutcome: Record<string, RateLimitOutcome | undefined> = { queue_full: 'rejected_full', daily_quota_exhausted: 'quota_spent', rate_limited: 'passed_on' };
+
+  function fail(ex: Exchange, err: unknown): void {
+    if (ex.clientGone) ex.outcome ??= 'client_closed';
+    const outcome = err instanceof HttpError ? rateLimitOutcome[err.code] : undefined;
+    if (outcome !== undefined) deps.metrics.rateLimited(deps.credentials.tenant(), outcome);
+    if (!(err instanceof HttpError)) {
+      logger.error({ event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) }, 'request failed inside the proxy');
+      err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
+    }
+    if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
+    const httpError = err as HttpError;
+    try {
+      sendError(ex.res, bodyUnread(ex) && httpError.headers.connection === undefined ? new HttpError(httpError.status, httpError.code, httpError.message, { ...httpError.headers, connection: 'close' }) : httpError, ex.id);
+    } catch (sendErr) {
+      // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
+      logger.error({ event: 'internal_error', reqId: ex.id, err: sendErr instanceof Error ? sendErr.message : String(sendErr) }, 'an error answer could not be written');
+      ex.res.destroy();
+    }
+  }
+
+  /** Runs the stages from `i` on; synchronous stages run back to back, without a microtask each. */
+  function run(ex: Exchange, i: number): void {
+    try {
+      for (; i < stages.length; i++) {
+        const result = (stages[i] as Stage)(ex);
+        if (result === undefined) continue;
+        if (result === 'done') return;
+        const next = i + 1;
+        result.then(
+          (r) => (r === 'done' ? undefined : run(ex, next)),
+          (err: unknown) => fail(ex, err),
+        );
+        return;
+      }
+    } catch (err) {
+      fail(ex, err);
+    }
+  }
+
+  /** The exchange is over (answered, or the client gone): release what it holds, start the next one on its connection. */
+  function end(ex: Exchange): void {
+    if (!ex.res.writableFinished) {
+      ex.clientGone = true;
+      ex.abort?.abort();
+    }
+    deps.forwarder.finish(ex.req);
+    if (ex.bodyReserved > 0) deps.bodyBudget.give(ex.bodyReserved);
+    ex.bodyReserved = 0;
+    ex.bodyStream?.destroy();
+    deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
+    logExchange(requestLog, ex);
+    nextOnConnection(ex);
+  }
+
+  return {
+    handle(req, res) {
+      const ex: Exchange = {
+        req,
+        res,
+        startedAt: performance.now(),
+        id: '',
+        xmlrpc: false,
+        framing: 'none',
+        declaredLength: undefined,
+        body: undefined,
+        bodyStream: undefined,
+        bodyReserved: 0,
+        bodyStarted: false,
+        clientGone: false,
+        abort: undefined,
+        clientKeyInBody: false,
+        credential: undefined,
+        attempts: 0,
+        rateLimited: 0,
+        deadline: 0,
+        upstreamStatus: undefined,
+        outcome: undefined,
+        cacheKey: undefined,
+        cache: undefined,
+      };
+      // 'close' comes once per response, whether it finished or the client went away.
+      res.on('close', () => end(ex));
+      if (takeTurnOnConnection(ex)) run(ex, 0);
+    },
+  };
+
+  /**
+   * Requests pipelined on one connection are handled one after another, so they reach Keap
+   * in the order the client sent them (Node hands us the next one before the previous
+   * one's body is even read). Their answers must go back in that order anyway.
+   */
+  function takeTurnOnConnection(ex: Exchange): boolean {
+    const socket = ex.req.socket as ConnectionTurns;
+    if (socket[ACTIVE] === undefined) {
+      socket[ACTIVE] = ex;
+      return true;
+    }
+    (socket[WAITING] ??= []).push(ex);
+    return false;
+  }
+
+  function nextOnConnection(ex: Exchange): void {
+    const socket = ex.req.socket as ConnectionTurns;
+    if (socket[ACTIVE] !== ex) {
+      // A waiting request whose client went away leaves the line.
+      const waiting = socket[WAITING];
+      const at = waiting?.indexOf(ex) ?? -1;
+      if (at >= 0) waiting?.splice(at, 1);
+      return;
+    }
+    let next = socket[WAITING]?.shift();
+    // Node emits 'close' only for the answer in progress: requests still waiting their turn
+    // on a connection that has gone are ended here, never run (nothing of theirs is sent).
+    while (next !== undefined && socket.destroyed) {
+      next.clientGone = true;
+      assignRequestId(next);
+      deps.metrics.requestDone(next.xmlrpc ? 'xmlrpc' : 'rest', 499);
+      logExchange(requestLog, next);
+      next = socket[WAITING]?.shift();
+    }
+    socket[ACTIVE] = next;
+    if (next !== undefined) run(next, 0);
+  }
+}
+
+const ACTIVE = Symbol('keap-proxy.active');
+const WAITING = Symbol('keap-proxy.waiting');
+type ConnectionTurns = IncomingMessage['socket'] & { [ACTIVE]?: Exchange | undefined; [WAITING]?: Exchange[] };
+
+function logExchange(log: RequestLog, ex: Exchange): void {
+  const url = ex.req.url ?? '';
+  const q = url.indexOf('?');
+  const finished = ex.res.writableFinished;
+  log.write({
+    time: Date.now(),
+    reqId: ex.id,
+    method: ex.req.method ?? '',
+    // The query string is left out: legacy clients put keys there.
+    path: q < 0 ? url : url.slice(0, q),
+    status: finished ? ex.res.statusCode : undefined,
+    upstreamStatus: ex.upstreamStatus,
+    attempts: ex.attempts,
+    durationMs: Math.round((performance.now() - ex.startedAt) * 10) / 10,
+    outcome: ex.outcome ?? (finished ? undefined : 'client_closed'),
+    cache: ex.cache,
+  });
+}
