@@ -3,9 +3,8 @@
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+# Only the product: the demo, the simulator and the benchmark stay out of the image.
 COPY src ./src
-COPY test/simulator ./test/simulator
-COPY bench ./bench
 RUN npm ci --no-audit --no-fund
 
 # Final stage: production dependencies only, the compiled code, a non-root user.
@@ -15,7 +14,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: `prepare` compiles TypeScript, which the build stage has done.
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
-COPY --from=build /app/dist ./dist
+COPY --from=build /app/dist/src ./dist/src
 COPY config ./config
 RUN mkdir -p /app/data && chown -R node:node /app/data
 USER node
@@ -26,4 +25,4 @@ VOLUME ["/app/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD node -e "require('http').get('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
-ENTRYPOINT ["node", "dist/src/cli.js"]
+ENTRYPOINT ["node", "dist/src/cli/cli.js"]
