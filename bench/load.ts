@@ -128,7 +128,7 @@ if (process.send !== undefined) {
     process.send?.(msg, undefined, undefined, then);
   };
   process.once('message', (msg: LoadRequest) => {
-    measure(msg, send)
+    void measure(msg, send)
       .catch((err: unknown): LoadMessage => ({ type: 'failed', error: err instanceof Error ? err.message : String(err) }))
       .then((reply) => send(reply, () => process.exit(0)));
   });

@@ -120,7 +120,7 @@ async function run(req: UploadsRequest): Promise<UploadsSample> {
 // for its types has no side effect.
 if (process.send !== undefined) {
   process.once('message', (msg: UploadsRequest) => {
-    run(msg)
+    void run(msg)
       .then((sample): UploadsMessage => ({ type: 'done', sample }))
       .catch((err: unknown): UploadsMessage => ({ type: 'failed', error: err instanceof Error ? err.message : String(err) }))
       .then((reply) => process.send?.(reply, undefined, undefined, () => process.exit(0)));

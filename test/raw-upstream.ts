@@ -19,8 +19,11 @@ export interface RecordedRequest {
   raw: Buffer;
 }
 
+/** A responder's answer meaning "I took the socket and answer (or not) myself". */
+export const MANUAL = Symbol('manual');
+
 /** What to do with a request: answer it (bytes to write), or take the socket and do it yourself. */
-export type Responder = (req: RecordedRequest, socket: Socket) => string | Buffer | 'manual';
+export type Responder = (req: RecordedRequest, socket: Socket) => string | Buffer | typeof MANUAL;
 
 /** Answer once the head is in, before (and without) reading the body: a gateway refusing an upload. */
 export type EarlyResponder = (head: RecordedRequest, socket: Socket) => string | Buffer | undefined;
@@ -42,9 +45,9 @@ export class RawUpstream {
   private constructor(private readonly server: net.Server) {}
 
   static async start(): Promise<RawUpstream> {
-    let upstream!: RawUpstream;
-    const server = net.createServer((socket) => upstream.accept(socket));
-    upstream = new RawUpstream(server);
+    const server = net.createServer();
+    const upstream = new RawUpstream(server);
+    server.on('connection', (socket: Socket) => upstream.accept(socket));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return upstream;
   }
@@ -100,7 +103,7 @@ export class RawUpstream {
         buffered = buffered.subarray(parsed.raw.length);
         this.requests.push(parsed);
         const answer = this.respond(parsed, socket);
-        if (answer !== 'manual') socket.write(answer);
+        if (answer !== MANUAL) socket.write(answer);
       }
     });
   }

@@ -8,7 +8,7 @@ import { startProxy, type RunningProxy } from '../src/http/server.js';
 import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream/upstream.js';
 import type { Fault } from '../src/keap/apigee.js';
 import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
-import { RawUpstream, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
+import { RawUpstream, MANUAL, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
 
 interface Rig {
   upstream: RawUpstream;
@@ -95,7 +95,7 @@ describe('a client that has gone', () => {
   });
   it('requests pipelined behind a slow one are never sent once their connection has gone', async () => {
     const { upstream, proxy, logs } = await rig({});
-    upstream.respond = (req) => (req.target.endsWith('/slow') ? 'manual' : ok());
+    upstream.respond = (req) => (req.target.endsWith('/slow') ? MANUAL : ok());
     const c = client(
       proxy.url,
       ['GET /crm/rest/v1/slow', 'POST /crm/rest/v1/second', 'DELETE /crm/rest/v1/third']
@@ -181,7 +181,7 @@ describe('the memory budget for buffered bodies', () => {
     upstream.respond = (req, socket) => {
       if (!req.target.startsWith('/crm/rest/v1/hold')) return ok();
       held.push(socket);
-      return 'manual';
+      return MANUAL;
     };
     const body = 'x'.repeat(100_000);
     const first = send(proxy.url, 'POST', '/crm/rest/v1/hold/1', { body });

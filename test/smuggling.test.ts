@@ -7,7 +7,7 @@ import { loadConfig } from '../src/config/config.js';
 import { createLogger } from '../src/observability/log.js';
 import { startProxy, type RunningProxy } from '../src/http/server.js';
 import { LogCapture, tempDir, SIM_API_KEY } from './harness.js';
-import { RawUpstream, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
+import { RawUpstream, MANUAL, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
 
 const REPLAY_LIMIT = 1024;
 
@@ -131,7 +131,7 @@ describe('pipelining', () => {
     upstream.respond = (req, socket) => {
       if (req.target.endsWith('/p1')) {
         setTimeout(() => socket.write(answer(req)), 150);
-        return 'manual';
+        return MANUAL;
       }
       return answer(req);
     };

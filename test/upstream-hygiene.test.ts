@@ -8,7 +8,7 @@ import { createLogger } from '../src/observability/log.js';
 import { startProxy, type RunningProxy } from '../src/http/server.js';
 import { installLastResortGuard } from '../src/observability/last-resort.js';
 import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
-import { RawUpstream, ok, rawExchange } from './raw-upstream.js';
+import { RawUpstream, MANUAL, ok, rawExchange } from './raw-upstream.js';
 
 let upstream: RawUpstream;
 let proxy: RunningProxy;
@@ -118,7 +118,7 @@ describe('anything an upstream sends', () => {
     upstream.respond = (req, socket) => {
       if (!req.target.startsWith('/crm/rest/v1/odd')) return ok();
       socket.end(response);
-      return 'manual';
+      return MANUAL;
     };
     const reply = await rawExchange(proxy.url, 'GET /crm/rest/v1/odd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
     const statusLine = reply.split('\r\n')[0] ?? '';

@@ -11,7 +11,7 @@ export interface QuotaWindow {
   available?: number;
   used?: number;
   /** A QuotaUnit when recognised; otherwise the unit as Keap wrote it. */
-  unit?: QuotaUnit | string;
+  unit?: string;
   /** How many units the window spans (Keap sends 1). */
   interval?: number;
   /** Epoch ms when the window resets, when Keap says. */
@@ -209,7 +209,8 @@ function parseCount(s: string | undefined): number | undefined {
   return n;
 }
 
-function parseUnit(s: string | undefined): QuotaUnit | string | undefined {
+/** A QuotaUnit when recognised; otherwise the unit as Keap wrote it. */
+function parseUnit(s: string | undefined): string | undefined {
   if (s === undefined) return undefined;
   const t = s.trim().toLowerCase();
   if (t === '') return undefined;

@@ -20,10 +20,10 @@ interface AgentInternals {
  */
 export function sendKeepingEmptyQuery(agent: Agent, send: () => void): void {
   const internals = agent as unknown as AgentInternals;
-  const addRequest = internals.addRequest;
+  const own = Object.getPrototypeOf(agent) as AgentInternals;
   internals.addRequest = function (this: AgentInternals, upstreamReq: ClientRequest, options: unknown): void {
     upstreamReq.path += '?';
-    addRequest.call(this, upstreamReq, options);
+    own.addRequest.call(this, upstreamReq, options);
   };
   try {
     send();
