@@ -51,7 +51,10 @@ declare module 'autocannon' {
   interface Instance extends EventEmitter, PromiseLike<Result> {
     stop(): void;
     /** Each completed request; responseTime in ms. */
-    on(event: 'response', listener: (client: unknown, statusCode: number, resBytes: number, responseTime: number) => void): this;
+    on(
+      event: 'response',
+      listener: (client: unknown, statusCode: number, resBytes: number, responseTime: number) => void,
+    ): this;
   }
 
   function autocannon(opts: Options): Instance;

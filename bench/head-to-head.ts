@@ -44,7 +44,11 @@ export interface ServerChild {
 
 /** Starts one server (bare forwarder or keap-proxy) in a child process on the servers' core. */
 export function startServer(options: ServerOptions): Promise<ServerChild> {
-  const child: ChildProcess = forkScript('server-process.js', { BENCH_SERVER: JSON.stringify(options) }, SERVER_CORE_ID);
+  const child: ChildProcess = forkScript(
+    'server-process.js',
+    { BENCH_SERVER: JSON.stringify(options) },
+    SERVER_CORE_ID,
+  );
   const send = (msg: ServerRequest): void => {
     child.send(msg);
   };
@@ -97,7 +101,9 @@ function loadOne(server: ServerChild, request: LoadRequest): Promise<{ sample: L
     child.on('message', (msg: LoadMessage) => {
       if (msg.type === 'timed-start') cpuAtStart = server.cpu();
       else if (msg.type === 'done') {
-        void Promise.all([cpuAtStart ?? server.cpu(), server.cpu()]).then(([a, b]) => resolve({ sample: msg.sample, cpuUs: b.user + b.system - (a.user + a.system) }));
+        void Promise.all([cpuAtStart ?? server.cpu(), server.cpu()]).then(([a, b]) =>
+          resolve({ sample: msg.sample, cpuUs: b.user + b.system - (a.user + a.system) }),
+        );
       } else if (msg.type === 'failed') reject(new Error(msg.error));
     });
     child.once('error', reject);
@@ -131,7 +137,13 @@ export async function runHeadToHead(opts: {
       bare = await start('bare-forwarder');
     }
     try {
-      const request = (s: ServerChild): LoadRequest => ({ url: s.url + opts.path, headers: s.headers, connections: opts.connections, seconds: opts.seconds, warmupSeconds: opts.warmupSeconds });
+      const request = (s: ServerChild): LoadRequest => ({
+        url: s.url + opts.path,
+        headers: s.headers,
+        connections: opts.connections,
+        seconds: opts.seconds,
+        warmupSeconds: opts.warmupSeconds,
+      });
       const [b, k] = await Promise.all([loadOne(bare, request(bare)), loadOne(keap, request(keap))]);
       const figures = (r: { sample: LoadSample; cpuUs: number }) => ({
         requestsPerSecond: r.sample.requestsPerSecond,

@@ -50,7 +50,13 @@ export interface SteadyRate {
 /** Sent when the timed part starts (so the parent can time its own CPU over the same span), then the result. */
 export type LoadMessage =
   | { type: 'timed-start' }
-  | { type: 'done'; sample: LoadSample; warmup: LoadSample | undefined; clientCpu: number; steady: SteadyRate | undefined }
+  | {
+      type: 'done';
+      sample: LoadSample;
+      warmup: LoadSample | undefined;
+      clientCpu: number;
+      steady: SteadyRate | undefined;
+    }
   | { type: 'failed'; error: string };
 
 export function toSample(r: Result): LoadSample {
@@ -102,7 +108,12 @@ export function steadyRate(doneAt: number[], afterSeconds: number): SteadyRate {
   const first = times[0];
   const last = times[times.length - 1];
   const seconds = first !== undefined && last !== undefined ? (last - first) / 1000 : 0;
-  return { requestsPerSecond: seconds > 0 ? (times.length - 1) / seconds : NaN, responses: times.length, seconds, afterSeconds };
+  return {
+    requestsPerSecond: seconds > 0 ? (times.length - 1) / seconds : NaN,
+    responses: times.length,
+    seconds,
+    afterSeconds,
+  };
 }
 
 async function measure(req: LoadRequest, send: (msg: LoadMessage) => void): Promise<LoadMessage> {
@@ -114,7 +125,8 @@ async function measure(req: LoadRequest, send: (msg: LoadMessage) => void): Prom
   const wallBefore = performance.now();
   // Only paced runs note each answer: the throughput runs' client stays as lean as before.
   const after = req.steadyAfterSeconds;
-  const { result, doneAt } = after !== undefined ? await loadRecording(req, req.seconds) : { result: await load(req, req.seconds), doneAt: [] };
+  const { result, doneAt } =
+    after !== undefined ? await loadRecording(req, req.seconds) : { result: await load(req, req.seconds), doneAt: [] };
   const cpu = process.cpuUsage(cpuBefore);
   const clientCpu = (cpu.user + cpu.system) / 1000 / (performance.now() - wallBefore);
   const steady = after !== undefined ? steadyRate(doneAt, after) : undefined;
@@ -129,7 +141,10 @@ if (process.send !== undefined) {
   };
   process.once('message', (msg: LoadRequest) => {
     void measure(msg, send)
-      .catch((err: unknown): LoadMessage => ({ type: 'failed', error: err instanceof Error ? err.message : String(err) }))
+      .catch((err: unknown): LoadMessage => ({
+        type: 'failed',
+        error: err instanceof Error ? err.message : String(err),
+      }))
       .then((reply) => send(reply, () => process.exit(0)));
   });
 }

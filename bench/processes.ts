@@ -37,8 +37,15 @@ export function forkScript(name: string, env: Record<string, string> = {}, core:
   const script = fileURLToPath(new URL(`./${name}`, import.meta.url));
   // execArgv: [] so that `node --cpu-prof dist/bench/run.js` profiles the servers only.
   // BENCH_PROFILE_DIR: CPU profiles of the head-to-head servers, to see where time goes.
-  const profile = name === 'server-process.js' && process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-  const child = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: profile, env: { ...process.env, ...env } });
+  const profile =
+    name === 'server-process.js' && process.env.BENCH_PROFILE_DIR
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
+      : [];
+  const child = fork(script, [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: profile,
+    env: { ...process.env, ...env },
+  });
   if (child.pid !== undefined) pin(child.pid, core);
   return child;
 }

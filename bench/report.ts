@@ -79,7 +79,8 @@ export function median(values: number[]): number {
 export function summarize(r: ScenarioResult): ScenarioSummary {
   const all = [...r.rounds.map((m) => m.sample), ...r.warmups];
   const statusCodes: Record<string, number> = {};
-  for (const s of all) for (const [code, n] of Object.entries(s.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n;
+  for (const s of all)
+    for (const [code, n] of Object.entries(s.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n;
   const rounds = r.rounds.map(figures);
   const med = (pick: (f: RoundFigures) => number): number => median(rounds.map(pick));
   // Each figure's median is taken on its own (the p99 median need not come from the rps-median round).
@@ -132,7 +133,10 @@ export function compare(summaries: ScenarioSummary[], comparisons: Comparison[])
 export function failures(summaries: ScenarioSummary[]): string[] {
   return summaries
     .filter((s) => s.errors + s.timeouts + s.non2xx > 0)
-    .map((s) => `${s.name}: ${s.errors} errors, ${s.timeouts} timeouts, ${s.non2xx} non-2xx (status counts ${JSON.stringify(s.statusCodes)})`);
+    .map(
+      (s) =>
+        `${s.name}: ${s.errors} errors, ${s.timeouts} timeouts, ${s.non2xx} non-2xx (status counts ${JSON.stringify(s.statusCodes)})`,
+    );
 }
 
 export function formatTable(summaries: ScenarioSummary[], comparisons: ComparisonResult[]): string {
@@ -147,11 +151,19 @@ export function formatTable(summaries: ScenarioSummary[], comparisons: Compariso
     { title: 'server µs/req', numeric: true, cell: (s) => fmt(s.median.serverCpuUsPerRequest, 0) },
     { title: 'errors', numeric: true, cell: (s) => String(s.errors + s.timeouts) },
     { title: 'non-2xx', numeric: true, cell: (s) => String(s.non2xx) },
-    { title: 'req/s per round', numeric: false, cell: (s) => s.rounds.map((r) => fmt(r.requestsPerSecond, 0)).join(' / ') },
+    {
+      title: 'req/s per round',
+      numeric: false,
+      cell: (s) => s.rounds.map((r) => fmt(r.requestsPerSecond, 0)).join(' / '),
+    },
   ];
   const rows = summaries.map((s) => columns.map((c) => c.cell(s)));
   const widths = columns.map((c, i) => Math.max(c.title.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (columns[i]!.numeric ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (columns[i]!.numeric ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   const out = [line(columns.map((c) => c.title)), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line), ''];
   for (const s of summaries) out.push(`${s.name.padEnd(widths[0]!)}  ${s.label}`);
   out.push(
@@ -161,7 +173,8 @@ export function formatTable(summaries: ScenarioSummary[], comparisons: Compariso
   );
   const labelWidth = Math.max(...comparisons.map((c) => c.label.length));
   for (const c of comparisons) {
-    const verdict = c.met === undefined ? '' : c.met ? `  PASS (target >= ${c.target}x)` : `  FAIL (target >= ${c.target}x)`;
+    const verdict =
+      c.met === undefined ? '' : c.met ? `  PASS (target >= ${c.target}x)` : `  FAIL (target >= ${c.target}x)`;
     const rounds = c.perRound.map((r) => fmt(r, 2)).join(' / ');
     out.push(`${c.label.padEnd(labelWidth)}  ${fmt(c.ratio, 3)}x  (per round ${rounds})${verdict}`);
   }
@@ -216,23 +229,38 @@ export function summarizePacing(r: PacingResult, target: PacingTarget): PacingSu
 export function pacingClientFailures(p: PacingSummary): string[] {
   const s = p.sample;
   if (s.errors + s.timeouts + s.non2xx === 0) return [];
-  return [`pacing: ${s.errors} errors, ${s.timeouts} timeouts, ${s.non2xx} non-2xx at the client (status counts ${JSON.stringify(s.statusCodes)})`];
+  return [
+    `pacing: ${s.errors} errors, ${s.timeouts} timeouts, ${s.non2xx} non-2xx at the client (status counts ${JSON.stringify(s.statusCodes)})`,
+  ];
 }
 
 /** Keap had to say 429: what the pacing is for did not hold (keap-proxy hides them from clients, so only the simulator knows). */
 export function pacingUpstreamFailures(p: PacingSummary): string[] {
-  return p.upstream.throttled === 0 ? [] : [`pacing: the simulator answered ${p.upstream.throttled} of ${p.upstream.calls} calls with 429 (spike limit ${p.limitPerSecond}/s)`];
+  return p.upstream.throttled === 0
+    ? []
+    : [
+        `pacing: the simulator answered ${p.upstream.throttled} of ${p.upstream.calls} calls with 429 (spike limit ${p.limitPerSecond}/s)`,
+      ];
 }
 
 export function formatPacing(p: PacingSummary): string {
   const mb = (bytes: number): string => `${fmt(bytes / 2 ** 20, 1)} MiB`;
   const verdict = p.met ? 'PASS' : 'FAIL';
   const rows: [string, string][] = [
-    ['achieved', `${fmt(p.steady.requestsPerSecond, 2)} req/s  (2xx answers from ${p.steady.afterSeconds} s on: ${p.steady.responses} over ${fmt(p.steady.seconds, 2)} s)`],
-    ['allowed', `${fmt(p.allowedPerSecond, 2)} req/s  (RATE_LIMIT_PER_SECOND ${p.limitPerSecond} x RATE_LIMIT_MARGIN ${p.margin})`],
+    [
+      'achieved',
+      `${fmt(p.steady.requestsPerSecond, 2)} req/s  (2xx answers from ${p.steady.afterSeconds} s on: ${p.steady.responses} over ${fmt(p.steady.seconds, 2)} s)`,
+    ],
+    [
+      'allowed',
+      `${fmt(p.allowedPerSecond, 2)} req/s  (RATE_LIMIT_PER_SECOND ${p.limitPerSecond} x RATE_LIMIT_MARGIN ${p.margin})`,
+    ],
     ['achieved / allowed', `${fmt(p.ratio, 3)}x  ${verdict} (target ${p.target.min}x to ${p.target.max}x)`],
     ['upstream 429s', `${p.upstream.throttled}  (of ${p.upstream.calls} calls the simulator saw)`],
-    ['non-2xx at client', `${p.sample.non2xx}  (errors ${p.sample.errors}, timeouts ${p.sample.timeouts}; ${p.sample.completed} answers)`],
+    [
+      'non-2xx at client',
+      `${p.sample.non2xx}  (errors ${p.sample.errors}, timeouts ${p.sample.timeouts}; ${p.sample.completed} answers)`,
+    ],
     ['latency', `p50 ${fmt(p.sample.p50Ms, 0)} ms, p99 ${fmt(p.sample.p99Ms, 0)} ms`],
     ['proxy RSS', `${mb(p.rss.before)} before, ${mb(p.rss.after)} after the burst (peak ${mb(p.rss.peak)})`],
   ];
@@ -316,9 +344,16 @@ export function uploadsFailures(u: UploadsSummary): string[] {
     const lost = lostRefusals(r) ?? 0;
     const unanswered = allUnanswered - lost;
     const other = u.connections - ok - refused - allUnanswered;
-    if (unanswered > 0) out.push(`uploads ${name}: ${unanswered} uploads got no answer (${JSON.stringify(r.sample.failures)}${r.answeredByServer !== undefined ? `; keap-proxy counted its answers ${JSON.stringify(r.answeredByServer)}` : ''})`);
-    if (other > 0) out.push(`uploads ${name}: ${other} answers other than 200${r.server === 'keap-proxy' ? ` or 503 ${BUDGET_REFUSAL}` : ''} (status counts ${JSON.stringify(r.sample.statusCodes)}, error codes ${JSON.stringify(r.sample.errorCodes)})`);
-    if (r.bodyBuffer !== undefined && r.bodyBuffer.inUseAfter !== 0) out.push(`uploads ${name}: ${r.bodyBuffer.inUseAfter} bytes of the body budget still in use after the burst`);
+    if (unanswered > 0)
+      out.push(
+        `uploads ${name}: ${unanswered} uploads got no answer (${JSON.stringify(r.sample.failures)}${r.answeredByServer !== undefined ? `; keap-proxy counted its answers ${JSON.stringify(r.answeredByServer)}` : ''})`,
+      );
+    if (other > 0)
+      out.push(
+        `uploads ${name}: ${other} answers other than 200${r.server === 'keap-proxy' ? ` or 503 ${BUDGET_REFUSAL}` : ''} (status counts ${JSON.stringify(r.sample.statusCodes)}, error codes ${JSON.stringify(r.sample.errorCodes)})`,
+      );
+    if (r.bodyBuffer !== undefined && r.bodyBuffer.inUseAfter !== 0)
+      out.push(`uploads ${name}: ${r.bodyBuffer.inUseAfter} bytes of the body budget still in use after the burst`);
   }
   return out;
 }
@@ -340,9 +375,34 @@ export function formatUploads(u: UploadsSummary): string {
     [`RSS after (+${fmt(u.settleMs / 1000, 0)} s idle)`, (r) => mb(r.rss.after)],
     ['200', (r) => String(r.sample.statusCodes['200'] ?? 0)],
     [`503 ${BUDGET_REFUSAL}`, (r) => String(r.sample.errorCodes[BUDGET_REFUSAL] ?? 0)],
-    ['other answers', (r) => String(u.connections - (r.sample.statusCodes['200'] ?? 0) - (r.sample.errorCodes[BUDGET_REFUSAL] ?? 0) - sum(Object.values(r.sample.failures)))],
-    ['no answer (connection error)', (r) => (Object.keys(r.sample.failures).length === 0 ? '0' : Object.entries(r.sample.failures).map(([code, n]) => `${n} ${code}`).join(', '))],
-    ['answers sent, per keap-proxy', (r) => (r.answeredByServer === undefined ? '-' : Object.entries(r.answeredByServer).map(([status, n]) => `${n}x ${status}`).join(', '))],
+    [
+      'other answers',
+      (r) =>
+        String(
+          u.connections -
+            (r.sample.statusCodes['200'] ?? 0) -
+            (r.sample.errorCodes[BUDGET_REFUSAL] ?? 0) -
+            sum(Object.values(r.sample.failures)),
+        ),
+    ],
+    [
+      'no answer (connection error)',
+      (r) =>
+        Object.keys(r.sample.failures).length === 0
+          ? '0'
+          : Object.entries(r.sample.failures)
+              .map(([code, n]) => `${n} ${code}`)
+              .join(', '),
+    ],
+    [
+      'answers sent, per keap-proxy',
+      (r) =>
+        r.answeredByServer === undefined
+          ? '-'
+          : Object.entries(r.answeredByServer)
+              .map(([status, n]) => `${n}x ${status}`)
+              .join(', '),
+    ],
     ['200 answered in (min / p50 / max)', (r) => answerTimes(r.sample, '200')],
     ['503 answered in (min / p50 / max)', (r) => answerTimes(r.sample, '503')],
     ['bodies upstream (whole / cut short)', (r) => `${r.upstream.requests} / ${r.upstream.aborted}`],
@@ -350,7 +410,11 @@ export function formatUploads(u: UploadsSummary): string {
   const head = ['', ...runs.map((r) => (u.bursts > 1 ? `${r.server} #${r.burst}` : r.server))];
   const table = [head, ...rows.map(([k, cell]) => [k, ...runs.map(cell)])];
   const widths = head.map((_, i) => Math.max(...table.map((row) => (row[i] ?? '').length)));
-  const line = (row: string[]): string => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const line = (row: string[]): string =>
+    row
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   const out = [
     `uploads: ${u.connections} concurrent POSTs of ${mb(u.bytes)} (Content-Length) to an upstream that reads each body whole, then holds its 200 for ${fmt(u.holdMs / 1000, 1)} s` +
       (u.bursts > 1 ? `; ${u.bursts} bursts (#1, #2, ...) through each server process, one after the other` : ''),
@@ -372,6 +436,8 @@ export function formatUploads(u: UploadsSummary): string {
       );
     }
   }
-  out.push('(RSS of the server process alone, read in it with process.memoryUsage.rss(); the client and the upstream are processes of their own)');
+  out.push(
+    '(RSS of the server process alone, read in it with process.memoryUsage.rss(); the client and the upstream are processes of their own)',
+  );
   return out.join('\n');
 }

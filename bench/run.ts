@@ -33,8 +33,21 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { forkScript, pinServerProcess, RSS_SAMPLE_MS, startSimulator, startSlowUpstream, type RemoteSimulator } from './processes.js';
-import { formatHeadToHead, runHeadToHead, startServer, type HeadToHeadSummary, type ServerChild } from './head-to-head.js';
+import {
+  forkScript,
+  pinServerProcess,
+  RSS_SAMPLE_MS,
+  startSimulator,
+  startSlowUpstream,
+  type RemoteSimulator,
+} from './processes.js';
+import {
+  formatHeadToHead,
+  runHeadToHead,
+  startServer,
+  type HeadToHeadSummary,
+  type ServerChild,
+} from './head-to-head.js';
 import type { UploadsMessage, UploadsRequest, UploadsSample } from './uploads-client.js';
 import { SETTINGS } from '../src/config/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -109,7 +122,9 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
     if (!Number.isFinite(n) || n < min) throw new Error(`${name}: "${raw}" is not a number >= ${min}`);
     return n;
   };
-  const only = env.BENCH_SCENARIOS?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const only = env.BENCH_SCENARIOS?.split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   return {
     seconds: num('BENCH_SECONDS', 2, 1),
     warmupSeconds: num('BENCH_WARMUP_SECONDS', 3, 0),
@@ -160,7 +175,11 @@ function runLoad(request: LoadRequest): Promise<LoadOutcome> {
         const cpu = process.cpuUsage(timed.cpu);
         const serverCpu = (cpu.user + cpu.system) / 1000 / (performance.now() - timed.wall);
         const serverLoopBusy = performance.eventLoopUtilization(timed.loop).utilization;
-        result = { measurement: { sample: msg.sample, serverCpu, serverLoopBusy, clientCpu: msg.clientCpu }, warmup: msg.warmup, steady: msg.steady };
+        result = {
+          measurement: { sample: msg.sample, serverCpu, serverLoopBusy, clientCpu: msg.clientCpu },
+          warmup: msg.warmup,
+          steady: msg.steady,
+        };
       } else if (msg.type === 'failed') {
         failure = msg.error;
       }
@@ -168,7 +187,12 @@ function runLoad(request: LoadRequest): Promise<LoadOutcome> {
     child.once('error', reject);
     child.once('exit', (code) => {
       if (result !== undefined) resolve(result);
-      else reject(new Error(`load generator ${failure !== undefined ? `failed: ${failure}` : `exited with code ${code} without a result`}`));
+      else
+        reject(
+          new Error(
+            `load generator ${failure !== undefined ? `failed: ${failure}` : `exited with code ${code} without a result`}`,
+          ),
+        );
     });
     child.send(request);
   });
@@ -209,7 +233,13 @@ async function runRounds(list: Scenario[], settings: Settings): Promise<Scenario
 }
 
 /** One line per measurement on stderr, so a long run shows progress and stdout stays the report. */
-function logProgress(round: number, rounds: number, name: string, m: Measurement, warmup: LoadSample | undefined): void {
+function logProgress(
+  round: number,
+  rounds: number,
+  name: string,
+  m: Measurement,
+  warmup: LoadSample | undefined,
+): void {
   const s = m.sample;
   const bad = s.errors + s.timeouts + s.non2xx + (warmup ? warmup.errors + warmup.timeouts + warmup.non2xx : 0);
   const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
@@ -274,7 +304,10 @@ async function runPacing(settings: Settings, dir: string): Promise<PacingSummary
  * would get 503 queue_full, and a queue whose wait nears the deadline 429 rate_limited: the run
  * would then measure refusals, not pacing. Half the deadline leaves room for timer lateness.
  */
-function checkPacingLoad(connections: number, setUp: { allowedPerSecond: number; queueLimit: number; deadlineMs: number }): void {
+function checkPacingLoad(
+  connections: number,
+  setUp: { allowedPerSecond: number; queueLimit: number; deadlineMs: number },
+): void {
   const waitSeconds = connections / setUp.allowedPerSecond;
   if (connections >= setUp.queueLimit || waitSeconds > setUp.deadlineMs / 1000 / 2) {
     throw new Error(
@@ -309,7 +342,12 @@ function runUploadsClient(request: UploadsRequest): Promise<UploadsSample> {
     child.once('error', reject);
     child.once('exit', (code) => {
       if (reply?.type === 'done') resolve(reply.sample);
-      else reject(new Error(`uploads client ${reply?.type === 'failed' ? `failed: ${reply.error}` : `exited with code ${code} without a result`}`));
+      else
+        reject(
+          new Error(
+            `uploads client ${reply?.type === 'failed' ? `failed: ${reply.error}` : `exited with code ${code} without a result`}`,
+          ),
+        );
     });
     child.send(request);
   });
@@ -339,7 +377,9 @@ function readKernelPeak(pid: number): number | undefined {
 }
 
 /** From keap-proxy's /metrics: keap_proxy_body_buffer_bytes{kind="limit"|"in_use"}, and keap_proxy_requests_total by status (all routes). */
-async function readKeapMetrics(url: string): Promise<{ limit: number; inUse: number; answered: Record<string, number> }> {
+async function readKeapMetrics(
+  url: string,
+): Promise<{ limit: number; inUse: number; answered: Record<string, number> }> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const gauge = (kind: string): number => {
     const m = new RegExp(`^keap_proxy_body_buffer_bytes\\{kind="${kind}"\\} (\\S+)$`, 'm').exec(text);
@@ -356,7 +396,8 @@ async function readKeapMetrics(url: string): Promise<{ limit: number; inUse: num
 /** Per status, what `after` counted beyond `before`; statuses without any left out. */
 function countsSince(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [status, n] of Object.entries(after)) if (n - (before[status] ?? 0) > 0) out[status] = n - (before[status] ?? 0);
+  for (const [status, n] of Object.entries(after))
+    if (n - (before[status] ?? 0) > 0) out[status] = n - (before[status] ?? 0);
   return out;
 }
 
@@ -385,7 +426,10 @@ async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string)
         timeoutSeconds: Math.ceil(holdMs / 1000) + 60,
       });
       const warm = await runUploadsClient(request(1, 1024));
-      if (warm.statusCodes['200'] !== 1) throw new Error(`uploads ${scenario}: the warm-up upload was answered ${JSON.stringify({ ...warm.statusCodes, ...warm.failures })}`);
+      if (warm.statusCodes['200'] !== 1)
+        throw new Error(
+          `uploads ${scenario}: the warm-up upload was answered ${JSON.stringify({ ...warm.statusCodes, ...warm.failures })}`,
+        );
       await sleep(500);
       // Later bursts start from where the last one's settle left the process: what a second wave meets.
       for (let burst = 1; burst <= bursts; burst++) {
@@ -402,13 +446,23 @@ async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string)
         const after = await upstream.counters();
         const run: UploadsRun = {
           server: scenario,
-          label: scenario === 'keap-proxy' ? 'keap-proxy (OAuth, pacing off, info log, body limits at their defaults)' : 'bare http-proxy-3 forwarder',
+          label:
+            scenario === 'keap-proxy'
+              ? 'keap-proxy (OAuth, pacing off, info log, body limits at their defaults)'
+              : 'bare http-proxy-3 forwarder',
           burst,
           rss: { before: watched.now, peak: atEnd.peak, after: settled.now, kernelPeak },
           sample,
-          upstream: { requests: after.requests - before.requests, bytes: after.bytes - before.bytes, aborted: after.aborted - before.aborted },
+          upstream: {
+            requests: after.requests - before.requests,
+            bytes: after.bytes - before.bytes,
+            aborted: after.aborted - before.aborted,
+          },
           ...(keapBefore !== undefined && keapAfter !== undefined
-            ? { bodyBuffer: { limit: keapAfter.limit, inUseAfter: keapAfter.inUse }, answeredByServer: countsSince(keapBefore.answered, keapAfter.answered) }
+            ? {
+                bodyBuffer: { limit: keapAfter.limit, inUseAfter: keapAfter.inUse },
+                answeredByServer: countsSince(keapBefore.answered, keapAfter.answered),
+              }
             : {}),
         };
         runs.push(run);
@@ -421,7 +475,16 @@ async function runUploads(settings: Settings, sim: RemoteSimulator, dir: string)
     await sleep(300);
   }
   const replay = SETTINGS.find((s) => s.name === 'REPLAY_BODY_BYTES')?.default;
-  return { connections, bytes, holdMs, settleMs: UPLOADS_SETTLE_MS, sampleMs: RSS_SAMPLE_MS, replayBodyBytes: Number(replay), bursts, runs };
+  return {
+    connections,
+    bytes,
+    holdMs,
+    settleMs: UPLOADS_SETTLE_MS,
+    sampleMs: RSS_SAMPLE_MS,
+    replayBodyBytes: Number(replay),
+    bursts,
+    runs,
+  };
 }
 
 function uploadsNote(u: UploadsSummary): string {
@@ -456,11 +519,20 @@ async function main(): Promise<void> {
     const pacingOn = selected(settings, PACING);
     const headToHeadOn = selected(settings, HEAD_TO_HEAD);
     const uploadsOn = selected(settings, UPLOADS);
-    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn) throw new Error(`BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS].join(', ')}`);
+    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn)
+      throw new Error(
+        `BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS].join(', ')}`,
+      );
     const perMeasurement = settings.warmupSeconds + settings.seconds;
-    console.error(pinned ? 'servers pinned to core 0; simulator and load generator to core 1' : 'not pinned to cores (one core, or no taskset): expect noisier figures');
+    console.error(
+      pinned
+        ? 'servers pinned to core 0; simulator and load generator to core 1'
+        : 'not pinned to cores (one core, or no taskset): expect noisier figures',
+    );
     if (list.length > 0) {
-      console.error(`keap-proxy bench: GET ${REQUEST_PATH}, ${settings.connections} connections, ${settings.rounds} rounds x ${list.length} scenarios x (${settings.warmupSeconds}s warm-up + ${settings.seconds}s), about ${Math.ceil(settings.rounds * list.length * (perMeasurement + 0.6))}s`);
+      console.error(
+        `keap-proxy bench: GET ${REQUEST_PATH}, ${settings.connections} connections, ${settings.rounds} rounds x ${list.length} scenarios x (${settings.warmupSeconds}s warm-up + ${settings.seconds}s), about ${Math.ceil(settings.rounds * list.length * (perMeasurement + 0.6))}s`,
+      );
     }
     const results = await runRounds(list, settings);
     const summaries = results.map(summarize);
@@ -468,14 +540,27 @@ async function main(): Promise<void> {
 
     let headToHead: HeadToHeadSummary | undefined;
     if (headToHeadOn) {
-      console.error(`head-to-head: bare forwarder and keap-proxy side by side on core 0, ${settings.rounds} rounds of ${settings.warmupSeconds}s + ${settings.seconds}s`);
-      headToHead = await runHeadToHead({ sim, dir, path: REQUEST_PATH, rounds: settings.rounds, seconds: settings.seconds, warmupSeconds: settings.warmupSeconds, connections: settings.connections, target: 0.9 });
+      console.error(
+        `head-to-head: bare forwarder and keap-proxy side by side on core 0, ${settings.rounds} rounds of ${settings.warmupSeconds}s + ${settings.seconds}s`,
+      );
+      headToHead = await runHeadToHead({
+        sim,
+        dir,
+        path: REQUEST_PATH,
+        rounds: settings.rounds,
+        seconds: settings.seconds,
+        warmupSeconds: settings.warmupSeconds,
+        connections: settings.connections,
+        target: 0.9,
+      });
     }
 
     let pacing: PacingSummary | undefined;
     if (pacingOn) {
       const p = settings.pacing;
-      console.error(`pacing: GET ${REQUEST_PATH}, ${p.connections} connections for ${p.seconds}s through keap-proxy at RATE_LIMIT_PER_SECOND ${p.limitPerSecond}, simulator answering 429 above ${p.limitPerSecond}/s`);
+      console.error(
+        `pacing: GET ${REQUEST_PATH}, ${p.connections} connections for ${p.seconds}s through keap-proxy at RATE_LIMIT_PER_SECOND ${p.limitPerSecond}, simulator answering 429 above ${p.limitPerSecond}/s`,
+      );
       pacing = await runPacing(settings, dir);
       logPacingProgress(pacing);
     }
@@ -483,12 +568,21 @@ async function main(): Promise<void> {
     let uploads: UploadsSummary | undefined;
     if (uploadsOn) {
       const u = settings.uploads;
-      console.error(`uploads: ${u.connections} concurrent POSTs of ${(u.bytes / 2 ** 20).toFixed(1)} MiB to an upstream holding each answer ${u.holdMs} ms, through the bare forwarder, then keap-proxy`);
+      console.error(
+        `uploads: ${u.connections} concurrent POSTs of ${(u.bytes / 2 ** 20).toFixed(1)} MiB to an upstream holding each answer ${u.holdMs} ms, through the bare forwarder, then keap-proxy`,
+      );
       uploads = await runUploads(settings, sim, dir);
     }
 
-    const headToHeadBad = headToHead?.rounds.some((r) => r.bare.bad + r.keap.bad > 0) === true ? ['head-to-head: answers other than 2xx'] : [];
-    const clientBad = [...failures(summaries), ...headToHeadBad, ...(pacing !== undefined ? pacingClientFailures(pacing) : [])];
+    const headToHeadBad =
+      headToHead?.rounds.some((r) => r.bare.bad + r.keap.bad > 0) === true
+        ? ['head-to-head: answers other than 2xx']
+        : [];
+    const clientBad = [
+      ...failures(summaries),
+      ...headToHeadBad,
+      ...(pacing !== undefined ? pacingClientFailures(pacing) : []),
+    ];
     const uploadsBad = uploads !== undefined ? uploadsFailures(uploads) : [];
     const bad = [...clientBad, ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : []), ...uploadsBad];
 
@@ -497,7 +591,9 @@ async function main(): Promise<void> {
     if (pacing !== undefined) console.log('\n' + formatPacing(pacing));
     if (uploads !== undefined) console.log('\n' + formatUploads(uploads));
     if (bad.length > 0) {
-      console.log(`\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, or uploads answered otherwise than expected:\n  ${bad.join('\n  ')}`);
+      console.log(
+        `\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, or uploads answered otherwise than expected:\n  ${bad.join('\n  ')}`,
+      );
       exitCode = 1;
     } else {
       const throughputRan = summaries.length > 0 || headToHead !== undefined || pacing !== undefined;
@@ -509,7 +605,16 @@ async function main(): Promise<void> {
       console.log(`\n${notes.join('; ')}`);
     }
 
-    const file = writeResults({ settings, summaries, comparisons, headToHead, pacing, uploads, bad, allResponses2xx: clientBad.length === 0 });
+    const file = writeResults({
+      settings,
+      summaries,
+      comparisons,
+      headToHead,
+      pacing,
+      uploads,
+      bad,
+      allResponses2xx: clientBad.length === 0,
+    });
     console.log(`results written to ${path.relative(process.cwd(), file)}`);
   } finally {
     await sim.close();
@@ -534,7 +639,13 @@ function writeResults(data: {
   const file = path.join(dir, 'latest.json');
   const json = {
     generatedAt: new Date().toISOString(),
-    machine: { node: process.version, platform: process.platform, arch: process.arch, cpus: cpus().length, cpuModel: cpus()[0]?.model },
+    machine: {
+      node: process.version,
+      platform: process.platform,
+      arch: process.arch,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+    },
     settings: { path: REQUEST_PATH, method: 'GET', pipelining: 1, ...data.settings },
     scenarios: data.summaries,
     comparisons: data.comparisons,

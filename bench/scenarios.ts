@@ -87,7 +87,10 @@ export function bareForwarder(ctx: BenchContext): Scenario {
  * (c) keap-proxy as deployed (OAuth mode, `info` logging), pacing off so the figure is the
  * proxy's own cost. Log lines go to a file: writing them is part of what is measured.
  */
-export function keapProxy(ctx: BenchContext, opts: { name?: string; label?: string; ratePerSecond?: number } = {}): Scenario {
+export function keapProxy(
+  ctx: BenchContext,
+  opts: { name?: string; label?: string; ratePerSecond?: number } = {},
+): Scenario {
   const name = opts.name ?? 'keap-proxy';
   let instance = 0;
   return {
@@ -95,7 +98,10 @@ export function keapProxy(ctx: BenchContext, opts: { name?: string; label?: stri
     label: opts.label ?? 'keap-proxy (OAuth, pacing off, info log)',
     async start() {
       instance += 1;
-      return startKeapProxy(keapProxyConfig(ctx, opts.ratePerSecond ?? 0), path.join(ctx.dir, `${name}-${instance}.log`));
+      return startKeapProxy(
+        keapProxyConfig(ctx, opts.ratePerSecond ?? 0),
+        path.join(ctx.dir, `${name}-${instance}.log`),
+      );
     },
   };
 }

@@ -12,7 +12,8 @@ import { KeapSimulator, type SimulatorCounters, type SimulatorOptions } from '..
 import { SIM_OPTIONS_ENV } from './processes.js';
 
 export type SimRequest = { type: 'token'; id: number } | { type: 'counters'; id: number } | { type: 'close' };
-export type SimAnswer = { type: 'token'; id: number; token: string } | { type: 'counters'; id: number; counters: SimulatorCounters };
+export type SimAnswer =
+  { type: 'token'; id: number; token: string } | { type: 'counters'; id: number; counters: SimulatorCounters };
 export type SimMessage = { type: 'ready'; url: string; tokenUrl: string } | SimAnswer;
 
 const options = JSON.parse(process.env[SIM_OPTIONS_ENV] ?? '{}') as SimulatorOptions;

@@ -20,7 +20,8 @@ export interface UpstreamCounters {
   aborted: number;
 }
 export type UpstreamRequest = { type: 'counters'; id: number } | { type: 'close' };
-export type UpstreamMessage = { type: 'ready'; url: string } | { type: 'counters'; id: number; counters: UpstreamCounters };
+export type UpstreamMessage =
+  { type: 'ready'; url: string } | { type: 'counters'; id: number; counters: UpstreamCounters };
 
 const holdMs = Number(process.env[UPSTREAM_HOLD_ENV] ?? '2000');
 const counters: UpstreamCounters = { requests: 0, bytes: 0, aborted: 0 };

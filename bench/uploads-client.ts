@@ -111,7 +111,11 @@ async function run(req: UploadsRequest): Promise<UploadsSample> {
   const answerMs: UploadsSample['answerMs'] = {};
   for (const [status, ms] of Object.entries(times)) {
     ms.sort((a, b) => a - b);
-    answerMs[status] = { min: ms[0] as number, p50: ms[Math.floor((ms.length - 1) / 2)] as number, max: ms[ms.length - 1] as number };
+    answerMs[status] = {
+      min: ms[0] as number,
+      p50: ms[Math.floor((ms.length - 1) / 2)] as number,
+      max: ms[ms.length - 1] as number,
+    };
   }
   return { statusCodes, errorCodes, failures, answerMs, durationMs };
 }
@@ -122,7 +126,10 @@ if (process.send !== undefined) {
   process.once('message', (msg: UploadsRequest) => {
     void run(msg)
       .then((sample): UploadsMessage => ({ type: 'done', sample }))
-      .catch((err: unknown): UploadsMessage => ({ type: 'failed', error: err instanceof Error ? err.message : String(err) }))
+      .catch((err: unknown): UploadsMessage => ({
+        type: 'failed',
+        error: err instanceof Error ? err.message : String(err),
+      }))
       .then((reply) => process.send?.(reply, undefined, undefined, () => process.exit(0)));
   });
 }

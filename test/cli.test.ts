@@ -15,10 +15,12 @@ const ACCESS = 'access-token-that-must-not-show';
 const REFRESH = 'refresh-token-that-must-not-show';
 const SECRET = 'client-secret-that-must-not-show';
 
-
 function oauthConfig(): Config {
   const dir = tempDir();
-  return loadConfig({ env: { KEAP_CLIENT_ID: 'cid', KEAP_CLIENT_SECRET: SECRET, TOKEN_STORE: path.join(dir, 'store', 'tokens.json') }, cwd: dir });
+  return loadConfig({
+    env: { KEAP_CLIENT_ID: 'cid', KEAP_CLIENT_SECRET: SECRET, TOKEN_STORE: path.join(dir, 'store', 'tokens.json') },
+    cwd: dir,
+  });
 }
 
 function grant(refreshAgeMs: number, accessLeftMs: number): Grant {
@@ -43,13 +45,33 @@ describe('parseArgs', () => {
   it('no subcommand runs the proxy; --config works for every command', () => {
     expect(parseArgs([])).toEqual({ kind: 'serve', configFile: undefined });
     expect(parseArgs(['--config', 'a.properties'])).toEqual({ kind: 'serve', configFile: 'a.properties' });
-    expect(parseArgs(['auth', '--config=b.properties'])).toEqual({ kind: 'auth', configFile: 'b.properties', code: undefined, state: undefined, timeoutMs: undefined });
-    expect(parseArgs(['token', 'status', '--json', '--config', 'c'])).toEqual({ kind: 'token-status', configFile: 'c', json: true });
-    expect(parseArgs(['--config', 'd', 'token', 'status'])).toEqual({ kind: 'token-status', configFile: 'd', json: false });
+    expect(parseArgs(['auth', '--config=b.properties'])).toEqual({
+      kind: 'auth',
+      configFile: 'b.properties',
+      code: undefined,
+      state: undefined,
+      timeoutMs: undefined,
+    });
+    expect(parseArgs(['token', 'status', '--json', '--config', 'c'])).toEqual({
+      kind: 'token-status',
+      configFile: 'c',
+      json: true,
+    });
+    expect(parseArgs(['--config', 'd', 'token', 'status'])).toEqual({
+      kind: 'token-status',
+      configFile: 'd',
+      json: false,
+    });
   });
 
   it('auth takes --code, --state and --timeout', () => {
-    expect(parseArgs(['auth', '--code', '-abc_123', '--state=st', '--timeout', '60'])).toEqual({ kind: 'auth', configFile: undefined, code: '-abc_123', state: 'st', timeoutMs: 60_000 });
+    expect(parseArgs(['auth', '--code', '-abc_123', '--state=st', '--timeout', '60'])).toEqual({
+      kind: 'auth',
+      configFile: undefined,
+      code: '-abc_123',
+      state: 'st',
+      timeoutMs: 60_000,
+    });
     expect(parseArgs(['auth', '--timeout=5'])).toMatchObject({ timeoutMs: 5000 });
   });
 
@@ -82,7 +104,17 @@ describe('parseArgs', () => {
 describe('--help', () => {
   it('lists the subcommands with their options and the OAuth endpoints', () => {
     const help = helpText();
-    for (const text of ['keap-proxy auth', '--code CODE', '--state STATE', '--timeout SECONDS', 'keap-proxy token status', '--json', '--config FILE', '/oauth/start', '/oauth/callback']) {
+    for (const text of [
+      'keap-proxy auth',
+      '--code CODE',
+      '--state STATE',
+      '--timeout SECONDS',
+      'keap-proxy token status',
+      '--json',
+      '--config FILE',
+      '/oauth/start',
+      '/oauth/callback',
+    ]) {
       expect(help).toContain(text);
     }
   });
@@ -113,23 +145,42 @@ describe('keap-proxy token status', () => {
       grant: {
         tenant: 'ab123.infusionsoft.com',
         scope: 'full|ab123.infusionsoft.com',
-        accessToken: { present: true, expiresAt: '2026-11-20T11:00:00.000Z', expiresInSeconds: -3600, expired: true, issuedAt: '2026-11-19T11:00:00.000Z' },
-        refreshToken: { issuedAt: '2026-11-20T10:00:00.000Z', ageSeconds: 7200, age: '2h 0m', lifetimeDays: 45, expiresAt: '2027-01-04T10:00:00.000Z', condition: 'ok' },
+        accessToken: {
+          present: true,
+          expiresAt: '2026-11-20T11:00:00.000Z',
+          expiresInSeconds: -3600,
+          expired: true,
+          issuedAt: '2026-11-19T11:00:00.000Z',
+        },
+        refreshToken: {
+          issuedAt: '2026-11-20T10:00:00.000Z',
+          ageSeconds: 7200,
+          age: '2h 0m',
+          lifetimeDays: 45,
+          expiresAt: '2027-01-04T10:00:00.000Z',
+          condition: 'ok',
+        },
       },
     });
     for (const secret of [ACCESS, REFRESH, SECRET]) expect(text).not.toContain(secret);
   });
 
-  it('warns when the refresh token nears Keap\'s 45-day lifetime, and when it is past it', async () => {
+  it("warns when the refresh token nears Keap's 45-day lifetime, and when it is past it", async () => {
     const config = oauthConfig();
     const store = new FileTokenStore(config.tokenStore.path);
     await store.save(grant(31 * DAY, HOUR));
     const near = await status(config, false);
     expect(near.text).toMatch(/WARNING: the refresh token is 31d 0h old; Keap kills it after 45 days/);
-    expect(JSON.parse((await status(config, true)).text)).toMatchObject({ grant: { refreshToken: { condition: 'refresh_soon' } } });
+    expect(JSON.parse((await status(config, true)).text)).toMatchObject({
+      grant: { refreshToken: { condition: 'refresh_soon' } },
+    });
     await store.save(grant(46 * DAY, HOUR));
-    expect((await status(config, false)).text).toMatch(/WARNING: the refresh token is older than Keap's 45-day lifetime and is most likely dead: run `keap-proxy auth`/);
-    expect(JSON.parse((await status(config, true)).text)).toMatchObject({ grant: { refreshToken: { condition: 'expired' } } });
+    expect((await status(config, false)).text).toMatch(
+      /WARNING: the refresh token is older than Keap's 45-day lifetime and is most likely dead: run `keap-proxy auth`/,
+    );
+    expect(JSON.parse((await status(config, true)).text)).toMatchObject({
+      grant: { refreshToken: { condition: 'expired' } },
+    });
   });
 
   it('exits 1 with how to authorize when the store is empty', async () => {
@@ -140,7 +191,11 @@ describe('keap-proxy token status', () => {
     expect(human.text).toContain(config.tokenStore.path);
     const json = await status(config, true);
     expect(json.code).toBe(1);
-    expect(JSON.parse(json.text)).toEqual({ store: config.tokenStore.path, grant: null, message: expect.stringContaining('keap-proxy auth') });
+    expect(JSON.parse(json.text)).toEqual({
+      store: config.tokenStore.path,
+      grant: null,
+      message: expect.stringContaining('keap-proxy auth'),
+    });
   });
 
   it('is refused in key mode', async () => {

@@ -39,10 +39,21 @@ function errorText(c: Case, dir = tempDir()): string {
 }
 
 /** The CLI as a shell runs it: exit code and everything it printed. */
-async function cli(argv: string[], env: Record<string, string>, cwd: string): Promise<{ code: number | undefined; stdout: string; stderr: string }> {
+async function cli(
+  argv: string[],
+  env: Record<string, string>,
+  cwd: string,
+): Promise<{ code: number | undefined; stdout: string; stderr: string }> {
   const stdout = new Out();
   const stderr = new Out();
-  const code = await runCli({ argv, env, stdout, stderr, cwd, serve: () => Promise.reject(new Error('the configuration should have been refused')) });
+  const code = await runCli({
+    argv,
+    env,
+    stdout,
+    stderr,
+    cwd,
+    serve: () => Promise.reject(new Error('the configuration should have been refused')),
+  });
   return { code, stdout: stdout.text, stderr: stderr.text };
 }
 
@@ -50,44 +61,139 @@ const cases: [string, Case][] = [
   // Secret settings, each in a configuration that is refused for a reason involving it.
   ['KEAP_CLIENT_ID without a secret', { env: { KEAP_CLIENT_ID: MARKER }, names: ['KEAP_CLIENT_SECRET'] }],
   ['KEAP_CLIENT_SECRET without an id', { env: { KEAP_CLIENT_SECRET: MARKER }, names: ['KEAP_CLIENT_ID'] }],
-  ['KEAP_API_KEY with OAuth credentials', { env: { KEAP_CLIENT_ID: MARKER, KEAP_CLIENT_SECRET: `${MARKER}-s`, KEAP_API_KEY: `${MARKER}-k` }, names: ['KEAP_API_KEY'] }],
-  ['KEAP_REFRESH_TOKEN in key mode', { env: { KEAP_API_KEY: `${MARKER}-k`, KEAP_REFRESH_TOKEN: MARKER }, names: ['KEAP_REFRESH_TOKEN'] }],
-  ['a PROXY_CLIENT_KEYS key that is too short', { env: { ...OAUTH, PROXY_CLIENT_KEYS: `${MARKER},MRK1234` }, names: ['PROXY_CLIENT_KEYS'] }],
-  ['a PROXY_CLIENT_KEYS key with white space', { env: { ...OAUTH, PROXY_CLIENT_KEYS: `${MARKER} ${MARKER}` }, names: ['PROXY_CLIENT_KEYS'] }],
-  ['REDIS_URL with credentials, next to another error', { env: { ...OAUTH, REDIS_URL: `redis://user:${MARKER}@redis:6379`, PORT: 'x' }, names: ['PORT'] }],
-  ...SECRET_SETTINGS.map((name): [string, Case] => [`${name} and ${name}_FILE both set`, { env: { ...OAUTH, [name]: MARKER, [`${name}_FILE`]: '/nonexistent/file' }, names: [`${name}_FILE`] }]),
-  ...SECRET_SETTINGS.map((name): [string, Case] => [`${name}_FILE naming a path that cannot be read`, { env: { ...OAUTH, [`${name}_FILE`]: `/nonexistent/${MARKER}` }, names: [`${name}_FILE`] }]),
+  [
+    'KEAP_API_KEY with OAuth credentials',
+    {
+      env: { KEAP_CLIENT_ID: MARKER, KEAP_CLIENT_SECRET: `${MARKER}-s`, KEAP_API_KEY: `${MARKER}-k` },
+      names: ['KEAP_API_KEY'],
+    },
+  ],
+  [
+    'KEAP_REFRESH_TOKEN in key mode',
+    { env: { KEAP_API_KEY: `${MARKER}-k`, KEAP_REFRESH_TOKEN: MARKER }, names: ['KEAP_REFRESH_TOKEN'] },
+  ],
+  [
+    'a PROXY_CLIENT_KEYS key that is too short',
+    { env: { ...OAUTH, PROXY_CLIENT_KEYS: `${MARKER},MRK1234` }, names: ['PROXY_CLIENT_KEYS'] },
+  ],
+  [
+    'a PROXY_CLIENT_KEYS key with white space',
+    { env: { ...OAUTH, PROXY_CLIENT_KEYS: `${MARKER} ${MARKER}` }, names: ['PROXY_CLIENT_KEYS'] },
+  ],
+  [
+    'REDIS_URL with credentials, next to another error',
+    { env: { ...OAUTH, REDIS_URL: `redis://user:${MARKER}@redis:6379`, PORT: 'x' }, names: ['PORT'] },
+  ],
+  ...SECRET_SETTINGS.map((name): [string, Case] => [
+    `${name} and ${name}_FILE both set`,
+    { env: { ...OAUTH, [name]: MARKER, [`${name}_FILE`]: '/nonexistent/file' }, names: [`${name}_FILE`] },
+  ]),
+  ...SECRET_SETTINGS.map((name): [string, Case] => [
+    `${name}_FILE naming a path that cannot be read`,
+    { env: { ...OAUTH, [`${name}_FILE`]: `/nonexistent/${MARKER}` }, names: [`${name}_FILE`] },
+  ]),
   // The easy mistake: the secret itself pasted where its file's path belongs.
-  ...SECRET_SETTINGS.map((name): [string, Case] => [`${name}_FILE holding the secret instead of a path`, { env: { ...OAUTH, [`${name}_FILE`]: MARKER }, names: [`${name}_FILE`] }]),
+  ...SECRET_SETTINGS.map((name): [string, Case] => [
+    `${name}_FILE holding the secret instead of a path`,
+    { env: { ...OAUTH, [`${name}_FILE`]: MARKER }, names: [`${name}_FILE`] },
+  ]),
   // URL settings with credentials, in every shape that fails validation.
   ...URL_SETTINGS.flatMap((name): [string, Case][] => [
-    [`${name} with user:password@`, { env: { ...OAUTH, [name]: `https://user:${MARKER}@api.example` }, names: [name, 'https://***@api.example'] }],
-    [`${name} with user:password@ and a query`, { env: { ...OAUTH, [name]: `https://user:${MARKER}@api.example/x?y=1` }, names: [name] }],
-    [`${name} with credentials and another scheme`, { env: { ...OAUTH, [name]: `ftp://user:${MARKER}@api.example` }, names: [name] }],
-    [`${name} with credentials and no scheme`, { env: { ...OAUTH, [name]: `user:${MARKER}@api.example` }, names: [name] }],
-    [`${name} with an unencoded '/' in the password`, { env: { ...OAUTH, [name]: `https://user:pa/${MARKER}@api.example` }, names: [name] }],
-    [`${name} with white space in the credentials`, { env: { ...OAUTH, [name]: `https://us er:${MARKER}@api.example` }, names: [name] }],
-    [`${name} with credentials and a bad port`, { env: { ...OAUTH, [name]: `https://user:${MARKER}@api.example:99999` }, names: [name] }],
+    [
+      `${name} with user:password@`,
+      { env: { ...OAUTH, [name]: `https://user:${MARKER}@api.example` }, names: [name, 'https://***@api.example'] },
+    ],
+    [
+      `${name} with user:password@ and a query`,
+      { env: { ...OAUTH, [name]: `https://user:${MARKER}@api.example/x?y=1` }, names: [name] },
+    ],
+    [
+      `${name} with credentials and another scheme`,
+      { env: { ...OAUTH, [name]: `ftp://user:${MARKER}@api.example` }, names: [name] },
+    ],
+    [
+      `${name} with credentials and no scheme`,
+      { env: { ...OAUTH, [name]: `user:${MARKER}@api.example` }, names: [name] },
+    ],
+    [
+      `${name} with an unencoded '/' in the password`,
+      { env: { ...OAUTH, [name]: `https://user:pa/${MARKER}@api.example` }, names: [name] },
+    ],
+    [
+      `${name} with white space in the credentials`,
+      { env: { ...OAUTH, [name]: `https://us er:${MARKER}@api.example` }, names: [name] },
+    ],
+    [
+      `${name} with credentials and a bad port`,
+      { env: { ...OAUTH, [name]: `https://user:${MARKER}@api.example:99999` }, names: [name] },
+    ],
   ]),
   // Settings that are no URL, given one with credentials.
   ...['HOST', 'PORT', 'LOG_LEVEL', 'RATE_LIMIT_MARGIN', 'QUEUE_LIMIT', 'TOKEN_STORE'].map((name): [string, Case] => [
     `${name} given a URL with credentials`,
     { env: { ...OAUTH, [name]: `redis://user:${MARKER}@host:6379` }, names: [name] },
   ]),
-  ['an ALLOWED_HOSTS entry that is a URL with credentials', { env: { ...OAUTH, ALLOWED_HOSTS: `ok.example,https://user:${MARKER}@host` }, names: ['ALLOWED_HOSTS'] }],
-  ['an ALLOWED_HOSTS entry with credentials and a wildcard', { env: { ...OAUTH, ALLOWED_HOSTS: `*.user:${MARKER}@host` }, names: ['ALLOWED_HOSTS'] }],
-  ['RELAY_CORS_HEADERS holding a URL with credentials', { env: { ...OAUTH, RELAY_CORS_HEADERS: `https://user:${MARKER}@host` }, names: ['RELAY_CORS_HEADERS'] }],
-  ['a CACHE_RULES rule with credentials in it', { env: { ...OAUTH, CACHE_RULES: `/ok*=30,https://user:${MARKER}@host/x=30` }, names: ['CACHE_RULES'] }],
+  [
+    'an ALLOWED_HOSTS entry that is a URL with credentials',
+    { env: { ...OAUTH, ALLOWED_HOSTS: `ok.example,https://user:${MARKER}@host` }, names: ['ALLOWED_HOSTS'] },
+  ],
+  [
+    'an ALLOWED_HOSTS entry with credentials and a wildcard',
+    { env: { ...OAUTH, ALLOWED_HOSTS: `*.user:${MARKER}@host` }, names: ['ALLOWED_HOSTS'] },
+  ],
+  [
+    'RELAY_CORS_HEADERS holding a URL with credentials',
+    { env: { ...OAUTH, RELAY_CORS_HEADERS: `https://user:${MARKER}@host` }, names: ['RELAY_CORS_HEADERS'] },
+  ],
+  [
+    'a CACHE_RULES rule with credentials in it',
+    { env: { ...OAUTH, CACHE_RULES: `/ok*=30,https://user:${MARKER}@host/x=30` }, names: ['CACHE_RULES'] },
+  ],
   // Config file lines that cannot be parsed, or name no setting.
-  ['a config file line that is only a secret', { env: OAUTH, file: ['PORT=8080', MARKER], names: ['keap.properties', 'line 2'] }],
-  ['a config file line that lost its "="', { env: OAUTH, file: [`KEAP_CLIENT_SECRET ${MARKER}`], names: ['keap.properties', 'line 1', 'KEAP_CLIENT_SECRET'] }],
-  ['a config file line that lost its "=" before a ":"', { env: OAUTH, file: ['# c', `KEAP_API_KEY ${MARKER}:tail`], names: ['keap.properties', 'line 2', 'KEAP_API_KEY'] }],
-  ['a config file line that starts with "="', { env: OAUTH, file: [`=${MARKER}`], names: ['keap.properties', 'line 1'] }],
-  ['a base64 secret on a line of its own (it ends in "=")', { env: OAUTH, file: [`${MARKER}==`], names: ['keap.properties', 'line 1'] }],
+  [
+    'a config file line that is only a secret',
+    { env: OAUTH, file: ['PORT=8080', MARKER], names: ['keap.properties', 'line 2'] },
+  ],
+  [
+    'a config file line that lost its "="',
+    { env: OAUTH, file: [`KEAP_CLIENT_SECRET ${MARKER}`], names: ['keap.properties', 'line 1', 'KEAP_CLIENT_SECRET'] },
+  ],
+  [
+    'a config file line that lost its "=" before a ":"',
+    { env: OAUTH, file: ['# c', `KEAP_API_KEY ${MARKER}:tail`], names: ['keap.properties', 'line 2', 'KEAP_API_KEY'] },
+  ],
+  [
+    'a config file line that starts with "="',
+    { env: OAUTH, file: [`=${MARKER}`], names: ['keap.properties', 'line 1'] },
+  ],
+  [
+    'a base64 secret on a line of its own (it ends in "=")',
+    { env: OAUTH, file: [`${MARKER}==`], names: ['keap.properties', 'line 1'] },
+  ],
   ['a secret as the name of a setting', { env: OAUTH, file: [`${MARKER}=x`], names: ['keap.properties', 'line 1'] }],
   // Secrets the config file gives, refused with the file's other problems.
-  ['secrets in a config file, with a bad line', { env: {}, file: [`oauth.api.key=${MARKER}`, `oauth.api.secret=${MARKER}`, `KEAP_API_KEY=${MARKER}`, `PROXY_CLIENT_KEYS=${MARKER}`, 'junk'], names: ['KEAP_API_KEY', 'line 5'] }],
-  ['a secret in a config file and its _FILE in the environment', { env: { KEAP_CLIENT_SECRET_FILE: '/nonexistent' }, file: ['KEAP_CLIENT_ID=x', `KEAP_CLIENT_SECRET=${MARKER}`], names: ['KEAP_CLIENT_SECRET_FILE'] }],
+  [
+    'secrets in a config file, with a bad line',
+    {
+      env: {},
+      file: [
+        `oauth.api.key=${MARKER}`,
+        `oauth.api.secret=${MARKER}`,
+        `KEAP_API_KEY=${MARKER}`,
+        `PROXY_CLIENT_KEYS=${MARKER}`,
+        'junk',
+      ],
+      names: ['KEAP_API_KEY', 'line 5'],
+    },
+  ],
+  [
+    'a secret in a config file and its _FILE in the environment',
+    {
+      env: { KEAP_CLIENT_SECRET_FILE: '/nonexistent' },
+      file: ['KEAP_CLIENT_ID=x', `KEAP_CLIENT_SECRET=${MARKER}`],
+      names: ['KEAP_CLIENT_SECRET_FILE'],
+    },
+  ],
 ];
 
 describe('configuration errors never show a secret', () => {
@@ -110,9 +216,11 @@ describe('configuration errors never show a secret', () => {
     expect(text).not.toContain(MARKER);
   });
 
-  it('a non-secret value is still quoted, without a URL\'s credentials', () => {
+  it("a non-secret value is still quoted, without a URL's credentials", () => {
     expect(errorText({ env: { ...OAUTH, PORT: 'abc' }, names: [] })).toContain('PORT: "abc" is not a whole number');
-    expect(errorText({ env: { ...OAUTH, KEAP_TOKEN_URL: `https://user:${MARKER}@auth.example/token` }, names: [] })).toContain('KEAP_TOKEN_URL: "https://***@auth.example/token" is not an http(s) URL without credentials');
+    expect(
+      errorText({ env: { ...OAUTH, KEAP_TOKEN_URL: `https://user:${MARKER}@auth.example/token` }, names: [] }),
+    ).toContain('KEAP_TOKEN_URL: "https://***@auth.example/token" is not an http(s) URL without credentials');
   });
 
   it.each(cases)('through the CLI: %s', async (_title, c) => {
@@ -133,7 +241,11 @@ describe('configuration errors never show a secret', () => {
     const key = await cli(['token', 'status'], { KEAP_API_KEY: MARKER }, dir);
     expect(key.code).toBe(2);
     expect(key.stderr).toMatch(/token status: this configuration is key mode \(KEAP_API_KEY\)/);
-    const auth = await cli(['auth'], { KEAP_CLIENT_ID: MARKER, KEAP_CLIENT_SECRET: MARKER, TOKEN_STORE: path.join(dir, 'tokens.json') }, dir);
+    const auth = await cli(
+      ['auth'],
+      { KEAP_CLIENT_ID: MARKER, KEAP_CLIENT_SECRET: MARKER, TOKEN_STORE: path.join(dir, 'tokens.json') },
+      dir,
+    );
     expect(auth.code).toBe(2);
     expect(auth.stderr).toMatch(/KEAP_REDIRECT_URI: required by `keap-proxy auth`/);
     for (const r of [key, auth]) expect(r.stdout + r.stderr).not.toContain(MARKER);

@@ -2,7 +2,14 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ConfigError, SETTINGS, loadConfig, parseProperties, configSummary, DEFAULT_CONFIG_FILE } from '../src/config/config.js';
+import {
+  ConfigError,
+  SETTINGS,
+  loadConfig,
+  parseProperties,
+  configSummary,
+  DEFAULT_CONFIG_FILE,
+} from '../src/config/config.js';
 import { helpText } from '../src/cli/cli-help.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
@@ -25,7 +32,13 @@ function tmp(): string {
 describe('loadConfig', () => {
   it('applies the documented defaults in OAuth mode', () => {
     const c = loadConfig({ env: OAUTH, cwd: tmp() });
-    expect(c.credentials).toEqual({ mode: 'oauth', clientId: 'id-123', clientSecret: 'secret-456', redirectUri: undefined, seedRefreshToken: undefined });
+    expect(c.credentials).toEqual({
+      mode: 'oauth',
+      clientId: 'id-123',
+      clientSecret: 'secret-456',
+      redirectUri: undefined,
+      seedRefreshToken: undefined,
+    });
     expect(c.host).toBe('127.0.0.1');
     expect(c.port).toBe(8080);
     expect(c.keapApiUrl.href).toBe('https://api.infusionsoft.com/');
@@ -34,7 +47,15 @@ describe('loadConfig', () => {
     expect(c.upstreamTimeoutMs).toBe(60_000);
     expect(c.maxBodyBytes).toBe(50 * 1024 * 1024);
     expect(c.replayBodyBytes).toBe(10 * 1024 * 1024);
-    expect(c.pacing).toEqual({ perSecond: 25, perMinute: 1500, perDay: 150_000, tenantPerMinute: 10_000, tenantPerDay: 250_000, margin: 0.9, queueLimit: 1000 });
+    expect(c.pacing).toEqual({
+      perSecond: 25,
+      perMinute: 1500,
+      perDay: 150_000,
+      tenantPerMinute: 10_000,
+      tenantPerDay: 250_000,
+      margin: 0.9,
+      queueLimit: 1000,
+    });
     expect(c.requestDeadlineMs).toBe(30_000);
     expect(c.cacheRules).toBe('');
     expect(c.proxyClientKeys).toEqual([]);
@@ -80,21 +101,33 @@ describe('loadConfig', () => {
     [{ ...OAUTH, REQUEST_DEADLINE_MS: '0' }, /REQUEST_DEADLINE_MS: "0"/],
     [{ ...OAUTH, PROXY_CLIENT_KEYS: 'short' }, /PROXY_CLIENT_KEYS: every key must be at least 16 characters/],
     [{ ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379' }, /TOKEN_STORE: a Redis token store is not supported yet/],
-    [{ ...OAUTH, ALLOWED_HOSTS: 'ok.example,proxy.internal:8080' }, /ALLOWED_HOSTS: "proxy.internal:8080": give the host name alone, without scheme or port/],
+    [
+      { ...OAUTH, ALLOWED_HOSTS: 'ok.example,proxy.internal:8080' },
+      /ALLOWED_HOSTS: "proxy.internal:8080": give the host name alone, without scheme or port/,
+    ],
     [{ ...OAUTH, ALLOWED_HOSTS: '*' }, /ALLOWED_HOSTS: "\*": wildcards are not supported/],
     [{ ...OAUTH, ALLOWED_HOSTS: 'not a host' }, /ALLOWED_HOSTS: "not a host" is not a host name or IP address/],
     [{ ...OAUTH, RELAY_CORS_HEADERS: 'yes' }, /RELAY_CORS_HEADERS: "yes" is not true or false/],
     // The path is not shown: it may be the secret itself, pasted into the wrong variable.
-    [{ KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' }, /KEAP_CLIENT_SECRET_FILE: cannot read <secret, not shown> \(ENOENT\); point it at a readable file/],
+    [
+      { KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: '/nonexistent/secret' },
+      /KEAP_CLIENT_SECRET_FILE: cannot read <secret, not shown> \(ENOENT\); point it at a readable file/,
+    ],
   ])('%o is refused with a message naming the setting', (env, message) => {
     expect(problemsOf(() => loadConfig({ env, cwd: tmp() })).join('\n')).toMatch(message);
   });
 
   it('reads ALLOWED_HOSTS and RELAY_CORS_HEADERS', () => {
-    const c = loadConfig({ env: { ...OAUTH, ALLOWED_HOSTS: 'Keap-Proxy.Internal, 10.0.0.5', RELAY_CORS_HEADERS: 'TRUE' }, cwd: tmp() });
+    const c = loadConfig({
+      env: { ...OAUTH, ALLOWED_HOSTS: 'Keap-Proxy.Internal, 10.0.0.5', RELAY_CORS_HEADERS: 'TRUE' },
+      cwd: tmp(),
+    });
     expect(c.allowedHosts).toEqual(['keap-proxy.internal', '10.0.0.5']);
     expect(c.relayCorsHeaders).toBe(true);
-    expect(configSummary(c)).toMatchObject({ allowedHosts: ['keap-proxy.internal', '10.0.0.5'], relayCorsHeaders: true });
+    expect(configSummary(c)).toMatchObject({
+      allowedHosts: ['keap-proxy.internal', '10.0.0.5'],
+      relayCorsHeaders: true,
+    });
   });
 
   it('reports every problem at once', () => {
@@ -106,43 +139,76 @@ describe('loadConfig', () => {
     const dir = tmp();
     writeFileSync(path.join(dir, 'secret'), 'from-file-secret\n');
     writeFileSync(path.join(dir, 'keys'), 'client-key-aaaaaaaaaaaa,client-key-bbbbbbbbbbbb\n');
-    const c = loadConfig({ env: { KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: 'secret', PROXY_CLIENT_KEYS_FILE: path.join(dir, 'keys') }, cwd: dir });
+    const c = loadConfig({
+      env: { KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: 'secret', PROXY_CLIENT_KEYS_FILE: path.join(dir, 'keys') },
+      cwd: dir,
+    });
     expect(c.credentials.mode === 'oauth' && c.credentials.clientSecret).toBe('from-file-secret');
     expect(c.proxyClientKeys).toEqual(['client-key-aaaaaaaaaaaa', 'client-key-bbbbbbbbbbbb']);
-    expect(problemsOf(() => loadConfig({ env: { ...OAUTH, KEAP_CLIENT_SECRET_FILE: 'secret' }, cwd: dir })).join()).toMatch(/set both KEAP_CLIENT_SECRET and KEAP_CLIENT_SECRET_FILE/);
+    expect(
+      problemsOf(() => loadConfig({ env: { ...OAUTH, KEAP_CLIENT_SECRET_FILE: 'secret' }, cwd: dir })).join(),
+    ).toMatch(/set both KEAP_CLIENT_SECRET and KEAP_CLIENT_SECRET_FILE/);
   });
 
   it('reads a config file, environment variables win, SAP connector names are accepted', () => {
     const dir = tmp();
     writeFileSync(
       path.join(dir, 'my.properties'),
-      ['# comment', '! also a comment', 'oauth.api.key = sap-id', 'oauth.api.secret: sap-secret', 'oauth.callback.url=https://example.com/cb', 'PORT=9000', 'UPSTREAM_TIMEOUT_MS=1234'].join('\n'),
+      [
+        '# comment',
+        '! also a comment',
+        'oauth.api.key = sap-id',
+        'oauth.api.secret: sap-secret',
+        'oauth.callback.url=https://example.com/cb',
+        'PORT=9000',
+        'UPSTREAM_TIMEOUT_MS=1234',
+      ].join('\n'),
     );
     const c = loadConfig({ env: { PORT: '9001' }, configFile: 'my.properties', cwd: dir });
-    expect(c.credentials).toMatchObject({ mode: 'oauth', clientId: 'sap-id', clientSecret: 'sap-secret', redirectUri: 'https://example.com/cb' });
+    expect(c.credentials).toMatchObject({
+      mode: 'oauth',
+      clientId: 'sap-id',
+      clientSecret: 'sap-secret',
+      redirectUri: 'https://example.com/cb',
+    });
     expect(c.port).toBe(9001);
     expect(c.upstreamTimeoutMs).toBe(1234);
     expect(c.configFile).toBe('my.properties');
 
     writeFileSync(path.join(dir, 'legacy.properties'), 'infusionsoft.private.key=legacy-key\n');
-    expect(loadConfig({ env: { KEAP_PROXY_CONFIG: 'legacy.properties' }, cwd: dir }).credentials).toEqual({ mode: 'key', apiKey: 'legacy-key' });
+    expect(loadConfig({ env: { KEAP_PROXY_CONFIG: 'legacy.properties' }, cwd: dir }).credentials).toEqual({
+      mode: 'key',
+      apiKey: 'legacy-key',
+    });
   });
 
   it('refuses unknown settings and unreadable files in a config file', () => {
     const dir = tmp();
     writeFileSync(path.join(dir, 'bad.properties'), 'PROT=8080\n');
-    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'bad.properties', cwd: dir })).join()).toMatch(/config file "bad.properties", line 1: unknown setting \(did you mean PORT\?\)/);
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'bad.properties', cwd: dir })).join()).toMatch(
+      /config file "bad.properties", line 1: unknown setting \(did you mean PORT\?\)/,
+    );
     writeFileSync(path.join(dir, 'case.properties'), 'port=8080\n');
-    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'case.properties', cwd: dir })).join()).toMatch(/line 1: unknown setting \(did you mean PORT\?\)/);
-    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'missing.properties', cwd: dir })).join()).toMatch(/config file "missing.properties": cannot be read/);
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'case.properties', cwd: dir })).join()).toMatch(
+      /line 1: unknown setting \(did you mean PORT\?\)/,
+    );
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'missing.properties', cwd: dir })).join()).toMatch(
+      /config file "missing.properties": cannot be read/,
+    );
     writeFileSync(path.join(dir, 'garbage.properties'), '# comment\njust words\n');
-    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'garbage.properties', cwd: dir })).join()).toMatch(/config file "garbage.properties", line 2: expected NAME=value; the line is not shown/);
+    expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'garbage.properties', cwd: dir })).join()).toMatch(
+      /config file "garbage.properties", line 2: expected NAME=value; the line is not shown/,
+    );
   });
 
   it('the summary logged at start carries no secret', () => {
-    const c = loadConfig({ env: { ...OAUTH, KEAP_REFRESH_TOKEN: 'seed-secret-value', PROXY_CLIENT_KEYS: 'client-key-aaaaaaaaaaaa' }, cwd: tmp() });
+    const c = loadConfig({
+      env: { ...OAUTH, KEAP_REFRESH_TOKEN: 'seed-secret-value', PROXY_CLIENT_KEYS: 'client-key-aaaaaaaaaaaa' },
+      cwd: tmp(),
+    });
     const text = JSON.stringify(configSummary(c));
-    for (const secret of ['id-123', 'secret-456', 'seed-secret-value', 'client-key-aaaaaaaaaaaa']) expect(text).not.toContain(secret);
+    for (const secret of ['id-123', 'secret-456', 'seed-secret-value', 'client-key-aaaaaaaaaaaa'])
+      expect(text).not.toContain(secret);
     expect(configSummary(c)).toMatchObject({ mode: 'oauth', seedRefreshToken: true, clientKeys: 1 });
   });
 });
@@ -158,7 +224,11 @@ describe('the documented defaults', () => {
     const withFile = loadConfig({ env: OAUTH, cwd: repo });
     const without = loadConfig({ env: OAUTH, cwd: tmp() });
     expect(withFile.configFile).toBe(DEFAULT_CONFIG_FILE);
-    expect({ ...withFile, configFile: undefined, tokenStore: undefined }).toEqual({ ...without, configFile: undefined, tokenStore: undefined });
+    expect({ ...withFile, configFile: undefined, tokenStore: undefined }).toEqual({
+      ...without,
+      configFile: undefined,
+      tokenStore: undefined,
+    });
   });
 
   it('README and --help name every setting', () => {

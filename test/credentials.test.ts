@@ -14,7 +14,10 @@ function xmlCall(privateKeyParam: string, method = 'ContactService.load'): strin
 /** The struct members the simulator's XML-RPC echo answers with. */
 function member(xml: string, name: string): string | undefined {
   const m = new RegExp(`<name>${name}</name>\\s*<value>(?:<\\w+>)?([^<]*)`).exec(xml);
-  return m?.[1]?.replace(/&(amp|lt|gt|quot|apos);/g, (_, e: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" })[e] ?? '');
+  return m?.[1]?.replace(
+    /&(amp|lt|gt|quot|apos);/g,
+    (_, e: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" })[e] ?? '',
+  );
 }
 
 let h: Harness | undefined;
@@ -27,7 +30,9 @@ describe('OAuth mode', () => {
   it('exchanges the seed once at start, stores the grant and injects the bearer token', async () => {
     h = await startHarness({ mode: 'oauth' });
     expect(h.sim.counters.refreshGrants).toBe(1);
-    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { authorization: 'Bearer client-supplied', 'x-keap-api-key': 'client-supplied-key' } });
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', {
+      headers: { authorization: 'Bearer client-supplied', 'x-keap-api-key': 'client-supplied-key' },
+    });
     expect(r.status).toBe(200);
     const echo = r.json<Echo>();
     expect(echo.headers.authorization).toMatch(/^Bearer \S+$/);
@@ -63,7 +68,9 @@ describe('OAuth mode', () => {
 describe('key mode', () => {
   it('injects X-Keap-API-Key on REST calls and strips client credentials', async () => {
     h = await startHarness({ mode: 'key' });
-    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { authorization: 'Bearer theirs', 'X-Keap-API-Key': 'theirs' } });
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', {
+      headers: { authorization: 'Bearer theirs', 'X-Keap-API-Key': 'theirs' },
+    });
     const echo = r.json<Echo>();
     expect(echo.headers['x-keap-api-key']).toBe(SIM_API_KEY);
     expect(echo.headers.authorization).toBeUndefined();
@@ -97,7 +104,9 @@ describe('key mode', () => {
   it('XML-escapes a legacy key and serves the old /api/xmlrpc path from /crm/xmlrpc/v1', async () => {
     const key = `legacy&<key>"'`;
     h = await startHarness({ mode: 'key', env: { KEAP_API_KEY: key }, sim: { legacyKeys: [key], apiKeys: [key] } });
-    const r = await send(h.proxy.url, 'POST', '/api/xmlrpc', { body: xmlCall('<param><value><string></string></value></param>') });
+    const r = await send(h.proxy.url, 'POST', '/api/xmlrpc', {
+      body: xmlCall('<param><value><string></string></value></param>'),
+    });
     expect(r.status).toBe(200);
     expect(member(r.text(), 'privateKey')).toBe(key);
     const sent = h.sim.lastRequests.at(-1);
@@ -107,19 +116,25 @@ describe('key mode', () => {
 
   it('a legacy Encrypted Key authenticates through the privateKey', async () => {
     h = await startHarness({ mode: 'key', env: { KEAP_API_KEY: SIM_LEGACY_KEY } });
-    const r = await send(h.proxy.url, 'POST', '/crm/xmlrpc', { body: xmlCall('<param><value><string></string></value></param>') });
+    const r = await send(h.proxy.url, 'POST', '/crm/xmlrpc', {
+      body: xmlCall('<param><value><string></string></value></param>'),
+    });
     expect(member(r.text(), 'authenticatedBy')).toBe('legacy-key');
   });
 
   it('inserts a privateKey into a call with no params', async () => {
     h = await startHarness({ mode: 'key' });
-    const r = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: '<?xml version="1.0"?><methodCall><methodName>DataService.echo</methodName></methodCall>' });
+    const r = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
+      body: '<?xml version="1.0"?><methodCall><methodName>DataService.echo</methodName></methodCall>',
+    });
     expect(member(r.text(), 'privateKey')).toBe(SIM_API_KEY);
   });
 
   it('malformed XML-RPC gets 400 JSON and never reaches Keap', async () => {
     h = await startHarness({ mode: 'key' });
-    const r = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: '<methodCall><methodName>x</methodName><params><param><value><string>oops' });
+    const r = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
+      body: '<methodCall><methodName>x</methodName><params><param><value><string>oops',
+    });
     expect(r.status).toBe(400);
     expect(r.json()).toMatchObject({ error: 'malformed_xmlrpc' });
     expect(h.sim.counters.apiCalls).toBe(0);
@@ -129,13 +144,19 @@ describe('key mode', () => {
 describe('client keys (PROXY_CLIENT_KEYS)', () => {
   it('requires one of the keys as a bearer token, without calling Keap otherwise', async () => {
     h = await startHarness({ mode: 'key', env: { PROXY_CLIENT_KEYS: `other-key-aaaaaaaaaaaaaa,${CLIENT_KEY}` } });
-    for (const headers of [{}, { authorization: 'Bearer wrong-key-xxxxxxxxxxxx' }, { authorization: `Basic ${CLIENT_KEY}` }]) {
+    for (const headers of [
+      {},
+      { authorization: 'Bearer wrong-key-xxxxxxxxxxxx' },
+      { authorization: `Basic ${CLIENT_KEY}` },
+    ]) {
       const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers });
       expect(r.status).toBe(401);
       expect(r.json()).toMatchObject({ error: 'client_unauthorized' });
     }
     expect(h.sim.counters.apiCalls).toBe(0);
-    const ok = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { authorization: `Bearer ${CLIENT_KEY}` } });
+    const ok = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', {
+      headers: { authorization: `Bearer ${CLIENT_KEY}` },
+    });
     expect(ok.status).toBe(200);
     expect(ok.json<Echo>().headers.authorization).toBeUndefined();
     expect(ok.json<Echo>().headers['x-keap-api-key']).toBe(SIM_API_KEY);
@@ -143,11 +164,15 @@ describe('client keys (PROXY_CLIENT_KEYS)', () => {
 
   it('XML-RPC clients may send the client key as privateKey; it never reaches Keap', async () => {
     h = await startHarness({ mode: 'oauth', env: { PROXY_CLIENT_KEYS: CLIENT_KEY } });
-    const ok = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: xmlCall(`<param><value><string>${CLIENT_KEY}</string></value></param>`) });
+    const ok = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
+      body: xmlCall(`<param><value><string>${CLIENT_KEY}</string></value></param>`),
+    });
     expect(ok.status).toBe(200);
     expect(member(ok.text(), 'authenticatedBy')).toBe('bearer');
     expect(h.sim.lastRequests.at(-1)?.body.toString()).not.toContain(CLIENT_KEY);
-    const bad = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: xmlCall('<param><value><string>guess</string></value></param>') });
+    const bad = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
+      body: xmlCall('<param><value><string>guess</string></value></param>'),
+    });
     expect(bad.status).toBe(401);
   });
 

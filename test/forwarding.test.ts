@@ -21,18 +21,23 @@ afterAll(async () => {
   await h.close();
 });
 
-
 describe('forwarding', () => {
-  it.each(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])('%s passes method, path and query through unchanged', async (method) => {
-    const path = '/crm/rest/v1/__echo/a%20b/c?x=1&y=%C3%A9&y=2&empty=&flag';
-    const body = method === 'GET' || method === 'OPTIONS' ? undefined : `{"method":"${method}"}`;
-    const r = await send(h.proxy.url, method, path, { body, headers: body ? { 'content-type': 'application/json' } : {} });
-    expect(r.status).toBe(200);
-    const echo = r.json<Echo>();
-    expect(echo.method).toBe(method);
-    expect(echo.url).toBe(path);
-    if (body) expect(Buffer.from(echo.bodyBase64 ?? '', 'base64').toString()).toBe(body);
-  });
+  it.each(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])(
+    '%s passes method, path and query through unchanged',
+    async (method) => {
+      const path = '/crm/rest/v1/__echo/a%20b/c?x=1&y=%C3%A9&y=2&empty=&flag';
+      const body = method === 'GET' || method === 'OPTIONS' ? undefined : `{"method":"${method}"}`;
+      const r = await send(h.proxy.url, method, path, {
+        body,
+        headers: body ? { 'content-type': 'application/json' } : {},
+      });
+      expect(r.status).toBe(200);
+      const echo = r.json<Echo>();
+      expect(echo.method).toBe(method);
+      expect(echo.url).toBe(path);
+      if (body) expect(Buffer.from(echo.bodyBase64 ?? '', 'base64').toString()).toBe(body);
+    },
+  );
 
   it('HEAD passes through', async () => {
     const r = await send(h.proxy.url, 'HEAD', '/crm/rest/v1/__echo');
@@ -43,7 +48,10 @@ describe('forwarding', () => {
 
   it('binary bodies arrive byte-identical', async () => {
     const body = randomBytes(40_000);
-    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__echo', { body, headers: { 'content-type': 'application/octet-stream' } });
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__echo', {
+      body,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     const echo = r.json<Echo>();
     expect(echo.bodyLength).toBe(body.length);
     expect(Buffer.from(echo.bodyBase64 ?? '', 'base64').equals(body)).toBe(true);
@@ -61,11 +69,14 @@ describe('forwarding', () => {
     const u = new URL(h.proxy.url);
     const parts = [randomBytes(1000), randomBytes(70_000), randomBytes(3)];
     const echo = await new Promise<Echo>((resolve, reject) => {
-      const req = http.request({ host: u.hostname, port: u.port, method: 'POST', path: '/crm/rest/v1/__echo', agent: false }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString()) as Echo));
-      });
+      const req = http.request(
+        { host: u.hostname, port: u.port, method: 'POST', path: '/crm/rest/v1/__echo', agent: false },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString()) as Echo));
+        },
+      );
       req.on('error', reject);
       for (const p of parts) req.write(p);
       req.end();
@@ -85,26 +96,39 @@ describe('forwarding', () => {
   it('responses stream: the first chunk arrives before the upstream has finished', async () => {
     const u = new URL(h.proxy.url);
     const started = Date.now();
-    const { firstChunkAt, endAt, text } = await new Promise<{ firstChunkAt: number; endAt: number; text: string }>((resolve, reject) => {
-      http
-        .get({ host: u.hostname, port: u.port, path: '/crm/rest/v1/__stream?chunks=4&delayMs=150', agent: false }, (res) => {
-          let first = 0;
-          let text = '';
-          res.on('data', (c: Buffer) => {
-            first ||= Date.now();
-            text += c.toString();
-          });
-          res.on('end', () => resolve({ firstChunkAt: first, endAt: Date.now(), text }));
-        })
-        .on('error', reject);
-    });
+    const { firstChunkAt, endAt, text } = await new Promise<{ firstChunkAt: number; endAt: number; text: string }>(
+      (resolve, reject) => {
+        http
+          .get(
+            { host: u.hostname, port: u.port, path: '/crm/rest/v1/__stream?chunks=4&delayMs=150', agent: false },
+            (res) => {
+              let first = 0;
+              let text = '';
+              res.on('data', (c: Buffer) => {
+                first ||= Date.now();
+                text += c.toString();
+              });
+              res.on('end', () => resolve({ firstChunkAt: first, endAt: Date.now(), text }));
+            },
+          )
+          .on('error', reject);
+      },
+    );
     expect(text).toBe('chunk 0\nchunk 1\nchunk 2\nchunk 3\n');
     expect(firstChunkAt - started).toBeLessThan(endAt - started - 300);
   });
 
   it('drops hop-by-hop headers, sets Host and X-Forwarded-*, keeps end-to-end headers', async () => {
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', {
-      headers: { connection: 'keep-alive, x-private-hop', 'x-private-hop': 'secret', 'keep-alive': 'timeout=5', 'proxy-authorization': 'Basic abc', te: 'trailers', 'x-custom': 'kept', accept: 'application/json' },
+      headers: {
+        connection: 'keep-alive, x-private-hop',
+        'x-private-hop': 'secret',
+        'keep-alive': 'timeout=5',
+        'proxy-authorization': 'Basic abc',
+        te: 'trailers',
+        'x-custom': 'kept',
+        accept: 'application/json',
+      },
     });
     const echo = r.json<Echo>();
     const simHost = new URL(h.sim.url).host;
@@ -113,14 +137,17 @@ describe('forwarding', () => {
     expect(echo.headers['x-forwarded-proto']).toBe('http');
     expect(echo.headers['x-custom']).toBe('kept');
     expect(echo.headers.accept).toBe('application/json');
-    for (const hop of ['x-private-hop', 'keep-alive', 'proxy-authorization', 'te']) expect(echo.headers[hop], hop).toBeUndefined();
+    for (const hop of ['x-private-hop', 'keep-alive', 'proxy-authorization', 'te'])
+      expect(echo.headers[hop], hop).toBeUndefined();
   });
 
   it('honours X-Request-Id and propagates it; makes one when absent', async () => {
     const given = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { 'x-request-id': 'abc-123' } });
     expect(given.headers['x-request-id']).toBe('abc-123');
     expect(given.json<Echo>().headers['x-request-id']).toBe('abc-123');
-    const made = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { 'x-request-id': 'bad id with spaces' } });
+    const made = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', {
+      headers: { 'x-request-id': 'bad id with spaces' },
+    });
     expect(made.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(made.json<Echo>().headers['x-request-id']).toBe(made.headers['x-request-id']);
   });
@@ -137,7 +164,14 @@ describe('forwarding', () => {
 
   it('drops response headers a Connection header names, but always returns our request id', async () => {
     h.sim.route('GET', '/crm/rest/v1/__conn', (_req, res) => {
-      res.writeHead(200, { connection: 'keep-alive, x-hop, x-request-id', 'x-hop': 'gone', 'x-request-id': 'keap-id', 'x-kept': 'yes' }).end('{}');
+      res
+        .writeHead(200, {
+          connection: 'keep-alive, x-hop, x-request-id',
+          'x-hop': 'gone',
+          'x-request-id': 'keap-id',
+          'x-kept': 'yes',
+        })
+        .end('{}');
     });
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__conn', { headers: { 'x-request-id': 'ours-2' } });
     h.sim.unroute('GET', '/crm/rest/v1/__conn');
@@ -156,7 +190,10 @@ describe('forwarding', () => {
 describe('only Keap is contacted', () => {
   it('absolute-form targets are refused', async () => {
     const before = h.sim.counters.apiCalls;
-    const reply = await rawExchange(h.proxy.url, 'GET http://127.0.0.1:1/crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    const reply = await rawExchange(
+      h.proxy.url,
+      'GET http://127.0.0.1:1/crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n',
+    );
     expect(reply).toMatch(/^HTTP\/1.1 400/);
     expect(reply).toContain('"error":"absolute_form_refused"');
     expect(h.sim.counters.apiCalls).toBe(before);
@@ -207,10 +244,13 @@ describe('only Keap is contacted', () => {
     try {
       const u = new URL(small.proxy.url);
       const status = await new Promise<number>((resolve, reject) => {
-        const req = http.request({ host: u.hostname, port: u.port, method: 'POST', path: '/crm/rest/v1/__echo', agent: false }, (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        });
+        const req = http.request(
+          { host: u.hostname, port: u.port, method: 'POST', path: '/crm/rest/v1/__echo', agent: false },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
         req.on('error', reject);
         for (let i = 0; i < 10; i++) req.write(Buffer.alloc(10_000));
         req.end();
@@ -262,7 +302,13 @@ describe('upstream failures', () => {
       arrived();
     });
     const u = new URL(h.proxy.url);
-    const req = http.get({ host: u.hostname, port: u.port, path: '/crm/rest/v1/__held', agent: false, headers: { 'x-request-id': 'gone-early' } });
+    const req = http.get({
+      host: u.hostname,
+      port: u.port,
+      path: '/crm/rest/v1/__held',
+      agent: false,
+      headers: { 'x-request-id': 'gone-early' },
+    });
     req.on('error', () => undefined);
     // Gone once the request is at Keap, however long it took to get there.
     await atUpstream;

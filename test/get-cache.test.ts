@@ -45,7 +45,9 @@ describe('parseCacheRules', () => {
   });
 
   it('refuses a pattern listed twice', () => {
-    expect(() => parseCacheRules('/a*=5,/b=1,/a*=10')).toThrow("Invalid cache rule '/a*=10': this pattern is already listed");
+    expect(() => parseCacheRules('/a*=5,/b=1,/a*=10')).toThrow(
+      "Invalid cache rule '/a*=10': this pattern is already listed",
+    );
   });
 });
 
@@ -61,7 +63,8 @@ describe('GetCache.keyFor', () => {
 
   it('keys only GET', () => {
     expect(cache.keyFor('GET', TAGS, 't1', {})?.ttlMs).toBe(300_000);
-    for (const m of ['HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'get']) expect(cache.keyFor(m, TAGS, 't1', {})).toBeUndefined();
+    for (const m of ['HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'get'])
+      expect(cache.keyFor(m, TAGS, 't1', {})).toBeUndefined();
   });
 
   it('matches an exact pattern on the path only, with or without a query', () => {
@@ -83,7 +86,10 @@ describe('GetCache.keyFor', () => {
   });
 
   it('lets the most specific rule decide the TTL', () => {
-    const c = new GetCache({ rules: parseCacheRules('/crm/*=10,/crm/rest/v1/tags*=300,/crm/rest/v1/tags/categories=900'), maxBytes: 1_000_000 });
+    const c = new GetCache({
+      rules: parseCacheRules('/crm/*=10,/crm/rest/v1/tags*=300,/crm/rest/v1/tags/categories=900'),
+      maxBytes: 1_000_000,
+    });
     expect(c.keyFor('GET', '/crm/rest/v1/settings', 't', {})?.ttlMs).toBe(10_000);
     expect(c.keyFor('GET', '/crm/rest/v1/tags/1', 't', {})?.ttlMs).toBe(300_000);
     expect(c.keyFor('GET', '/crm/rest/v1/tags/categories', 't', {})?.ttlMs).toBe(900_000);
@@ -135,7 +141,13 @@ describe('GetCache.keyFor', () => {
   });
 
   it('leaves paths Keap would normalise out of a rule uncached', () => {
-    for (const url of [`${TAGS}/../contacts/1`, `${TAGS}/./1`, `${TAGS}/%2e%2e/contacts`, `${TAGS}/a%2Fb`, `${TAGS}\\..\\contacts`]) {
+    for (const url of [
+      `${TAGS}/../contacts/1`,
+      `${TAGS}/./1`,
+      `${TAGS}/%2e%2e/contacts`,
+      `${TAGS}/a%2Fb`,
+      `${TAGS}\\..\\contacts`,
+    ]) {
       expect(cache.keyFor('GET', url, 't1', {})).toBeUndefined();
     }
     // Encoded characters in the query are ordinary.
@@ -187,13 +199,54 @@ describe('GetCache.set / get', () => {
   });
 
   it('stores responses that vary only on what the key holds, or on CORS preflight headers', () => {
-    expect(cache.set('k', 5_000, 200, 'OK', [...headers, 'Vary', 'Accept-Encoding, Origin', 'vary', 'Access-Control-Request-Method,Access-Control-Request-Headers'], body)).toBe(true);
+    expect(
+      cache.set(
+        'k',
+        5_000,
+        200,
+        'OK',
+        [
+          ...headers,
+          'Vary',
+          'Accept-Encoding, Origin',
+          'vary',
+          'Access-Control-Request-Method,Access-Control-Request-Headers',
+        ],
+        body,
+      ),
+    ).toBe(true);
   });
 
-  it('keeps end-to-end headers only, and Keap\'s request id under another name', () => {
-    const raw = ['Content-Type', 'application/json', 'Connection', 'keep-alive, X-Hop', 'X-Hop', 'h', 'Keep-Alive', 'timeout=5', 'Transfer-Encoding', 'chunked', 'Content-Length', '999', 'X-Request-Id', 'keap-1', 'Age', '12', 'ETag', '"v1"'];
+  it("keeps end-to-end headers only, and Keap's request id under another name", () => {
+    const raw = [
+      'Content-Type',
+      'application/json',
+      'Connection',
+      'keep-alive, X-Hop',
+      'X-Hop',
+      'h',
+      'Keep-Alive',
+      'timeout=5',
+      'Transfer-Encoding',
+      'chunked',
+      'Content-Length',
+      '999',
+      'X-Request-Id',
+      'keap-1',
+      'Age',
+      '12',
+      'ETag',
+      '"v1"',
+    ];
     expect(cache.set('k', 5_000, 200, 'OK', raw, body)).toBe(true);
-    expect(cache.get('k')?.rawHeaders).toEqual(['Content-Type', 'application/json', 'x-upstream-request-id', 'keap-1', 'ETag', '"v1"']);
+    expect(cache.get('k')?.rawHeaders).toEqual([
+      'Content-Type',
+      'application/json',
+      'x-upstream-request-id',
+      'keap-1',
+      'ETag',
+      '"v1"',
+    ]);
   });
 
   it('does not pin the buffer a body was sliced from', () => {
@@ -235,7 +288,9 @@ describe('GetCache size bound', () => {
     const before = cache.size;
     expect(cache.set('big', 60_000, 200, 'OK', headers, Buffer.alloc(3_001))).toBe(false);
     // Within the limit on its body, over it with its headers.
-    expect(cache.set('big', 60_000, 200, 'OK', [...headers, 'X-Pad', 'p'.repeat(100)], Buffer.alloc(2_950))).toBe(false);
+    expect(cache.set('big', 60_000, 200, 'OK', [...headers, 'X-Pad', 'p'.repeat(100)], Buffer.alloc(2_950))).toBe(
+      false,
+    );
     expect(cache.get('big')).toBeUndefined();
     expect(cache.get('small')).toBeDefined();
     expect(cache.size).toBe(before);
@@ -320,18 +375,29 @@ describe('capture and serveCached over HTTP', () => {
         }
       }
       upstreamClosed = new Promise((resolve) => (markClosed = resolve));
-      const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: { 'accept-encoding': req.headers['accept-encoding'] ?? '' }, agent: false }, (proxyRes) => {
-        const pairs: string[] = [];
-        const raw = proxyRes.rawHeaders;
-        for (let i = 0; i < raw.length; i += 2) if (!HOP.has((raw[i] as string).toLowerCase())) pairs.push(raw[i] as string, raw[i + 1] as string);
-        pairs.push('x-request-id', 'our-req-id');
-        if (k !== undefined) pairs.push('x-cache', 'MISS');
-        res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, pairs);
-        proxyRes.on('error', () => res.destroy());
-        proxyRes.on('close', () => markClosed());
-        proxyRes.pipe(res);
-        if (k !== undefined) cache.capture(k.key, k.ttlMs, proxyRes);
-      });
+      const up = http.request(
+        {
+          host: '127.0.0.1',
+          port: upstreamPort,
+          method: req.method,
+          path: req.url,
+          headers: { 'accept-encoding': req.headers['accept-encoding'] ?? '' },
+          agent: false,
+        },
+        (proxyRes) => {
+          const pairs: string[] = [];
+          const raw = proxyRes.rawHeaders;
+          for (let i = 0; i < raw.length; i += 2)
+            if (!HOP.has((raw[i] as string).toLowerCase())) pairs.push(raw[i] as string, raw[i + 1] as string);
+          pairs.push('x-request-id', 'our-req-id');
+          if (k !== undefined) pairs.push('x-cache', 'MISS');
+          res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, pairs);
+          proxyRes.on('error', () => res.destroy());
+          proxyRes.on('close', () => markClosed());
+          proxyRes.pipe(res);
+          if (k !== undefined) cache.capture(k.key, k.ttlMs, proxyRes);
+        },
+      );
       up.on('error', () => {
         res.destroy();
         markClosed();
@@ -350,7 +416,16 @@ describe('capture and serveCached over HTTP', () => {
     const payload = randomBytes(150_000);
     respond = (_req, res) => {
       // Chunked, in pieces: the cache must rebuild the body and give it a Content-Length.
-      res.writeHead(200, 'Fine', ['Content-Type', 'application/octet-stream', 'X-Keap-Thing', 'abc', 'X-Request-Id', 'keap-77', 'ETag', '"e1"']);
+      res.writeHead(200, 'Fine', [
+        'Content-Type',
+        'application/octet-stream',
+        'X-Keap-Thing',
+        'abc',
+        'X-Request-Id',
+        'keap-77',
+        'ETag',
+        '"e1"',
+      ]);
       for (let i = 0; i < payload.length; i += 16_384) res.write(payload.subarray(i, i + 16_384));
       res.end();
     };
@@ -455,7 +530,9 @@ describe('capture and serveCached over HTTP', () => {
 
   it('does not cache a body delimited only by the connection closing, which may be cut short', async () => {
     respond = (req) => {
-      req.socket.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"tags":[{"id":1},');
+      req.socket.end(
+        'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"tags":[{"id":1},',
+      );
     };
     const r = await request(frontPort, TAGS);
     expect(r.body.toString()).toBe('{"tags":[{"id":1},');

@@ -70,7 +70,11 @@ export function keyEnv(sim: KeapSimulator, key = SIM_API_KEY): Record<string, st
   return { KEAP_API_URL: sim.url, KEAP_API_KEY: key, PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'trace' };
 }
 
-export async function startHarness(opts: { mode: 'oauth' | 'key'; env?: Record<string, string>; sim?: SimulatorOptions }): Promise<Harness> {
+export async function startHarness(opts: {
+  mode: 'oauth' | 'key';
+  env?: Record<string, string>;
+  sim?: SimulatorOptions;
+}): Promise<Harness> {
   const sim = await KeapSimulator.start(opts.sim);
   const dir = tempDir();
   const base = opts.mode === 'oauth' ? oauthEnv(sim, dir) : keyEnv(sim);
@@ -98,7 +102,9 @@ export async function startHarness(opts: { mode: 'oauth' | 'key'; env?: Record<s
 }
 
 /** A `startHarness` for one test file whose harnesses are all closed after each test. */
-export function harnessPerTest(afterEach: (fn: () => Promise<void>) => void): (...args: Parameters<typeof startHarness>) => Promise<Harness> {
+export function harnessPerTest(
+  afterEach: (fn: () => Promise<void>) => void,
+): (...args: Parameters<typeof startHarness>) => Promise<Harness> {
   const open: Harness[] = [];
   afterEach(async () => {
     for (const h of open.splice(0)) await h.close();
@@ -119,26 +125,39 @@ export interface Reply {
 }
 
 /** A plain node:http request, so tests control every header and byte (fetch would add its own). */
-export function send(baseUrl: string, method: string, pathAndQuery: string, opts: { headers?: OutgoingHttpHeaders; body?: Buffer | string } = {}): Promise<Reply> {
+export function send(
+  baseUrl: string,
+  method: string,
+  pathAndQuery: string,
+  opts: { headers?: OutgoingHttpHeaders; body?: Buffer | string } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const u = new URL(baseUrl);
     const headers = { ...opts.headers };
-    if (opts.body !== undefined && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) headers['content-length'] = Buffer.byteLength(opts.body);
-    const req = httpRequest({ host: u.hostname, port: u.port, method, path: pathAndQuery, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => {
-        const body = Buffer.concat(chunks);
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body,
-          json: <T>() => JSON.parse(body.toString('utf8')) as T,
-          text: () => body.toString('utf8'),
+    if (
+      opts.body !== undefined &&
+      headers['content-length'] === undefined &&
+      headers['transfer-encoding'] === undefined
+    )
+      headers['content-length'] = Buffer.byteLength(opts.body);
+    const req = httpRequest(
+      { host: u.hostname, port: u.port, method, path: pathAndQuery, headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const body = Buffer.concat(chunks);
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body,
+            json: <T>() => JSON.parse(body.toString('utf8')) as T,
+            text: () => body.toString('utf8'),
+          });
         });
-      });
-    });
+      },
+    );
     req.on('error', reject);
     req.end(opts.body);
   });

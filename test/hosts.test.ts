@@ -9,7 +9,10 @@ import { endToEndHeaders } from '../src/upstream/forwarder.js';
 let h: Harness;
 let port: string;
 beforeAll(async () => {
-  h = await startHarness({ mode: 'oauth', env: { ALLOWED_HOSTS: 'Proxy.Internal, 10.0.0.5', KEAP_REDIRECT_URI: 'http://127.0.0.1:8080/oauth/callback' } });
+  h = await startHarness({
+    mode: 'oauth',
+    env: { ALLOWED_HOSTS: 'Proxy.Internal, 10.0.0.5', KEAP_REDIRECT_URI: 'http://127.0.0.1:8080/oauth/callback' },
+  });
   port = new URL(h.proxy.url).port;
 });
 afterAll(async () => {
@@ -17,33 +20,64 @@ afterAll(async () => {
 });
 
 describe('Host check', () => {
-  const foreign = ['evil.example', 'evil.example:8080', '127.0.0.1.evil.example', 'localhost.evil.example', 'proxy.internal.evil.example', '0.0.0.0:8080', '10.0.0.6', '127.1', '[::1].evil', '[::2]:80'];
+  const foreign = [
+    'evil.example',
+    'evil.example:8080',
+    '127.0.0.1.evil.example',
+    'localhost.evil.example',
+    'proxy.internal.evil.example',
+    '0.0.0.0:8080',
+    '10.0.0.6',
+    '127.1',
+    '[::1].evil',
+    '[::2]:80',
+  ];
 
-  it.each(foreign)('Host: %s gets 421 on a proxied path, /oauth/start and /metrics, and Keap sees nothing', async (host) => {
-    const api = h.sim.counters.apiCalls;
-    const tokens = h.sim.counters.tokenCalls;
-    for (const path of ['/crm/rest/v1/contacts', '/oauth/start', '/metrics', '/healthz/../metrics', '/readyzz']) {
-      const r = await send(h.proxy.url, 'GET', path, { headers: { host } });
-      expect(r.status, path).toBe(421);
-      expect(r.headers['content-type']).toMatch(/^application\/json/);
-      const body = r.json<{ error: string; message: string }>();
-      expect(body.error).toBe('misdirected_request');
-      expect(body.message).toMatch(/ALLOWED_HOSTS/);
-      expect(body.message).toMatch(/127\.0\.0\.1/);
-    }
-    expect(h.sim.counters.apiCalls).toBe(api);
-    expect(h.sim.counters.tokenCalls).toBe(tokens);
-  });
+  it.each(foreign)(
+    'Host: %s gets 421 on a proxied path, /oauth/start and /metrics, and Keap sees nothing',
+    async (host) => {
+      const api = h.sim.counters.apiCalls;
+      const tokens = h.sim.counters.tokenCalls;
+      for (const path of ['/crm/rest/v1/contacts', '/oauth/start', '/metrics', '/healthz/../metrics', '/readyzz']) {
+        const r = await send(h.proxy.url, 'GET', path, { headers: { host } });
+        expect(r.status, path).toBe(421);
+        expect(r.headers['content-type']).toMatch(/^application\/json/);
+        const body = r.json<{ error: string; message: string }>();
+        expect(body.error).toBe('misdirected_request');
+        expect(body.message).toMatch(/ALLOWED_HOSTS/);
+        expect(body.message).toMatch(/127\.0\.0\.1/);
+      }
+      expect(h.sim.counters.apiCalls).toBe(api);
+      expect(h.sim.counters.tokenCalls).toBe(tokens);
+    },
+  );
 
   it('a refused body-carrying request is not forwarded either', async () => {
     const api = h.sim.counters.apiCalls;
-    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/contacts', { headers: { host: 'evil.example', 'content-type': 'application/json' }, body: '{"given_name":"x"}' });
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/contacts', {
+      headers: { host: 'evil.example', 'content-type': 'application/json' },
+      body: '{"given_name":"x"}',
+    });
     expect(r.status).toBe(421);
     expect(h.sim.counters.apiCalls).toBe(api);
   });
 
   // PORT: the proxy's port, known only once it listens.
-  it.each(['127.0.0.1:PORT', '127.0.0.1', 'localhost', 'LocalHost:PORT', 'localhost.', '[::1]:PORT', '[::1]', '127.5.5.5', '127.255.255.255:1', 'PROXY.internal', 'proxy.INTERNAL:PORT', 'proxy.internal.', '10.0.0.5:8080'])('Host: %s is served', async (given) => {
+  it.each([
+    '127.0.0.1:PORT',
+    '127.0.0.1',
+    'localhost',
+    'LocalHost:PORT',
+    'localhost.',
+    '[::1]:PORT',
+    '[::1]',
+    '127.5.5.5',
+    '127.255.255.255:1',
+    'PROXY.internal',
+    'proxy.INTERNAL:PORT',
+    'proxy.internal.',
+    '10.0.0.5:8080',
+  ])('Host: %s is served', async (given) => {
     const host = given.replace('PORT', port);
     const before = h.sim.counters.apiCalls;
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: { host } });
@@ -75,7 +109,9 @@ describe('Host check', () => {
   });
 
   it('a refused Host is logged once, without the query string', async () => {
-    await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts?access_token=secret-in-query', { headers: { host: 'logged.example' } });
+    await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts?access_token=secret-in-query', {
+      headers: { host: 'logged.example' },
+    });
     await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers: { host: 'logged.example' } });
     const lines = h.logs.entries.filter((e) => e.event === 'host_refused' && e.host === 'logged.example');
     expect(lines).toHaveLength(1);
@@ -122,7 +158,14 @@ describe('hostAllowed', () => {
 
 describe('parseAllowedHosts', () => {
   it('normalises entries as Host values are compared', () => {
-    expect(parseAllowedHosts(' A.Example , b-1.example., ,10.1.2.3,::1,[2001:DB8:0:0::1],compose_service ')).toEqual(['a.example', 'b-1.example', '10.1.2.3', '[::1]', '[2001:db8::1]', 'compose_service']);
+    expect(parseAllowedHosts(' A.Example , b-1.example., ,10.1.2.3,::1,[2001:DB8:0:0::1],compose_service ')).toEqual([
+      'a.example',
+      'b-1.example',
+      '10.1.2.3',
+      '[::1]',
+      '[2001:db8::1]',
+      'compose_service',
+    ]);
     expect(parseAllowedHosts('')).toEqual([]);
   });
 
@@ -153,7 +196,15 @@ describe('CORS response headers', () => {
   async function corsHarness(env: Record<string, string>): Promise<Harness> {
     const c = await open({ mode: 'key', env: { CACHE_RULES: '/crm/rest/v1/__cors=60', ...env } });
     c.sim.route('GET', '/crm/rest/v1/__cors', (_req, res) => {
-      res.writeHead(200, { ...CORS, vary: 'Origin', 'x-kept': 'yes', 'content-type': 'application/json', 'content-length': '2' }).end('{}');
+      res
+        .writeHead(200, {
+          ...CORS,
+          vary: 'Origin',
+          'x-kept': 'yes',
+          'content-type': 'application/json',
+          'content-length': '2',
+        })
+        .end('{}');
     });
     return c;
   }
@@ -180,8 +231,28 @@ describe('CORS response headers', () => {
   });
 
   it('endToEndHeaders matches the names in any case and nothing else', () => {
-    const raw = ['Access-Control-Allow-Origin', '*', 'ACCESS-CONTROL-MAX-AGE', '1', 'access-control-expose-headers', 'x', 'Access-Control-Request-Method', 'GET', 'access-control-max-ages', 'kept', 'X-Keap-Product-Throttle-Available', '9'];
-    expect(endToEndHeaders(raw)).toEqual(['Access-Control-Request-Method', 'GET', 'access-control-max-ages', 'kept', 'X-Keap-Product-Throttle-Available', '9']);
+    const raw = [
+      'Access-Control-Allow-Origin',
+      '*',
+      'ACCESS-CONTROL-MAX-AGE',
+      '1',
+      'access-control-expose-headers',
+      'x',
+      'Access-Control-Request-Method',
+      'GET',
+      'access-control-max-ages',
+      'kept',
+      'X-Keap-Product-Throttle-Available',
+      '9',
+    ];
+    expect(endToEndHeaders(raw)).toEqual([
+      'Access-Control-Request-Method',
+      'GET',
+      'access-control-max-ages',
+      'kept',
+      'X-Keap-Product-Throttle-Available',
+      '9',
+    ]);
     expect(endToEndHeaders(raw, undefined, true)).toEqual(raw);
   });
 });

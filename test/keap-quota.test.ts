@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import { parseQuotaHeaders, windowMs, type QuotaReport } from '../src/keap/keap-quota.js';
 import { OAUTH } from './fixtures/keap-headers.js';
 
-
 function parse(headers: IncomingHttpHeaders): QuotaReport {
   const report = parseQuotaHeaders(headers);
   expect(report).toBeDefined();
@@ -101,7 +100,8 @@ describe('parseQuotaHeaders', () => {
 
   describe('expiry time', () => {
     const expiry = (value: string | string[]): number | undefined =>
-      parseQuotaHeaders({ 'x-keap-product-quota-limit': '150000', 'x-keap-product-quota-expiry-time': value })?.product.day?.resetsAt;
+      parseQuotaHeaders({ 'x-keap-product-quota-limit': '150000', 'x-keap-product-quota-expiry-time': value })?.product
+        .day?.resetsAt;
 
     it('reads epoch milliseconds', () => {
       expect(expiry('1723680000000')).toBe(Date.UTC(2024, 7, 15));
@@ -131,7 +131,9 @@ describe('parseQuotaHeaders', () => {
     );
 
     it('is a window of its own when only the expiry is known', () => {
-      expect(parse({ 'x-keap-product-quota-expiry-time': '1723680000000' }).product.day).toEqual({ resetsAt: 1723680000000 });
+      expect(parse({ 'x-keap-product-quota-expiry-time': '1723680000000' }).product.day).toEqual({
+        resetsAt: 1723680000000,
+      });
     });
   });
 
@@ -204,7 +206,9 @@ describe('parseQuotaHeaders', () => {
   it('reads the first copy of a repeated header, as an array or joined by Node', () => {
     expect(parse({ 'x-keap-product-quota-limit': ['150000', '1'] }).product.day).toEqual({ limit: 150000 });
     expect(parse({ 'x-keap-product-quota-limit': '150000, 1' }).product.day).toEqual({ limit: 150000 });
-    expect(parse({ 'x-keap-tenant-id': 'ps1.infusionsoft.com, ps2.infusionsoft.com' }).tenant.id).toBe('ps1.infusionsoft.com');
+    expect(parse({ 'x-keap-tenant-id': 'ps1.infusionsoft.com, ps2.infusionsoft.com' }).tenant.id).toBe(
+      'ps1.infusionsoft.com',
+    );
   });
 });
 

@@ -187,7 +187,9 @@ describe('LogWriter', () => {
   it('a proxy whose log reader is gone keeps serving, and /metrics counts the lines it could not write', async () => {
     const writer = new LogWriter({ dest: pipeWithoutReader(), minLength: 1, flushIntervalMs: 10 });
     const sim = await KeapSimulator.start();
-    const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempFile() + '.d' }), { logger: createLogger('info', writer) });
+    const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempFile() + '.d' }), {
+      logger: createLogger('info', writer),
+    });
     try {
       for (let i = 0; i < 3; i++) expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
       await new Promise<void>((done) => writer.flush(done));

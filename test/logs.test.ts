@@ -12,10 +12,19 @@ describe('logs', () => {
   it('one JSON line per request with id, method, path, status, upstream status, attempts and duration', async () => {
     const h = await startHarness({ mode: 'key' });
     try {
-      await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts?secret_query=1', { headers: { 'x-request-id': 'req-log-1' } });
+      await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts?secret_query=1', {
+        headers: { 'x-request-id': 'req-log-1' },
+      });
       await h.proxy.close();
       const line = h.logs.entries.find((e) => e.event === 'request' && e.reqId === 'req-log-1');
-      expect(line).toMatchObject({ level: 'info', method: 'GET', path: '/crm/rest/v1/contacts', status: 200, upstreamStatus: 200, attempts: 1 });
+      expect(line).toMatchObject({
+        level: 'info',
+        method: 'GET',
+        path: '/crm/rest/v1/contacts',
+        status: 200,
+        upstreamStatus: 200,
+        attempts: 1,
+      });
       expect(typeof line?.durationMs).toBe('number');
       expect(JSON.stringify(line)).not.toContain('secret_query');
       const start = h.logs.entries.find((e) => e.event === 'starting');
@@ -32,9 +41,16 @@ describe('logs', () => {
       const auth = { authorization: `Bearer ${CLIENT_KEY}` };
       const echo = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo', { headers: auth });
       secrets.add(String(echo.json<{ headers: Record<string, string> }>().headers.authorization).slice(7));
-      await send(h.proxy.url, 'POST', '/crm/rest/v1/contacts', { headers: { ...auth, 'content-type': 'application/json' }, body: '{"given_name":"Ada"}' });
-      await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: `<methodCall><methodName>x</methodName><params><param><value><string>${CLIENT_KEY}</string></value></param></params></methodCall>` });
-      await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers: { authorization: 'Bearer wrong-key-wrong-key' } });
+      await send(h.proxy.url, 'POST', '/crm/rest/v1/contacts', {
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: '{"given_name":"Ada"}',
+      });
+      await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
+        body: `<methodCall><methodName>x</methodName><params><param><value><string>${CLIENT_KEY}</string></value></param></params></methodCall>`,
+      });
+      await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', {
+        headers: { authorization: 'Bearer wrong-key-wrong-key' },
+      });
       await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { headers: auth, body: '<methodCall><params><param>' });
       await send(h.proxy.url, 'GET', '/readyz');
       const live = h.sim.currentRefreshToken();
@@ -60,7 +76,10 @@ describe('logs', () => {
   it('warns at start when listening beyond loopback without client keys', async () => {
     const open = await startHarness({ mode: 'key', env: { HOST: '0.0.0.0' } });
     await open.close();
-    expect(open.logs.entries.find((e) => e.event === 'open_listener')).toMatchObject({ level: 'warn', host: '0.0.0.0' });
+    expect(open.logs.entries.find((e) => e.event === 'open_listener')).toMatchObject({
+      level: 'warn',
+      host: '0.0.0.0',
+    });
     const gated = await startHarness({ mode: 'key', env: { HOST: '0.0.0.0', PROXY_CLIENT_KEYS: CLIENT_KEY } });
     await gated.close();
     expect(gated.logs.entries.some((e) => e.event === 'open_listener')).toBe(false);
@@ -74,9 +93,42 @@ describe('logs', () => {
     const logger = createLogger('info', capture);
     const requestLog = new RequestLog(logger);
     const records: RequestRecord[] = [
-      { time: 1_763_900_000_123, reqId: 'req-1', method: 'GET', path: '/crm/rest/v1/contacts', status: 200, upstreamStatus: 200, attempts: 1, durationMs: 12.3, outcome: undefined, cache: undefined },
-      { time: 1_763_900_000_124, reqId: 'r:2.x-y_z', method: 'POST', path: '/a"quote\\back\u0001ctl/zażółć/😀', status: undefined, upstreamStatus: undefined, attempts: 0, durationMs: 0, outcome: 'client_closed', cache: 'MISS' },
-      { time: 1_763_900_000_125, reqId: 'req-3', method: 'DELETE', path: '/x', status: 504, upstreamStatus: undefined, attempts: 2, durationMs: 60000.5, outcome: 'timeout', cache: undefined },
+      {
+        time: 1_763_900_000_123,
+        reqId: 'req-1',
+        method: 'GET',
+        path: '/crm/rest/v1/contacts',
+        status: 200,
+        upstreamStatus: 200,
+        attempts: 1,
+        durationMs: 12.3,
+        outcome: undefined,
+        cache: undefined,
+      },
+      {
+        time: 1_763_900_000_124,
+        reqId: 'r:2.x-y_z',
+        method: 'POST',
+        path: '/a"quote\\back\u0001ctl/zażółć/😀',
+        status: undefined,
+        upstreamStatus: undefined,
+        attempts: 0,
+        durationMs: 0,
+        outcome: 'client_closed',
+        cache: 'MISS',
+      },
+      {
+        time: 1_763_900_000_125,
+        reqId: 'req-3',
+        method: 'DELETE',
+        path: '/x',
+        status: 504,
+        upstreamStatus: undefined,
+        attempts: 2,
+        durationMs: 60000.5,
+        outcome: 'timeout',
+        cache: undefined,
+      },
     ];
     for (const r of records) {
       requestLog.write(r);
@@ -111,7 +163,18 @@ describe('logs', () => {
         logger.info({ event: 'other', i }, 'other');
         expected.push(`other ${i}`);
       }
-      requestLog.write({ time: 1000 + i, reqId: `req-${i}`, method: 'GET', path: `/p/${i}`, status: 200, upstreamStatus: 200, attempts: 1, durationMs: i / 10, outcome: undefined, cache: undefined });
+      requestLog.write({
+        time: 1000 + i,
+        reqId: `req-${i}`,
+        method: 'GET',
+        path: `/p/${i}`,
+        status: 200,
+        upstreamStatus: 200,
+        attempts: 1,
+        durationMs: i / 10,
+        outcome: undefined,
+        cache: undefined,
+      });
       expected.push(`request ${i}`);
     }
     await writer.close();
@@ -119,8 +182,18 @@ describe('logs', () => {
       .split('\n')
       .filter((l) => l !== '')
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(entries.map((e) => (e.event === 'other' ? `other ${String(e.i)}` : `request ${String(e.reqId).slice(4)}`))).toEqual(expected);
-    expect(entries.find((e) => e.reqId === 'req-42')).toMatchObject({ level: 'info', time: 1042, name: 'keap-proxy', path: '/p/42', status: 200, durationMs: 4.2, msg: 'request' });
+    expect(
+      entries.map((e) => (e.event === 'other' ? `other ${String(e.i)}` : `request ${String(e.reqId).slice(4)}`)),
+    ).toEqual(expected);
+    expect(entries.find((e) => e.reqId === 'req-42')).toMatchObject({
+      level: 'info',
+      time: 1042,
+      name: 'keap-proxy',
+      path: '/p/42',
+      status: 200,
+      durationMs: 4.2,
+      msg: 'request',
+    });
     rmSync(dir, { recursive: true, force: true });
   });
 });

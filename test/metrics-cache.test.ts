@@ -18,7 +18,9 @@ describe('GET /metrics', () => {
     const h = await harness({ mode: 'oauth', env: { RATE_LIMIT_PER_SECOND: '20' }, sim: { ratePerSecond: 4 } });
     await Promise.all(Array.from({ length: 10 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')));
     await send(h.proxy.url, 'GET', '/crm/rest/v1/no-such-thing');
-    await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: '<methodCall><methodName>DataService.echo</methodName></methodCall>' });
+    await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
+      body: '<methodCall><methodName>DataService.echo</methodName></methodCall>',
+    });
     const r = await send(h.proxy.url, 'GET', '/metrics');
     expect(r.status).toBe(200);
     expect(String(r.headers['content-type'])).toMatch(/text\/plain/);
@@ -27,11 +29,21 @@ describe('GET /metrics', () => {
     expect(sample(text, 'keap_proxy_requests_total', { route: 'rest', status: '404' })).toBe(1);
     expect(sample(text, 'keap_proxy_requests_total', { route: 'xmlrpc', status: '200' })).toBe(1);
     expect(sample(text, 'keap_proxy_token_refreshes_total', { outcome: 'success' })).toBe(1);
-    expect(sample(text, 'keap_proxy_rate_limited_total', { tenant: 'ab123.infusionsoft.com', outcome: 'absorbed' })).toBe(h.sim.counters.throttled);
+    expect(
+      sample(text, 'keap_proxy_rate_limited_total', { tenant: 'ab123.infusionsoft.com', outcome: 'absorbed' }),
+    ).toBe(h.sim.counters.throttled);
     expect(h.sim.counters.throttled).toBeGreaterThan(0);
     expect(sample(text, 'keap_proxy_upstream_duration_seconds_count', { route: 'rest' })).toBeGreaterThanOrEqual(11);
-    expect(sample(text, 'keap_proxy_keap_quota_limit', { tenant: 'ab123.infusionsoft.com', scope: 'product', window: 'day' })).toBe(150_000);
-    expect(sample(text, 'keap_proxy_keap_quota_used', { tenant: 'ab123.infusionsoft.com', scope: 'product', window: 'day' })).toBeGreaterThanOrEqual(11);
+    expect(
+      sample(text, 'keap_proxy_keap_quota_limit', {
+        tenant: 'ab123.infusionsoft.com',
+        scope: 'product',
+        window: 'day',
+      }),
+    ).toBe(150_000);
+    expect(
+      sample(text, 'keap_proxy_keap_quota_used', { tenant: 'ab123.infusionsoft.com', scope: 'product', window: 'day' }),
+    ).toBeGreaterThanOrEqual(11);
     expect(sample(text, 'keap_proxy_queue_depth', { tenant: 'ab123.infusionsoft.com' })).toBe(0);
     expect(text).not.toContain(String(h.sim.currentRefreshToken()));
     expect(h.sim.lastRequests.some((q) => q.url === '/metrics')).toBe(false);
@@ -45,7 +57,9 @@ describe('GET cache', () => {
     expect(first.status).toBe(200);
     expect(first.headers['x-cache']).toBe('MISS');
     const calls = h.sim.counters.apiCalls;
-    const second = await send(h.proxy.url, 'GET', '/crm/rest/v2/tags?limit=5', { headers: { 'x-request-id': 'from-cache' } });
+    const second = await send(h.proxy.url, 'GET', '/crm/rest/v2/tags?limit=5', {
+      headers: { 'x-request-id': 'from-cache' },
+    });
     expect(second.status).toBe(200);
     expect(second.headers['x-cache']).toBe('HIT');
     expect(second.headers['x-request-id']).toBe('from-cache');
@@ -54,13 +68,20 @@ describe('GET cache', () => {
     // Another query is another entry.
     expect((await send(h.proxy.url, 'GET', '/crm/rest/v2/tags?limit=6')).headers['x-cache']).toBe('MISS');
     // The client asks for a fresh answer: Keap is asked.
-    const fresh = await send(h.proxy.url, 'GET', '/crm/rest/v2/tags?limit=5', { headers: { 'cache-control': 'no-cache' } });
+    const fresh = await send(h.proxy.url, 'GET', '/crm/rest/v2/tags?limit=5', {
+      headers: { 'cache-control': 'no-cache' },
+    });
     expect(fresh.headers['x-cache']).toBeUndefined();
     expect(h.sim.counters.apiCalls).toBe(calls + 2);
     // Paths no rule names are never cached.
     const other = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
     expect(other.headers['x-cache']).toBeUndefined();
-    expect(h.logs.entries.find((e) => e.reqId === 'from-cache')).toMatchObject({ event: 'request', status: 200, cache: 'HIT', attempts: 0 });
+    expect(h.logs.entries.find((e) => e.reqId === 'from-cache')).toMatchObject({
+      event: 'request',
+      status: 200,
+      cache: 'HIT',
+      attempts: 0,
+    });
   });
 
   it('does not cache errors', async () => {

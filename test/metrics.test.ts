@@ -22,7 +22,8 @@ function parseExposition(text: string): Sample[] {
     if (brace >= 0 && brace < space) {
       name = line.slice(0, brace);
       const body = line.slice(brace + 1, line.lastIndexOf('}'));
-      for (const m of body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1] as string] = (m[2] as string).replace(/\\(.)/g, '$1');
+      for (const m of body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
+        labels[m[1] as string] = (m[2] as string).replace(/\\(.)/g, '$1');
     } else {
       name = line.slice(0, space);
     }
@@ -39,7 +40,9 @@ async function scrape(m: Metrics): Promise<Sample[]> {
 /** The value of the one sample with exactly these labels, or undefined when there is none. */
 function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
   const want = Object.entries(labels).sort();
-  const hits = samples.filter((s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(want));
+  const hits = samples.filter(
+    (s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(want),
+  );
   expect(hits.length).toBeLessThanOrEqual(1);
   return hits[0]?.value;
 }
@@ -83,7 +86,8 @@ describe('Metrics', () => {
     m.upstreamDone('rest', 29);
     m.upstreamDone('xmlrpc', 45);
     const s = await scrape(m);
-    const bucket = (route: string, le: string): number | undefined => value(s, 'keap_proxy_upstream_duration_seconds_bucket', { route, le });
+    const bucket = (route: string, le: string): number | undefined =>
+      value(s, 'keap_proxy_upstream_duration_seconds_bucket', { route, le });
     expect(bucket('rest', '0.005')).toBe(1);
     expect(bucket('rest', '0.25')).toBe(2);
     expect(bucket('rest', '30')).toBe(3);
@@ -146,7 +150,8 @@ describe('Metrics', () => {
     m.rateLimited('globex', 'rejected_full');
     m.rateLimited('globex', 'quota_spent');
     const s = await scrape(m);
-    const rl = (tenant: string, outcome: string): number | undefined => value(s, 'keap_proxy_rate_limited_total', { tenant, outcome });
+    const rl = (tenant: string, outcome: string): number | undefined =>
+      value(s, 'keap_proxy_rate_limited_total', { tenant, outcome });
     expect(rl('acme', 'absorbed')).toBe(2);
     expect(rl('acme', 'passed_on')).toBe(1);
     expect(rl('acme', 'rejected_full')).toBe(0);
@@ -179,14 +184,19 @@ describe('Metrics', () => {
 
   describe('observeQuota', () => {
     // Keap's headers without the interval of the throttle: a gap the gauges must survive.
-    const { ['x-keap-product-throttle-interval']: _interval, ['x-keap-tenant-throttle-interval']: _tenantInterval, ...headers } = OAUTH;
+    const {
+      ['x-keap-product-throttle-interval']: _interval,
+      ['x-keap-tenant-throttle-interval']: _tenantInterval,
+      ...headers
+    } = OAUTH;
     const report = parseQuotaHeaders(headers) as QuotaReport;
 
     it('exports every window Keap reported, by tenant, scope and window', async () => {
       const m = quiet();
       m.observeQuota('acme', report);
       const s = await scrape(m);
-      const q = (metric: string, scope: string, window: string): number | undefined => value(s, `keap_proxy_keap_quota_${metric}`, { tenant: 'acme', scope, window });
+      const q = (metric: string, scope: string, window: string): number | undefined =>
+        value(s, `keap_proxy_keap_quota_${metric}`, { tenant: 'acme', scope, window });
       expect(q('limit', 'product', 'day')).toBe(150000);
       expect(q('available', 'product', 'day')).toBe(149990);
       expect(q('used', 'product', 'day')).toBe(10);
@@ -211,15 +221,28 @@ describe('Metrics', () => {
       const m = quiet();
       m.observeQuota('acme', report);
       m.observeQuota('globex', { product: { day: { limit: 30000, available: 5 } }, tenant: {} });
-      m.observeQuota('acme', { product: { day: { available: 149000, used: 1000 } }, tenant: { minute: { available: 42 } } });
+      m.observeQuota('acme', {
+        product: { day: { available: 149000, used: 1000 } },
+        tenant: { minute: { available: 42 } },
+      });
       const s = await scrape(m);
       expect(value(s, 'keap_proxy_keap_quota_limit', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(150000);
-      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(149000);
+      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(
+        149000,
+      );
       expect(value(s, 'keap_proxy_keap_quota_used', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(1000);
-      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'tenant', window: 'minute' })).toBe(42);
-      expect(value(s, 'keap_proxy_keap_quota_limit', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(30000);
-      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(5);
-      expect(value(s, 'keap_proxy_keap_quota_used', { tenant: 'globex', scope: 'product', window: 'day' })).toBeUndefined();
+      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'tenant', window: 'minute' })).toBe(
+        42,
+      );
+      expect(value(s, 'keap_proxy_keap_quota_limit', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(
+        30000,
+      );
+      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(
+        5,
+      );
+      expect(
+        value(s, 'keap_proxy_keap_quota_used', { tenant: 'globex', scope: 'product', window: 'day' }),
+      ).toBeUndefined();
     });
   });
 

@@ -3,7 +3,16 @@ import { createServer } from 'node:net';
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { startHarness, send, oauthEnv, tempDir, SIM_CLIENT_ID, SIM_CLIENT_SECRET, type Harness, Out } from './harness.js';
+import {
+  startHarness,
+  send,
+  oauthEnv,
+  tempDir,
+  SIM_CLIENT_ID,
+  SIM_CLIENT_SECRET,
+  type Harness,
+  Out,
+} from './harness.js';
 import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 import { AuthError, runAuth, type AuthOptions, type AuthResult } from '../src/cli/auth-command.js';
 import { StateTable, buildAuthorizeUrl } from '../src/oauth/oauth-flow.js';
@@ -11,7 +20,6 @@ import { isGrant, type Grant } from '../src/tokens/grant.js';
 
 const CLIENT_KEY = 'client-key-oauth-0123456789';
 const PROXY_REDIRECT = 'http://127.0.0.1:8080/oauth/callback';
-
 
 /** A port nothing listens on right now, for a redirect URI the auth command then listens on. */
 async function freePort(): Promise<number> {
@@ -56,9 +64,20 @@ describe('StateTable', () => {
   });
 
   it('builds the authorize URL Keap documents', () => {
-    const url = buildAuthorizeUrl(new URL('https://accounts.infusionsoft.com/app/oauth/authorize'), 'the-id', 'https://example.com/cb?x=1', 'st');
+    const url = buildAuthorizeUrl(
+      new URL('https://accounts.infusionsoft.com/app/oauth/authorize'),
+      'the-id',
+      'https://example.com/cb?x=1',
+      'st',
+    );
     expect(url.origin + url.pathname).toBe('https://accounts.infusionsoft.com/app/oauth/authorize');
-    expect(Object.fromEntries(url.searchParams)).toEqual({ client_id: 'the-id', redirect_uri: 'https://example.com/cb?x=1', response_type: 'code', scope: 'full', state: 'st' });
+    expect(Object.fromEntries(url.searchParams)).toEqual({
+      client_id: 'the-id',
+      redirect_uri: 'https://example.com/cb?x=1',
+      response_type: 'code',
+      scope: 'full',
+      state: 'st',
+    });
   });
 });
 
@@ -69,7 +88,10 @@ describe('keap-proxy auth', () => {
     sim = undefined;
   });
 
-  async function setup(redirectUri: string | undefined, extra: Record<string, string> = {}): Promise<{ sim: KeapSimulator; config: Config }> {
+  async function setup(
+    redirectUri: string | undefined,
+    extra: Record<string, string> = {},
+  ): Promise<{ sim: KeapSimulator; config: Config }> {
     sim = await KeapSimulator.start();
     const dir = tempDir();
     const env: Record<string, string> = { ...oauthEnv(sim, dir), KEAP_REFRESH_TOKEN: '', ...extra };
@@ -84,11 +106,16 @@ describe('keap-proxy auth', () => {
   }
 
   /** Starts the command in listener mode and waits until it listens (or fails first). */
-  async function startListening(options: Omit<AuthOptions, 'onListening'>): Promise<{ result: Promise<AuthResult>; info: Listening }> {
+  async function startListening(
+    options: Omit<AuthOptions, 'onListening'>,
+  ): Promise<{ result: Promise<AuthResult>; info: Listening }> {
     let listening!: (info: Listening) => void;
     const ready = new Promise<Listening>((resolve) => (listening = resolve));
     const result = runAuth({ ...options, onListening: listening });
-    const info = await Promise.race([ready, result.then(() => Promise.reject(new Error('runAuth finished before listening')))]);
+    const info = await Promise.race([
+      ready,
+      result.then(() => Promise.reject(new Error('runAuth finished before listening'))),
+    ]);
     return { result, info };
   }
 
@@ -104,7 +131,10 @@ describe('keap-proxy auth', () => {
     const out = new Out();
     const result = await runAuth({ config, out, code });
 
-    expect(result).toEqual({ outcome: 'authorized', summary: { tenant: 'ab123.infusionsoft.com', accessExpiresAt: expect.any(String), store: config.tokenStore.path } });
+    expect(result).toEqual({
+      outcome: 'authorized',
+      summary: { tenant: 'ab123.infusionsoft.com', accessExpiresAt: expect.any(String), store: config.tokenStore.path },
+    });
     expect(sim.counters.codeGrants).toBe(1);
     const request = sim.lastTokenRequests.at(-1);
     expect(request?.headers.authorization).toBeUndefined();
@@ -149,17 +179,30 @@ describe('keap-proxy auth', () => {
     expectNoSecret(out.text, [SIM_CLIENT_SECRET]);
 
     // A state that is not the printed one is refused before any code exchange.
-    const wrong = await runAuth({ config, out: new Out(), code: sim.issueAuthorizationCode(redirect), state: 'another-state' }).catch((e: unknown) => e);
+    const wrong = await runAuth({
+      config,
+      out: new Out(),
+      code: sim.issueAuthorizationCode(redirect),
+      state: 'another-state',
+    }).catch((e: unknown) => e);
     expect(wrong).toBeInstanceOf(AuthError);
     expect(sim.counters.tokenCalls).toBe(0);
     // The mismatch used the remembered state up: even the right one no longer passes.
-    const late = await runAuth({ config, out: new Out(), code: sim.issueAuthorizationCode(redirect), state }).catch((e: unknown) => e);
+    const late = await runAuth({ config, out: new Out(), code: sim.issueAuthorizationCode(redirect), state }).catch(
+      (e: unknown) => e,
+    );
     expect(late).toBeInstanceOf(AuthError);
 
     const again = new Out();
     const second = await runAuth({ config, out: again });
-    const secondState = new URL(second.outcome === 'pending' ? second.authorizeUrl : '').searchParams.get('state') ?? '';
-    const ok = await runAuth({ config, out: new Out(), code: sim.issueAuthorizationCode(redirect), state: secondState });
+    const secondState =
+      new URL(second.outcome === 'pending' ? second.authorizeUrl : '').searchParams.get('state') ?? '';
+    const ok = await runAuth({
+      config,
+      out: new Out(),
+      code: sim.issueAuthorizationCode(redirect),
+      state: secondState,
+    });
     expect(ok.outcome).toBe('authorized');
     expect(sim.counters.codeGrants).toBe(1);
   });
@@ -167,13 +210,23 @@ describe('keap-proxy auth', () => {
   it('listens on the redirect URI, exchanges the callback with our state, answers the browser and stores the grant', async () => {
     const port = await freePort();
     const redirect = `http://127.0.0.1:${port}/keap/callback`;
-    const { sim, config } = await setup(redirect, { KEAP_AUTHORIZE_URL: 'https://accounts.example.test/app/oauth/authorize' });
+    const { sim, config } = await setup(redirect, {
+      KEAP_AUTHORIZE_URL: 'https://accounts.example.test/app/oauth/authorize',
+    });
     const out = new Out();
     const { result, info } = await startListening({ config, out, timeoutMs: 10_000 });
 
     expect(info.callbackUrl).toBe(redirect);
-    expect(info.authorizeUrl.origin + info.authorizeUrl.pathname).toBe('https://accounts.example.test/app/oauth/authorize');
-    expect(Object.fromEntries(info.authorizeUrl.searchParams)).toEqual({ client_id: SIM_CLIENT_ID, redirect_uri: redirect, response_type: 'code', scope: 'full', state: info.state });
+    expect(info.authorizeUrl.origin + info.authorizeUrl.pathname).toBe(
+      'https://accounts.example.test/app/oauth/authorize',
+    );
+    expect(Object.fromEntries(info.authorizeUrl.searchParams)).toEqual({
+      client_id: SIM_CLIENT_ID,
+      redirect_uri: redirect,
+      response_type: 'code',
+      scope: 'full',
+      state: info.state,
+    });
     expect(out.text).toContain(info.authorizeUrl.href);
 
     // Wrong path: not ours.
@@ -218,11 +271,15 @@ describe('keap-proxy auth', () => {
     expect(sim.counters.codeGrants).toBe(1);
   });
 
-  it('an error=access_denied callback fails the command with Keap\'s error', async () => {
+  it("an error=access_denied callback fails the command with Keap's error", async () => {
     const port = await freePort();
     const { config } = await setup(`http://127.0.0.1:${port}/cb`);
     const { result, info } = await startListening({ config, out: new Out(), timeoutMs: 10_000 });
-    const page = await callback(info, { error: 'access_denied', error_description: 'The user denied access', state: info.state });
+    const page = await callback(info, {
+      error: 'access_denied',
+      error_description: 'The user denied access',
+      state: info.state,
+    });
     expect(page.status).toBe(400);
     const err = await result.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AuthError);
@@ -248,7 +305,9 @@ describe('keap-proxy auth', () => {
     const port = (blocker.address() as { port: number }).port;
     try {
       const { config } = await setup(`http://127.0.0.1:${port}/cb`);
-      await expect(runAuth({ config, out: new Out(), timeoutMs: 10_000 })).rejects.toThrow(/Cannot listen for the callback on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/);
+      await expect(runAuth({ config, out: new Out(), timeoutMs: 10_000 })).rejects.toThrow(
+        /Cannot listen for the callback on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/,
+      );
     } finally {
       blocker.close();
     }
@@ -258,8 +317,13 @@ describe('keap-proxy auth', () => {
     const { config } = await setup(undefined);
     await expect(runAuth({ config, out: new Out() })).rejects.toThrow(ConfigError);
     await expect(runAuth({ config, out: new Out() })).rejects.toThrow(/KEAP_REDIRECT_URI: required/);
-    const keyConfig = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-x', KEAP_REDIRECT_URI: 'http://127.0.0.1:1/cb' }, cwd: tempDir() });
-    await expect(runAuth({ config: keyConfig, out: new Out() })).rejects.toThrow(/needs OAuth mode: set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET/);
+    const keyConfig = loadConfig({
+      env: { KEAP_API_KEY: 'KeapAK-x', KEAP_REDIRECT_URI: 'http://127.0.0.1:1/cb' },
+      cwd: tempDir(),
+    });
+    await expect(runAuth({ config: keyConfig, out: new Out() })).rejects.toThrow(
+      /needs OAuth mode: set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET/,
+    );
   });
 });
 
@@ -285,11 +349,21 @@ describe('/oauth/start and /oauth/callback', () => {
 
     const { location, state } = await start();
     expect(location.origin + location.pathname).toBe('https://accounts.infusionsoft.com/app/oauth/authorize');
-    expect(Object.fromEntries(location.searchParams)).toEqual({ client_id: SIM_CLIENT_ID, redirect_uri: PROXY_REDIRECT, response_type: 'code', scope: 'full', state });
+    expect(Object.fromEntries(location.searchParams)).toEqual({
+      client_id: SIM_CLIENT_ID,
+      redirect_uri: PROXY_REDIRECT,
+      response_type: 'code',
+      scope: 'full',
+      state,
+    });
     expect(state).toMatch(/^[A-Za-z0-9_-]{43}$/);
 
     const code = h.sim.issueAuthorizationCode(PROXY_REDIRECT);
-    const page = await send(h.proxy.url, 'GET', `/oauth/callback?code=${encodeURIComponent(code)}&state=${encodeURIComponent(state)}`);
+    const page = await send(
+      h.proxy.url,
+      'GET',
+      `/oauth/callback?code=${encodeURIComponent(code)}&state=${encodeURIComponent(state)}`,
+    );
     expect(page.status).toBe(200);
     expect(page.headers['content-type']).toMatch(/^text\/html/);
     expect(page.text()).toContain('ab123.infusionsoft.com');
@@ -307,7 +381,11 @@ describe('/oauth/start and /oauth/callback', () => {
     expect(h.sim.lastRequests.some((r) => r.url.startsWith('/oauth/'))).toBe(false);
 
     // One use: the same state again is refused, and Keap is not asked.
-    const again = await send(h.proxy.url, 'GET', `/oauth/callback?code=${encodeURIComponent(h.sim.issueAuthorizationCode(PROXY_REDIRECT))}&state=${encodeURIComponent(state)}`);
+    const again = await send(
+      h.proxy.url,
+      'GET',
+      `/oauth/callback?code=${encodeURIComponent(h.sim.issueAuthorizationCode(PROXY_REDIRECT))}&state=${encodeURIComponent(state)}`,
+    );
     expect(again.status).toBe(400);
     expect(again.json()).toMatchObject({ error: 'invalid_state', message: expect.stringContaining('/oauth/start') });
     expect(h.sim.counters.codeGrants).toBe(1);
@@ -319,7 +397,11 @@ describe('/oauth/start and /oauth/callback', () => {
 
   it('refuses unknown states, missing codes and Keap error callbacks with 400 JSON', async () => {
     h = await startHarness({ mode: 'oauth', env: { KEAP_REDIRECT_URI: PROXY_REDIRECT } });
-    const unknown = await send(h.proxy.url, 'GET', `/oauth/callback?code=${h.sim.issueAuthorizationCode(PROXY_REDIRECT)}&state=never-issued`);
+    const unknown = await send(
+      h.proxy.url,
+      'GET',
+      `/oauth/callback?code=${h.sim.issueAuthorizationCode(PROXY_REDIRECT)}&state=never-issued`,
+    );
     expect(unknown.status).toBe(400);
     expect(unknown.json()).toMatchObject({ error: 'invalid_state' });
     expect((await send(h.proxy.url, 'GET', '/oauth/callback')).json()).toMatchObject({ error: 'invalid_state' });
@@ -330,9 +412,16 @@ describe('/oauth/start and /oauth/callback', () => {
     expect(noCode.json()).toMatchObject({ error: 'invalid_request' });
 
     const { state: s2 } = await start();
-    const denied = await send(h.proxy.url, 'GET', `/oauth/callback?error=access_denied&error_description=User+said+no&state=${s2}`);
+    const denied = await send(
+      h.proxy.url,
+      'GET',
+      `/oauth/callback?error=access_denied&error_description=User+said+no&state=${s2}`,
+    );
     expect(denied.status).toBe(400);
-    expect(denied.json()).toMatchObject({ error: 'authorization_denied', message: expect.stringContaining('access_denied (User said no)') });
+    expect(denied.json()).toMatchObject({
+      error: 'authorization_denied',
+      message: expect.stringContaining('access_denied (User said no)'),
+    });
 
     const { state: s3 } = await start();
     const badCode = await send(h.proxy.url, 'GET', `/oauth/callback?code=not-a-code&state=${s3}`);
@@ -343,15 +432,26 @@ describe('/oauth/start and /oauth/callback', () => {
   });
 
   it('/oauth/start needs a client key when PROXY_CLIENT_KEYS is set; the callback does not', async () => {
-    h = await startHarness({ mode: 'oauth', env: { KEAP_REFRESH_TOKEN: '', KEAP_REDIRECT_URI: PROXY_REDIRECT, PROXY_CLIENT_KEYS: CLIENT_KEY } });
-    for (const headers of [{}, { authorization: 'Bearer wrong-key-wrong-key-1' }, { authorization: `Basic ${CLIENT_KEY}` }]) {
+    h = await startHarness({
+      mode: 'oauth',
+      env: { KEAP_REFRESH_TOKEN: '', KEAP_REDIRECT_URI: PROXY_REDIRECT, PROXY_CLIENT_KEYS: CLIENT_KEY },
+    });
+    for (const headers of [
+      {},
+      { authorization: 'Bearer wrong-key-wrong-key-1' },
+      { authorization: `Basic ${CLIENT_KEY}` },
+    ]) {
       const r = await send(h.proxy.url, 'GET', '/oauth/start', { headers });
       expect(r.status).toBe(401);
       expect(r.json()).toMatchObject({ error: 'client_unauthorized' });
       expect(r.headers.location).toBeUndefined();
     }
     const { state } = await start({ authorization: `Bearer ${CLIENT_KEY}` });
-    const page = await send(h.proxy.url, 'GET', `/oauth/callback?code=${h.sim.issueAuthorizationCode(PROXY_REDIRECT)}&state=${state}`);
+    const page = await send(
+      h.proxy.url,
+      'GET',
+      `/oauth/callback?code=${h.sim.issueAuthorizationCode(PROXY_REDIRECT)}&state=${state}`,
+    );
     expect(page.status).toBe(200);
     expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(200);
   });
@@ -370,7 +470,10 @@ describe('/oauth/start and /oauth/callback', () => {
     for (const p of ['/oauth/start', '/oauth/callback?code=x&state=y']) {
       const r = await send(h.proxy.url, 'GET', p);
       expect(r.status).toBe(503);
-      expect(r.json()).toMatchObject({ error: 'redirect_uri_not_configured', message: expect.stringContaining('KEAP_REDIRECT_URI') });
+      expect(r.json()).toMatchObject({
+        error: 'redirect_uri_not_configured',
+        message: expect.stringContaining('KEAP_REDIRECT_URI'),
+      });
     }
   });
 });

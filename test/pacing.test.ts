@@ -14,7 +14,9 @@ describe('pacing to Keap quotas', () => {
     const L = 10;
     const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: String(L) }, sim: { ratePerSecond: L } });
     const started = Date.now();
-    const replies = await Promise.all(Array.from({ length: 8 * L }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')));
+    const replies = await Promise.all(
+      Array.from({ length: 8 * L }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')),
+    );
     const seconds = (Date.now() - started) / 1000;
     for (const r of replies) expect(r.status).toBe(200);
     expect(h.sim.counters.throttled).toBe(0);
@@ -24,7 +26,9 @@ describe('pacing to Keap quotas', () => {
   it('when Keap is tighter than configured, its spike-arrest 429s are absorbed: every client gets 200, POST bodies included', async () => {
     const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20' }, sim: { ratePerSecond: 6 } });
     const bodies = Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? randomBytes(200 + i) : undefined));
-    const replies = await Promise.all(bodies.map((body) => send(h.proxy.url, body ? 'POST' : 'GET', '/crm/rest/v1/__echo', { body })));
+    const replies = await Promise.all(
+      bodies.map((body) => send(h.proxy.url, body ? 'POST' : 'GET', '/crm/rest/v1/__echo', { body })),
+    );
     for (const [i, r] of replies.entries()) {
       expect(r.status, `request ${i}`).toBe(200);
       expect(r.json<{ bodySha256: string }>().bodySha256).toBe(sha256(bodies[i] ?? Buffer.alloc(0)));
@@ -35,8 +39,14 @@ describe('pacing to Keap quotas', () => {
   }, 40_000);
 
   it('Retry-After, when Keap sends one, is honoured', async () => {
-    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20' }, sim: { ratePerSecond: 5, retryAfterOn429: true } });
-    const replies = await Promise.all(Array.from({ length: 15 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')));
+    const h = await harness({
+      mode: 'key',
+      env: { RATE_LIMIT_PER_SECOND: '20' },
+      sim: { ratePerSecond: 5, retryAfterOn429: true },
+    });
+    const replies = await Promise.all(
+      Array.from({ length: 15 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')),
+    );
     for (const r of replies) expect(r.status).toBe(200);
     const waits = h.logs.entries.filter((e) => e.event === 'rate_limited').map((e) => e.waitMs);
     expect(waits.length).toBeGreaterThan(0);
@@ -50,7 +60,14 @@ describe('pacing to Keap quotas', () => {
       calls += 1;
       if (calls <= 2) {
         res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
-        res.end(JSON.stringify({ fault: { faultstring: 'Rate limit quota violation. Quota limit exceeded. Identifier : x', detail: { errorcode: 'policies.ratelimit.QuotaViolation' } } }));
+        res.end(
+          JSON.stringify({
+            fault: {
+              faultstring: 'Rate limit quota violation. Quota limit exceeded. Identifier : x',
+              detail: { errorcode: 'policies.ratelimit.QuotaViolation' },
+            },
+          }),
+        );
         return;
       }
       res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
@@ -60,16 +77,23 @@ describe('pacing to Keap quotas', () => {
     expect(r.status).toBe(200);
     expect(r.body.equals(body)).toBe(true);
     expect(calls).toBe(3);
-    expect(h.logs.entries.find((e) => e.event === 'request' && e.path === '/crm/rest/v1/__flaky')).toMatchObject({ attempts: 3, status: 200 });
+    expect(h.logs.entries.find((e) => e.event === 'request' && e.path === '/crm/rest/v1/__flaky')).toMatchObject({
+      attempts: 3,
+      status: 200,
+    });
   });
 
   it('a request that cannot wait long enough gets 429 with Retry-After, honouring the client deadline header', async () => {
     const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20' } });
     h.sim.route('GET', '/crm/rest/v1/__busy', (_req, res) => {
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '5' }).end('{"code":"429","message":"Quota Exceeded","status":"Request Throttled"}');
+      res
+        .writeHead(429, { 'content-type': 'application/json', 'retry-after': '5' })
+        .end('{"code":"429","message":"Quota Exceeded","status":"Request Throttled"}');
     });
     const started = Date.now();
-    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__busy', { headers: { 'x-keap-proxy-deadline-ms': '2000' } });
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__busy', {
+      headers: { 'x-keap-proxy-deadline-ms': '2000' },
+    });
     expect(Date.now() - started).toBeLessThan(1500);
     expect(r.status).toBe(429);
     expect(r.json()).toMatchObject({ error: 'rate_limited' });
@@ -82,14 +106,24 @@ describe('pacing to Keap quotas', () => {
     let calls = 0;
     h.sim.route('POST', '/crm/rest/v1/__busy-upload', (_req, res) => {
       calls += 1;
-      res.writeHead(429, { 'content-type': 'application/json' }).end(JSON.stringify({ fault: { faultstring: 'Spike arrest violation', detail: { errorcode: 'policies.ratelimit.SpikeArrestViolation' } } }));
+      res.writeHead(429, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          fault: {
+            faultstring: 'Spike arrest violation',
+            detail: { errorcode: 'policies.ratelimit.SpikeArrestViolation' },
+          },
+        }),
+      );
     });
     const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__busy-upload', { body: randomBytes(20_000) });
     expect(r.status).toBe(429);
     expect(r.json()).toMatchObject({ error: 'rate_limited' });
     expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     expect(calls).toBe(1);
-    expect(h.logs.entries.find((e) => e.event === 'rate_limited')).toMatchObject({ outcome: 'passed_on', reason: 'body_streamed' });
+    expect(h.logs.entries.find((e) => e.event === 'rate_limited')).toMatchObject({
+      outcome: 'passed_on',
+      reason: 'body_streamed',
+    });
   });
 
   it('a spent daily quota gives an immediate 429 with Retry-After, without calling Keap', async () => {
@@ -134,7 +168,11 @@ describe('pacing to Keap quotas', () => {
     const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '20', RATE_LIMIT_MARGIN: '0.9' } });
     // Keap reports a minute throttle of 20 (other apps, or a smaller package): 90% of it is ours.
     h.sim.setMinuteQuota(20);
-    const replies = await Promise.all(Array.from({ length: 30 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers: { 'x-keap-proxy-deadline-ms': '3000' } })));
+    const replies = await Promise.all(
+      Array.from({ length: 30 }, () =>
+        send(h.proxy.url, 'GET', '/crm/rest/v1/contacts', { headers: { 'x-keap-proxy-deadline-ms': '3000' } }),
+      ),
+    );
     const ok = replies.filter((r) => r.status === 200).length;
     const waited = replies.filter((r) => r.status === 429);
     // The first answer arrives before many have left; from then on the pacer keeps to 18 a minute.
@@ -142,7 +180,10 @@ describe('pacing to Keap quotas', () => {
     expect(ok).toBeLessThanOrEqual(20);
     for (const r of waited) expect(r.json()).toMatchObject({ error: 'rate_limited' });
     expect(h.sim.counters.throttled).toBe(0);
-    expect(h.logs.entries.find((e) => e.event === 'keap_quota_reported')).toMatchObject({ keapMinuteLimit: 20, minuteBudget: expect.any(Number) });
+    expect(h.logs.entries.find((e) => e.event === 'keap_quota_reported')).toMatchObject({
+      keapMinuteLimit: 20,
+      minuteBudget: expect.any(Number),
+    });
   });
 });
 
@@ -155,7 +196,19 @@ describe('the daily quota window', () => {
     const realStart = Date.now();
     let jumped = 0;
     const now = (): number => start + (Date.now() - realStart) + jumped;
-    const pacer = new QuotaPacer({ perSecond: 100, perMinute: 1000, perDay: 2, tenantPerMinute: 1000, tenantPerDay: 1000, margin: 1, queueLimit: 10 }, createLogger('silent'), now);
+    const pacer = new QuotaPacer(
+      {
+        perSecond: 100,
+        perMinute: 1000,
+        perDay: 2,
+        tenantPerMinute: 1000,
+        tenantPerDay: 1000,
+        margin: 1,
+        queueLimit: 10,
+      },
+      createLogger('silent'),
+      now,
+    );
     try {
       await pacer.acquire(now() + 5000, 'new');
       await pacer.acquire(now() + 5000, 'new');

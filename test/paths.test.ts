@@ -52,7 +52,8 @@ class RawUpstream {
         const line = head.slice(0, head.indexOf('\r\n'));
         const target = line.slice(line.indexOf(' ') + 1, line.lastIndexOf(' '));
         this.targets.push(target);
-        const answer = (): unknown => socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+        const answer = (): unknown =>
+          socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
         if (target.startsWith('/slow')) setTimeout(answer, 300);
         else answer();
       }
@@ -90,7 +91,16 @@ const logs = new LogCapture();
 
 beforeAll(async () => {
   upstream = await RawUpstream.start();
-  const config = loadConfig({ env: { KEAP_API_URL: upstream.url, KEAP_API_KEY: 'raw-upstream-key', PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'info' }, cwd: tempDir() });
+  const config = loadConfig({
+    env: {
+      KEAP_API_URL: upstream.url,
+      KEAP_API_KEY: 'raw-upstream-key',
+      PORT: '0',
+      RATE_LIMIT_PER_SECOND: '0',
+      LOG_LEVEL: 'info',
+    },
+    cwd: tempDir(),
+  });
   proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
 });
 afterAll(async () => {
@@ -183,16 +193,25 @@ describe('dot-segments and backslashes are refused before Keap is contacted', ()
   it.each(dotSegments)('%s gets 400 invalid_path', async (target) => {
     const r = await rawGet(proxy.url, target);
     expect(r.status).toBe(400);
-    expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_path', message: expect.stringMatching(/"\."|"\.\."/) as unknown });
+    expect(JSON.parse(r.body)).toMatchObject({
+      error: 'invalid_path',
+      message: expect.stringMatching(/"\."|"\.\."/) as unknown,
+    });
     expect(upstream.connections).toBe(0);
   });
 
-  it.each(['/crm/rest/v1/a\\b', '/crm\\rest/v1/contacts', '/crm/rest/v1/x\\..\\admin'])('a backslash in the path gets 400 invalid_path: %s', async (target) => {
-    const r = await rawGet(proxy.url, target);
-    expect(r.status).toBe(400);
-    expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_path', message: expect.stringMatching(/backslash/) as unknown });
-    expect(upstream.connections).toBe(0);
-  });
+  it.each(['/crm/rest/v1/a\\b', '/crm\\rest/v1/contacts', '/crm/rest/v1/x\\..\\admin'])(
+    'a backslash in the path gets 400 invalid_path: %s',
+    async (target) => {
+      const r = await rawGet(proxy.url, target);
+      expect(r.status).toBe(400);
+      expect(JSON.parse(r.body)).toMatchObject({
+        error: 'invalid_path',
+        message: expect.stringMatching(/backslash/) as unknown,
+      });
+      expect(upstream.connections).toBe(0);
+    },
+  );
 
   it('the refusal is logged with the path, like any request', async () => {
     const target = '/crm/rest/v1/logged/%2e%2e/x';
@@ -212,10 +231,41 @@ describe('dot-segments and backslashes are refused before Keap is contacted', ()
 
 describe('hasDotSegment', () => {
   const check = (url: string): boolean => hasDotSegment(url, url.length);
-  it.each(['/.', '/..', '/%2e', '/%2E%2E', '/a/.%2E', '/a/%2e.', '/a/..;', '/a/.;b=c/d', '/a%2f.%2fb', '/a%5C..%5Cb', '//..//'])('finds one in %s', (url) => {
+  it.each([
+    '/.',
+    '/..',
+    '/%2e',
+    '/%2E%2E',
+    '/a/.%2E',
+    '/a/%2e.',
+    '/a/..;',
+    '/a/.;b=c/d',
+    '/a%2f.%2fb',
+    '/a%5C..%5Cb',
+    '//..//',
+  ])('finds one in %s', (url) => {
     expect(check(url)).toBe(true);
   });
-  it.each(['/', '//', '/a', '/.a', '/a.', '/...', '/%2e%2e%2e', '/%2e%2', '/%2', '/%', '/a/%2ex', '/a;..', '/a/x;.', '/%2f', '/a%2fb', '/.well-known', '/;', '/.x;./..x'])('finds none in %s', (url) => {
+  it.each([
+    '/',
+    '//',
+    '/a',
+    '/.a',
+    '/a.',
+    '/...',
+    '/%2e%2e%2e',
+    '/%2e%2',
+    '/%2',
+    '/%',
+    '/a/%2ex',
+    '/a;..',
+    '/a/x;.',
+    '/%2f',
+    '/a%2fb',
+    '/.well-known',
+    '/;',
+    '/.x;./..x',
+  ])('finds none in %s', (url) => {
     expect(check(url)).toBe(false);
   });
 });

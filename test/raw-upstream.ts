@@ -124,7 +124,16 @@ function parseHeadOnly(buf: Buffer, connection: number): RecordedRequest | undef
   });
   const te = headers.find(([n]) => n === 'transfer-encoding');
   const cl = headers.find(([n]) => n === 'content-length');
-  return { connection, head, method: m[1] as string, target: m[2] as string, headers, framing: te ? 'chunked' : cl ? 'length' : 'none', body: Buffer.alloc(0), raw: buf.subarray(0, end + 4) };
+  return {
+    connection,
+    head,
+    method: m[1] as string,
+    target: m[2] as string,
+    headers,
+    framing: te ? 'chunked' : cl ? 'length' : 'none',
+    body: Buffer.alloc(0),
+    raw: buf.subarray(0, end + 4),
+  };
 }
 
 /** One request off the front of `buf`: framed strictly, as a careful server would. */

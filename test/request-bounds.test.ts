@@ -27,7 +27,17 @@ afterEach(async () => {
 async function rig(env: Record<string, string>, rateLimitReplays?: RateLimitReplayPolicy): Promise<Rig> {
   const upstream = await RawUpstream.start();
   const logs = new LogCapture();
-  const config = loadConfig({ env: { KEAP_API_URL: upstream.url, KEAP_API_KEY: SIM_API_KEY, PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'info', ...env }, cwd: tempDir() });
+  const config = loadConfig({
+    env: {
+      KEAP_API_URL: upstream.url,
+      KEAP_API_KEY: SIM_API_KEY,
+      PORT: '0',
+      RATE_LIMIT_PER_SECOND: '0',
+      LOG_LEVEL: 'info',
+      ...env,
+    },
+    cwd: tempDir(),
+  });
   const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs), rateLimitReplays });
   const r = { upstream, proxy, logs };
   open.push(r);
@@ -69,10 +79,21 @@ describe('a client that has gone', () => {
     const { upstream, proxy, logs } = await rig({ RATE_LIMIT_PER_SECOND: '1', RATE_LIMIT_MARGIN: '1' });
     // The first call takes this second's slot; the next ones must queue for about a second.
     expect((await send(proxy.url, 'GET', '/crm/rest/v1/first')).status).toBe(200);
-    const clients = Array.from({ length: 10 }, (_, i) => client(proxy.url, `POST /crm/rest/v1/queued/${i} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: queued-${i}\r\nContent-Length: 2\r\n\r\n{}`));
-    await until(async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 10, 'ten queued requests');
+    const clients = Array.from({ length: 10 }, (_, i) =>
+      client(
+        proxy.url,
+        `POST /crm/rest/v1/queued/${i} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: queued-${i}\r\nContent-Length: 2\r\n\r\n{}`,
+      ),
+    );
+    await until(
+      async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 10,
+      'ten queued requests',
+    );
     for (const c of clients) c.socket.destroy();
-    await until(async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 0, 'the queue to empty');
+    await until(
+      async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 0,
+      'the queue to empty',
+    );
     // A later request goes out: the dropped ones took no slot and never reached Keap.
     expect((await send(proxy.url, 'GET', '/crm/rest/v1/after')).status).toBe(200);
     expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/first', '/crm/rest/v1/after']);
@@ -84,14 +105,20 @@ describe('a client that has gone', () => {
   it('a request waiting to replay after a 429 is not replayed once its client has gone', async () => {
     const { upstream, proxy, logs } = await rig({});
     upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n';
-    const c = client(proxy.url, 'POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-429\r\nContent-Length: 2\r\n\r\n{}');
+    const c = client(
+      proxy.url,
+      'POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-429\r\nContent-Length: 2\r\n\r\n{}',
+    );
     await until(() => upstream.requests.length === 1, 'the first send');
     c.socket.destroy();
     await until(() => logs.entries.some((e) => e.reqId === 'gone-429' && e.event === 'request'), 'the request line');
     // Longer than Keap's Retry-After: a replay would have gone by now.
     await new Promise((r) => setTimeout(r, 1500));
     expect(upstream.requests).toHaveLength(1);
-    expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({ attempts: 1, outcome: 'client_closed' });
+    expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({
+      attempts: 1,
+      outcome: 'client_closed',
+    });
   });
   it('requests pipelined behind a slow one are never sent once their connection has gone', async () => {
     const { upstream, proxy, logs } = await rig({});
@@ -99,12 +126,17 @@ describe('a client that has gone', () => {
     const c = client(
       proxy.url,
       ['GET /crm/rest/v1/slow', 'POST /crm/rest/v1/second', 'DELETE /crm/rest/v1/third']
-        .map((line, i) => `${line} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: piped-${i}\r\nContent-Length: 0\r\n\r\n`)
+        .map(
+          (line, i) => `${line} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: piped-${i}\r\nContent-Length: 0\r\n\r\n`,
+        )
         .join(''),
     );
     await until(() => upstream.requests.length === 1, 'the first request to reach Keap');
     c.socket.destroy();
-    await until(() => logs.entries.filter((e) => String(e.reqId).startsWith('piped-')).length === 3, 'three request lines');
+    await until(
+      () => logs.entries.filter((e) => String(e.reqId).startsWith('piped-')).length === 3,
+      'three request lines',
+    );
     // Nothing is left to run them later: the queue was emptied when the connection went.
     await new Promise((r) => setTimeout(r, 100));
     expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/slow']);
@@ -118,7 +150,13 @@ describe('a client that has gone', () => {
 });
 
 describe('429 replays', () => {
-  const fast: RateLimitReplayPolicy = { maxAttempts: 12, minDelayMs: 2, spike: { baseMs: 2, maxMs: 8 }, throttle: { baseMs: 2, maxMs: 8 }, jitter: 0 };
+  const fast: RateLimitReplayPolicy = {
+    maxAttempts: 12,
+    minDelayMs: 2,
+    spike: { baseMs: 2, maxMs: 8 },
+    throttle: { baseMs: 2, maxMs: 8 },
+    jitter: 0,
+  };
 
   it('against Retry-After: 0, each request is sent exactly maxAttempts times, then the client gets 429, and no listener piles up', async () => {
     const warnings: Error[] = [];
@@ -126,15 +164,19 @@ describe('429 replays', () => {
     process.on('warning', onWarning);
     try {
       const { upstream, proxy } = await rig({}, fast);
-      upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
-      const replies = await Promise.all(Array.from({ length: 5 }, (_, i) => send(proxy.url, 'POST', `/crm/rest/v1/storm/${i}`, { body: '{"n":1}' })));
+      upstream.respond = () =>
+        'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
+      const replies = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => send(proxy.url, 'POST', `/crm/rest/v1/storm/${i}`, { body: '{"n":1}' })),
+      );
       for (const r of replies) {
         expect(r.status).toBe(429);
         expect(r.json()).toMatchObject({ error: 'rate_limited' });
         expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
       }
       expect(upstream.requests).toHaveLength(5 * 12);
-      for (let i = 0; i < 5; i++) expect(upstream.requests.filter((r) => r.target === `/crm/rest/v1/storm/${i}`)).toHaveLength(12);
+      for (let i = 0; i < 5; i++)
+        expect(upstream.requests.filter((r) => r.target === `/crm/rest/v1/storm/${i}`)).toHaveLength(12);
       // Every replay carried the body the client sent.
       for (const r of upstream.requests) expect(r.body.toString()).toBe('{"n":1}');
       expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
@@ -158,12 +200,13 @@ describe('429 replays', () => {
     expect((arrivals[2] as number) - (arrivals[1] as number)).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs - 1);
   });
 
-  it('the default policy: never under 250 ms, backing off from it, Keap\'s longer Retry-After wins', () => {
+  it("the default policy: never under 250 ms, backing off from it, Keap's longer Retry-After wins", () => {
     const none: Fault = { errorcode: undefined, faultstring: undefined };
     const spike: Fault = { errorcode: 'policies.ratelimit.SpikeArrestViolation', faultstring: undefined };
     const mid = (): number => 0.5;
     const low = (): number => 0;
-    const wait = (retryAfter: string | undefined, fault: Fault, attempt: number, random = mid): number => rateLimitWait(retryAfter, fault, undefined, attempt, 0, RATE_LIMIT_REPLAYS, random).ms;
+    const wait = (retryAfter: string | undefined, fault: Fault, attempt: number, random = mid): number =>
+      rateLimitWait(retryAfter, fault, undefined, attempt, 0, RATE_LIMIT_REPLAYS, random).ms;
     expect([1, 2, 3, 4, 5, 6].map((n) => wait('0', spike, n))).toEqual([250, 500, 1000, 2000, 4000, 4000]);
     expect([1, 2, 3].map((n) => wait('0', none, n, low))).toEqual([250, 375, 750]);
     expect(wait('10', spike, 1)).toBe(10_000);
@@ -200,7 +243,10 @@ describe('the memory budget for buffered bodies', () => {
     );
     expect([...twoOnOneConnection.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1])).toEqual(['503', '200']);
     // A chunked body (no length declared up front) is refused as it outgrows the budget.
-    const chunked = await send(proxy.url, 'POST', '/crm/rest/v1/hold/3', { body, headers: { 'transfer-encoding': 'chunked' } });
+    const chunked = await send(proxy.url, 'POST', '/crm/rest/v1/hold/3', {
+      body,
+      headers: { 'transfer-encoding': 'chunked' },
+    });
     expect(chunked.status).toBe(503);
     // Refused halfway through its body: the connection cannot carry another request.
     expect(chunked.headers.connection).toBe('close');
@@ -208,17 +254,27 @@ describe('the memory budget for buffered bodies', () => {
 
     held[0]?.write(ok());
     expect((await first).status).toBe(200);
-    await until(async () => (await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="in_use"\} (\d+)/)) === 0, 'the budget to be given back');
+    await until(
+      async () => (await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="in_use"\} (\d+)/)) === 0,
+      'the budget to be given back',
+    );
     upstream.respond = () => ok();
     expect((await send(proxy.url, 'POST', '/crm/rest/v1/hold/4', { body })).status).toBe(200);
     expect(await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="limit"\} (\d+)/)).toBe(150_000);
   });
 
   it('a declared length over MAX_BODY_BYTES is refused from the headers alone, before a byte is sent; a long one within it streams', async () => {
-    const { upstream, proxy } = await rig({ MAX_BODY_BYTES: '1000000', REPLAY_BODY_BYTES: '100000', BODY_BUFFER_BUDGET_BYTES: '100000' });
+    const { upstream, proxy } = await rig({
+      MAX_BODY_BYTES: '1000000',
+      REPLAY_BODY_BYTES: '100000',
+      BODY_BUFFER_BUDGET_BYTES: '100000',
+    });
     for (const [length, status] of [[1_000_001, '413']] as const) {
       // Headers only: were the proxy waiting for the body, this would never be answered.
-      const c = client(proxy.url, `POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${length}\r\n\r\n`);
+      const c = client(
+        proxy.url,
+        `POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${length}\r\n\r\n`,
+      );
       let head = '';
       c.socket.on('data', (chunk: Buffer) => (head += chunk.toString('latin1')));
       await until(() => head.includes('\r\n\r\n'), `an answer to ${length} declared bytes`);
@@ -233,6 +289,11 @@ describe('the memory budget for buffered bodies', () => {
   });
 
   it('is refused at start when smaller than one replayable body', () => {
-    expect(() => loadConfig({ env: { KEAP_API_KEY: SIM_API_KEY, REPLAY_BODY_BYTES: '2000', BODY_BUFFER_BUDGET_BYTES: '1000' }, cwd: tempDir() })).toThrow(/BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES/);
+    expect(() =>
+      loadConfig({
+        env: { KEAP_API_KEY: SIM_API_KEY, REPLAY_BODY_BYTES: '2000', BODY_BUFFER_BUDGET_BYTES: '1000' },
+        cwd: tempDir(),
+      }),
+    ).toThrow(/BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES/);
   });
 });

@@ -118,8 +118,16 @@ describe('POST /token', () => {
     const wrongBasic = 'Basic ' + Buffer.from(`${CLIENT_ID}:nope`).toString('base64');
     const a = await tokenCall({ grant_type: 'refresh_token', refresh_token: live }, { authorization: wrongBasic });
     expect(a.status).toBe(401);
-    expect(a.json).toEqual({ error: 'invalid_grant', error_description: 'Unable to authenticate username and password' });
-    const b = await tokenCall({ grant_type: 'refresh_token', refresh_token: live, client_id: CLIENT_ID, client_secret: 'x' });
+    expect(a.json).toEqual({
+      error: 'invalid_grant',
+      error_description: 'Unable to authenticate username and password',
+    });
+    const b = await tokenCall({
+      grant_type: 'refresh_token',
+      refresh_token: live,
+      client_id: CLIENT_ID,
+      client_secret: 'x',
+    });
     expect(b.status).toBe(401);
     const c = await tokenCall({ grant_type: 'refresh_token', refresh_token: live }); // no client auth at all
     expect(c.status).toBe(401);
@@ -132,7 +140,13 @@ describe('POST /token', () => {
     const redirect = 'https://app.example.com/callback';
     const oldRefresh = sim.currentRefreshToken();
     const code = sim.issueAuthorizationCode(redirect);
-    const form = { grant_type: 'authorization_code', code, redirect_uri: redirect, client_id: CLIENT_ID, client_secret: CLIENT_SECRET };
+    const form = {
+      grant_type: 'authorization_code',
+      code,
+      redirect_uri: redirect,
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+    };
     const codeGrants = sim.counters.codeGrants;
     const ok = await tokenCall(form);
     expect(ok.status).toBe(200);
@@ -228,7 +242,9 @@ describe('API authentication (Apigee 401 faults)', () => {
     );
     const r = await refresh(t.refresh_token);
     expect(r.status).toBe(200);
-    const res = await api('/crm/rest/v1/contacts', { headers: { authorization: `Bearer ${r.json.access_token as string}` } });
+    const res = await api('/crm/rest/v1/contacts', {
+      headers: { authorization: `Bearer ${r.json.access_token as string}` },
+    });
     expect(res.status).toBe(200);
   });
 
@@ -289,7 +305,9 @@ describe('REST routes', () => {
 
     // Large bodies: hash only.
     const big = randomBytes(100 * 1024);
-    const bigRes = (await (await api('/crm/rest/v2/__echo', { method: 'POST', headers: key, body: big })).json()) as Record<string, unknown>;
+    const bigRes = (await (
+      await api('/crm/rest/v2/__echo', { method: 'POST', headers: key, body: big })
+    ).json()) as Record<string, unknown>;
     expect(bigRes.bodyLength).toBe(big.length);
     expect(bigRes.bodySha256).toBe(createHash('sha256').update(big).digest('hex'));
     expect(bigRes.bodyBase64).toBeUndefined();
@@ -398,9 +416,13 @@ describe('XML-RPC', () => {
   it('answers a struct describing the call, authenticated by bearer or API key', async () => {
     const t = await freshTokens();
     const before = sim.counters.xmlrpcCalls;
-    const a = await rpc('/crm/xmlrpc/v1', call('ContactService.load', '<string>placeholder</string>', '<param><value><int>5</int></value></param>'), {
-      authorization: `Bearer ${t.access_token}`,
-    });
+    const a = await rpc(
+      '/crm/xmlrpc/v1',
+      call('ContactService.load', '<string>placeholder</string>', '<param><value><int>5</int></value></param>'),
+      {
+        authorization: `Bearer ${t.access_token}`,
+      },
+    );
     expect(a.res.status).toBe(200);
     expect(a.res.headers.get('content-type')).toContain('text/xml');
     expect(a.text.startsWith('<?xml version="1.0"?><methodResponse><params><param><value><struct>')).toBe(true);
@@ -409,7 +431,9 @@ describe('XML-RPC', () => {
     expect(member(a.text, 'paramCount')).toBe('2');
     expect(member(a.text, 'authenticatedBy')).toBe('bearer');
 
-    const b = await rpc('/crm/xmlrpc', call('DataService.query', 'bare &amp; &lt;text&gt;'), { 'x-keap-api-key': API_KEY });
+    const b = await rpc('/crm/xmlrpc', call('DataService.query', 'bare &amp; &lt;text&gt;'), {
+      'x-keap-api-key': API_KEY,
+    });
     expect(member(b.text, 'authenticatedBy')).toBe('api-key');
     expect(member(b.text, 'privateKey')).toBe('bare &amp; &lt;text&gt;'); // decoded, then re-escaped in the response
     expect(sim.counters.xmlrpcCalls).toBe(before + 2);
@@ -433,7 +457,11 @@ describe('XML-RPC', () => {
   });
 
   it('answers malformed XML with HTTP 200 and a fault', async () => {
-    for (const body of ['not xml at all', '<methodCall><methodName>x</methodName><params></methodCall>', '<methodCall><params/></methodCall>']) {
+    for (const body of [
+      'not xml at all',
+      '<methodCall><methodName>x</methodName><params></methodCall>',
+      '<methodCall><params/></methodCall>',
+    ]) {
       const r = await rpc('/crm/xmlrpc/v1', body, { 'x-keap-api-key': API_KEY });
       expect(r.res.status).toBe(200);
       expect(r.text).toContain('<methodResponse><fault>');

@@ -17,7 +17,14 @@ beforeAll(async () => {
   upstream = await RawUpstream.start();
   upstream.respond = answer;
   const config = loadConfig({
-    env: { KEAP_API_URL: upstream.url, KEAP_API_KEY: SIM_API_KEY, PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'warn', REPLAY_BODY_BYTES: String(REPLAY_LIMIT) },
+    env: {
+      KEAP_API_URL: upstream.url,
+      KEAP_API_KEY: SIM_API_KEY,
+      PORT: '0',
+      RATE_LIMIT_PER_SECOND: '0',
+      LOG_LEVEL: 'warn',
+      REPLAY_BODY_BYTES: String(REPLAY_LIMIT),
+    },
     cwd: tempDir(),
   });
   proxy = await startProxy(config, { logger: createLogger(config.logLevel, new LogCapture()) });
@@ -49,10 +56,21 @@ type Framing = 'none' | 'length' | 'chunked' | 'length-streamed' | 'chunked-stre
 const METHODS = ['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH'];
 const FRAMINGS: Framing[] = ['none', 'length', 'chunked', 'length-streamed', 'chunked-streamed'];
 /** What a client may list in Connection to have framing (or our headers) dropped. */
-const CONNECTION_TRICKS = ['close', 'close, content-length', 'close, transfer-encoding', 'Content-Length, Transfer-Encoding, close', 'close, host, x-keap-api-key, x-request-id'];
+const CONNECTION_TRICKS = [
+  'close',
+  'close, content-length',
+  'close, transfer-encoding',
+  'Content-Length, Transfer-Encoding, close',
+  'close, host, x-keap-api-key, x-request-id',
+];
 
 function requestBytes(method: string, target: string, framing: Framing, connection: string, body: Buffer): Buffer {
-  const head = [`${method} ${target} HTTP/1.1`, 'Host: 127.0.0.1', `Connection: ${connection}`, 'X-Keap-API-Key: client-sent-key-must-not-pass'];
+  const head = [
+    `${method} ${target} HTTP/1.1`,
+    'Host: 127.0.0.1',
+    `Connection: ${connection}`,
+    'X-Keap-API-Key: client-sent-key-must-not-pass',
+  ];
   if (framing === 'length' || framing === 'length-streamed') head.push(`Content-Length: ${body.length}`);
   if (framing === 'chunked' || framing === 'chunked-streamed') head.push('Transfer-Encoding: chunked');
   const start = Buffer.from(head.join('\r\n') + '\r\n\r\n', 'latin1');
@@ -61,12 +79,15 @@ function requestBytes(method: string, target: string, framing: Framing, connecti
 }
 
 describe('framing of what reaches Keap', () => {
-  const cases = METHODS.flatMap((method) => FRAMINGS.flatMap((framing) => CONNECTION_TRICKS.map((connection) => ({ method, framing, connection }))));
+  const cases = METHODS.flatMap((method) =>
+    FRAMINGS.flatMap((framing) => CONNECTION_TRICKS.map((connection) => ({ method, framing, connection }))),
+  );
   let n = 0;
 
   it.each(cases)('$method, body $framing, Connection: $connection', async ({ method, framing, connection }) => {
     const target = `/crm/rest/v1/case/${n++}?q=1`;
-    const body = framing === 'none' ? Buffer.alloc(0) : randomBytes(framing.endsWith('streamed') ? REPLAY_LIMIT * 5 + 7 : 100);
+    const body =
+      framing === 'none' ? Buffer.alloc(0) : randomBytes(framing.endsWith('streamed') ? REPLAY_LIMIT * 5 + 7 : 100);
     const before = upstream.requests.length;
     const reply = await rawExchange(proxy.url, requestBytes(method, target, framing, connection, body));
     expect(reply.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
@@ -106,7 +127,10 @@ describe('refused framings', () => {
     ['identity', 501, 'unsupported_transfer_encoding'],
   ])('Transfer-Encoding: %s gets one answer (%d %s) and never reaches Keap', async (te, status, error) => {
     const before = upstream.requests.length;
-    const reply = await rawExchange(proxy.url, `POST /crm/rest/v1/te HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: ${te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);
+    const reply = await rawExchange(
+      proxy.url,
+      `POST /crm/rest/v1/te HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: ${te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n`,
+    );
     expect(reply.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
     // One answer only: the parser tripping over the body afterwards adds nothing to it.
     expect(reply.match(/HTTP\/1\.1 /g)).toHaveLength(1);
@@ -117,7 +141,10 @@ describe('refused framings', () => {
 
   it('Content-Length together with Transfer-Encoding never reaches Keap', async () => {
     const before = upstream.requests.length;
-    const reply = await rawExchange(proxy.url, 'POST /crm/rest/v1/both HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+    const reply = await rawExchange(
+      proxy.url,
+      'POST /crm/rest/v1/both HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+    );
     expect(reply.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
     expect(reply).toContain('"error":"ambiguous_body_length"');
     expect(upstream.requests.length).toBe(before);
@@ -141,19 +168,33 @@ describe('pipelining', () => {
       Buffer.from('GET /crm/rest/v1/p2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'),
       Buffer.from('DELETE /crm/rest/v1/p3 HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n'),
       chunked(Buffer.from('abc')),
-      Buffer.from(`PATCH /crm/rest/v1/p4 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: content-length\r\nContent-Length: ${streamedBody.length}\r\n\r\n`),
+      Buffer.from(
+        `PATCH /crm/rest/v1/p4 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: content-length\r\nContent-Length: ${streamedBody.length}\r\n\r\n`,
+      ),
       streamedBody,
       Buffer.from('GET /crm/rest/v1/p5 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'),
     ]);
     try {
       const reply = await rawExchange(proxy.url, bytes);
       const got = upstream.requests.slice(before);
-      expect(got.map((r) => r.target)).toEqual(['/crm/rest/v1/p1', '/crm/rest/v1/p2', '/crm/rest/v1/p3', '/crm/rest/v1/p4', '/crm/rest/v1/p5']);
+      expect(got.map((r) => r.target)).toEqual([
+        '/crm/rest/v1/p1',
+        '/crm/rest/v1/p2',
+        '/crm/rest/v1/p3',
+        '/crm/rest/v1/p4',
+        '/crm/rest/v1/p5',
+      ]);
       expect(got.map((r) => r.body.length)).toEqual([5, 0, 3, streamedBody.length, 0]);
       expect(got[3]?.body.equals(streamedBody)).toBe(true);
       expect(upstream.garbage).toEqual([]);
       const answered = [...reply.matchAll(/"target":"([^"]+)"/g)].map((m) => m[1]);
-      expect(answered).toEqual(['/crm/rest/v1/p1', '/crm/rest/v1/p2', '/crm/rest/v1/p3', '/crm/rest/v1/p4', '/crm/rest/v1/p5']);
+      expect(answered).toEqual([
+        '/crm/rest/v1/p1',
+        '/crm/rest/v1/p2',
+        '/crm/rest/v1/p3',
+        '/crm/rest/v1/p4',
+        '/crm/rest/v1/p5',
+      ]);
     } finally {
       upstream.respond = answer;
     }

@@ -50,7 +50,12 @@ describe('one refresh for any 401 storm, then replay', () => {
       return { method, body };
     });
     const replies = await Promise.all(
-      requests.map(({ method, body }) => send(h.proxy.url, method, `/crm/rest/v1/__echo?i=${method}`, { body, headers: body ? { 'content-type': 'application/octet-stream' } : {} })),
+      requests.map(({ method, body }) =>
+        send(h.proxy.url, method, `/crm/rest/v1/__echo?i=${method}`, {
+          body,
+          headers: body ? { 'content-type': 'application/octet-stream' } : {},
+        }),
+      ),
     );
     for (const [i, r] of replies.entries()) {
       expect(r.status, `request ${i}`).toBe(200);
@@ -68,7 +73,11 @@ describe('one refresh for any 401 storm, then replay', () => {
   it('the broker refreshes only for the current token generation', async () => {
     const h = await harness({ mode: 'oauth' });
     const broker = new TokenBroker({
-      client: new TokenClient({ tokenUrl: new URL(h.sim.tokenUrl), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET }),
+      client: new TokenClient({
+        tokenUrl: new URL(h.sim.tokenUrl),
+        clientId: SIM_CLIENT_ID,
+        clientSecret: SIM_CLIENT_SECRET,
+      }),
       store: new FileTokenStore(h.config.tokenStore.path),
       logger: createLogger('silent'),
       seedRefreshToken: undefined,
@@ -82,7 +91,11 @@ describe('one refresh for any 401 storm, then replay', () => {
     expect(h.sim.counters.tokenCalls - before).toBe(1);
     // Late 401s for the replaced token (requests that left before the refresh) change nothing.
     // They may be replayed with the current token.
-    expect(await Promise.all([broker.invalidate(first), broker.invalidate(first), broker.invalidate(first)])).toEqual([true, true, true]);
+    expect(await Promise.all([broker.invalidate(first), broker.invalidate(first), broker.invalidate(first)])).toEqual([
+      true,
+      true,
+      true,
+    ]);
     expect(h.sim.counters.tokenCalls - before).toBe(1);
     expect(await broker.get()).toBe(second);
     broker.stop();
@@ -104,10 +117,14 @@ describe('one refresh for any 401 storm, then replay', () => {
     h.sim.setApproved(false);
     const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
     expect(r.status).toBe(401);
-    expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.access_token_not_approved' } } });
+    expect(r.json()).toMatchObject({
+      fault: { detail: { errorcode: 'keymanagement.service.access_token_not_approved' } },
+    });
     expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
     expect(h.sim.counters.apiCalls - apiCalls).toBe(2);
-    expect(h.logs.entries.filter((e) => e.event === 'app_not_approved')).toEqual([expect.objectContaining({ level: 'error', errorcode: 'keymanagement.service.access_token_not_approved' })]);
+    expect(h.logs.entries.filter((e) => e.event === 'app_not_approved')).toEqual([
+      expect.objectContaining({ level: 'error', errorcode: 'keymanagement.service.access_token_not_approved' }),
+    ]);
     // Within the refresh floor a second request makes no second refresh: no loop.
     expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(401);
     expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
@@ -119,7 +136,10 @@ describe('one refresh for any 401 storm, then replay', () => {
     h.sim.expireAccessTokens();
     const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__echo', { body: randomBytes(50_000) });
     expect(r.status).toBe(401);
-    expect(h.logs.entries.find((e) => e.event === 'replay_skipped')).toMatchObject({ reason: 'body_streamed', replayBodyBytes: 1000 });
+    expect(h.logs.entries.find((e) => e.event === 'replay_skipped')).toMatchObject({
+      reason: 'body_streamed',
+      replayBodyBytes: 1000,
+    });
     // The token was refreshed all the same: the next request goes through.
     expect((await send(h.proxy.url, 'POST', '/crm/rest/v1/__echo', { body: randomBytes(500) })).status).toBe(200);
   });
@@ -147,7 +167,10 @@ describe('the token store', () => {
   it('a restarted proxy works from the store with no seed', async () => {
     const h = await harness({ mode: 'oauth' });
     await h.proxy.close();
-    const config = { ...h.config, credentials: { ...h.config.credentials, seedRefreshToken: undefined } } as typeof h.config;
+    const config = {
+      ...h.config,
+      credentials: { ...h.config.credentials, seedRefreshToken: undefined },
+    } as typeof h.config;
     const restarted = await startProxy(config, { logger: createLogger('silent') });
     extraProxies.push(restarted);
     h.sim.expireAccessTokens();
@@ -164,7 +187,11 @@ describe('the token store', () => {
     extraProxies.push(second);
     const before = h.sim.counters.tokenCalls;
     h.sim.expireAccessTokens();
-    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => send(i % 2 === 0 ? h.proxy.url : second.url, 'GET', '/crm/rest/v1/contacts')));
+    const replies = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        send(i % 2 === 0 ? h.proxy.url : second.url, 'GET', '/crm/rest/v1/contacts'),
+      ),
+    );
     for (const r of replies) expect(r.status).toBe(200);
     expect(h.sim.counters.tokenCalls - before).toBe(1);
     expect(h.sim.counters.invalidGrants).toBe(0);
@@ -203,7 +230,9 @@ describe('proactive refresh', () => {
     try {
       // No request is sent: the refresh is the broker's own doing.
       await until('the proactive refresh', async () => (sim.counters.refreshGrants === 1 ? true : undefined));
-      await until('the new grant to be in use', async () => (proxy.logs.entries.some((e) => e.event === 'token_refreshed') ? true : undefined));
+      await until('the new grant to be in use', async () =>
+        proxy.logs.entries.some((e) => e.event === 'token_refreshed') ? true : undefined,
+      );
       for (let i = 0; i < 5; i++) {
         expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
         expect(authorizationOfLastRequest(sim)).not.toBe(`Bearer ${grant.accessToken}`);
@@ -220,7 +249,11 @@ describe('proactive refresh', () => {
     const h = await harness({ mode: 'oauth', sim: { accessTokenTtlSeconds: 3 } });
     // Each refresh arms the next, 2.7 s on: two more take some 5.5 s, and a busy machine only makes them later.
     const before = h.sim.counters.refreshGrants;
-    await until('two proactive refreshes', async () => (h.sim.counters.refreshGrants - before >= 2 ? true : undefined), 25_000);
+    await until(
+      'two proactive refreshes',
+      async () => (h.sim.counters.refreshGrants - before >= 2 ? true : undefined),
+      25_000,
+    );
     expect(h.sim.counters.invalidGrants).toBe(0);
   }, 30_000);
 });
@@ -243,12 +276,21 @@ describe('failures', () => {
     expect(h.sim.counters.tokenCalls - tokenCallsBefore).toBe(1);
 
     // An operator authorizes again (what `keap-proxy auth` does): a new grant lands in the store.
-    const client = new TokenClient({ tokenUrl: new URL(h.sim.tokenUrl), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET });
-    const grant = await client.exchangeCode(h.sim.issueAuthorizationCode('https://example.com/cb'), 'https://example.com/cb');
+    const client = new TokenClient({
+      tokenUrl: new URL(h.sim.tokenUrl),
+      clientId: SIM_CLIENT_ID,
+      clientSecret: SIM_CLIENT_SECRET,
+    });
+    const grant = await client.exchangeCode(
+      h.sim.issueAuthorizationCode('https://example.com/cb'),
+      'https://example.com/cb',
+    );
     const store = new FileTokenStore(h.config.tokenStore.path);
     await store.withLock(() => store.save(grant));
 
-    await until('readiness to turn green', async () => ((await send(h.proxy.url, 'GET', '/readyz')).status === 200 ? true : undefined));
+    await until('readiness to turn green', async () =>
+      (await send(h.proxy.url, 'GET', '/readyz')).status === 200 ? true : undefined,
+    );
     expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
   });
 
@@ -267,7 +309,9 @@ describe('failures', () => {
     expect(h.sim.counters.tokenCalls - callsWhileDown).toBeLessThanOrEqual(1);
 
     h.sim.setTokenEndpointMode('ok');
-    await until('a request to succeed again', async () => ((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status === 200 ? true : undefined));
+    await until('a request to succeed again', async () =>
+      (await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status === 200 ? true : undefined,
+    );
     expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(200);
   });
 
@@ -281,8 +325,13 @@ describe('failures', () => {
     });
     try {
       // The proactive refresh is due at once, and fails.
-      await until('the proactive refresh to fail', async () => proxy.logs.entries.find((e) => e.event === 'token_refresh_failed'));
-      expect(proxy.logs.entries.find((e) => e.event === 'token_refresh_failed')).toMatchObject({ level: 'warn', failure: 'unavailable' });
+      await until('the proactive refresh to fail', async () =>
+        proxy.logs.entries.find((e) => e.event === 'token_refresh_failed'),
+      );
+      expect(proxy.logs.entries.find((e) => e.event === 'token_refresh_failed')).toMatchObject({
+        level: 'warn',
+        failure: 'unavailable',
+      });
       for (let i = 0; i < 5; i++) {
         expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
         expect(authorizationOfLastRequest(sim)).toBe(`Bearer ${grant.accessToken}`);
@@ -314,11 +363,19 @@ describe('failures', () => {
 
 describe('only Apigee token faults refresh and replay', () => {
   const expiredFault = (): Buffer =>
-    Buffer.from(JSON.stringify({ fault: { faultstring: 'Access Token expired', detail: { errorcode: 'keymanagement.service.access_token_expired' } } }));
+    Buffer.from(
+      JSON.stringify({
+        fault: {
+          faultstring: 'Access Token expired',
+          detail: { errorcode: 'keymanagement.service.access_token_expired' },
+        },
+      }),
+    );
 
-  it('classifies by errorcode; a 401 without a known fault is the application\'s', () => {
+  it("classifies by errorcode; a 401 without a known fault is the application's", () => {
     const kind = (body: string): string => classifyUnauthorized(parseFault(Buffer.from(body)));
-    const faultBody = (errorcode: string): string => JSON.stringify({ fault: { faultstring: 'x', detail: { errorcode } } });
+    const faultBody = (errorcode: string): string =>
+      JSON.stringify({ fault: { faultstring: 'x', detail: { errorcode } } });
     expect(kind(faultBody('keymanagement.service.access_token_expired'))).toBe('token');
     expect(kind(faultBody('keymanagement.service.invalid_access_token'))).toBe('token');
     expect(kind(faultBody('oauth.v2.InvalidAccessToken'))).toBe('token');
@@ -346,7 +403,10 @@ describe('only Apigee token faults refresh and replay', () => {
       ['GET', '/crm/rest/v1/__fault?errorcode=some.unknown.code', undefined],
     ];
     for (const [method, path, body] of requests) {
-      const r = await send(h.proxy.url, method, path, { body, headers: body ? { 'content-type': 'application/json' } : {} });
+      const r = await send(h.proxy.url, method, path, {
+        body,
+        headers: body ? { 'content-type': 'application/json' } : {},
+      });
       expect(r.status).toBe(401);
       if (path.includes('__app401')) expect(r.body.equals(APP_UNAUTHORIZED_BODY)).toBe(true);
       else expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'some.unknown.code' } } });
@@ -400,11 +460,14 @@ describe('only Apigee token faults refresh and replay', () => {
         return;
       }
       held.push(res);
-      if (held.length === 20) for (const r of held) r.writeHead(401, { 'content-type': 'application/json' }).end(expiredFault());
+      if (held.length === 20)
+        for (const r of held) r.writeHead(401, { 'content-type': 'application/json' }).end(expiredFault());
     });
     const before = { ...h.sim.counters };
     const bodies = Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? undefined : randomBytes(1000 + i)));
-    const replies = await Promise.all(bodies.map((body) => send(h.proxy.url, body ? 'POST' : 'GET', '/crm/rest/v1/__storm', { body })));
+    const replies = await Promise.all(
+      bodies.map((body) => send(h.proxy.url, body ? 'POST' : 'GET', '/crm/rest/v1/__storm', { body })),
+    );
     for (const [i, r] of replies.entries()) {
       expect(r.status, `request ${i}`).toBe(200);
       expect(r.json<{ bodySha256: string }>().bodySha256).toBe(sha256(bodies[i] ?? Buffer.alloc(0)));
@@ -429,13 +492,23 @@ describe('only Apigee token faults refresh and replay', () => {
       const token = String(req.headers.authorization).slice('Bearer '.length);
       tokens.push(token);
       if (token === revoked.token) {
-        res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ fault: { faultstring: 'Access Token not approved', detail: { errorcode: 'keymanagement.service.access_token_not_approved' } } }));
+        res.writeHead(401, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            fault: {
+              faultstring: 'Access Token not approved',
+              detail: { errorcode: 'keymanagement.service.access_token_not_approved' },
+            },
+          }),
+        );
       } else {
         res.writeHead(201, { 'content-type': 'application/json' }).end('{"id":1}');
       }
     });
     const tokenCalls = h.sim.counters.tokenCalls;
-    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__revoked', { body: '{"x":1}', headers: { 'content-type': 'application/json' } });
+    const r = await send(h.proxy.url, 'POST', '/crm/rest/v1/__revoked', {
+      body: '{"x":1}',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(r.status).toBe(201);
     expect(h.sim.counters.tokenCalls - tokenCalls).toBe(1);
     expect(tokens).toHaveLength(2);
@@ -448,12 +521,21 @@ describe('only Apigee token faults refresh and replay', () => {
     const h = await harness({ mode: 'oauth' });
     const tokenCalls = h.sim.counters.tokenCalls;
     const apiCalls = h.sim.counters.apiCalls;
-    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__fault?errorcode=keymanagement.service.invalid_client-client_id_not_approved');
+    const r = await send(
+      h.proxy.url,
+      'GET',
+      '/crm/rest/v1/__fault?errorcode=keymanagement.service.invalid_client-client_id_not_approved',
+    );
     expect(r.status).toBe(401);
-    expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.invalid_client-client_id_not_approved' } } });
+    expect(r.json()).toMatchObject({
+      fault: { detail: { errorcode: 'keymanagement.service.invalid_client-client_id_not_approved' } },
+    });
     expect(h.sim.counters.tokenCalls).toBe(tokenCalls);
     expect(h.sim.counters.apiCalls - apiCalls).toBe(1);
-    expect(h.logs.entries.find((e) => e.event === 'app_not_approved')).toMatchObject({ level: 'error', errorcode: 'keymanagement.service.invalid_client-client_id_not_approved' });
+    expect(h.logs.entries.find((e) => e.event === 'app_not_approved')).toMatchObject({
+      level: 'error',
+      errorcode: 'keymanagement.service.invalid_client-client_id_not_approved',
+    });
   });
 });
 
@@ -461,7 +543,11 @@ describe('only Apigee token faults refresh and replay', () => {
  * A proxy whose token broker runs on an injected clock, so the refresh floor or a token's
  * refresh time can be crossed without waiting for it; its store holds `stored` if given.
  */
-async function startClockedProxy(sim: KeapSimulator, now: () => number, stored?: Grant): Promise<{ url: string; logs: LogCapture; close(): Promise<void> }> {
+async function startClockedProxy(
+  sim: KeapSimulator,
+  now: () => number,
+  stored?: Grant,
+): Promise<{ url: string; logs: LogCapture; close(): Promise<void> }> {
   const dir = tempDir();
   const config = loadConfig({ env: oauthEnv(sim, dir), cwd: dir });
   if (stored !== undefined) await new FileTokenStore(config.tokenStore.path).save(stored);
@@ -492,7 +578,9 @@ describe('the refresh floor', () => {
         const before = sim.counters.refreshGrants;
         const r = await send(proxy.url, 'GET', INVALID);
         expect(r.status).toBe(401);
-        expect(r.json()).toMatchObject({ fault: { detail: { errorcode: 'keymanagement.service.invalid_access_token' } } });
+        expect(r.json()).toMatchObject({
+          fault: { detail: { errorcode: 'keymanagement.service.invalid_access_token' } },
+        });
         if (sim.counters.refreshGrants > before) refreshedAt.push(second);
       }
       expect(refreshedAt).toEqual([0, 10, 20, 30, 40, 50]);
@@ -519,7 +607,12 @@ describe('the refresh floor', () => {
     const now = (): number => clock;
     const logs = new LogCapture();
     const broker = new TokenBroker({
-      client: new TokenClient({ tokenUrl: new URL(h.sim.tokenUrl), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET, now }),
+      client: new TokenClient({
+        tokenUrl: new URL(h.sim.tokenUrl),
+        clientId: SIM_CLIENT_ID,
+        clientSecret: SIM_CLIENT_SECRET,
+        now,
+      }),
       store: new FileTokenStore(h.config.tokenStore.path),
       logger: createLogger('trace', logs),
       seedRefreshToken: undefined,

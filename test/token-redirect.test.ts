@@ -42,7 +42,12 @@ async function recordingServer(answer: (res: import('node:http').ServerResponse)
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      rec.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      rec.requests.push({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       answer(res);
     });
   });
@@ -67,7 +72,15 @@ afterEach(async () => {
 async function redirectingEndpoint(status: number): Promise<{ endpoint: Recording; trap: Recording }> {
   const trap = await recordingServer((res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ access_token: 'trap-access', refresh_token: 'trap-refresh', expires_in: 86400, token_type: 'bearer', scope: 'full|trap.infusionsoft.com' }));
+    res.end(
+      JSON.stringify({
+        access_token: 'trap-access',
+        refresh_token: 'trap-refresh',
+        expires_in: 86400,
+        token_type: 'bearer',
+        scope: 'full|trap.infusionsoft.com',
+      }),
+    );
   });
   const endpoint = await recordingServer((res) => {
     res.writeHead(status, { location: `${trap.url}/token?${LOCATION_QUERY}`, 'content-type': 'text/plain' });
@@ -90,7 +103,11 @@ describe('the token endpoint answers a redirect', () => {
       const { endpoint, trap } = await redirectingEndpoint(status);
       const logs = new LogCapture();
       const broker = new TokenBroker({
-        client: new TokenClient({ tokenUrl: new URL(`${endpoint.url}/token`), clientId: CLIENT_ID, clientSecret: CLIENT_SECRET }),
+        client: new TokenClient({
+          tokenUrl: new URL(`${endpoint.url}/token`),
+          clientId: CLIENT_ID,
+          clientSecret: CLIENT_SECRET,
+        }),
         store: new FileTokenStore(path.join(tempDir(), 'store', 'tokens.json')),
         logger: createLogger('trace', logs),
         seedRefreshToken: REFRESH_TOKEN,
@@ -116,7 +133,11 @@ describe('the token endpoint answers a redirect', () => {
 
     it(`${status} on code exchange: not followed, the error names the Location host and no secret`, async () => {
       const { endpoint, trap } = await redirectingEndpoint(status);
-      const client = new TokenClient({ tokenUrl: new URL(`${endpoint.url}/token`), clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+      const client = new TokenClient({
+        tokenUrl: new URL(`${endpoint.url}/token`),
+        clientId: CLIENT_ID,
+        clientSecret: CLIENT_SECRET,
+      });
       const err = await client.exchangeCode(CODE, 'https://app.example.com/cb').catch((e: unknown) => e);
 
       expect(err).toBeInstanceOf(TokenEndpointError);
@@ -136,7 +157,11 @@ describe('the token endpoint answers a redirect', () => {
       res.end();
     });
     open.push(endpoint.server);
-    const client = new TokenClient({ tokenUrl: new URL(`${endpoint.url}/token`), clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    const client = new TokenClient({
+      tokenUrl: new URL(`${endpoint.url}/token`),
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+    });
     const err = await client.refresh(REFRESH_TOKEN).catch((e: unknown) => e);
     expect(err).toMatchObject({ failure: 'unavailable', status: 303, redirectHost: undefined });
     expect((err as Error).message).toMatch(/303, a redirect without a Location/);
@@ -148,7 +173,13 @@ describe('the token endpoint answers a redirect', () => {
     const redirectUri = 'http://127.0.0.1:8080/oauth/callback';
     const h = await startHarness({
       mode: 'oauth',
-      env: { KEAP_TOKEN_URL: `${endpoint.url}/token`, KEAP_CLIENT_ID: CLIENT_ID, KEAP_CLIENT_SECRET: CLIENT_SECRET, KEAP_REFRESH_TOKEN: REFRESH_TOKEN, KEAP_REDIRECT_URI: redirectUri },
+      env: {
+        KEAP_TOKEN_URL: `${endpoint.url}/token`,
+        KEAP_CLIENT_ID: CLIENT_ID,
+        KEAP_CLIENT_SECRET: CLIENT_SECRET,
+        KEAP_REFRESH_TOKEN: REFRESH_TOKEN,
+        KEAP_REDIRECT_URI: redirectUri,
+      },
     });
     harnesses.push(h);
     expect(h.logs.entries.find((e) => e.event === 'token_refresh_failed')).toMatchObject({ redirectHost: trap.host });
@@ -160,7 +191,10 @@ describe('the token endpoint answers a redirect', () => {
     expect(page.json()).toMatchObject({ error: 'token_endpoint_unavailable' });
     expect(page.json<{ message: string }>().message).toContain(trap.host);
 
-    expect(endpoint.requests.map((r) => new URLSearchParams(r.body).get('grant_type'))).toEqual(['refresh_token', 'authorization_code']);
+    expect(endpoint.requests.map((r) => new URLSearchParams(r.body).get('grant_type'))).toEqual([
+      'refresh_token',
+      'authorization_code',
+    ]);
     expect(trap.connections).toBe(0);
     expect(trap.requests).toHaveLength(0);
     expectNoSecret(page.text() + h.logs.text(), SECRETS);

@@ -2,7 +2,18 @@
 // writes that fail half-way, and directories and files other users could open.
 import { describe, it, expect, afterEach } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import ts from 'typescript';
@@ -17,11 +28,24 @@ const REFRESH = 'refresh-token-that-must-not-show';
 const posix = process.platform !== 'win32';
 
 function grant(extra: Partial<Grant> = {}): Grant {
-  return { accessToken: 'access-token', refreshToken: REFRESH, tokenType: 'bearer', scope: 'full|ab123.infusionsoft.com', accessExpiresAt: 2e12, issuedAt: 1e12, refreshIssuedAt: 1e12, ...extra };
+  return {
+    accessToken: 'access-token',
+    refreshToken: REFRESH,
+    tokenType: 'bearer',
+    scope: 'full|ab123.infusionsoft.com',
+    accessExpiresAt: 2e12,
+    issuedAt: 1e12,
+    refreshIssuedAt: 1e12,
+    ...extra,
+  };
 }
 
 /** A store in a fresh 0700 directory, and that directory. */
-function newStore(options: ConstructorParameters<typeof FileTokenStore>[1] = {}): { store: FileTokenStore; dir: string; file: string } {
+function newStore(options: ConstructorParameters<typeof FileTokenStore>[1] = {}): {
+  store: FileTokenStore;
+  dir: string;
+  file: string;
+} {
   const dir = path.join(tempDir(), 'store');
   mkdirSync(dir, { mode: 0o700 });
   const file = path.join(dir, 'tokens.json');
@@ -70,16 +94,21 @@ describe('the lock', () => {
   it.each([
     ['a fresh lock', 0],
     ['a lock with an mtime ahead of our clock', 3_600_000],
-  ])('%s held by someone else is waited for, not stolen, and the wait ends in a clear error', async (_title, aheadMs) => {
-    const { store, file } = newStore({ staleLockMs: 600_000, lockTimeoutMs: 100 });
-    writeFileSync(`${file}.lock`, '999999 live holder\n');
-    const when = new Date(Date.now() + aheadMs);
-    utimesSync(`${file}.lock`, when, when);
-    const err = await store.withLock(async () => 'ran').catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TokenStoreError);
-    expect((err as Error).message).toMatch(/token store lock .*tokens\.json\.lock is held by another process; if none runs, remove the file/);
-    expect(readFileSync(`${file}.lock`, 'utf8')).toBe('999999 live holder\n');
-  });
+  ])(
+    '%s held by someone else is waited for, not stolen, and the wait ends in a clear error',
+    async (_title, aheadMs) => {
+      const { store, file } = newStore({ staleLockMs: 600_000, lockTimeoutMs: 100 });
+      writeFileSync(`${file}.lock`, '999999 live holder\n');
+      const when = new Date(Date.now() + aheadMs);
+      utimesSync(`${file}.lock`, when, when);
+      const err = await store.withLock(async () => 'ran').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TokenStoreError);
+      expect((err as Error).message).toMatch(
+        /token store lock .*tokens\.json\.lock is held by another process; if none runs, remove the file/,
+      );
+      expect(readFileSync(`${file}.lock`, 'utf8')).toBe('999999 live holder\n');
+    },
+  );
 });
 
 /** A lock left by a holder that died an hour ago; created with O_EXCL, so never over a live lock. False when a lock is there. */
@@ -102,40 +131,46 @@ const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 const CONTENDED = { staleLockMs: 600_000, lockTimeoutMs: 60_000 };
 
 describe('the lock under contention', () => {
-  it.each([2, 3])('%i stores on one file, a stale lock planted before each of 50 rounds: never two inside at once', async (n) => {
-    const { dir, file } = newStore();
-    const warnings: TokenStoreWarning[] = [];
-    const stores = Array.from({ length: n }, () => new FileTokenStore(file, { ...CONTENDED, onWarning: (w) => warnings.push(w) }));
-    const events: string[] = [];
-    let inside = 0;
-    let most = 0;
-    const critical = (who: string) => async (): Promise<void> => {
-      events.push(`enter ${who}`);
-      inside += 1;
-      most = Math.max(most, inside);
-      await tick();
-      await tick();
-      inside -= 1;
-      events.push(`exit ${who}`);
-    };
-    for (let round = 0; round < 50; round++) {
-      expect(plantStaleLock(`${file}.lock`)).toBe(true);
-      await Promise.all(
-        stores.map(async (store, i) => {
-          // Staggered by a different number of filesystem round trips each round, so the stores
-          // meet the stale lock at varied points of each other's takeover.
-          for (let k = 0; k < ((round >> i) ^ (round * 7 + i)) % 6; k++) await stat(dir);
-          await store.withLock(critical(`${round}.${i}`));
-        }),
+  it.each([2, 3])(
+    '%i stores on one file, a stale lock planted before each of 50 rounds: never two inside at once',
+    async (n) => {
+      const { dir, file } = newStore();
+      const warnings: TokenStoreWarning[] = [];
+      const stores = Array.from(
+        { length: n },
+        () => new FileTokenStore(file, { ...CONTENDED, onWarning: (w) => warnings.push(w) }),
       );
-    }
-    expect(most).toBe(1);
-    expect(events).toHaveLength(50 * n * 2);
-    for (let i = 0; i < events.length; i += 2) expect(events[i + 1]).toBe(events[i]?.replace('enter', 'exit'));
-    expect(warnings).toEqual([]);
-    // No lock, takeover mutex or side file left behind.
-    expect(readdirSync(dir)).toEqual([]);
-  });
+      const events: string[] = [];
+      let inside = 0;
+      let most = 0;
+      const critical = (who: string) => async (): Promise<void> => {
+        events.push(`enter ${who}`);
+        inside += 1;
+        most = Math.max(most, inside);
+        await tick();
+        await tick();
+        inside -= 1;
+        events.push(`exit ${who}`);
+      };
+      for (let round = 0; round < 50; round++) {
+        expect(plantStaleLock(`${file}.lock`)).toBe(true);
+        await Promise.all(
+          stores.map(async (store, i) => {
+            // Staggered by a different number of filesystem round trips each round, so the stores
+            // meet the stale lock at varied points of each other's takeover.
+            for (let k = 0; k < ((round >> i) ^ (round * 7 + i)) % 6; k++) await stat(dir);
+            await store.withLock(critical(`${round}.${i}`));
+          }),
+        );
+      }
+      expect(most).toBe(1);
+      expect(events).toHaveLength(50 * n * 2);
+      for (let i = 0; i < events.length; i += 2) expect(events[i + 1]).toBe(events[i]?.replace('enter', 'exit'));
+      expect(warnings).toEqual([]);
+      // No lock, takeover mutex or side file left behind.
+      expect(readdirSync(dir)).toEqual([]);
+    },
+  );
 
   it("a release after a takeover leaves the new owner's lock in place, and warns", async () => {
     const { file } = newStore();
@@ -171,7 +206,11 @@ describe('the lock under contention', () => {
         event: 'token_store_lock_lost',
         path: lock,
         heldMs: expect.any(Number),
-        message: expect.stringMatching(new RegExp(`^token store lock ${lock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was taken over by another process while this one held it for \\d+ ms .*the other process's lock was left in place`)),
+        message: expect.stringMatching(
+          new RegExp(
+            `^token store lock ${lock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was taken over by another process while this one held it for \\d+ ms .*the other process's lock was left in place`,
+          ),
+        ),
       },
     ]);
     bMayLeave();
@@ -194,7 +233,9 @@ describe('the lock under contention', () => {
     await store.withLock(async () => {
       const past = new Date(Date.now() - 3_600_000);
       utimesSync(lock, past, past);
-      await expect.poll(() => lstatSync(lock).mtimeMs, { timeout: 15_000, interval: 20 }).toBeGreaterThan(Date.now() - 60_000);
+      await expect
+        .poll(() => lstatSync(lock).mtimeMs, { timeout: 15_000, interval: 20 })
+        .toBeGreaterThan(Date.now() - 60_000);
     });
   });
 
@@ -226,13 +267,15 @@ describe('the lock under contention', () => {
 
   // OS processes, each its own event loop and file descriptors: an O_EXCL marker file is
   // created on entering and removed on leaving, so entering while the other is inside fails.
-  it.runIf(posix)('three processes taking one lock 150 times each, each planting a stale lock before each round: never two inside at once', async () => {
-    const { dir, file } = newStore();
-    const code = tempDir();
-    compileForChild('tokens/token-store.ts', code);
-    writeFileSync(
-      path.join(code, 'contend.js'),
-      `import { closeSync, openSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+  it.runIf(posix)(
+    'three processes taking one lock 150 times each, each planting a stale lock before each round: never two inside at once',
+    async () => {
+      const { dir, file } = newStore();
+      const code = tempDir();
+      compileForChild('tokens/token-store.ts', code);
+      writeFileSync(
+        path.join(code, 'contend.js'),
+        `import { closeSync, openSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { FileTokenStore } from './tokens/token-store.js';
 const [file, rounds] = process.argv.slice(2);
 const warnings = [];
@@ -275,37 +318,48 @@ for (let i = 0; i < Number(rounds); i++) {
 }
 process.stdout.write(JSON.stringify({ overlaps, planted, vanished, warnings }) + '\\n');
 `,
-    );
-    const children = [0, 1, 2].map(() => {
-      const child = spawn(process.execPath, [path.join(code, 'contend.js'), file, '150'], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-      const ready = new Promise<void>((resolve, reject) => {
-        child.stdout.on('data', () => out.startsWith('ready\n') && resolve());
-        child.once('exit', () => reject(new Error(`child exited before it was ready: ${err}`)));
+      );
+      const children = [0, 1, 2].map(() => {
+        const child = spawn(process.execPath, [path.join(code, 'contend.js'), file, '150'], {
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+        const ready = new Promise<void>((resolve, reject) => {
+          child.stdout.on('data', () => out.startsWith('ready\n') && resolve());
+          child.once('exit', () => reject(new Error(`child exited before it was ready: ${err}`)));
+        });
+        const done = new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
+          child.once('exit', (code) => resolve({ code, out, err })),
+        );
+        return { child, ready, done };
       });
-      const done = new Promise<{ code: number | null; out: string; err: string }>((resolve) => child.once('exit', (code) => resolve({ code, out, err })));
-      return { child, ready, done };
-    });
-    // All go at once, so their rounds interleave.
-    await Promise.all(children.map((c) => c.ready));
-    for (const c of children) c.child.stdin.end('go\n');
-    const results = await Promise.all(children.map((c) => c.done));
-    let planted = 0;
-    for (const r of results) {
-      expect(r.code, r.err).toBe(0);
-      const result = JSON.parse(r.out.split('\n').at(-2) ?? '') as { overlaps: number; planted: number; vanished: number; warnings: string[] };
-      expect(result.overlaps).toBe(0);
-      expect(result.vanished).toBe(0);
-      expect(result.warnings).toEqual([]);
-      planted += result.planted;
-    }
-    // Stale locks were there to be taken over.
-    expect(planted).toBeGreaterThan(0);
-    expect(readdirSync(dir)).toEqual([]);
-  }, 60_000);
+      // All go at once, so their rounds interleave.
+      await Promise.all(children.map((c) => c.ready));
+      for (const c of children) c.child.stdin.end('go\n');
+      const results = await Promise.all(children.map((c) => c.done));
+      let planted = 0;
+      for (const r of results) {
+        expect(r.code, r.err).toBe(0);
+        const result = JSON.parse(r.out.split('\n').at(-2) ?? '') as {
+          overlaps: number;
+          planted: number;
+          vanished: number;
+          warnings: string[];
+        };
+        expect(result.overlaps).toBe(0);
+        expect(result.vanished).toBe(0);
+        expect(result.warnings).toEqual([]);
+        planted += result.planted;
+      }
+      // Stale locks were there to be taken over.
+      expect(planted).toBeGreaterThan(0);
+      expect(readdirSync(dir)).toEqual([]);
+    },
+    60_000,
+  );
 });
 
 /** Compiles src/<entry> and the modules it imports to plain JS in `outDir`, for a child process (Node 20 runs no TypeScript). */
@@ -317,11 +371,14 @@ function compileForChild(entry: string, outDir: string): void {
     if (done.has(name)) continue;
     done.add(name);
     const source = readFileSync(path.join(import.meta.dirname, '..', 'src', name), 'utf8');
-    const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+    const { outputText } = ts.transpileModule(source, {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+    });
     mkdirSync(path.join(outDir, path.dirname(name)), { recursive: true });
     writeFileSync(path.join(outDir, name.replace(/\.ts$/, '.js')), outputText);
     // Relative imports, resolved from this module's folder (src/ is laid out in folders).
-    for (const m of source.matchAll(/from '(\.{1,2}\/[\w/-]+)\.js'/g)) todo.push(path.posix.join(path.posix.dirname(name), `${m[1]}.ts`));
+    for (const m of source.matchAll(/from '(\.{1,2}\/[\w/-]+)\.js'/g))
+      todo.push(path.posix.join(path.posix.dirname(name), `${m[1]}.ts`));
   }
   writeFileSync(path.join(outDir, 'package.json'), '{"type":"module"}\n');
 }
@@ -330,15 +387,17 @@ describe('a failed save', () => {
   // No tmpfs can be filled here, so the write runs in a child process under a file-size
   // limit (RLIMIT_FSIZE, `ulimit -f`): its write fails with EFBIG after the temp file exists,
   // through the same code path a full disk (ENOSPC) takes.
-  it.runIf(posix)('a write that fails after the temp file exists (EFBIG under `ulimit -f`) leaves no temp file and the old grant intact', async () => {
-    const { store, dir, file } = newStore();
-    await store.save(grant());
-    const before = readFileSync(file, 'utf8');
-    const code = tempDir();
-    compileForChild('tokens/token-store.ts', code);
-    writeFileSync(
-      path.join(code, 'child.js'),
-      `import { FileTokenStore } from './tokens/token-store.js';
+  it.runIf(posix)(
+    'a write that fails after the temp file exists (EFBIG under `ulimit -f`) leaves no temp file and the old grant intact',
+    async () => {
+      const { store, dir, file } = newStore();
+      await store.save(grant());
+      const before = readFileSync(file, 'utf8');
+      const code = tempDir();
+      compileForChild('tokens/token-store.ts', code);
+      writeFileSync(
+        path.join(code, 'child.js'),
+        `import { FileTokenStore } from './tokens/token-store.js';
 const big = { accessToken: 'a', refreshToken: ${JSON.stringify(REFRESH)}, tokenType: 'bearer', scope: 'x'.repeat(256 * 1024), accessExpiresAt: 2e12, issuedAt: 1e12, refreshIssuedAt: 1e12 };
 try {
   await new FileTokenStore(process.argv[2]).save(big);
@@ -347,17 +406,24 @@ try {
   console.log(JSON.stringify({ name: err.name, message: err.message }));
 }
 `,
-    );
-    // 64 blocks: 32 KiB or 64 KiB by the shell's unit, far below the grant, far above Node's needs.
-    const child = spawnSync('/bin/sh', ['-c', 'ulimit -f 64 && exec "$0" "$@"', process.execPath, path.join(code, 'child.js'), file], { encoding: 'utf8' });
-    expect(child.status, child.stderr).toBe(0);
-    const result = JSON.parse(child.stdout) as { name: string; message: string };
-    expect(result.name).toBe('TokenStoreError');
-    expect(result.message).toBe(`token store ${file} cannot be written (EFBIG); check free space and permissions in ${dir}`);
-    expect(result.message).not.toContain(REFRESH);
-    expect(tmpFiles(dir)).toEqual([]);
-    expect(readFileSync(file, 'utf8')).toBe(before);
-  });
+      );
+      // 64 blocks: 32 KiB or 64 KiB by the shell's unit, far below the grant, far above Node's needs.
+      const child = spawnSync(
+        '/bin/sh',
+        ['-c', 'ulimit -f 64 && exec "$0" "$@"', process.execPath, path.join(code, 'child.js'), file],
+        { encoding: 'utf8' },
+      );
+      expect(child.status, child.stderr).toBe(0);
+      const result = JSON.parse(child.stdout) as { name: string; message: string };
+      expect(result.name).toBe('TokenStoreError');
+      expect(result.message).toBe(
+        `token store ${file} cannot be written (EFBIG); check free space and permissions in ${dir}`,
+      );
+      expect(result.message).not.toContain(REFRESH);
+      expect(tmpFiles(dir)).toEqual([]);
+      expect(readFileSync(file, 'utf8')).toBe(before);
+    },
+  );
 
   it('a rename that fails (the store path is a directory) leaves no temp file', async () => {
     const { store, dir, file } = newStore();
@@ -365,7 +431,11 @@ try {
     writeFileSync(path.join(file, 'occupant'), 'x');
     const err = await store.save(grant()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TokenStoreError);
-    expect((err as Error).message).toMatch(new RegExp(`^token store ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} cannot be written \\((EISDIR|ENOTEMPTY|EEXIST|EPERM)\\)`));
+    expect((err as Error).message).toMatch(
+      new RegExp(
+        `^token store ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} cannot be written \\((EISDIR|ENOTEMPTY|EEXIST|EPERM)\\)`,
+      ),
+    );
     expect(tmpFiles(dir)).toEqual([]);
   });
 
@@ -381,18 +451,29 @@ try {
 });
 
 describe.runIf(posix)('permissions', () => {
-  it.each(['save', 'withLock'] as const)('a store directory of ours with mode 0755 is tightened to 0700 on the first %s, with a warning', async (first) => {
-    const warnings: TokenStoreWarning[] = [];
-    const { store, dir } = newStore({ onWarning: (w) => warnings.push(w) });
-    chmodSync(dir, 0o755);
-    if (first === 'save') await store.save(grant());
-    else await store.withLock(async () => undefined);
-    expect(mode(dir)).toBe(0o700);
-    expect(warnings).toEqual([{ event: 'token_store_permissions', path: dir, mode: '0755', action: 'tightened', message: `token store directory ${dir} has mode 0755: other users can open it; changed to 0700` }]);
-    // Once per store, not on every use.
-    await store.withLock(() => store.save(grant()));
-    expect(warnings).toHaveLength(1);
-  });
+  it.each(['save', 'withLock'] as const)(
+    'a store directory of ours with mode 0755 is tightened to 0700 on the first %s, with a warning',
+    async (first) => {
+      const warnings: TokenStoreWarning[] = [];
+      const { store, dir } = newStore({ onWarning: (w) => warnings.push(w) });
+      chmodSync(dir, 0o755);
+      if (first === 'save') await store.save(grant());
+      else await store.withLock(async () => undefined);
+      expect(mode(dir)).toBe(0o700);
+      expect(warnings).toEqual([
+        {
+          event: 'token_store_permissions',
+          path: dir,
+          mode: '0755',
+          action: 'tightened',
+          message: `token store directory ${dir} has mode 0755: other users can open it; changed to 0700`,
+        },
+      ]);
+      // Once per store, not on every use.
+      await store.withLock(() => store.save(grant()));
+      expect(warnings).toHaveLength(1);
+    },
+  );
 
   it('a loose directory that holds other files is reported, never locked down under them', async () => {
     const warnings: TokenStoreWarning[] = [];
@@ -402,8 +483,15 @@ describe.runIf(posix)('permissions', () => {
     await store.save(grant());
     expect(mode(dir)).toBe(0o755);
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatchObject({ event: 'token_store_permissions', path: dir, mode: '0755', action: 'left_as_is' });
-    expect(warnings[0]?.message).toBe(`token store directory ${dir} has mode 0755: other users can open it; it holds other files too, so it is left as is: run \`chmod 700 ${dir}\`, or point TOKEN_STORE into a directory of its own`);
+    expect(warnings[0]).toMatchObject({
+      event: 'token_store_permissions',
+      path: dir,
+      mode: '0755',
+      action: 'left_as_is',
+    });
+    expect(warnings[0]?.message).toBe(
+      `token store directory ${dir} has mode 0755: other users can open it; it holds other files too, so it is left as is: run \`chmod 700 ${dir}\`, or point TOKEN_STORE into a directory of its own`,
+    );
   });
 
   it('a store file with mode 0644 is reported on load, once; the next save makes it 0600', async () => {
@@ -451,7 +539,13 @@ describe.runIf(posix)('the warning reaches the operator', () => {
     const h = await harness({ mode: 'oauth', env: { TOKEN_STORE: file } });
     expect(mode(path.dirname(file))).toBe(0o700);
     expect(h.logs.entries.filter((e) => e.event === 'token_store_permissions')).toEqual([
-      expect.objectContaining({ level: 'warn', path: path.dirname(file), mode: '0755', action: 'tightened', msg: expect.stringContaining('changed to 0700') }),
+      expect.objectContaining({
+        level: 'warn',
+        path: path.dirname(file),
+        mode: '0755',
+        action: 'tightened',
+        msg: expect.stringContaining('changed to 0700'),
+      }),
     ]);
   });
 
@@ -459,9 +553,19 @@ describe.runIf(posix)('the warning reaches the operator', () => {
     sim = await KeapSimulator.start();
     const dir = tempDir();
     const redirect = 'https://app.example.com/keap/callback';
-    const config = loadConfig({ env: { ...oauthEnv(sim, dir), KEAP_REFRESH_TOKEN: '', KEAP_REDIRECT_URI: redirect, TOKEN_STORE: looseStorePath() }, cwd: dir });
+    const config = loadConfig({
+      env: {
+        ...oauthEnv(sim, dir),
+        KEAP_REFRESH_TOKEN: '',
+        KEAP_REDIRECT_URI: redirect,
+        TOKEN_STORE: looseStorePath(),
+      },
+      cwd: dir,
+    });
     const out = new Out();
     await runAuth({ config, out, code: sim.issueAuthorizationCode(redirect) });
-    expect(out.text).toContain(`Warning: token store directory ${path.dirname(config.tokenStore.path)} has mode 0755: other users can open it; changed to 0700\n`);
+    expect(out.text).toContain(
+      `Warning: token store directory ${path.dirname(config.tokenStore.path)} has mode 0755: other users can open it; changed to 0700\n`,
+    );
   });
 });

@@ -17,7 +17,14 @@ beforeAll(async () => {
   upstream = await RawUpstream.start();
   logs = new LogCapture();
   const config = loadConfig({
-    env: { KEAP_API_URL: upstream.url, KEAP_API_KEY: SIM_API_KEY, PORT: '0', RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'info', REPLAY_BODY_BYTES: '1024' },
+    env: {
+      KEAP_API_URL: upstream.url,
+      KEAP_API_KEY: SIM_API_KEY,
+      PORT: '0',
+      RATE_LIMIT_PER_SECOND: '0',
+      LOG_LEVEL: 'info',
+      REPLAY_BODY_BYTES: '1024',
+    },
     cwd: tempDir(),
   });
   proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
@@ -65,8 +72,11 @@ function unfinishedUpload(path: string): Promise<{ head: string; socket: Socket 
 }
 
 describe('an answer before the upload is done', () => {
-  it('the client gets Keap\'s answer, the upstream socket is destroyed, never pooled, and the memory is given back', async () => {
-    upstream.early = (head) => (head.target.startsWith('/crm/rest/v1/upload') ? 'HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{"error":"large"}' : undefined);
+  it("the client gets Keap's answer, the upstream socket is destroyed, never pooled, and the memory is given back", async () => {
+    upstream.early = (head) =>
+      head.target.startsWith('/crm/rest/v1/upload')
+        ? 'HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{"error":"large"}'
+        : undefined;
     const connectionsBefore = upstream.connections;
     for (let i = 0; i < 5; i++) {
       const { head, socket } = await unfinishedUpload(`/crm/rest/v1/upload/${i}`);
@@ -84,7 +94,7 @@ describe('an answer before the upload is done', () => {
     expect(r.status).toBe(200);
   });
 
-  it('the proxy\'s own answer to an upload Keap refused early also closes the connection', async () => {
+  it("the proxy's own answer to an upload Keap refused early also closes the connection", async () => {
     upstream.early = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n';
     const { head, socket } = await unfinishedUpload('/crm/rest/v1/upload429');
     socket.destroy();
@@ -96,22 +106,51 @@ describe('an answer before the upload is done', () => {
 
   it('a complete exchange keeps its upstream connection for the next request', async () => {
     const connectionsBefore = upstream.connections;
-    for (let i = 0; i < 3; i++) expect((await send(proxy.url, 'POST', '/crm/rest/v1/contacts', { body: '{"a":1}' })).status).toBe(200);
+    for (let i = 0; i < 3; i++)
+      expect((await send(proxy.url, 'POST', '/crm/rest/v1/contacts', { body: '{"a":1}' })).status).toBe(200);
     expect(upstream.connections - connectionsBefore).toBeLessThanOrEqual(1);
   });
 });
 
 describe('anything an upstream sends', () => {
   const cases: Array<{ name: string; response: string; status: number }> = [
-    { name: 'a reason phrase with a control character', response: 'HTTP/1.1 200 O\x7fK\r\ncontent-length: 2\r\n\r\nok', status: 200 },
-    { name: 'a reason phrase with NUL-free binary', response: 'HTTP/1.1 404 N\x01\x02t\r\ncontent-length: 0\r\n\r\n', status: 404 },
-    { name: 'a header value with a control character', response: 'HTTP/1.1 200 OK\r\nx-a: b\x01c\r\ncontent-length: 2\r\n\r\nok', status: 502 },
-    { name: 'a header name that is no token', response: 'HTTP/1.1 200 OK\r\nx a: b\r\ncontent-length: 2\r\n\r\nok', status: 502 },
+    {
+      name: 'a reason phrase with a control character',
+      response: 'HTTP/1.1 200 O\x7fK\r\ncontent-length: 2\r\n\r\nok',
+      status: 200,
+    },
+    {
+      name: 'a reason phrase with NUL-free binary',
+      response: 'HTTP/1.1 404 N\x01\x02t\r\ncontent-length: 0\r\n\r\n',
+      status: 404,
+    },
+    {
+      name: 'a header value with a control character',
+      response: 'HTTP/1.1 200 OK\r\nx-a: b\x01c\r\ncontent-length: 2\r\n\r\nok',
+      status: 502,
+    },
+    {
+      name: 'a header name that is no token',
+      response: 'HTTP/1.1 200 OK\r\nx a: b\r\ncontent-length: 2\r\n\r\nok',
+      status: 502,
+    },
     { name: 'a status below 100', response: 'HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n', status: 502 },
-    { name: 'a 101 to a plain request', response: 'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n', status: 502 },
+    {
+      name: 'a 101 to a plain request',
+      response: 'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n',
+      status: 502,
+    },
     { name: 'not HTTP at all', response: 'SSH-2.0-OpenSSH_9.6\r\n', status: 502 },
-    { name: 'a body shorter than its length', response: 'HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort', status: -1 },
-    { name: 'a 429 with a control character in its reason', response: 'HTTP/1.1 429 T\x7foo many\r\ncontent-length: 0\r\nretry-after: 3600\r\n\r\n', status: 429 },
+    {
+      name: 'a body shorter than its length',
+      response: 'HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort',
+      status: -1,
+    },
+    {
+      name: 'a 429 with a control character in its reason',
+      response: 'HTTP/1.1 429 T\x7foo many\r\ncontent-length: 0\r\nretry-after: 3600\r\n\r\n',
+      status: 429,
+    },
   ];
 
   it.each(cases)('$name: the client gets an answer and the proxy keeps serving', async ({ response, status }) => {
@@ -120,7 +159,10 @@ describe('anything an upstream sends', () => {
       socket.end(response);
       return MANUAL;
     };
-    const reply = await rawExchange(proxy.url, 'GET /crm/rest/v1/odd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    const reply = await rawExchange(
+      proxy.url,
+      'GET /crm/rest/v1/odd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n',
+    );
     const statusLine = reply.split('\r\n')[0] ?? '';
     if (status === -1) {
       // Keap cut its body short: the client sees the head, then the connection cut; nothing more.

@@ -55,9 +55,24 @@ describe('rewritePrivateKey: first value variants', () => {
       `\n  <value>\n <string>${KEY}</string>\n</value>\n`,
       'old',
     ],
-    ['whitespace inside tags', '<value ><string >old</string ></value >', `<value ><string >${KEY}</string ></value >`, 'old'],
-    ['bare value with whitespace is all string', '<value>  old \n</value>', `<value><string>${KEY}</string></value>`, '  old \n'],
-    ['CDATA inside string', '<value><string><![CDATA[a</string>&b]]></string></value>', `<value><string>${KEY}</string></value>`, 'a</string>&b'],
+    [
+      'whitespace inside tags',
+      '<value ><string >old</string ></value >',
+      `<value ><string >${KEY}</string ></value >`,
+      'old',
+    ],
+    [
+      'bare value with whitespace is all string',
+      '<value>  old \n</value>',
+      `<value><string>${KEY}</string></value>`,
+      '  old \n',
+    ],
+    [
+      'CDATA inside string',
+      '<value><string><![CDATA[a</string>&b]]></string></value>',
+      `<value><string>${KEY}</string></value>`,
+      'a</string>&b',
+    ],
     ['CDATA in a bare value', '<value><![CDATA[<old>]]></value>', `<value><string>${KEY}</string></value>`, '<old>'],
     [
       'text, entities, CDATA and comment mixed inside string',
@@ -65,8 +80,18 @@ describe('rewritePrivateKey: first value variants', () => {
       `<value><string>${KEY}</string></value>`,
       'a&&lt;B',
     ],
-    ['comments around the string', '<value><!-- x --><string>old</string><!-- y --></value>', `<value><!-- x --><string>${KEY}</string><!-- y --></value>`, 'old'],
-    ['int (legacy junk) is replaced by a string', '<value><int>5</int></value>', `<value><string>${KEY}</string></value>`, '5'],
+    [
+      'comments around the string',
+      '<value><!-- x --><string>old</string><!-- y --></value>',
+      `<value><!-- x --><string>${KEY}</string><!-- y --></value>`,
+      'old',
+    ],
+    [
+      'int (legacy junk) is replaced by a string',
+      '<value><int>5</int></value>',
+      `<value><string>${KEY}</string></value>`,
+      '5',
+    ],
     ['i4 with whitespace', '<value>\n  <i4>7</i4>\n</value>', `<value><string>${KEY}</string></value>`, '7'],
     ['nil', '<value><nil/></value>', `<value><string>${KEY}</string></value>`, ''],
     ['boolean', '<value><boolean>1</boolean></value>', `<value><string>${KEY}</string></value>`, '1'],
@@ -112,7 +137,9 @@ describe('rewritePrivateKey: first value variants', () => {
   });
 
   it('skips attributes (none in XML-RPC), even with ">" inside quotes', () => {
-    const body = b(`<methodCall a="x>y" b='1'><methodName>M</methodName><params><param><value x="1"><string>old</string></value></param></params></methodCall>`);
+    const body = b(
+      `<methodCall a="x>y" b='1'><methodName>M</methodName><params><param><value x="1"><string>old</string></value></param></params></methodCall>`,
+    );
     expect(readPrivateKey(body)).toBe('old');
     expect(rewritePrivateKey(body, KEY).toString()).toBe(
       `<methodCall a="x>y" b='1'><methodName>M</methodName><params><param><value x="1"><string>${KEY}</string></value></param></params></methodCall>`,
@@ -135,7 +162,12 @@ describe('rewritePrivateKey: first value variants', () => {
   });
 
   it('is idempotent for the same key', () => {
-    for (const value of ['<value/>', '<value>x</value>', '<value><string>x</string></value>', '<value><int>1</int></value>']) {
+    for (const value of [
+      '<value/>',
+      '<value>x</value>',
+      '<value><string>x</string></value>',
+      '<value><int>1</int></value>',
+    ]) {
       const once = rewritePrivateKey(call(value).body, KEY);
       expect(rewritePrivateKey(once, KEY).equals(once)).toBe(true);
     }
@@ -206,7 +238,7 @@ describe('escaping', () => {
     }
   });
 
-  it('refuses a key XML cannot carry, with a plain Error (not the client\'s fault)', () => {
+  it("refuses a key XML cannot carry, with a plain Error (not the client's fault)", () => {
     const { body } = call('<value>x</value>');
     for (const key of ['a\u0000b', 'a\u001bb', 'a\ud800b', '\uffff']) {
       let err: unknown;
@@ -223,7 +255,9 @@ describe('escaping', () => {
 
 describe('readPrivateKey', () => {
   it('decodes the five entities and numeric references', () => {
-    const { body } = call('<value><string>&lt;&gt;&amp;&quot;&apos;&#65;&#x42;&#x043;&#x1F511;&#1082;</string></value>');
+    const { body } = call(
+      '<value><string>&lt;&gt;&amp;&quot;&apos;&#65;&#x42;&#x043;&#x1F511;&#1082;</string></value>',
+    );
     expect(readPrivateKey(body)).toBe(`<>&"'ABC🔑к`);
   });
 
@@ -250,7 +284,9 @@ describe('UTF-8 and large bodies', () => {
   it('keeps multibyte UTF-8 elsewhere in the body byte-identical', () => {
     const rest = '<param><value><string>Zoë Ωμέγα 日本語 🙂</string></value></param>';
     const decl = '<?xml version="1.0"?><!-- ünïcödé -->';
-    const body = b(`${decl}<methodCall><methodName>Ünïcode.méthod</methodName><params><param><value>ä</value></param>${rest}</params></methodCall>`);
+    const body = b(
+      `${decl}<methodCall><methodName>Ünïcode.méthod</methodName><params><param><value>ä</value></param>${rest}</params></methodCall>`,
+    );
     const out = rewritePrivateKey(body, 'ключ');
     expect(out.toString('utf8')).toBe(
       `${decl}<methodCall><methodName>Ünïcode.méthod</methodName><params><param><value><string>ключ</string></value></param>${rest}</params></methodCall>`,
@@ -302,7 +338,11 @@ describe('malformed bodies throw XmlRpcError', () => {
     ['methodResponse root', '<methodResponse><params/></methodResponse>', /root element is <methodResponse>/],
     ['case-mismatched root', '<MethodCall><methodName>M</methodName></MethodCall>', /root element is <MethodCall>/],
     ['self-closing methodCall', '<methodCall/>', /no <methodName>/],
-    ['no methodName', '<methodCall><params><param><value>x</value></param></params></methodCall>', /expected <methodName>/],
+    [
+      'no methodName',
+      '<methodCall><params><param><value>x</value></param></params></methodCall>',
+      /expected <methodName>/,
+    ],
     ['empty methodName', '<methodCall><methodName></methodName></methodCall>', /methodName> is empty/],
     ['self-closing methodName', '<methodCall><methodName/></methodCall>', /methodName> is empty/],
     ['element inside methodName', '<methodCall><methodName><b>M</b></methodName></methodCall>', /only text/],

@@ -45,7 +45,8 @@ export interface GetCacheOptions {
   relayCorsHeaders?: boolean;
 }
 
-const EXPECTED_FORM = "expected PATTERN=TTL_SECONDS, e.g. '/crm/rest/v1/tags*=300' or '/crm/rest/v1/contacts/model=3600'";
+const EXPECTED_FORM =
+  "expected PATTERN=TTL_SECONDS, e.g. '/crm/rest/v1/tags*=300' or '/crm/rest/v1/contacts/model=3600'";
 
 /** Parses 'PATTERN=TTL_SECONDS' entries separated by commas (whitespace around entries is ignored). */
 export function parseCacheRules(text: string): CacheRule[] {
@@ -113,9 +114,11 @@ export class GetCache {
   private readonly relayCors: boolean;
 
   constructor(opts: GetCacheOptions) {
-    if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes <= 0) throw new RangeError(`GetCache maxBytes must be a positive integer, got ${opts.maxBytes}`);
+    if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes <= 0)
+      throw new RangeError(`GetCache maxBytes must be a positive integer, got ${opts.maxBytes}`);
     const maxEntry = opts.maxEntryBytes ?? Math.min(Math.floor(opts.maxBytes / 10), MIB);
-    if (!Number.isSafeInteger(maxEntry) || maxEntry <= 0) throw new RangeError(`GetCache maxEntryBytes must be a positive integer, got ${maxEntry}`);
+    if (!Number.isSafeInteger(maxEntry) || maxEntry <= 0)
+      throw new RangeError(`GetCache maxEntryBytes must be a positive integer, got ${maxEntry}`);
     this.maxEntryBytes = Math.min(maxEntry, opts.maxBytes);
     this.now = opts.now ?? Date.now;
     this.relayCors = opts.relayCorsHeaders === true;
@@ -146,7 +149,12 @@ export class GetCache {
    * the cache. The key is the tenant and the URL exactly as sent (path and query), plus the
    * request headers a stored response may vary on (see KEYED_REQUEST_HEADERS).
    */
-  keyFor(method: string, url: string, tenant: string, headers: IncomingHttpHeaders): { key: string; ttlMs: number } | undefined {
+  keyFor(
+    method: string,
+    url: string,
+    tenant: string,
+    headers: IncomingHttpHeaders,
+  ): { key: string; ttlMs: number } | undefined {
     if (method !== 'GET') return undefined;
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
@@ -194,7 +202,14 @@ export class GetCache {
     const storedAt = this.now();
     // A slice would pin the whole buffer it came from (a socket read, or the 8 KiB pool) while the entry lives.
     const own = body.byteOffset === 0 && body.buffer.byteLength === body.length ? body : copyOut([body], body.length);
-    const entry: CachedResponse = { status, statusMessage, rawHeaders: headers, body: own, storedAt, expiresAt: storedAt + ttlMs };
+    const entry: CachedResponse = {
+      status,
+      statusMessage,
+      rawHeaders: headers,
+      body: own,
+      storedAt,
+      expiresAt: storedAt + ttlMs,
+    };
     if (entrySize(entry, key) > this.maxEntryBytes) return false;
     this.lru.set(key, entry);
     return true;
@@ -246,14 +261,23 @@ export class GetCache {
  * Writes a cached response to the client with `X-Cache: HIT`, its `Age` in seconds and the
  * request id. `now` must be the clock the cache was built with (default Date.now).
  */
-export function serveCached(res: ServerResponse, cached: CachedResponse, requestId: string, now: number = Date.now()): void {
+export function serveCached(
+  res: ServerResponse,
+  cached: CachedResponse,
+  requestId: string,
+  now: number = Date.now(),
+): void {
   // A fresh array: the entry is shared by every hit and must not grow.
   const pairs = cached.rawHeaders.slice();
   pairs.push(
-    'content-length', String(cached.body.length),
-    'age', String(Math.max(0, Math.floor((now - cached.storedAt) / 1000))),
-    'x-cache', 'HIT',
-    'x-request-id', requestId,
+    'content-length',
+    String(cached.body.length),
+    'age',
+    String(Math.max(0, Math.floor((now - cached.storedAt) / 1000))),
+    'x-cache',
+    'HIT',
+    'x-request-id',
+    requestId,
   );
   res.writeHead(cached.status, cached.statusMessage, pairs);
   res.end(cached.body);
@@ -321,7 +345,8 @@ function hasDirective(value: string, names: Set<string>): boolean {
 function maxAgeZero(value: string): boolean {
   for (const part of value.split(',')) {
     const [name, arg] = part.split('=', 2);
-    if (name?.trim().toLowerCase() === 'max-age' && arg !== undefined && Number(arg.trim().replace(/^"|"$/g, '')) === 0) return true;
+    if (name?.trim().toLowerCase() === 'max-age' && arg !== undefined && Number(arg.trim().replace(/^"|"$/g, '')) === 0)
+      return true;
   }
   return false;
 }

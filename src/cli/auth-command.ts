@@ -56,16 +56,24 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
   const credentials = oauthCredentials(config);
   const redirectUri = credentials.redirectUri;
   if (redirectUri === undefined) {
-    throw new ConfigError(['KEAP_REDIRECT_URI: required by `keap-proxy auth`; set it to the redirect URI registered for your Keap app, e.g. http://127.0.0.1:8765/callback']);
+    throw new ConfigError([
+      'KEAP_REDIRECT_URI: required by `keap-proxy auth`; set it to the redirect URI registered for your Keap app, e.g. http://127.0.0.1:8765/callback',
+    ]);
   }
-  const store = options.store ?? new FileTokenStore(config.tokenStore.path, { onWarning: (w) => out.write(`Warning: ${w.message}\n`) });
+  const store =
+    options.store ??
+    new FileTokenStore(config.tokenStore.path, { onWarning: (w) => out.write(`Warning: ${w.message}\n`) });
   const pending = new PendingState(`${config.tokenStore.path}.oauth-state`, options.now ?? Date.now);
   const states = new StateTable({ max: 1, now: options.now });
   const flow = new OAuthFlow({
     authorizeUrl: config.keapAuthorizeUrl,
     clientId: credentials.clientId,
     redirectUri,
-    client: new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: credentials.clientId, clientSecret: credentials.clientSecret }),
+    client: new TokenClient({
+      tokenUrl: config.keapTokenUrl,
+      clientId: credentials.clientId,
+      clientSecret: credentials.clientSecret,
+    }),
     keep: (grant) => store.withLock(() => store.save(grant)),
     states,
     restartHint: 'run `keap-proxy auth` again',
@@ -74,7 +82,9 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
   let grant: Grant;
   if (options.code !== undefined) {
     if (options.state !== undefined && !(await pending.consume(options.state))) {
-      throw new AuthError('--state does not match the state of the authorize URL `keap-proxy auth` printed last (or that was more than 10 minutes ago): run `keap-proxy auth` again and use the code and state of the redirect that follows it.');
+      throw new AuthError(
+        '--state does not match the state of the authorize URL `keap-proxy auth` printed last (or that was more than 10 minutes ago): run `keap-proxy auth` again and use the code and state of the redirect that follows it.',
+      );
     }
     const previous = await store.load().catch(() => undefined);
     grant = await exchange(flow, options.code);
@@ -93,12 +103,18 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
       return { outcome: 'pending', authorizeUrl: url.href };
     }
     const previous = await store.load().catch(() => undefined);
-    grant = await waitForCallback(flow, target, options.timeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS, out, (callbackUrl) => options.onListening?.({ authorizeUrl: url, state, callbackUrl }));
+    grant = await waitForCallback(flow, target, options.timeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS, out, (callbackUrl) =>
+      options.onListening?.({ authorizeUrl: url, state, callbackUrl }),
+    );
     warnOnTenantChange(out, previous, grant);
   }
 
   const status = describeGrant(grant, (options.now ?? Date.now)());
-  const summary: AuthSummary = { tenant: status.tenant, accessExpiresAt: status.accessToken.expiresAt, store: store.location };
+  const summary: AuthSummary = {
+    tenant: status.tenant,
+    accessExpiresAt: status.accessToken.expiresAt,
+    store: store.location,
+  };
   out.write(
     `Authorized${summary.tenant !== null ? ` for ${summary.tenant}` : ''}.\n` +
       `  access token expires ${summary.accessExpiresAt} (in ${formatDuration(status.accessToken.expiresInSeconds * 1000)})\n` +
@@ -110,7 +126,9 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
 
 function oauthCredentials(config: Config): OAuthCredentials {
   if (config.credentials.mode !== 'oauth') {
-    throw new ConfigError(['`keap-proxy auth` needs OAuth mode: set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (KEAP_API_KEY is key mode, which needs no authorization)']);
+    throw new ConfigError([
+      '`keap-proxy auth` needs OAuth mode: set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (KEAP_API_KEY is key mode, which needs no authorization)',
+    ]);
   }
   return config.credentials;
 }
@@ -128,7 +146,8 @@ function warnOnTenantChange(out: Output, previous: Grant | undefined, grant: Gra
   const before = previous !== undefined ? tenantOf(previous) : undefined;
   const after = tenantOf(grant);
   // A proxy that served one account now serves another: worth a line, not a refusal.
-  if (before !== undefined && after !== undefined && before !== after) out.write(`Note: the store held a grant for ${before}; it now holds one for ${after}.\n`);
+  if (before !== undefined && after !== undefined && before !== after)
+    out.write(`Note: the store held a grant for ${before}; it now holds one for ${after}.\n`);
 }
 
 /**
@@ -136,7 +155,13 @@ function warnOnTenantChange(out: Output, previous: Grant | undefined, grant: Gra
  * A callback with a wrong state gets a 400 page and we keep waiting: it is not our flow
  * (a stale tab, or a forged request), and the real one may still come.
  */
-function waitForCallback(flow: OAuthFlow, target: URL, timeoutMs: number, out: Output, onListening: (callbackUrl: string) => void): Promise<Grant> {
+function waitForCallback(
+  flow: OAuthFlow,
+  target: URL,
+  timeoutMs: number,
+  out: Output,
+  onListening: (callbackUrl: string) => void,
+): Promise<Grant> {
   const host = target.hostname.replace(/^\[|\]$/g, '');
   // Only an IP literal says which interface Keap's redirect reaches; a name gets loopback,
   // so the callback (and its code) is never offered to the network by accident.
@@ -160,14 +185,24 @@ function waitForCallback(flow: OAuthFlow, target: URL, timeoutMs: number, out: O
       flow.complete(url.searchParams).then(
         (grant) => {
           const tenant = tenantOf(grant);
-          sendPage(res, 200, 'keap-proxy is authorized', `Keap authorized keap-proxy${tenant !== undefined ? ` for ${tenant}` : ''}. You can close this tab.`);
+          sendPage(
+            res,
+            200,
+            'keap-proxy is authorized',
+            `Keap authorized keap-proxy${tenant !== undefined ? ` for ${tenant}` : ''}. You can close this tab.`,
+          );
           finish(() => resolve(grant), res);
         },
         (err: unknown) => {
           busy = false;
           if (err instanceof HttpError && err.code === 'invalid_state') {
-            sendPage(res, 400, 'Not this authorization', 'This callback does not carry the state `keap-proxy auth` is waiting for (a stale tab, or another run\'s redirect). Use the authorize URL it printed last; it is still waiting.');
-            out.write('Refused a callback with a state that is not this run\'s; still waiting.\n');
+            sendPage(
+              res,
+              400,
+              'Not this authorization',
+              "This callback does not carry the state `keap-proxy auth` is waiting for (a stale tab, or another run's redirect). Use the authorize URL it printed last; it is still waiting.",
+            );
+            out.write("Refused a callback with a state that is not this run's; still waiting.\n");
             return;
           }
           const message = err instanceof Error ? err.message : String(err);
@@ -177,7 +212,13 @@ function waitForCallback(flow: OAuthFlow, target: URL, timeoutMs: number, out: O
       );
     });
     const timer = setTimeout(() => {
-      finish(() => reject(new AuthError(`No callback from Keap within ${Math.round(timeoutMs / 1000)} s; run \`keap-proxy auth\` again (--timeout SECONDS waits longer), or use --code CODE.`)));
+      finish(() =>
+        reject(
+          new AuthError(
+            `No callback from Keap within ${Math.round(timeoutMs / 1000)} s; run \`keap-proxy auth\` again (--timeout SECONDS waits longer), or use --code CODE.`,
+          ),
+        ),
+      );
     }, timeoutMs);
 
     function finish(settle: () => void, res?: http.ServerResponse): void {
@@ -193,14 +234,25 @@ function waitForCallback(flow: OAuthFlow, target: URL, timeoutMs: number, out: O
     }
 
     server.once('error', (err: NodeJS.ErrnoException) => {
-      const hint = err.code === 'EADDRINUSE' ? ': something already listens there (a running keap-proxy? then open its /oauth/start instead)' : '';
-      finish(() => reject(new AuthError(`Cannot listen for the callback on ${bindHost}:${port} (${err.code ?? err.message})${hint}; or use --code CODE.`)));
+      const hint =
+        err.code === 'EADDRINUSE'
+          ? ': something already listens there (a running keap-proxy? then open its /oauth/start instead)'
+          : '';
+      finish(() =>
+        reject(
+          new AuthError(
+            `Cannot listen for the callback on ${bindHost}:${port} (${err.code ?? err.message})${hint}; or use --code CODE.`,
+          ),
+        ),
+      );
     });
     server.listen(port, bindHost, () => {
       const address = server.address() as AddressInfo;
       const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
       const callbackUrl = `http://${shown}:${address.port}${target.pathname}`;
-      out.write(`Waiting for Keap to redirect to ${target.href} (listening on ${shown}:${address.port}, up to ${Math.round(timeoutMs / 1000)} s)...\n`);
+      out.write(
+        `Waiting for Keap to redirect to ${target.href} (listening on ${shown}:${address.port}, up to ${Math.round(timeoutMs / 1000)} s)...\n`,
+      );
       onListening(callbackUrl);
     });
   });
@@ -218,7 +270,9 @@ class PendingState {
 
   async remember(state: string): Promise<void> {
     await fs.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
-    await fs.writeFile(this.file, JSON.stringify({ state, expiresAt: this.now() + STATE_TTL_MS }) + '\n', { mode: 0o600 });
+    await fs.writeFile(this.file, JSON.stringify({ state, expiresAt: this.now() + STATE_TTL_MS }) + '\n', {
+      mode: 0o600,
+    });
   }
 
   async consume(state: string): Promise<boolean> {

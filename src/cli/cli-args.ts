@@ -3,7 +3,13 @@
 export type Command =
   | { kind: 'help' }
   | { kind: 'serve'; configFile: string | undefined }
-  | { kind: 'auth'; configFile: string | undefined; code: string | undefined; state: string | undefined; timeoutMs: number | undefined }
+  | {
+      kind: 'auth';
+      configFile: string | undefined;
+      code: string | undefined;
+      state: string | undefined;
+      timeoutMs: number | undefined;
+    }
   | { kind: 'token-status'; configFile: string | undefined; json: boolean };
 
 export class UsageError extends Error {
@@ -70,13 +76,14 @@ export function parseArgs(argv: readonly string[]): Command {
     case 'auth': {
       const code = values.get('--code');
       const state = values.get('--state');
-      if (code === '') throw new UsageError('--code needs the code from Keap\'s redirect');
+      if (code === '') throw new UsageError("--code needs the code from Keap's redirect");
       if (state !== undefined && code === undefined) throw new UsageError('--state goes with --code');
       const timeout = values.get('--timeout');
       let timeoutMs: number | undefined;
       if (timeout !== undefined) {
         const seconds = Number(timeout);
-        if (!/^\d+$/.test(timeout) || seconds < 1 || seconds > 86_400) throw new UsageError(`--timeout: "${timeout}" is not a whole number of seconds from 1 to 86400`);
+        if (!/^\d+$/.test(timeout) || seconds < 1 || seconds > 86_400)
+          throw new UsageError(`--timeout: "${timeout}" is not a whole number of seconds from 1 to 86400`);
         timeoutMs = seconds * 1000;
       }
       return { kind, configFile, code, state, timeoutMs };
@@ -89,7 +96,8 @@ function commandOf(positionals: string[]): Kind {
   if (first === undefined) return 'serve';
   if (first === 'auth' && second === undefined) return 'auth';
   if (first === 'token' && second === 'status' && rest.length === 0) return 'token-status';
-  if (first === 'token') throw new UsageError(`unknown command "${positionals.join(' ')}"; did you mean "token status"?`);
+  if (first === 'token')
+    throw new UsageError(`unknown command "${positionals.join(' ')}"; did you mean "token status"?`);
   throw new UsageError(`unknown command "${positionals.join(' ')}"`);
 }
 

@@ -2,7 +2,9 @@ import { SETTINGS } from '../config/config.js';
 
 export function helpText(): string {
   const width = Math.max(...SETTINGS.map((s) => s.name.length));
-  const lines = SETTINGS.map((s) => `  ${s.name.padEnd(width)}  ${s.meaning}${s.default !== '' ? ` [default: ${s.default}]` : ''}`);
+  const lines = SETTINGS.map(
+    (s) => `  ${s.name.padEnd(width)}  ${s.meaning}${s.default !== '' ? ` [default: ${s.default}]` : ''}`,
+  );
   return [
     'keap-proxy: a token-brokering reverse proxy for the Keap (Infusionsoft) API',
     '',
@@ -10,10 +12,10 @@ export function helpText(): string {
     '  keap-proxy [--config FILE]                    run the proxy',
     '  keap-proxy auth [--config FILE] [--timeout SECONDS]',
     '                                                authorize in a browser: print the authorize URL,',
-    '                                                wait for Keap\'s redirect on KEAP_REDIRECT_URI',
+    "                                                wait for Keap's redirect on KEAP_REDIRECT_URI",
     '                                                (http only; default wait 300 s), store the grant',
     '  keap-proxy auth --code CODE [--state STATE] [--config FILE]',
-    '                                                store the grant for a code copied from Keap\'s',
+    "                                                store the grant for a code copied from Keap's",
     '                                                redirect; --state checks it against the URL the',
     '                                                last `keap-proxy auth` printed (https redirect URIs)',
     '  keap-proxy token status [--json] [--config FILE]',
@@ -35,7 +37,7 @@ export function helpText(): string {
     'Requests must be addressed (Host header) to 127.x.x.x, localhost, [::1] or a name in ALLOWED_HOSTS,',
     'else 421; /healthz and /readyz answer any Host.',
     'Local endpoints: GET /healthz, GET /readyz, GET /metrics; in OAuth mode with KEAP_REDIRECT_URI also',
-    'GET /oauth/start (302 to Keap\'s authorize page; needs a client key when PROXY_CLIENT_KEYS',
+    "GET /oauth/start (302 to Keap's authorize page; needs a client key when PROXY_CLIENT_KEYS",
     'is set) and GET /oauth/callback (where KEAP_REDIRECT_URI should lead: stores the new grant',
     'and uses it at once).',
   ].join('\n');

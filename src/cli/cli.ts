@@ -24,6 +24,12 @@ async function serve(config: Config): Promise<void> {
   process.once('SIGINT', () => stop('SIGINT'));
 }
 
-void runCli({ argv: process.argv.slice(2), env: process.env, stdout: process.stdout, stderr: process.stderr, serve }).then((code) => {
+void runCli({
+  argv: process.argv.slice(2),
+  env: process.env,
+  stdout: process.stdout,
+  stderr: process.stderr,
+  serve,
+}).then((code) => {
   if (code !== undefined) process.exitCode = code;
 });

@@ -57,7 +57,12 @@ export function describeGrant(grant: Grant, now: number): GrantStatus {
       age: formatDuration(refreshAge),
       lifetimeDays: REFRESH_LIFETIME_DAYS,
       expiresAt: iso(grant.refreshIssuedAt + REFRESH_LIFETIME_DAYS * DAY),
-      condition: refreshAge >= REFRESH_LIFETIME_DAYS * DAY ? 'expired' : refreshAge >= REFRESH_WARN_DAYS * DAY ? 'refresh_soon' : 'ok',
+      condition:
+        refreshAge >= REFRESH_LIFETIME_DAYS * DAY
+          ? 'expired'
+          : refreshAge >= REFRESH_WARN_DAYS * DAY
+            ? 'refresh_soon'
+            : 'ok',
     },
   };
 }
@@ -77,7 +82,11 @@ export function formatStatus(status: GrantStatus, storePath: string): string {
   const a = status.accessToken;
   const r = status.refreshToken;
   const inMs = a.expiresInSeconds * 1000;
-  const access = !a.present ? 'none yet (the proxy obtains one with the refresh token)' : a.expired ? `expired ${a.expiresAt} (${formatDuration(inMs)} ago)` : `expires ${a.expiresAt} (in ${formatDuration(inMs)})`;
+  const access = !a.present
+    ? 'none yet (the proxy obtains one with the refresh token)'
+    : a.expired
+      ? `expired ${a.expiresAt} (${formatDuration(inMs)} ago)`
+      : `expires ${a.expiresAt} (in ${formatDuration(inMs)})`;
   const lines = [
     `Grant in ${storePath}`,
     `  tenant:         ${status.tenant ?? '(unknown: scope names no account)'}`,
@@ -91,12 +100,15 @@ export function formatStatus(status: GrantStatus, storePath: string): string {
       `WARNING: the refresh token is ${r.age} old; Keap kills it after ${r.lifetimeDays} days. A running proxy renews it with every access-token refresh, so start one (or run \`keap-proxy auth\`) before then.`,
     );
   } else if (r.condition === 'expired') {
-    lines.push(`WARNING: the refresh token is older than Keap's ${r.lifetimeDays}-day lifetime and is most likely dead: run \`keap-proxy auth\` to authorize again.`);
+    lines.push(
+      `WARNING: the refresh token is older than Keap's ${r.lifetimeDays}-day lifetime and is most likely dead: run \`keap-proxy auth\` to authorize again.`,
+    );
   }
   return lines.join('\n') + '\n';
 }
 
-export const NO_GRANT_MESSAGE = 'No grant stored. Authorize with `keap-proxy auth`, or open the running proxy\'s /oauth/start (see README, "Authorizing (OAuth)").';
+export const NO_GRANT_MESSAGE =
+  'No grant stored. Authorize with `keap-proxy auth`, or open the running proxy\'s /oauth/start (see README, "Authorizing (OAuth)").';
 
 export interface TokenStatusOptions {
   config: Config;
@@ -110,17 +122,27 @@ export interface TokenStatusOptions {
 export async function runTokenStatus(options: TokenStatusOptions): Promise<number> {
   const { config, out } = options;
   if (config.credentials.mode !== 'oauth') {
-    throw new ConfigError(['token status: this configuration is key mode (KEAP_API_KEY), which uses no OAuth grant; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET for OAuth mode']);
+    throw new ConfigError([
+      'token status: this configuration is key mode (KEAP_API_KEY), which uses no OAuth grant; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET for OAuth mode',
+    ]);
   }
   const store = options.store ?? new FileTokenStore(config.tokenStore.path);
   const grant = await store.load();
   const now = (options.now ?? Date.now)();
   if (grant === undefined) {
-    out.write(options.json === true ? JSON.stringify({ store: store.location, grant: null, message: NO_GRANT_MESSAGE }, null, 2) + '\n' : `${NO_GRANT_MESSAGE}\nStore: ${store.location}\n`);
+    out.write(
+      options.json === true
+        ? JSON.stringify({ store: store.location, grant: null, message: NO_GRANT_MESSAGE }, null, 2) + '\n'
+        : `${NO_GRANT_MESSAGE}\nStore: ${store.location}\n`,
+    );
     return 1;
   }
   const status = describeGrant(grant, now);
-  out.write(options.json === true ? JSON.stringify({ store: store.location, grant: status }, null, 2) + '\n' : formatStatus(status, store.location));
+  out.write(
+    options.json === true
+      ? JSON.stringify({ store: store.location, grant: status }, null, 2) + '\n'
+      : formatStatus(status, store.location),
+  );
   return 0;
 }
 

@@ -73,37 +73,141 @@ export interface SettingDoc {
 const MiB = 1024 * 1024;
 
 export const SETTINGS: readonly SettingDoc[] = [
-  { name: 'HOST', default: '127.0.0.1', meaning: 'Address to listen on. Keep loopback for a sidecar; anything wider needs PROXY_CLIENT_KEYS.' },
+  {
+    name: 'HOST',
+    default: '127.0.0.1',
+    meaning: 'Address to listen on. Keep loopback for a sidecar; anything wider needs PROXY_CLIENT_KEYS.',
+  },
   { name: 'PORT', default: '8080', meaning: 'Port to listen on (0 picks a free one).' },
-  { name: 'ALLOWED_HOSTS', default: '', meaning: 'Comma-separated host names (or IP addresses) clients address the proxy by, besides 127.x.x.x, localhost and [::1]; case and port are ignored. Requests with any other Host get 421 (a guard against DNS rebinding), except /healthz and /readyz.' },
-  { name: 'KEAP_API_URL', default: 'https://api.infusionsoft.com', meaning: 'Keap API base URL: the only host requests are forwarded to.' },
+  {
+    name: 'ALLOWED_HOSTS',
+    default: '',
+    meaning:
+      'Comma-separated host names (or IP addresses) clients address the proxy by, besides 127.x.x.x, localhost and [::1]; case and port are ignored. Requests with any other Host get 421 (a guard against DNS rebinding), except /healthz and /readyz.',
+  },
+  {
+    name: 'KEAP_API_URL',
+    default: 'https://api.infusionsoft.com',
+    meaning: 'Keap API base URL: the only host requests are forwarded to.',
+  },
   { name: 'KEAP_TOKEN_URL', default: 'https://api.infusionsoft.com/token', meaning: 'OAuth2 token endpoint.' },
-  { name: 'KEAP_AUTHORIZE_URL', default: 'https://accounts.infusionsoft.com/app/oauth/authorize', meaning: 'OAuth2 authorize page (used by `keap-proxy auth`).' },
-  { name: 'KEAP_CLIENT_ID', default: '', meaning: 'OAuth client id. With KEAP_CLIENT_SECRET: OAuth mode.', secret: true },
+  {
+    name: 'KEAP_AUTHORIZE_URL',
+    default: 'https://accounts.infusionsoft.com/app/oauth/authorize',
+    meaning: 'OAuth2 authorize page (used by `keap-proxy auth`).',
+  },
+  {
+    name: 'KEAP_CLIENT_ID',
+    default: '',
+    meaning: 'OAuth client id. With KEAP_CLIENT_SECRET: OAuth mode.',
+    secret: true,
+  },
   { name: 'KEAP_CLIENT_SECRET', default: '', meaning: 'OAuth client secret.', secret: true },
   { name: 'KEAP_REDIRECT_URI', default: '', meaning: 'OAuth redirect URI registered for the client.' },
-  { name: 'KEAP_REFRESH_TOKEN', default: '', meaning: 'Seed refresh token, used only while the token store holds nothing newer (the store wins).', secret: true },
-  { name: 'KEAP_API_KEY', default: '', meaning: 'Personal Access Token, Service Account Key or legacy Encrypted Key. Alone: key mode.', secret: true },
-  { name: 'TOKEN_STORE', default: './data/tokens.json', meaning: 'File the OAuth grant is kept in (written atomically, mode 0600).' },
-  { name: 'REDIS_URL', default: '', meaning: 'Redis for replicas sharing one grant and quota (reserved; not used yet).', secret: true },
+  {
+    name: 'KEAP_REFRESH_TOKEN',
+    default: '',
+    meaning: 'Seed refresh token, used only while the token store holds nothing newer (the store wins).',
+    secret: true,
+  },
+  {
+    name: 'KEAP_API_KEY',
+    default: '',
+    meaning: 'Personal Access Token, Service Account Key or legacy Encrypted Key. Alone: key mode.',
+    secret: true,
+  },
+  {
+    name: 'TOKEN_STORE',
+    default: './data/tokens.json',
+    meaning: 'File the OAuth grant is kept in (written atomically, mode 0600).',
+  },
+  {
+    name: 'REDIS_URL',
+    default: '',
+    meaning: 'Redis for replicas sharing one grant and quota (reserved; not used yet).',
+    secret: true,
+  },
   { name: 'REDIS_PREFIX', default: 'keap-proxy:', meaning: 'Key prefix in Redis (reserved; not used yet).' },
-  { name: 'RATE_LIMIT_PER_SECOND', default: '', meaning: 'Keap\'s per-second spike limit. Empty: 25 for OAuth, 10 for a key. 0 turns pacing off.' },
-  { name: 'RATE_LIMIT_PER_MINUTE', default: '', meaning: 'Keap\'s per-minute throttle (rolling). Empty: 1500 for OAuth, 240 for a key.' },
-  { name: 'RATE_LIMIT_PER_DAY', default: '', meaning: 'Keap\'s daily quota (resets 00:00 UTC). Empty: 150000 for OAuth, 30000 for a key.' },
-  { name: 'TENANT_LIMIT_PER_MINUTE', default: '10000', meaning: 'Keap\'s per-tenant (account) limit per minute, any token type.' },
-  { name: 'TENANT_LIMIT_PER_DAY', default: '250000', meaning: 'Keap\'s per-tenant (account) limit per day.' },
-  { name: 'RATE_LIMIT_MARGIN', default: '0.9', meaning: 'Share of every limit the proxy uses (the rest is headroom for other apps of the same client or account).' },
-  { name: 'QUEUE_LIMIT', default: '1000', meaning: 'Requests that may wait for the rate limit; past that, 503 with Retry-After at once.' },
-  { name: 'REQUEST_DEADLINE_MS', default: '30000', meaning: 'Longest a request waits for the rate limit or a Keap 429 in all, then 429 with Retry-After. Clients may ask for less with X-Keap-Proxy-Deadline-Ms.' },
-  { name: 'CACHE_RULES', default: '', meaning: 'GET cache, off when empty: `PATTERN=TTL_SECONDS` entries, comma-separated; a pattern is a path or a prefix ending in `*`, e.g. `/crm/rest/v1/tags*=300`.' },
+  {
+    name: 'RATE_LIMIT_PER_SECOND',
+    default: '',
+    meaning: "Keap's per-second spike limit. Empty: 25 for OAuth, 10 for a key. 0 turns pacing off.",
+  },
+  {
+    name: 'RATE_LIMIT_PER_MINUTE',
+    default: '',
+    meaning: "Keap's per-minute throttle (rolling). Empty: 1500 for OAuth, 240 for a key.",
+  },
+  {
+    name: 'RATE_LIMIT_PER_DAY',
+    default: '',
+    meaning: "Keap's daily quota (resets 00:00 UTC). Empty: 150000 for OAuth, 30000 for a key.",
+  },
+  {
+    name: 'TENANT_LIMIT_PER_MINUTE',
+    default: '10000',
+    meaning: "Keap's per-tenant (account) limit per minute, any token type.",
+  },
+  { name: 'TENANT_LIMIT_PER_DAY', default: '250000', meaning: "Keap's per-tenant (account) limit per day." },
+  {
+    name: 'RATE_LIMIT_MARGIN',
+    default: '0.9',
+    meaning: 'Share of every limit the proxy uses (the rest is headroom for other apps of the same client or account).',
+  },
+  {
+    name: 'QUEUE_LIMIT',
+    default: '1000',
+    meaning: 'Requests that may wait for the rate limit; past that, 503 with Retry-After at once.',
+  },
+  {
+    name: 'REQUEST_DEADLINE_MS',
+    default: '30000',
+    meaning:
+      'Longest a request waits for the rate limit or a Keap 429 in all, then 429 with Retry-After. Clients may ask for less with X-Keap-Proxy-Deadline-Ms.',
+  },
+  {
+    name: 'CACHE_RULES',
+    default: '',
+    meaning:
+      'GET cache, off when empty: `PATTERN=TTL_SECONDS` entries, comma-separated; a pattern is a path or a prefix ending in `*`, e.g. `/crm/rest/v1/tags*=300`.',
+  },
   { name: 'CACHE_MAX_BYTES', default: String(64 * MiB), meaning: 'Most bytes the GET cache holds.' },
-  { name: 'UPSTREAM_TIMEOUT_MS', default: '60000', meaning: 'Keap must start answering within this many ms, else the client gets 504.' },
+  {
+    name: 'UPSTREAM_TIMEOUT_MS',
+    default: '60000',
+    meaning: 'Keap must start answering within this many ms, else the client gets 504.',
+  },
   { name: 'MAX_BODY_BYTES', default: String(50 * MiB), meaning: 'Largest request body accepted; larger gets 413.' },
-  { name: 'REPLAY_BODY_BYTES', default: String(10 * MiB), meaning: 'Bodies up to this size are buffered so a gateway 401 can be replayed; larger ones stream.' },
-  { name: 'BODY_BUFFER_BUDGET_BYTES', default: String(192 * MiB), meaning: 'Most memory all buffered request bodies may hold at once (fits a 512 MiB pod); past it a request gets 503 with Retry-After at once. At least REPLAY_BODY_BYTES.' },
-  { name: 'RATE_LIMIT_MAX_ATTEMPTS', default: '10', meaning: 'Sends of one request in all while Keap answers 429 (at least 250 ms apart, backing off); then the client gets the 429.' },
-  { name: 'PROXY_CLIENT_KEYS', default: '', meaning: 'Comma-separated keys; when set, clients must send `Authorization: Bearer <key>` (XML-RPC: or the key as privateKey).', secret: true },
-  { name: 'RELAY_CORS_HEADERS', default: 'false', meaning: "true passes Keap's Access-Control-Allow-*, Access-Control-Expose-Headers and Access-Control-Max-Age response headers on to clients; by default they are dropped, so no web page on another origin can read answers through the proxy." },
+  {
+    name: 'REPLAY_BODY_BYTES',
+    default: String(10 * MiB),
+    meaning: 'Bodies up to this size are buffered so a gateway 401 can be replayed; larger ones stream.',
+  },
+  {
+    name: 'BODY_BUFFER_BUDGET_BYTES',
+    default: String(192 * MiB),
+    meaning:
+      'Most memory all buffered request bodies may hold at once (fits a 512 MiB pod); past it a request gets 503 with Retry-After at once. At least REPLAY_BODY_BYTES.',
+  },
+  {
+    name: 'RATE_LIMIT_MAX_ATTEMPTS',
+    default: '10',
+    meaning:
+      'Sends of one request in all while Keap answers 429 (at least 250 ms apart, backing off); then the client gets the 429.',
+  },
+  {
+    name: 'PROXY_CLIENT_KEYS',
+    default: '',
+    meaning:
+      'Comma-separated keys; when set, clients must send `Authorization: Bearer <key>` (XML-RPC: or the key as privateKey).',
+    secret: true,
+  },
+  {
+    name: 'RELAY_CORS_HEADERS',
+    default: 'false',
+    meaning:
+      "true passes Keap's Access-Control-Allow-*, Access-Control-Expose-Headers and Access-Control-Max-Age response headers on to clients; by default they are dropped, so no web page on another origin can read answers through the proxy.",
+  },
   { name: 'LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent.' },
 ];
 
@@ -133,7 +237,10 @@ function shown(name: string, value: string): string {
 /** Every name a config file may use: settings, <SECRET>_FILE and the SAP connector's aliases. */
 function isKnownName(name: string): boolean {
   const canonical = CONNECTOR_ALIASES[name] ?? name;
-  return SETTINGS.some((s) => s.name === canonical) || (canonical.endsWith('_FILE') && SECRET_NAMES.includes(canonical.slice(0, -5)));
+  return (
+    SETTINGS.some((s) => s.name === canonical) ||
+    (canonical.endsWith('_FILE') && SECRET_NAMES.includes(canonical.slice(0, -5)))
+  );
 }
 
 /** Parameter names of SAP Open Connectors' Infusionsoft connector, accepted in the config file. */
@@ -179,7 +286,9 @@ function readProperties(text: string, source: string): { entries: PropertyLine[]
     if (line === '' || line.startsWith('#') || line.startsWith('!')) return;
     const sep = line.search(/[=:]/);
     if (sep <= 0) {
-      problems.push(`${lineOf(source, i + 1)}: expected NAME=value${hintFor(line)}; the line is not shown, as it may hold a secret`);
+      problems.push(
+        `${lineOf(source, i + 1)}: expected NAME=value${hintFor(line)}; the line is not shown, as it may hold a secret`,
+      );
       return;
     }
     entries.push({ key: line.slice(0, sep).trim(), value: line.slice(sep + 1).trim(), line: i + 1 });
@@ -199,7 +308,11 @@ function hintFor(text: string): string {
   const first = /^[^\s=:]+/.exec(text)?.[0];
   if (first !== undefined && first !== text && isKnownName(first)) return ` (is the "=" after ${first} missing?)`;
   const upper = text.toUpperCase();
-  const names = [...SETTINGS.map((s) => s.name), ...SECRET_NAMES.map((n) => `${n}_FILE`), ...Object.keys(CONNECTOR_ALIASES)];
+  const names = [
+    ...SETTINGS.map((s) => s.name),
+    ...SECRET_NAMES.map((n) => `${n}_FILE`),
+    ...Object.keys(CONNECTOR_ALIASES),
+  ];
   let near: { name: string; distance: number } | undefined;
   for (const name of names) {
     const distance = editDistance(upper, name.toUpperCase());
@@ -215,7 +328,11 @@ function editDistance(a: string, b: string): number {
   for (let i = 1; i <= a.length; i++) {
     const row = [i];
     for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min((previous[j] as number) + 1, (row[j - 1] as number) + 1, (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+      row[j] = Math.min(
+        (previous[j] as number) + 1,
+        (row[j - 1] as number) + 1,
+        (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
     }
     previous = row;
   }
@@ -234,7 +351,10 @@ export function loadConfig(input: LoadConfigInput): Config {
   const env = input.env;
   const problems: string[] = [];
 
-  const fileName = input.configFile ?? env.KEAP_PROXY_CONFIG ?? (existsSync(path.resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
+  const fileName =
+    input.configFile ??
+    env.KEAP_PROXY_CONFIG ??
+    (existsSync(path.resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
   const fromFile = new Map<string, string>();
   if (fileName !== undefined) {
     const full = path.resolve(cwd, fileName);
@@ -242,13 +362,16 @@ export function loadConfig(input: LoadConfigInput): Config {
     try {
       text = readFileSync(full, 'utf8');
     } catch (err) {
-      throw new ConfigError([`config file ${shown('KEAP_PROXY_CONFIG', fileName)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); fix the path given by --config or KEAP_PROXY_CONFIG`]);
+      throw new ConfigError([
+        `config file ${shown('KEAP_PROXY_CONFIG', fileName)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); fix the path given by --config or KEAP_PROXY_CONFIG`,
+      ]);
     }
     const lines = readProperties(text, fileName);
     problems.push(...lines.problems);
     for (const { key, value, line } of lines.entries) {
       // The name is not quoted either: a line whose separator came late may be a secret up to it.
-      if (!isKnownName(key)) problems.push(`${lineOf(fileName, line)}: unknown setting${hintFor(key)}; see README for the list of settings`);
+      if (!isKnownName(key))
+        problems.push(`${lineOf(fileName, line)}: unknown setting${hintFor(key)}; see README for the list of settings`);
       else fromFile.set(CONNECTOR_ALIASES[key] ?? key, value);
     }
   }
@@ -265,7 +388,9 @@ export function loadConfig(input: LoadConfigInput): Config {
     try {
       return readFileSync(path.resolve(cwd, fileRef), 'utf8').trim();
     } catch (err) {
-      problems.push(`${name}_FILE: cannot read ${shown(`${name}_FILE`, fileRef)} (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`);
+      problems.push(
+        `${name}_FILE: cannot read ${shown(`${name}_FILE`, fileRef)} (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`,
+      );
       return undefined;
     }
   };
@@ -299,13 +424,16 @@ export function loadConfig(input: LoadConfigInput): Config {
       if (u.username || u.password) throw new Error('credentials');
       return u;
     } catch {
-      problems.push(`${name}: ${shown(name, v)} is not an http(s) URL without credentials, e.g. ${defaultOf(name) || 'https://example.com'}`);
+      problems.push(
+        `${name}: ${shown(name, v)} is not an http(s) URL without credentials, e.g. ${defaultOf(name) || 'https://example.com'}`,
+      );
       return new URL(defaultOf(name) || 'http://127.0.0.1/');
     }
   };
 
   const host = str('HOST');
-  if (isIP(host) === 0 && host !== 'localhost') problems.push(`HOST: ${shown('HOST', host)} is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
+  if (isIP(host) === 0 && host !== 'localhost')
+    problems.push(`HOST: ${shown('HOST', host)} is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
   const port = int('PORT', 0, 65535);
   let allowedHosts: string[] = [];
   try {
@@ -327,27 +455,44 @@ export function loadConfig(input: LoadConfigInput): Config {
 
   let credentials: Credentials | undefined;
   if (clientId !== undefined || clientSecret !== undefined) {
-    if (clientId === undefined) problems.push('KEAP_CLIENT_ID: required with KEAP_CLIENT_SECRET; set it to your Keap app\'s client id');
-    if (clientSecret === undefined) problems.push('KEAP_CLIENT_SECRET: required with KEAP_CLIENT_ID; set it (or KEAP_CLIENT_SECRET_FILE) to your Keap app\'s client secret');
-    if (apiKey !== undefined) problems.push('KEAP_API_KEY: set together with OAuth client credentials; set either KEAP_CLIENT_ID + KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), not both');
+    if (clientId === undefined)
+      problems.push("KEAP_CLIENT_ID: required with KEAP_CLIENT_SECRET; set it to your Keap app's client id");
+    if (clientSecret === undefined)
+      problems.push(
+        "KEAP_CLIENT_SECRET: required with KEAP_CLIENT_ID; set it (or KEAP_CLIENT_SECRET_FILE) to your Keap app's client secret",
+      );
+    if (apiKey !== undefined)
+      problems.push(
+        'KEAP_API_KEY: set together with OAuth client credentials; set either KEAP_CLIENT_ID + KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), not both',
+      );
     if (clientId !== undefined && clientSecret !== undefined) {
       credentials = { mode: 'oauth', clientId, clientSecret, redirectUri, seedRefreshToken };
     }
   } else if (apiKey !== undefined) {
-    if (seedRefreshToken !== undefined) problems.push('KEAP_REFRESH_TOKEN: only used in OAuth mode; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET too, or remove it');
+    if (seedRefreshToken !== undefined)
+      problems.push(
+        'KEAP_REFRESH_TOKEN: only used in OAuth mode; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET too, or remove it',
+      );
     credentials = { mode: 'key', apiKey };
   } else {
-    problems.push('credentials: none configured; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), or run `npm run demo` to try the proxy against the built-in simulator');
+    problems.push(
+      'credentials: none configured; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), or run `npm run demo` to try the proxy against the built-in simulator',
+    );
   }
 
   const tokenStorePath = str('TOKEN_STORE');
-  if (/^rediss?:\/\//.test(tokenStorePath)) problems.push('TOKEN_STORE: a Redis token store is not supported yet; give a file path');
+  if (/^rediss?:\/\//.test(tokenStorePath))
+    problems.push('TOKEN_STORE: a Redis token store is not supported yet; give a file path');
 
   const oauth = (credentials?.mode ?? 'oauth') === 'oauth';
-  const limit = (name: string, oauthDefault: number, keyDefault: number, min: number): number => (str(name) === '' ? (oauth ? oauthDefault : keyDefault) : int(name, min, 1_000_000_000));
+  const limit = (name: string, oauthDefault: number, keyDefault: number, min: number): number =>
+    str(name) === '' ? (oauth ? oauthDefault : keyDefault) : int(name, min, 1_000_000_000);
   const marginText = str('RATE_LIMIT_MARGIN');
   const margin = Number(marginText);
-  if (!/^\d*\.?\d+$/.test(marginText) || !(margin > 0 && margin <= 1)) problems.push(`RATE_LIMIT_MARGIN: ${shown('RATE_LIMIT_MARGIN', marginText)} is not a number above 0 and at most 1, e.g. 0.9`);
+  if (!/^\d*\.?\d+$/.test(marginText) || !(margin > 0 && margin <= 1))
+    problems.push(
+      `RATE_LIMIT_MARGIN: ${shown('RATE_LIMIT_MARGIN', marginText)} is not a number above 0 and at most 1, e.g. 0.9`,
+    );
   const pacing = {
     perSecond: limit('RATE_LIMIT_PER_SECOND', 25, 10, 0),
     perMinute: limit('RATE_LIMIT_PER_MINUTE', 1500, 240, 1),
@@ -364,7 +509,9 @@ export function loadConfig(input: LoadConfigInput): Config {
   } catch (err) {
     // The message quotes the rule it refused; a rule with an '@' may be a URL, credentials and all, pasted in by mistake.
     problems.push(
-      cacheRules.includes('@') ? `CACHE_RULES: ${shown('CACHE_RULES', cacheRules)} holds a rule that is not PATTERN=TTL_SECONDS (a path, or a prefix ending in '*')` : `CACHE_RULES: ${(err as Error).message}`,
+      cacheRules.includes('@')
+        ? `CACHE_RULES: ${shown('CACHE_RULES', cacheRules)} holds a rule that is not PATTERN=TTL_SECONDS (a path, or a prefix ending in '*')`
+        : `CACHE_RULES: ${(err as Error).message}`,
     );
   }
   const cacheMaxBytes = int('CACHE_MAX_BYTES', 0, 2 ** 40);
@@ -373,20 +520,30 @@ export function loadConfig(input: LoadConfigInput): Config {
   const maxBodyBytes = int('MAX_BODY_BYTES', 1, 2 ** 40);
   const replayBodyBytes = int('REPLAY_BODY_BYTES', 0, 2 ** 40);
   const bodyBufferBudgetBytes = int('BODY_BUFFER_BUDGET_BYTES', 1, 2 ** 40);
-  if (bodyBufferBudgetBytes < Math.min(replayBodyBytes, maxBodyBytes)) problems.push('BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES (one replayable body must fit); raise it or lower REPLAY_BODY_BYTES');
+  if (bodyBufferBudgetBytes < Math.min(replayBodyBytes, maxBodyBytes))
+    problems.push(
+      'BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES (one replayable body must fit); raise it or lower REPLAY_BODY_BYTES',
+    );
   const rateLimitMaxAttempts = int('RATE_LIMIT_MAX_ATTEMPTS', 1, 100);
 
   const keysText = raw('PROXY_CLIENT_KEYS') ?? '';
-  const proxyClientKeys = keysText.split(',').map((k) => k.trim()).filter((k) => k !== '');
+  const proxyClientKeys = keysText
+    .split(',')
+    .map((k) => k.trim())
+    .filter((k) => k !== '');
   for (const key of proxyClientKeys) {
-    if (key.length < 16) problems.push('PROXY_CLIENT_KEYS: every key must be at least 16 characters; generate one with `openssl rand -hex 32`');
+    if (key.length < 16)
+      problems.push(
+        'PROXY_CLIENT_KEYS: every key must be at least 16 characters; generate one with `openssl rand -hex 32`',
+      );
     if (/\s/.test(key)) problems.push('PROXY_CLIENT_KEYS: keys must not contain white space');
   }
 
   const relayCorsHeaders = bool('RELAY_CORS_HEADERS');
 
   const logLevel = str('LOG_LEVEL') as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL: ${shown('LOG_LEVEL', logLevel)} is not one of ${LOG_LEVELS.join(', ')}`);
+  if (!LOG_LEVELS.includes(logLevel))
+    problems.push(`LOG_LEVEL: ${shown('LOG_LEVEL', logLevel)} is not one of ${LOG_LEVELS.join(', ')}`);
 
   const redis = { url: optional('REDIS_URL'), prefix: str('REDIS_PREFIX') };
   if (problems.length > 0 || credentials === undefined) throw new ConfigError([...new Set(problems)]);
@@ -429,7 +586,8 @@ export function configSummary(config: Config): Record<string, unknown> {
     keapApiUrl: config.keapApiUrl.origin + config.keapApiUrl.pathname,
     keapTokenUrl: config.keapTokenUrl.origin + config.keapTokenUrl.pathname,
     tokenStore: config.credentials.mode === 'oauth' ? config.tokenStore.path : undefined,
-    seedRefreshToken: config.credentials.mode === 'oauth' ? config.credentials.seedRefreshToken !== undefined : undefined,
+    seedRefreshToken:
+      config.credentials.mode === 'oauth' ? config.credentials.seedRefreshToken !== undefined : undefined,
     pacing: config.pacing,
     requestDeadlineMs: config.requestDeadlineMs,
     cache: config.cacheRules !== '',

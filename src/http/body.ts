@@ -28,7 +28,12 @@ export function framingOf(req: IncomingMessage): RequestFraming {
   const te = req.headers['transfer-encoding'];
   if (te !== undefined) {
     if (te.trim().toLowerCase() !== 'chunked') {
-      throw new HttpError(501, 'unsupported_transfer_encoding', 'Only "Transfer-Encoding: chunked" is supported; send the body with Content-Length or plain chunked framing.', { connection: 'close' });
+      throw new HttpError(
+        501,
+        'unsupported_transfer_encoding',
+        'Only "Transfer-Encoding: chunked" is supported; send the body with Content-Length or plain chunked framing.',
+        { connection: 'close' },
+      );
     }
     return CHUNKED;
   }
@@ -41,7 +46,12 @@ const NONE: RequestFraming = { framing: 'none', length: undefined };
 const CHUNKED: RequestFraming = { framing: 'chunked', length: undefined };
 
 export function tooLarge(maxBytes: number): HttpError {
-  return new HttpError(413, 'body_too_large', `Request body is larger than ${maxBytes} bytes (MAX_BODY_BYTES); send a smaller body.`, { connection: 'close' });
+  return new HttpError(
+    413,
+    'body_too_large',
+    `Request body is larger than ${maxBytes} bytes (MAX_BODY_BYTES); send a smaller body.`,
+    { connection: 'close' },
+  );
 }
 
 /**
@@ -123,7 +133,14 @@ export const BODY_TOO_LARGE = 'BODY_TOO_LARGE';
  * headers a stage may have rewritten). `onFirstRead` is called once reading begins: a refusal
  * before it leaves the body unread.
  */
-export async function readBody(req: IncomingMessage, declared: number | undefined, bufferLimit: number, maxBytes: number, budget: BodyBudget, onFirstRead: () => void): Promise<Body> {
+export async function readBody(
+  req: IncomingMessage,
+  declared: number | undefined,
+  bufferLimit: number,
+  maxBytes: number,
+  budget: BodyBudget,
+  onFirstRead: () => void,
+): Promise<Body> {
   if (declared !== undefined && declared > maxBytes) throw tooLarge(maxBytes);
   // A declared length is reserved before a byte is read: a refusal comes at once.
   // What is held is at most the buffer's worth (then the body streams): that is what is reserved.
@@ -145,7 +162,8 @@ export async function readBody(req: IncomingMessage, declared: number | undefine
         reserved = held;
       }
       chunks.push(next.value);
-      if (size > bufferLimit) return { stream: Readable.from(rest(chunks, it, size, maxBytes), { objectMode: false }), reserved };
+      if (size > bufferLimit)
+        return { stream: Readable.from(rest(chunks, it, size, maxBytes), { objectMode: false }), reserved };
     }
   } catch (err) {
     budget.give(reserved);
@@ -153,7 +171,12 @@ export async function readBody(req: IncomingMessage, declared: number | undefine
   }
 }
 
-async function* rest(head: Buffer[], it: AsyncIterator<Buffer>, sizeSoFar: number, maxBytes: number): AsyncGenerator<Buffer> {
+async function* rest(
+  head: Buffer[],
+  it: AsyncIterator<Buffer>,
+  sizeSoFar: number,
+  maxBytes: number,
+): AsyncGenerator<Buffer> {
   // Handed on and forgotten: once sent, the head is garbage.
   while (head.length > 0) yield head.shift() as Buffer;
   let size = sizeSoFar;

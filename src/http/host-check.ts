@@ -79,7 +79,9 @@ export function parseAllowedHosts(text: string, show: (entry: string) => string 
     } else if (entry.includes('*')) {
       throw new Error(`${show(entry)}: wildcards are not supported; list every host name clients use`);
     } else if (entry.includes(':') || entry.includes('/')) {
-      throw new Error(`${show(entry)}: give the host name alone, without scheme or port (the port is not compared), e.g. keap-proxy.internal`);
+      throw new Error(
+        `${show(entry)}: give the host name alone, without scheme or port (the port is not compared), e.g. keap-proxy.internal`,
+      );
     } else if (isIPv4(entry) || (entry.length <= 254 && HOST_NAME.test(entry))) {
       names.push(hostName(entry));
     } else {

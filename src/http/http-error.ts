@@ -43,5 +43,10 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 }
 
 export function sendError(res: ServerResponse, err: HttpError, requestId?: string): void {
-  sendJson(res, err.status, { error: err.code, message: err.message }, requestId === undefined || requestId === '' ? err.headers : { ...err.headers, 'x-request-id': requestId });
+  sendJson(
+    res,
+    err.status,
+    { error: err.code, message: err.message },
+    requestId === undefined || requestId === '' ? err.headers : { ...err.headers, 'x-request-id': requestId },
+  );
 }

@@ -47,11 +47,30 @@ export interface CredentialParts {
   client: TokenClient | undefined;
 }
 
-export function createCredentials(config: Config, logger: Logger, store: TokenStore, metrics?: Metrics, now?: () => number): CredentialParts {
+export function createCredentials(
+  config: Config,
+  logger: Logger,
+  store: TokenStore,
+  metrics?: Metrics,
+  now?: () => number,
+): CredentialParts {
   const c = config.credentials;
-  if (c.mode === 'key') return { credentials: new StaticKeySource(c.apiKey, logger), broker: undefined, client: undefined };
-  const client = new TokenClient({ tokenUrl: config.keapTokenUrl, clientId: c.clientId, clientSecret: c.clientSecret, now });
-  const broker = new TokenBroker({ client, store, logger, seedRefreshToken: c.seedRefreshToken, now, onRefresh: (outcome) => metrics?.tokenRefresh(outcome) });
+  if (c.mode === 'key')
+    return { credentials: new StaticKeySource(c.apiKey, logger), broker: undefined, client: undefined };
+  const client = new TokenClient({
+    tokenUrl: config.keapTokenUrl,
+    clientId: c.clientId,
+    clientSecret: c.clientSecret,
+    now,
+  });
+  const broker = new TokenBroker({
+    client,
+    store,
+    logger,
+    seedRefreshToken: c.seedRefreshToken,
+    now,
+    onRefresh: (outcome) => metrics?.tokenRefresh(outcome),
+  });
   return { credentials: broker, broker, client };
 }
 
@@ -60,11 +79,19 @@ export function createOAuthEndpoints(config: Config, logger: Logger, parts: Cred
   const c = config.credentials;
   const { broker, client } = parts;
   if (c.mode !== 'oauth' || broker === undefined || client === undefined) {
-    const unavailable = new HttpError(404, 'not_found', 'OAuth endpoints exist only in OAuth mode (KEAP_CLIENT_ID + KEAP_CLIENT_SECRET); this proxy runs in key mode.');
+    const unavailable = new HttpError(
+      404,
+      'not_found',
+      'OAuth endpoints exist only in OAuth mode (KEAP_CLIENT_ID + KEAP_CLIENT_SECRET); this proxy runs in key mode.',
+    );
     return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
   }
   if (c.redirectUri === undefined) {
-    const unavailable = new HttpError(503, 'redirect_uri_not_configured', "Set KEAP_REDIRECT_URI to the redirect URI registered for the Keap app, pointing at this proxy's /oauth/callback, and restart the proxy.");
+    const unavailable = new HttpError(
+      503,
+      'redirect_uri_not_configured',
+      "Set KEAP_REDIRECT_URI to the redirect URI registered for the Keap app, pointing at this proxy's /oauth/callback, and restart the proxy.",
+    );
     return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
   }
   const flow = new OAuthFlow({
@@ -80,7 +107,9 @@ export function createOAuthEndpoints(config: Config, logger: Logger, parts: Cred
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
-  const store = overrides.store ?? new FileTokenStore(config.tokenStore.path, { onWarning: ({ message, ...fields }) => logger.warn(fields, message) });
+  const store =
+    overrides.store ??
+    new FileTokenStore(config.tokenStore.path, { onWarning: ({ message, ...fields }) => logger.warn(fields, message) });
   const metrics = new Metrics();
   const logWriter = logWriterOf(logger);
   if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);
@@ -89,11 +118,29 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const oauth = createOAuthEndpoints(config, logger, parts);
   const pacer: Pacer = createPacer(config.pacing, logger);
   metrics.onQueueDepth(() => [{ tenant: credentials.tenant(), depth: pacer.depth() }]);
-  const cache = new GetCache({ rules: parseCacheRules(config.cacheRules), maxBytes: config.cacheMaxBytes, relayCorsHeaders: config.relayCorsHeaders });
-  const forwarder = new Forwarder({ target: config.keapApiUrl, timeoutMs: config.upstreamTimeoutMs, relayCorsHeaders: config.relayCorsHeaders });
+  const cache = new GetCache({
+    rules: parseCacheRules(config.cacheRules),
+    maxBytes: config.cacheMaxBytes,
+    relayCorsHeaders: config.relayCorsHeaders,
+  });
+  const forwarder = new Forwarder({
+    target: config.keapApiUrl,
+    timeoutMs: config.upstreamTimeoutMs,
+    relayCorsHeaders: config.relayCorsHeaders,
+  });
   const bodyBudget = new BodyBudget(config.bodyBufferBudgetBytes);
   metrics.onBodyBuffer(() => bodyBudget);
-  const pipeline = createPipeline({ config, logger, credentials, pacer, forwarder, metrics, cache, bodyBudget, rateLimitReplays: overrides.rateLimitReplays });
+  const pipeline = createPipeline({
+    config,
+    logger,
+    credentials,
+    pacer,
+    forwarder,
+    metrics,
+    cache,
+    bodyBudget,
+    rateLimitReplays: overrides.rateLimitReplays,
+  });
   const allowedHosts = new AllowedHosts(config.allowedHosts);
   const refuseHost = hostRefusal(logger);
 
@@ -110,12 +157,18 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   // CONNECT would tunnel to any host: refused, never forwarded.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
     logger.warn({ event: 'connect_refused', target: String(req.url).slice(0, 100) }, 'CONNECT refused');
-    writeRaw(socket, 405, { error: 'method_not_allowed', message: 'CONNECT is not supported: this proxy forwards only to the configured Keap API.' });
+    writeRaw(socket, 405, {
+      error: 'method_not_allowed',
+      message: 'CONNECT is not supported: this proxy forwards only to the configured Keap API.',
+    });
   });
 
   logger.info({ event: 'starting', config: configSummary(config) }, 'keap-proxy starting');
   if (!isLoopback(config.host) && config.proxyClientKeys.length === 0) {
-    logger.warn({ event: 'open_listener', host: config.host }, `listening on ${config.host} without PROXY_CLIENT_KEYS: anyone who can reach this port uses the Keap account; set PROXY_CLIENT_KEYS or HOST=127.0.0.1`);
+    logger.warn(
+      { event: 'open_listener', host: config.host },
+      `listening on ${config.host} without PROXY_CLIENT_KEYS: anyone who can reach this port uses the Keap account; set PROXY_CLIENT_KEYS or HOST=127.0.0.1`,
+    );
   }
 
   await credentials.start();
@@ -170,7 +223,10 @@ function hostRefusal(logger: Logger): (req: http.IncomingMessage, res: http.Serv
       const url = req.url ?? '';
       const q = url.indexOf('?');
       // The path without the query: legacy clients put keys there.
-      logger.warn({ event: 'host_refused', host, path: (q < 0 ? url : url.slice(0, q)).slice(0, 200) }, `request addressed to ${host} refused (421): add the host name to ALLOWED_HOSTS if clients really use it`);
+      logger.warn(
+        { event: 'host_refused', host, path: (q < 0 ? url : url.slice(0, q)).slice(0, 200) },
+        `request addressed to ${host} refused (421): add the host name to ALLOWED_HOSTS if clients really use it`,
+      );
     }
     sendJson(res, 421, {
       error: 'misdirected_request',
@@ -180,7 +236,13 @@ function hostRefusal(logger: Logger): (req: http.IncomingMessage, res: http.Serv
 }
 
 /** Endpoints answered here, never forwarded. */
-function serveLocal(req: http.IncomingMessage, res: http.ServerResponse, credentials: CredentialSource, oauth: OAuthEndpoints, metrics: Metrics): boolean {
+function serveLocal(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  credentials: CredentialSource,
+  oauth: OAuthEndpoints,
+  metrics: Metrics,
+): boolean {
   const url = req.url ?? '';
   // Cheap tests first: this runs before every proxied request.
   if (url.startsWith('/oauth/')) return oauth.handle(req, res);
@@ -206,7 +268,13 @@ function serveLocal(req: http.IncomingMessage, res: http.ServerResponse, credent
   }
   const readiness = credentials.readiness();
   if (readiness.ready) sendJson(res, 200, { status: 'ready', ...readiness.details });
-  else sendJson(res, 503, { error: readiness.code ?? 'not_ready', message: readiness.message ?? 'not ready', details: readiness.details }, { 'retry-after': '5' });
+  else
+    sendJson(
+      res,
+      503,
+      { error: readiness.code ?? 'not_ready', message: readiness.message ?? 'not ready', details: readiness.details },
+      { 'retry-after': '5' },
+    );
   return true;
 }
 
@@ -227,21 +295,43 @@ function answerClientError(err: NodeJS.ErrnoException & { reason?: string }, soc
   writeRaw(socket, answer.status, { error: answer.error, message: answer.message });
 }
 
-function clientErrorAnswer(err: NodeJS.ErrnoException & { reason?: string }): { status: number; error: string; message: string } {
-  if (err.code === 'HPE_UNEXPECTED_CONTENT_LENGTH' || (err.code === 'HPE_INVALID_TRANSFER_ENCODING' && /content-length/i.test(err.reason ?? ''))) {
+function clientErrorAnswer(err: NodeJS.ErrnoException & { reason?: string }): {
+  status: number;
+  error: string;
+  message: string;
+} {
+  if (
+    err.code === 'HPE_UNEXPECTED_CONTENT_LENGTH' ||
+    (err.code === 'HPE_INVALID_TRANSFER_ENCODING' && /content-length/i.test(err.reason ?? ''))
+  ) {
     // Both Content-Length and Transfer-Encoding is the classic request-smuggling shape.
-    return { status: 400, error: 'ambiguous_body_length', message: 'The request has both Content-Length and Transfer-Encoding; send only one.' };
+    return {
+      status: 400,
+      error: 'ambiguous_body_length',
+      message: 'The request has both Content-Length and Transfer-Encoding; send only one.',
+    };
   }
   if (err.code === 'HPE_INVALID_TRANSFER_ENCODING') {
-    return { status: 400, error: 'unsupported_transfer_encoding', message: 'Only "Transfer-Encoding: chunked" is supported, and chunked must be the last coding; send the body with Content-Length or plain chunked framing.' };
+    return {
+      status: 400,
+      error: 'unsupported_transfer_encoding',
+      message:
+        'Only "Transfer-Encoding: chunked" is supported, and chunked must be the last coding; send the body with Content-Length or plain chunked framing.',
+    };
   }
   const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-  return { status, error: 'bad_request', message: `The request is not valid HTTP/1.1 (${err.code ?? 'parse error'}); fix the client.` };
+  return {
+    status,
+    error: 'bad_request',
+    message: `The request is not valid HTTP/1.1 (${err.code ?? 'parse error'}); fix the client.`,
+  };
 }
 
 function writeRaw(socket: Duplex, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   const reason = http.STATUS_CODES[status] ?? 'Error';
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+  );
   (socket as Socket).destroySoon?.();
 }

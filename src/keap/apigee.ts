@@ -29,7 +29,9 @@ export const TOKEN_FAULTS: ReadonlySet<string> = new Set([
 export const NOT_APPROVED_AFTER_REFRESH = 'keymanagement.service.access_token_not_approved';
 
 /** The app itself is refused: an operator must act in Keap's developer portal. */
-export const APP_NOT_APPROVED_FAULTS: ReadonlySet<string> = new Set(['keymanagement.service.invalid_client-client_id_not_approved']);
+export const APP_NOT_APPROVED_FAULTS: ReadonlySet<string> = new Set([
+  'keymanagement.service.invalid_client-client_id_not_approved',
+]);
 
 export type UnauthorizedKind =
   /** The gateway rejected the token: a new one fixes it, and a replay is safe. */
@@ -47,7 +49,9 @@ export interface Fault {
 /** Reads an Apigee fault body; anything else gives undefined fields, never an exception. */
 export function parseFault(body: Buffer): Fault {
   try {
-    const parsed = JSON.parse(body.toString('utf8')) as { fault?: { faultstring?: unknown; detail?: { errorcode?: unknown } } };
+    const parsed = JSON.parse(body.toString('utf8')) as {
+      fault?: { faultstring?: unknown; detail?: { errorcode?: unknown } };
+    };
     const fault = parsed.fault;
     return {
       errorcode: typeof fault?.detail?.errorcode === 'string' ? fault.detail.errorcode : undefined,

@@ -113,7 +113,13 @@ export function parseQuotaHeaders(headers: IncomingHttpHeaders): QuotaReport | u
   const intervals = listValue(headers, 'x-keap-tenant-throttle-interval');
   const available = listValue(headers, 'x-keap-tenant-throttle-available');
   const used = listValue(headers, 'x-keap-tenant-throttle-used');
-  if (limits !== undefined || units !== undefined || intervals !== undefined || available !== undefined || used !== undefined) {
+  if (
+    limits !== undefined ||
+    units !== undefined ||
+    intervals !== undefined ||
+    available !== undefined ||
+    used !== undefined
+  ) {
     const l = splitPipes(limits);
     const u = splitPipes(units);
     const i = splitPipes(intervals);

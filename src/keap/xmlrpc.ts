@@ -176,7 +176,9 @@ interface Segment {
 
 /** The span a text or CDATA token contributes to a value (a CDATA section's inside only). */
 function segmentOf(tok: Extract<Token, { t: 'text' | 'cdata' }>): Segment {
-  return tok.t === 'cdata' ? { cdata: true, start: tok.innerStart, end: tok.innerEnd } : { cdata: false, start: tok.start, end: tok.end };
+  return tok.t === 'cdata'
+    ? { cdata: true, start: tok.innerStart, end: tok.innerEnd }
+    : { cdata: false, start: tok.start, end: tok.end };
 }
 
 /** What the first param's `<value>` holds: `<string>` (its content span) or another element. */
@@ -324,9 +326,7 @@ class Parser {
       if (tok.t === 'open') {
         if (child) fail(`the first param's <value> holds more than one element (<${tok.name}> at byte ${tok.start})`);
         if (tok.name === 'string') {
-          child = tok.selfClosing
-            ? { kind: 'string-empty', start: tok.start, end: tok.end }
-            : this.parseString(tok);
+          child = tok.selfClosing ? { kind: 'string-empty', start: tok.start, end: tok.end } : this.parseString(tok);
         } else {
           child = this.skipElement(tok);
         }
@@ -335,7 +335,7 @@ class Parser {
       close = tok;
       break;
     }
-    if (close.t === 'eof') fail("unclosed <value> in the first param");
+    if (close.t === 'eof') fail('unclosed <value> in the first param');
     if (close.t !== 'close' || close.name !== 'value') {
       fail(`expected </value> in the first param, found ${describe(s, close)}`);
     }
@@ -374,7 +374,7 @@ class Parser {
         case 'pi':
           continue;
         case 'eof':
-          fail("unclosed <string> in the first param");
+          fail('unclosed <string> in the first param');
         case 'open':
           fail(`<string> must contain only text, found <${tok.name}> at byte ${tok.start}`);
         case 'close':
@@ -450,7 +450,9 @@ class Parser {
 }
 
 function toBuffer(body: Buffer): Buffer {
-  return Buffer.isBuffer(body) ? body : Buffer.from((body as Uint8Array).buffer, (body as Uint8Array).byteOffset, (body as Uint8Array).byteLength);
+  return Buffer.isBuffer(body)
+    ? body
+    : Buffer.from((body as Uint8Array).buffer, (body as Uint8Array).byteOffset, (body as Uint8Array).byteLength);
 }
 
 function plan(buf: Buffer): Plan {
@@ -485,13 +487,15 @@ function decodeEntities(text: string): string {
   while (amp >= 0) {
     let end = amp + 1;
     while (end < text.length && isRefChar(text.charCodeAt(end))) end++;
-    if (text.charCodeAt(end) !== 0x3b /* ; */) fail('"&" not followed by an entity or character reference in the first param');
+    if (text.charCodeAt(end) !== 0x3b /* ; */)
+      fail('"&" not followed by an entity or character reference in the first param');
     const ref = text.slice(amp + 1, end);
     let decoded: string;
     if (ref.startsWith('#')) {
       const hex = ref[1] === 'x';
       const digits = ref.slice(hex ? 2 : 1);
-      if (!(hex ? /^[0-9a-fA-F]+$/ : /^[0-9]+$/).test(digits)) fail(`bad character reference &${ref}; in the first param`);
+      if (!(hex ? /^[0-9a-fA-F]+$/ : /^[0-9]+$/).test(digits))
+        fail(`bad character reference &${ref}; in the first param`);
       const cp = parseInt(digits, hex ? 16 : 10);
       if (!isXmlChar(cp)) fail(`character reference &${ref}; is not an XML character`);
       decoded = String.fromCodePoint(cp);
@@ -532,7 +536,8 @@ export function readPrivateKey(body: Buffer): string | undefined {
 }
 
 // Characters XML 1.0 cannot carry at all, and lone surrogates (which UTF-8 cannot encode).
-const NOT_XML = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/u;
+const NOT_XML =
+  /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/u;
 
 /**
  * Body with the first param's value replaced by `key` (XML-escaped, written as

@@ -49,9 +49,14 @@ export class OAuthEndpoints {
     if (keys.enabled && !keys.matches(bearer(req.headers.authorization) ?? '')) {
       sendError(
         res,
-        new HttpError(401, 'client_unauthorized', `Send \`Authorization: Bearer <client key>\` with one of the keys in PROXY_CLIENT_KEYS to start an authorization.`, {
-          'www-authenticate': 'Bearer realm="keap-proxy"',
-        }),
+        new HttpError(
+          401,
+          'client_unauthorized',
+          `Send \`Authorization: Bearer <client key>\` with one of the keys in PROXY_CLIENT_KEYS to start an authorization.`,
+          {
+            'www-authenticate': 'Bearer realm="keap-proxy"',
+          },
+        ),
       );
       return;
     }
@@ -60,7 +65,10 @@ export class OAuthEndpoints {
     sendJson(
       res,
       302,
-      { authorizeUrl: url.href, message: `Open authorizeUrl in a browser and log in to the Keap account; Keap then redirects to ${flow.redirectUri}, which must reach this proxy's ${OAUTH_CALLBACK}.` },
+      {
+        authorizeUrl: url.href,
+        message: `Open authorizeUrl in a browser and log in to the Keap account; Keap then redirects to ${flow.redirectUri}, which must reach this proxy's ${OAUTH_CALLBACK}.`,
+      },
       { location: url.href, 'referrer-policy': 'no-referrer' },
     );
   }
@@ -74,11 +82,22 @@ export class OAuthEndpoints {
       const grant = await flow.complete(query);
       const tenant = tenantOf(grant);
       logger.info({ event: 'oauth_authorized', tenant }, 'authorization completed: new grant in use');
-      sendPage(res, 200, 'keap-proxy is authorized', `Keap authorized keap-proxy${tenant !== undefined ? ` for ${tenant}` : ''}; the proxy uses the new grant now. You can close this tab.`);
+      sendPage(
+        res,
+        200,
+        'keap-proxy is authorized',
+        `Keap authorized keap-proxy${tenant !== undefined ? ` for ${tenant}` : ''}; the proxy uses the new grant now. You can close this tab.`,
+      );
     } catch (err) {
       if (!(err instanceof HttpError)) {
-        logger.error({ event: 'oauth_callback_failed', err: err instanceof Error ? err.message : String(err) }, 'authorization callback failed');
-        sendJson(res, 500, { error: 'internal_error', message: 'The proxy failed to complete the authorization; see its log, then open /oauth/start again.' });
+        logger.error(
+          { event: 'oauth_callback_failed', err: err instanceof Error ? err.message : String(err) },
+          'authorization callback failed',
+        );
+        sendJson(res, 500, {
+          error: 'internal_error',
+          message: 'The proxy failed to complete the authorization; see its log, then open /oauth/start again.',
+        });
         return;
       }
       // The code is never logged: only why the callback was refused.

@@ -105,7 +105,10 @@ export class OAuthFlow {
   /** A fresh one-use state and the authorize URL that carries it. */
   begin(): { url: URL; state: string } {
     const state = this.states.issue();
-    return { url: buildAuthorizeUrl(this.options.authorizeUrl, this.options.clientId, this.options.redirectUri, state), state };
+    return {
+      url: buildAuthorizeUrl(this.options.authorizeUrl, this.options.clientId, this.options.redirectUri, state),
+      state,
+    };
   }
 
   /**
@@ -120,15 +123,24 @@ export class OAuthFlow {
     // callback can neither plant a code nor cancel a flow in progress.
     if (state !== null || error === null) {
       if (state === null || !this.states.consume(state)) {
-        throw new HttpError(400, 'invalid_state', `The state parameter is unknown, already used or expired (states last ${STATE_TTL_MS / 60_000} minutes and work once); ${this.options.restartHint}.`);
+        throw new HttpError(
+          400,
+          'invalid_state',
+          `The state parameter is unknown, already used or expired (states last ${STATE_TTL_MS / 60_000} minutes and work once); ${this.options.restartHint}.`,
+        );
       }
     }
     if (error !== null) {
       const description = query.get('error_description');
-      throw new HttpError(400, 'authorization_denied', `Keap did not authorize: ${printable(error)}${description !== null ? ` (${printable(description)})` : ''}; ${this.options.restartHint}.`);
+      throw new HttpError(
+        400,
+        'authorization_denied',
+        `Keap did not authorize: ${printable(error)}${description !== null ? ` (${printable(description)})` : ''}; ${this.options.restartHint}.`,
+      );
     }
     const code = query.get('code');
-    if (code === null || code === '') throw new HttpError(400, 'invalid_request', `The callback carries no code; ${this.options.restartHint}.`);
+    if (code === null || code === '')
+      throw new HttpError(400, 'invalid_request', `The callback carries no code; ${this.options.restartHint}.`);
     return this.exchange(code);
   }
 
@@ -143,7 +155,11 @@ export class OAuthFlow {
     try {
       await this.options.keep(grant);
     } catch (err) {
-      throw new HttpError(500, 'store_failed', `Keap issued a grant but it could not be stored (${err instanceof Error ? err.message : String(err)}); fix the token store, then ${this.options.restartHint}.`);
+      throw new HttpError(
+        500,
+        'store_failed',
+        `Keap issued a grant but it could not be stored (${err instanceof Error ? err.message : String(err)}); fix the token store, then ${this.options.restartHint}.`,
+      );
     }
     return grant;
   }
@@ -153,11 +169,23 @@ function exchangeFailure(err: unknown, restartHint: string): HttpError {
   if (!(err instanceof TokenEndpointError)) throw err;
   switch (err.failure) {
     case 'invalid_grant':
-      return new HttpError(400, 'code_rejected', `Keap refused the authorization code (expired, already used, or issued for another redirect URI than KEAP_REDIRECT_URI); ${restartHint}.`);
+      return new HttpError(
+        400,
+        'code_rejected',
+        `Keap refused the authorization code (expired, already used, or issued for another redirect URI than KEAP_REDIRECT_URI); ${restartHint}.`,
+      );
     case 'invalid_client':
-      return new HttpError(502, 'client_rejected', 'Keap refused the client credentials: check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET.');
+      return new HttpError(
+        502,
+        'client_rejected',
+        'Keap refused the client credentials: check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET.',
+      );
     default:
-      return new HttpError(502, 'token_endpoint_unavailable', `Keap's token endpoint failed (${err.message}); ${restartHint}.`);
+      return new HttpError(
+        502,
+        'token_endpoint_unavailable',
+        `Keap's token endpoint failed (${err.message}); ${restartHint}.`,
+      );
   }
 }
 

@@ -11,10 +11,16 @@ export interface ProcessEvents {
 
 export function installLastResortGuard(proc: ProcessEvents, logger: Logger): void {
   proc.on('uncaughtException', (err, origin) => {
-    logger.error({ event: 'uncaught_exception', origin, err: describe(err) }, 'a fault escaped its request: logged, and the proxy keeps serving; please report it');
+    logger.error(
+      { event: 'uncaught_exception', origin, err: describe(err) },
+      'a fault escaped its request: logged, and the proxy keeps serving; please report it',
+    );
   });
   proc.on('unhandledRejection', (reason) => {
-    logger.error({ event: 'unhandled_rejection', err: describe(reason) }, 'a promise failed with nobody to handle it: logged, and the proxy keeps serving; please report it');
+    logger.error(
+      { event: 'unhandled_rejection', err: describe(reason) },
+      'a promise failed with nobody to handle it: logged, and the proxy keeps serving; please report it',
+    );
   });
 }
 

@@ -192,7 +192,8 @@ export class LogWriter {
     this.writing = false;
     this.done += this.batch;
     this.batch = 0;
-    while (this.flushed.length > 0 && (this.flushed[0] as { upTo: number }).upTo <= this.done) (this.flushed.shift() as { cb: () => void }).cb();
+    while (this.flushed.length > 0 && (this.flushed[0] as { upTo: number }).upTo <= this.done)
+      (this.flushed.shift() as { cb: () => void }).cb();
     if (this.waiting >= this.minLength || (this.waiting > 0 && this.flushed.length > 0)) this.writeWaiting();
   }
 }

@@ -97,10 +97,16 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
-        for (const [route, byStatus] of requestCounts) for (const [status, n] of byStatus) this.inc({ route, status: String(status) }, n);
+        for (const [route, byStatus] of requestCounts)
+          for (const [status, n] of byStatus) this.inc({ route, status: String(status) }, n);
       },
     });
-    this.upstream = new FastHistogram('keap_proxy_upstream_duration_seconds', "Time from sending a request to Keap to receiving its response head.", 'route', UPSTREAM_BUCKETS);
+    this.upstream = new FastHistogram(
+      'keap_proxy_upstream_duration_seconds',
+      'Time from sending a request to Keap to receiving its response head.',
+      'route',
+      UPSTREAM_BUCKETS,
+    );
     this.registry.registerMetric(this.upstream as unknown as Metric);
     const sources = this.depthSources;
     this.queueDepth = new Gauge({
@@ -114,7 +120,12 @@ export class Metrics {
         for (const source of sources) for (const { tenant, depth } of source()) this.inc({ tenant }, depth);
       },
     });
-    this.queueWaitSeconds = new FastHistogram('keap_proxy_queue_wait_seconds', 'Time a request waited in its tenant queue before going to Keap.', 'tenant', QUEUE_WAIT_BUCKETS);
+    this.queueWaitSeconds = new FastHistogram(
+      'keap_proxy_queue_wait_seconds',
+      'Time a request waited in its tenant queue before going to Keap.',
+      'tenant',
+      QUEUE_WAIT_BUCKETS,
+    );
     this.registry.registerMetric(this.queueWaitSeconds as unknown as Metric);
     this.rateLimitedTotal = new Counter({
       name: 'keap_proxy_rate_limited_total',
@@ -170,10 +181,18 @@ export class Metrics {
         },
       });
     };
-    quotaGauge('keap_proxy_keap_quota_limit', 'The quota limit Keap last reported, per tenant, scope (product or tenant) and window.', 'limit');
+    quotaGauge(
+      'keap_proxy_keap_quota_limit',
+      'The quota limit Keap last reported, per tenant, scope (product or tenant) and window.',
+      'limit',
+    );
     quotaGauge('keap_proxy_keap_quota_available', 'The quota Keap last reported as still available.', 'available');
     quotaGauge('keap_proxy_keap_quota_used', 'The quota Keap last reported as used.', 'used');
-    quotaGauge('keap_proxy_keap_quota_resets_at_seconds', 'When Keap said the quota window resets, as Unix time in seconds.', 'resetsAtSeconds');
+    quotaGauge(
+      'keap_proxy_keap_quota_resets_at_seconds',
+      'When Keap said the quota window resets, as Unix time in seconds.',
+      'resetsAtSeconds',
+    );
 
     for (const route of ROUTES) this.requestCounts.set(route, new Map());
     // Every outcome is exported from the start (at 0), so rate() and alerts see the first one.
@@ -340,7 +359,14 @@ export class FastHistogram {
       let cumulative = 0;
       for (let i = 0; i <= this.upperBounds.length; i++) {
         cumulative += s.buckets[i] as number;
-        values.push({ metricName: `${this.name}_bucket`, labels: { le: i < this.upperBounds.length ? (this.upperBounds[i] as number) : '+Inf', [this.labelName]: labelValue }, value: cumulative });
+        values.push({
+          metricName: `${this.name}_bucket`,
+          labels: {
+            le: i < this.upperBounds.length ? (this.upperBounds[i] as number) : '+Inf',
+            [this.labelName]: labelValue,
+          },
+          value: cumulative,
+        });
       }
       values.push({ metricName: `${this.name}_sum`, labels: { [this.labelName]: labelValue }, value: s.sum });
       values.push({ metricName: `${this.name}_count`, labels: { [this.labelName]: labelValue }, value: s.count });

@@ -108,7 +108,11 @@ export class QuotaPacer implements Pacer {
       minute: Math.floor(Math.min(limits.perMinute, limits.tenantPerMinute) * limits.margin),
       day: Math.floor(Math.min(limits.perDay, limits.tenantPerDay) * limits.margin),
     };
-    this.limiter = new Bottleneck({ maxConcurrent: 1, highWater: limits.queueLimit, strategy: Bottleneck.strategy.OVERFLOW });
+    this.limiter = new Bottleneck({
+      maxConcurrent: 1,
+      highWater: limits.queueLimit,
+      strategy: Bottleneck.strategy.OVERFLOW,
+    });
   }
 
   async acquire(deadline: number, priority: Priority, signal?: AbortSignal): Promise<void> {
@@ -120,10 +124,13 @@ export class QuotaPacer implements Pacer {
     let onAbort: (() => void) | undefined;
     const turn = this.limiter.schedule({ priority: priority === 'replay' ? 3 : 5 }, () => this.waitTurn(ticket));
     const ended = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        ticket.cancelled = true;
-        reject(deadlineExceeded(Math.max(1, Math.ceil((this.earliestDeparture() - this.now()) / 1000))));
-      }, Math.max(0, deadline - this.now()));
+      timer = setTimeout(
+        () => {
+          ticket.cancelled = true;
+          reject(deadlineExceeded(Math.max(1, Math.ceil((this.earliestDeparture() - this.now()) / 1000))));
+        },
+        Math.max(0, deadline - this.now()),
+      );
       // A request whose client has gone is never sent: its turn is skipped, consuming nothing.
       onAbort = () => {
         ticket.cancelled = true;
@@ -161,7 +168,6 @@ export class QuotaPacer implements Pacer {
     this.logBudgetChange(now);
   }
 
-
   /** Says so when Keap's report brings a budget down by a tenth or more (not on every response). */
   private logBudgetChange(now: number): void {
     const minute = this.minuteCap(now);
@@ -171,7 +177,14 @@ export class QuotaPacer implements Pacer {
     const dayDown = this.reportedDayLimit < Infinity && day < last.day * 0.9;
     if (minuteDown || dayDown) {
       this.logger.info(
-        { event: 'keap_quota_reported', minuteBudget: minute, dayBudgetLeft: day, keapMinuteLimit: finite(this.reportedMinuteLimit), keapDayLimit: finite(this.reportedDayLimit), othersThisMinute: this.external.count },
+        {
+          event: 'keap_quota_reported',
+          minuteBudget: minute,
+          dayBudgetLeft: day,
+          keapMinuteLimit: finite(this.reportedMinuteLimit),
+          keapDayLimit: finite(this.reportedDayLimit),
+          othersThisMinute: this.external.count,
+        },
         'Keap reports less budget than configured: pacing to it',
       );
     }
@@ -187,7 +200,10 @@ export class QuotaPacer implements Pacer {
 
   exhaustDay(resetsAt: number | undefined): void {
     this.dayExhaustedUntil = resetsAt !== undefined && resetsAt > this.now() ? resetsAt : this.dayResetsAt;
-    this.logger.warn({ event: 'daily_quota_spent', resetsAt: new Date(this.dayExhaustedUntil).toISOString() }, "Keap's daily quota is spent: requests get 429 until it resets");
+    this.logger.warn(
+      { event: 'daily_quota_spent', resetsAt: new Date(this.dayExhaustedUntil).toISOString() },
+      "Keap's daily quota is spent: requests get 429 until it resets",
+    );
   }
 
   depth(): number {
@@ -257,7 +273,9 @@ export class QuotaPacer implements Pacer {
   }
 
   private dayCap(): number {
-    return Math.floor(Math.min(this.limits.perDay, this.limits.tenantPerDay, this.reportedDayLimit) * this.limits.margin);
+    return Math.floor(
+      Math.min(this.limits.perDay, this.limits.tenantPerDay, this.reportedDayLimit) * this.limits.margin,
+    );
   }
 
   /** The daily quota resets at 00:00 UTC, not 24 hours after this process started. */
@@ -273,16 +291,26 @@ export class QuotaPacer implements Pacer {
 
   private dailyQuotaSpent(): HttpError {
     const until = Math.max(this.dayExhaustedUntil, this.now() + 1000);
-    return new HttpError(429, 'daily_quota_exhausted', `Keap's daily API quota is spent; it resets at ${new Date(until).toISOString()}. Retry after the indicated time.`, {
-      'retry-after': String(Math.ceil((until - this.now()) / 1000)),
-    });
+    return new HttpError(
+      429,
+      'daily_quota_exhausted',
+      `Keap's daily API quota is spent; it resets at ${new Date(until).toISOString()}. Retry after the indicated time.`,
+      {
+        'retry-after': String(Math.ceil((until - this.now()) / 1000)),
+      },
+    );
   }
 
   private queueFull(): HttpError {
     const seconds = Math.max(1, Math.ceil((this.depth() * this.spacingMs) / 1000));
-    return new HttpError(503, 'queue_full', `Too many requests are waiting for Keap's rate limit (QUEUE_LIMIT ${this.limits.queueLimit}). Retry after the indicated time.`, {
-      'retry-after': String(seconds),
-    });
+    return new HttpError(
+      503,
+      'queue_full',
+      `Too many requests are waiting for Keap's rate limit (QUEUE_LIMIT ${this.limits.queueLimit}). Retry after the indicated time.`,
+      {
+        'retry-after': String(seconds),
+      },
+    );
   }
 }
 
@@ -302,13 +330,22 @@ function aborted(signal: AbortSignal | undefined): boolean {
 }
 
 function clientGone(): HttpError {
-  return new HttpError(499, 'client_closed', 'The client closed the connection while its request waited for the rate limit; it was not sent.');
+  return new HttpError(
+    499,
+    'client_closed',
+    'The client closed the connection while its request waited for the rate limit; it was not sent.',
+  );
 }
 
 function deadlineExceeded(retryAfterSeconds: number): HttpError {
-  return new HttpError(429, 'rate_limited', "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.", {
-    'retry-after': String(Math.max(1, retryAfterSeconds)),
-  });
+  return new HttpError(
+    429,
+    'rate_limited',
+    "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.",
+    {
+      'retry-after': String(Math.max(1, retryAfterSeconds)),
+    },
+  );
 }
 
 export function createPacer(limits: PaceLimits, logger: Logger, now?: () => number): Pacer {

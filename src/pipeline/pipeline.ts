@@ -81,23 +81,46 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }),
   ];
 
-  const rateLimitOutcome: Record<string, RateLimitOutcome | undefined> = { queue_full: 'rejected_full', daily_quota_exhausted: 'quota_spent', rate_limited: 'passed_on' };
+  const rateLimitOutcome: Record<string, RateLimitOutcome | undefined> = {
+    queue_full: 'rejected_full',
+    daily_quota_exhausted: 'quota_spent',
+    rate_limited: 'passed_on',
+  };
 
   function fail(ex: Exchange, err: unknown): void {
     if (ex.clientGone) ex.outcome ??= 'client_closed';
     const outcome = err instanceof HttpError ? rateLimitOutcome[err.code] : undefined;
     if (outcome !== undefined) deps.metrics.rateLimited(deps.credentials.tenant(), outcome);
     if (!(err instanceof HttpError)) {
-      logger.error({ event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) }, 'request failed inside the proxy');
-      err = new HttpError(500, 'internal_error', 'The proxy failed to handle this request; see its log for the request id.');
+      logger.error(
+        { event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) },
+        'request failed inside the proxy',
+      );
+      err = new HttpError(
+        500,
+        'internal_error',
+        'The proxy failed to handle this request; see its log for the request id.',
+      );
     }
     if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
     const httpError = err as HttpError;
     try {
-      sendError(ex.res, bodyUnread(ex) && httpError.headers.connection === undefined ? new HttpError(httpError.status, httpError.code, httpError.message, { ...httpError.headers, connection: 'close' }) : httpError, ex.id);
+      sendError(
+        ex.res,
+        bodyUnread(ex) && httpError.headers.connection === undefined
+          ? new HttpError(httpError.status, httpError.code, httpError.message, {
+              ...httpError.headers,
+              connection: 'close',
+            })
+          : httpError,
+        ex.id,
+      );
     } catch (sendErr) {
       // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
-      logger.error({ event: 'internal_error', reqId: ex.id, err: sendErr instanceof Error ? sendErr.message : String(sendErr) }, 'an error answer could not be written');
+      logger.error(
+        { event: 'internal_error', reqId: ex.id, err: sendErr instanceof Error ? sendErr.message : String(sendErr) },
+        'an error answer could not be written',
+      );
       ex.res.destroy();
     }
   }

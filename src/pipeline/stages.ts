@@ -17,10 +17,18 @@ import { clientSignal, type Exchange, type Stage } from './exchange.js';
 export function refuseForeignTargets(ex: Exchange): void {
   const url = ex.req.url ?? '';
   if (url.charCodeAt(0) !== 47 /* / */) {
-    throw new HttpError(400, 'absolute_form_refused', 'This proxy forwards only to the configured Keap API. Send an origin-form request, e.g. "GET /crm/rest/v1/contacts", to this proxy\'s base URL.');
+    throw new HttpError(
+      400,
+      'absolute_form_refused',
+      'This proxy forwards only to the configured Keap API. Send an origin-form request, e.g. "GET /crm/rest/v1/contacts", to this proxy\'s base URL.',
+    );
   }
   if (url.charCodeAt(1) === 47 || url.charCodeAt(1) === 92 /* \ */) {
-    throw new HttpError(400, 'invalid_path', 'Paths must not start with "//": this proxy forwards only to the configured Keap API. Remove the extra slash.');
+    throw new HttpError(
+      400,
+      'invalid_path',
+      'Paths must not start with "//": this proxy forwards only to the configured Keap API. Remove the extra slash.',
+    );
   }
 }
 
@@ -41,10 +49,18 @@ export function refuseAmbiguousPaths(ex: Exchange): void {
   if (dot < 0 && pct < 0 && backslash < 0) return;
   const end = pathEnd(url);
   if (backslash >= 0 && backslash < end) {
-    throw new HttpError(400, 'invalid_path', 'The path contains a backslash ("\\"), which some servers read as "/". Percent-encode it as %5C, or use "/".');
+    throw new HttpError(
+      400,
+      'invalid_path',
+      'The path contains a backslash ("\\"), which some servers read as "/". Percent-encode it as %5C, or use "/".',
+    );
   }
   if (((dot >= 0 && dot < end) || (pct >= 0 && pct < end)) && hasDotSegment(url, end)) {
-    throw new HttpError(400, 'invalid_path', 'The path contains a "." or ".." segment (plain or percent-encoded, e.g. %2e%2e). This proxy passes paths to Keap unchanged, so send the path with those segments resolved, e.g. /crm/rest/v1/contacts rather than /crm/rest/v1/tags/../contacts.');
+    throw new HttpError(
+      400,
+      'invalid_path',
+      'The path contains a "." or ".." segment (plain or percent-encoded, e.g. %2e%2e). This proxy passes paths to Keap unchanged, so send the path with those segments resolved, e.g. /crm/rest/v1/contacts rather than /crm/rest/v1/tags/../contacts.',
+    );
   }
 }
 
@@ -205,9 +221,14 @@ export function authorizeClient(keys: ClientKeys): Stage {
 }
 
 function unauthorizedClient(): HttpError {
-  return new HttpError(401, 'client_unauthorized', 'Send `Authorization: Bearer <client key>` with one of the keys in PROXY_CLIENT_KEYS (XML-RPC clients may send it as the privateKey parameter).', {
-    'www-authenticate': 'Bearer realm="keap-proxy"',
-  });
+  return new HttpError(
+    401,
+    'client_unauthorized',
+    'Send `Authorization: Bearer <client key>` with one of the keys in PROXY_CLIENT_KEYS (XML-RPC clients may send it as the privateKey parameter).',
+    {
+      'www-authenticate': 'Bearer realm="keap-proxy"',
+    },
+  );
 }
 
 export function bufferBody(config: Config, budget: BodyBudget): Stage {
@@ -218,16 +239,25 @@ export function bufferBody(config: Config, budget: BodyBudget): Stage {
     const bufferLimit = ex.xmlrpc ? xmlrpcLimit : config.replayBodyBytes;
     let body;
     try {
-      body = await readBody(ex.req, ex.declaredLength, bufferLimit, ex.xmlrpc ? xmlrpcLimit : config.maxBodyBytes, budget, () => {
-        ex.bodyStarted = true;
-      });
+      body = await readBody(
+        ex.req,
+        ex.declaredLength,
+        bufferLimit,
+        ex.xmlrpc ? xmlrpcLimit : config.maxBodyBytes,
+        budget,
+        () => {
+          ex.bodyStarted = true;
+        },
+      );
     } catch (err) {
       if (err instanceof HttpError) {
         if (err.code === 'body_budget_exhausted') ex.outcome = 'body_budget_exhausted';
         throw err;
       }
       ex.outcome = 'client_aborted';
-      throw new HttpError(400, 'request_aborted', 'The request body could not be read; send it again.', { connection: 'close' });
+      throw new HttpError(400, 'request_aborted', 'The request body could not be read; send it again.', {
+        connection: 'close',
+      });
     }
     ex.bodyReserved = body.reserved;
     ex.body = body.buffered;
@@ -261,7 +291,8 @@ const PRIVATE_KEY_PLACEHOLDER = 'keap-proxy';
 /** Key mode: the key goes in every XML-RPC call's privateKey; OAuth mode: the client key is removed from it. */
 export function rewriteXmlRpcKey(ex: Exchange): void {
   if (!ex.xmlrpc || ex.body === undefined) return;
-  const key = ex.credential?.kind === 'key' ? ex.credential.key : ex.clientKeyInBody ? PRIVATE_KEY_PLACEHOLDER : undefined;
+  const key =
+    ex.credential?.kind === 'key' ? ex.credential.key : ex.clientKeyInBody ? PRIVATE_KEY_PLACEHOLDER : undefined;
   if (key === undefined) return;
   const body = ex.body.whole();
   ex.body = BufferedBody.of(xmlrpc(() => rewritePrivateKey(body, key)));

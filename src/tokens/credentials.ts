@@ -36,7 +36,10 @@ export class StaticKeySource implements CredentialSource {
   readonly mode = 'key' as const;
   private readonly credential: Credential;
 
-  constructor(key: string, private readonly logger: Logger) {
+  constructor(
+    key: string,
+    private readonly logger: Logger,
+  ) {
     this.credential = { kind: 'key', key };
   }
 

@@ -91,12 +91,26 @@ export class TokenBroker implements CredentialSource {
     if (stored !== undefined) {
       this.grant = stored;
       this.generation += 1;
-      logger.info({ event: 'grant_loaded', store: store.location, tenant: tenantOf(stored) }, 'grant loaded from the token store');
+      logger.info(
+        { event: 'grant_loaded', store: store.location, tenant: tenantOf(stored) },
+        'grant loaded from the token store',
+      );
     } else if (this.options.seedRefreshToken !== undefined) {
-      logger.info({ event: 'grant_seeded', store: store.location }, 'token store is empty: exchanging the seed refresh token');
+      logger.info(
+        { event: 'grant_seeded', store: store.location },
+        'token store is empty: exchanging the seed refresh token',
+      );
       const now = this.now();
       // A seed is a refresh token with no access token yet.
-      this.grant = { accessToken: '', refreshToken: this.options.seedRefreshToken, tokenType: 'bearer', scope: '', accessExpiresAt: 0, issuedAt: now, refreshIssuedAt: now };
+      this.grant = {
+        accessToken: '',
+        refreshToken: this.options.seedRefreshToken,
+        tokenType: 'bearer',
+        scope: '',
+        accessExpiresAt: 0,
+        issuedAt: now,
+        refreshIssuedAt: now,
+      };
     } else {
       this.needReauthorization('no grant in the token store and no KEAP_REFRESH_TOKEN seed');
       return;
@@ -113,14 +127,16 @@ export class TokenBroker implements CredentialSource {
     const grant = this.grant;
     if (grant === undefined || !this.usable(grant)) return undefined;
     // One object per grant, not per request.
-    if (this.credential?.token !== grant.accessToken) this.credential = { kind: 'bearer', token: grant.accessToken, generation: this.generation };
+    if (this.credential?.token !== grant.accessToken)
+      this.credential = { kind: 'bearer', token: grant.accessToken, generation: this.generation };
     return this.credential;
   }
 
   async get(): Promise<Credential> {
     const now = this.current();
     if (now !== undefined) return now;
-    if (this.state.kind !== 'reauthorization_required' && this.now() >= this.nextAttemptAt) await this.refresh().catch(() => undefined);
+    if (this.state.kind !== 'reauthorization_required' && this.now() >= this.nextAttemptAt)
+      await this.refresh().catch(() => undefined);
     const fresh = this.current();
     if (fresh !== undefined) return fresh;
     throw this.unavailable();
@@ -144,7 +160,12 @@ export class TokenBroker implements CredentialSource {
       const since = this.lastRejectedAt === undefined ? Infinity : now - this.lastRejectedAt;
       if (since < this.refreshFloorMs) {
         this.options.logger.warn(
-          { event: 'refresh_floor', generation: used.generation, floorMs: this.refreshFloorMs, retryInMs: Math.ceil(this.refreshFloorMs - since) },
+          {
+            event: 'refresh_floor',
+            generation: used.generation,
+            floorMs: this.refreshFloorMs,
+            retryInMs: Math.ceil(this.refreshFloorMs - since),
+          },
           'Keap rejected an access token that has not expired, again within the refresh floor: not refreshing; the client gets the 401',
         );
         return false;
@@ -152,7 +173,10 @@ export class TokenBroker implements CredentialSource {
       this.lastRejectedAt = now;
       this.grant = { ...grant, accessExpiresAt: 0 };
       this.credential = undefined;
-      this.options.logger.info({ event: 'token_rejected', generation: used.generation }, 'Keap rejected the access token: refreshing');
+      this.options.logger.info(
+        { event: 'token_rejected', generation: used.generation },
+        'Keap rejected the access token: refreshing',
+      );
     }
     if (isCurrent && this.now() >= this.nextAttemptAt) await this.refresh().catch(() => undefined);
     const next = this.current();
@@ -165,7 +189,8 @@ export class TokenBroker implements CredentialSource {
     const details: Record<string, unknown> = {
       mode: 'oauth',
       state: this.state.kind,
-      accessTokenExpiresInSeconds: grant !== undefined && grant.accessToken !== '' ? Math.round((grant.accessExpiresAt - now) / SECOND) : null,
+      accessTokenExpiresInSeconds:
+        grant !== undefined && grant.accessToken !== '' ? Math.round((grant.accessExpiresAt - now) / SECOND) : null,
       refreshTokenAgeSeconds: grant !== undefined ? Math.round((now - grant.refreshIssuedAt) / SECOND) : null,
       lastRefreshAt: this.lastRefreshAt !== undefined ? new Date(this.lastRefreshAt).toISOString() : null,
       refreshFailures: this.failures,
@@ -229,7 +254,8 @@ export class TokenBroker implements CredentialSource {
       next = await this.options.client.refresh(grant.refreshToken);
     } catch (err) {
       // A dead refresh token may only mean someone rotated it behind our back: look before giving up.
-      if (err instanceof TokenEndpointError && err.failure === 'invalid_grant' && (await this.adoptNewerStoredGrant())) return;
+      if (err instanceof TokenEndpointError && err.failure === 'invalid_grant' && (await this.adoptNewerStoredGrant()))
+        return;
       throw err;
     }
     this.unsaved = next;
@@ -244,17 +270,28 @@ export class TokenBroker implements CredentialSource {
     this.lastRefreshAt = this.now();
     this.useGrant(grant);
     this.options.onRefresh?.('success');
-    this.options.logger.info({ event, expiresInSeconds: Math.round((grant.accessExpiresAt - this.now()) / SECOND), tenant: tenantOf(grant) }, 'access token refreshed and stored');
+    this.options.logger.info(
+      { event, expiresInSeconds: Math.round((grant.accessExpiresAt - this.now()) / SECOND), tenant: tenantOf(grant) },
+      'access token refreshed and stored',
+    );
   }
 
   /** Uses the stored grant if it is newer than ours (another process refreshed, or someone authorized). */
   private async adoptNewerStoredGrant(): Promise<boolean> {
     const stored = await this.options.store.load().catch(() => undefined);
     const ours = this.grant;
-    if (stored === undefined || (ours !== undefined && (stored.refreshToken === ours.refreshToken || stored.refreshIssuedAt < ours.refreshIssuedAt))) return false;
+    if (
+      stored === undefined ||
+      (ours !== undefined &&
+        (stored.refreshToken === ours.refreshToken || stored.refreshIssuedAt < ours.refreshIssuedAt))
+    )
+      return false;
     this.useGrant(stored);
     this.options.onRefresh?.('reloaded');
-    this.options.logger.info({ event: 'grant_reloaded', tenant: tenantOf(stored) }, 'a newer grant was found in the token store');
+    this.options.logger.info(
+      { event: 'grant_reloaded', tenant: tenantOf(stored) },
+      'a newer grant was found in the token store',
+    );
     if (this.usable(stored)) return true;
     await this.refreshWithKeap();
     return true;
@@ -273,29 +310,49 @@ export class TokenBroker implements CredentialSource {
 
   private onRefreshFailure(err: unknown): void {
     const { logger } = this.options;
-    this.options.onRefresh?.(err instanceof TokenEndpointError && err.failure !== 'unavailable' ? 'invalid_grant' : 'failure');
+    this.options.onRefresh?.(
+      err instanceof TokenEndpointError && err.failure !== 'unavailable' ? 'invalid_grant' : 'failure',
+    );
     if (err instanceof TokenEndpointError && err.failure !== 'unavailable') {
       logger.error({ event: 'token_refresh_failed', failure: err.failure, status: err.status }, err.message);
-      this.needReauthorization(err.failure === 'invalid_client' ? 'Keap rejected the client credentials (check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET)' : 'Keap no longer accepts the refresh token (invalid_grant)');
+      this.needReauthorization(
+        err.failure === 'invalid_client'
+          ? 'Keap rejected the client credentials (check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET)'
+          : 'Keap no longer accepts the refresh token (invalid_grant)',
+      );
       return;
     }
     this.failures += 1;
     // Exponential backoff with jitter (1 s, 2 s, 4 s ... 1 min): an outage is not hammered.
     const base = Math.min(MINUTE, SECOND * 2 ** Math.min(this.failures - 1, 6));
     this.nextAttemptAt = this.now() + base / 2 + Math.random() * (base / 2);
-    const reason = this.unsaved !== undefined ? 'the token store cannot be written; the new grant is kept in memory and saved again' : err instanceof Error ? err.message : String(err);
+    const reason =
+      this.unsaved !== undefined
+        ? 'the token store cannot be written; the new grant is kept in memory and saved again'
+        : err instanceof Error
+          ? err.message
+          : String(err);
     this.state = { kind: 'degraded', reason };
     // A redirect is named by its host, so an operator sees where the token endpoint tried to send the credentials.
     const redirectHost = err instanceof TokenEndpointError ? err.redirectHost : undefined;
     logger.warn(
-      { event: 'token_refresh_failed', failure: 'unavailable', attempt: this.failures, retryInMs: Math.round(this.nextAttemptAt - this.now()), ...(redirectHost !== undefined && { redirectHost }) },
+      {
+        event: 'token_refresh_failed',
+        failure: 'unavailable',
+        attempt: this.failures,
+        retryInMs: Math.round(this.nextAttemptAt - this.now()),
+        ...(redirectHost !== undefined && { redirectHost }),
+      },
       reason,
     );
   }
 
   private needReauthorization(reason: string): void {
     this.state = { kind: 'reauthorization_required', reason };
-    this.options.logger.error({ event: 'reauthorization_required', store: this.options.store.location }, `${reason}: authorize again with \`keap-proxy auth\` or /oauth/start; the proxy resumes by itself once a new grant is stored`);
+    this.options.logger.error(
+      { event: 'reauthorization_required', store: this.options.store.location },
+      `${reason}: authorize again with \`keap-proxy auth\` or /oauth/start; the proxy resumes by itself once a new grant is stored`,
+    );
     this.watchStore();
   }
 
@@ -327,21 +384,38 @@ export class TokenBroker implements CredentialSource {
     const now = this.now();
     const age = now - grant.refreshIssuedAt;
     if (age > REFRESH_TOKEN_WARN_AGE) {
-      this.options.logger.warn({ event: 'refresh_token_aging', refreshTokenAgeDays: Math.floor(age / DAY) }, 'the refresh token is over 30 days old and Keap lets it live 45: check why refreshes fail');
+      this.options.logger.warn(
+        { event: 'refresh_token_aging', refreshTokenAgeDays: Math.floor(age / DAY) },
+        'the refresh token is over 30 days old and Keap lets it live 45: check why refreshes fail',
+      );
     }
-    const due = this.failures > 0 ? this.nextAttemptAt : Math.min(grant.accessExpiresAt - refreshMargin(grant), grant.refreshIssuedAt + this.maxRefreshIntervalMs);
-    this.timer = setTimeout(() => {
-      this.refresh().catch(() => undefined);
-    }, Math.min(Math.max(0, due - now), 2 ** 31 - 1));
+    const due =
+      this.failures > 0
+        ? this.nextAttemptAt
+        : Math.min(grant.accessExpiresAt - refreshMargin(grant), grant.refreshIssuedAt + this.maxRefreshIntervalMs);
+    this.timer = setTimeout(
+      () => {
+        this.refresh().catch(() => undefined);
+      },
+      Math.min(Math.max(0, due - now), 2 ** 31 - 1),
+    );
     this.timer.unref();
   }
 
   private unavailable(): HttpError {
     if (this.state.kind === 'reauthorization_required') {
-      return noCredential('reauthorization_required', `Keap authorization is needed: ${this.state.reason}. An operator must run \`keap-proxy auth\` (or open /oauth/start); the proxy resumes by itself once a new grant is stored.`, 60);
+      return noCredential(
+        'reauthorization_required',
+        `Keap authorization is needed: ${this.state.reason}. An operator must run \`keap-proxy auth\` (or open /oauth/start); the proxy resumes by itself once a new grant is stored.`,
+        60,
+      );
     }
     const wait = Math.max(1, Math.ceil((this.nextAttemptAt - this.now()) / SECOND));
     const why = this.state.kind === 'degraded' ? this.state.reason : 'no access token yet';
-    return noCredential('token_unavailable', `No valid Keap access token right now (${why}). Retry after the indicated time.`, Math.min(wait, 60));
+    return noCredential(
+      'token_unavailable',
+      `No valid Keap access token right now (${why}). Retry after the indicated time.`,
+      Math.min(wait, 60),
+    );
   }
 }

@@ -36,7 +36,9 @@ export class TokenClient {
 
   refresh(refreshToken: string): Promise<Grant> {
     const basic = Buffer.from(`${this.options.clientId}:${this.options.clientSecret}`).toString('base64');
-    return this.post(new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }), { authorization: `Basic ${basic}` });
+    return this.post(new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }), {
+      authorization: `Basic ${basic}`,
+    });
   }
 
   exchangeCode(code: string, redirectUri: string): Promise<Grant> {
@@ -80,7 +82,8 @@ export class TokenClient {
     const body = parseJson(text);
     if (response.ok) {
       const grant = toGrant(body, now());
-      if (grant === undefined) throw new TokenEndpointError('unavailable', 'token endpoint answered without a usable token', response.status);
+      if (grant === undefined)
+        throw new TokenEndpointError('unavailable', 'token endpoint answered without a usable token', response.status);
       return grant;
     }
     const error = typeof body?.error === 'string' ? body.error : undefined;
@@ -91,12 +94,24 @@ export class TokenClient {
     // Keap answers a dead refresh token with invalid_grant, and has been seen answering
     // invalid_request "Invalid Refresh Token"; bad client credentials also come as 401.
     if (/username and password/i.test(description) || error === 'invalid_client') {
-      throw new TokenEndpointError('invalid_client', `token endpoint rejected the client credentials (${error ?? response.status}): check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET`, response.status);
+      throw new TokenEndpointError(
+        'invalid_client',
+        `token endpoint rejected the client credentials (${error ?? response.status}): check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET`,
+        response.status,
+      );
     }
     if (error === 'invalid_grant' || /refresh token|authorization code/i.test(description)) {
-      throw new TokenEndpointError('invalid_grant', `token endpoint answered ${error ?? response.status}: the grant is no longer valid`, response.status);
+      throw new TokenEndpointError(
+        'invalid_grant',
+        `token endpoint answered ${error ?? response.status}: the grant is no longer valid`,
+        response.status,
+      );
     }
-    throw new TokenEndpointError('unavailable', `token endpoint answered ${response.status} ${error ?? ''}`.trim(), response.status);
+    throw new TokenEndpointError(
+      'unavailable',
+      `token endpoint answered ${response.status} ${error ?? ''}`.trim(),
+      response.status,
+    );
   }
 }
 
@@ -117,8 +132,18 @@ function redirectRefused(response: Response, tokenUrl: URL): TokenEndpointError 
   } catch {
     host = undefined;
   }
-  const where = host !== undefined ? `a redirect to ${host}` : location === null ? 'a redirect without a Location' : 'a redirect to an unreadable Location';
-  return new TokenEndpointError('unavailable', `token endpoint answered ${response.status}, ${where}; it was not followed (check KEAP_TOKEN_URL)`, response.status, host);
+  const where =
+    host !== undefined
+      ? `a redirect to ${host}`
+      : location === null
+        ? 'a redirect without a Location'
+        : 'a redirect to an unreadable Location';
+  return new TokenEndpointError(
+    'unavailable',
+    `token endpoint answered ${response.status}, ${where}; it was not followed (check KEAP_TOKEN_URL)`,
+    response.status,
+    host,
+  );
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {
@@ -133,7 +158,13 @@ function parseJson(text: string): Record<string, unknown> | undefined {
 function toGrant(body: Record<string, unknown> | undefined, now: number): Grant | undefined {
   if (body === undefined) return undefined;
   const { access_token, refresh_token, expires_in, token_type, scope } = body;
-  if (typeof access_token !== 'string' || access_token === '' || typeof refresh_token !== 'string' || refresh_token === '') return undefined;
+  if (
+    typeof access_token !== 'string' ||
+    access_token === '' ||
+    typeof refresh_token !== 'string' ||
+    refresh_token === ''
+  )
+    return undefined;
   const lifetime = Number(expires_in);
   if (!Number.isFinite(lifetime) || lifetime <= 0) return undefined;
   return {

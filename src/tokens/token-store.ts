@@ -22,7 +22,10 @@ export interface TokenStore {
 }
 
 export class TokenStoreError extends Error {
-  constructor(message: string, override readonly cause?: unknown) {
+  constructor(
+    message: string,
+    override readonly cause?: unknown,
+  ) {
     super(message);
     this.name = 'TokenStoreError';
   }
@@ -143,7 +146,10 @@ export class FileTokenStore implements TokenStore {
       // Released between our open and this look: try again at once.
       if (verdict.kind === 'gone') continue;
       if (verdict.kind === 'stale' && (await this.takeOver(verdict.identity, watches))) continue;
-      if (Date.now() > deadline) throw new TokenStoreError(`token store lock ${this.lockFile} is held by another process; if none runs, remove the file`);
+      if (Date.now() > deadline)
+        throw new TokenStoreError(
+          `token store lock ${this.lockFile} is held by another process; if none runs, remove the file`,
+        );
       await new Promise((r) => setTimeout(r, wait + Math.random() * wait));
     }
   }
@@ -156,7 +162,10 @@ export class FileTokenStore implements TokenStore {
       handle = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
     } catch (err) {
       if (codeOf(err) === 'EEXIST') return undefined;
-      throw new TokenStoreError(`token store lock ${file} cannot be created (${codeOf(err)}); check the permissions of ${this.dir}`, err);
+      throw new TokenStoreError(
+        `token store lock ${file} cannot be created (${codeOf(err)}); check the permissions of ${this.dir}`,
+        err,
+      );
     }
     const content = `${process.pid} ${new Date().toISOString()} ${randomBytes(16).toString('hex')}\n`;
     try {
@@ -165,8 +174,12 @@ export class FileTokenStore implements TokenStore {
       // An empty lock would block everyone for staleLockMs: remove it, it is ours (same file).
       const st = await handle.stat().catch(() => undefined);
       await handle.close().catch(() => undefined);
-      if (st !== undefined) await this.removeIf(file, (f) => f.identity.dev === st.dev && f.identity.ino === st.ino).catch(() => undefined);
-      throw new TokenStoreError(`token store lock ${file} cannot be written (${codeOf(err)}); check free space in ${this.dir}`, err);
+      if (st !== undefined)
+        await this.removeIf(file, (f) => f.identity.dev === st.dev && f.identity.ino === st.ino).catch(() => undefined);
+      throw new TokenStoreError(
+        `token store lock ${file} cannot be written (${codeOf(err)}); check free space in ${this.dir}`,
+        err,
+      );
     }
     const held: HeldLock = { file, content, since: Date.now(), handle: undefined, heartbeat: undefined };
     if (!heartbeat) {
@@ -175,10 +188,13 @@ export class FileTokenStore implements TokenStore {
     }
     // Through our own descriptor: only our file is touched, even once it has been taken from us.
     held.handle = handle;
-    held.heartbeat = setInterval(() => {
-      const now = new Date();
-      handle.utimes(now, now).catch(() => undefined);
-    }, Math.min(2 ** 31 - 1, Math.max(1, Math.floor(this.staleLockMs / 3))));
+    held.heartbeat = setInterval(
+      () => {
+        const now = new Date();
+        handle.utimes(now, now).catch(() => undefined);
+      },
+      Math.min(2 ** 31 - 1, Math.max(1, Math.floor(this.staleLockMs / 3))),
+    );
     held.heartbeat.unref();
     return held;
   }
@@ -211,7 +227,10 @@ export class FileTokenStore implements TokenStore {
       st = await fs.lstat(file);
     } catch (err) {
       if (codeOf(err) === 'ENOENT') return { kind: 'gone' };
-      throw new TokenStoreError(`token store lock ${file} cannot be examined (${codeOf(err)}); check the permissions of ${this.dir}`, err);
+      throw new TokenStoreError(
+        `token store lock ${file} cannot be examined (${codeOf(err)}); check the permissions of ${this.dir}`,
+        err,
+      );
     }
     if (st.isDirectory()) throw new TokenStoreError(`token store lock ${file} is a directory; remove it by hand`);
     const identity = identityOf(st);
@@ -255,9 +274,15 @@ export class FileTokenStore implements TokenStore {
    * unique side name, checks what was moved; a file that is not the expected one is never
    * removed, and one that replaced it between the look and the rename is put back.
    */
-  private async removeIf(file: string, matches: (found: LockFileView) => boolean): Promise<'removed' | 'gone' | 'other'> {
+  private async removeIf(
+    file: string,
+    matches: (found: LockFileView) => boolean,
+  ): Promise<'removed' | 'gone' | 'other'> {
     const seen = await inspect(file).catch((err: unknown) => {
-      throw new TokenStoreError(`token store lock ${file} cannot be examined (${codeOf(err)}); check the permissions of ${this.dir}`, err);
+      throw new TokenStoreError(
+        `token store lock ${file} cannot be examined (${codeOf(err)}); check the permissions of ${this.dir}`,
+        err,
+      );
     });
     if (seen === undefined) return 'gone';
     if (!matches(seen)) return 'other';
@@ -268,7 +293,10 @@ export class FileTokenStore implements TokenStore {
       await fs.rename(file, side);
     } catch (err) {
       if (codeOf(err) === 'ENOENT') return 'gone';
-      throw new TokenStoreError(`token store lock ${file} cannot be removed (${codeOf(err)}); check the permissions of ${this.dir}, or remove it by hand`, err);
+      throw new TokenStoreError(
+        `token store lock ${file} cannot be removed (${codeOf(err)}); check the permissions of ${this.dir}, or remove it by hand`,
+        err,
+      );
     }
     const moved = await inspect(side).catch(() => undefined);
     if (moved !== undefined && matches(moved)) {
@@ -318,9 +346,15 @@ export class FileTokenStore implements TokenStore {
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw new TokenStoreError(`token store ${this.file} is not valid JSON; restore it or remove it and re-authorize`, err);
+      throw new TokenStoreError(
+        `token store ${this.file} is not valid JSON; restore it or remove it and re-authorize`,
+        err,
+      );
     }
-    if (!isGrant(parsed)) throw new TokenStoreError(`token store ${this.file} does not hold a grant; restore it or remove it and re-authorize`);
+    if (!isGrant(parsed))
+      throw new TokenStoreError(
+        `token store ${this.file} does not hold a grant; restore it or remove it and re-authorize`,
+      );
     return parsed;
   }
 
@@ -330,10 +364,16 @@ export class FileTokenStore implements TokenStore {
       text = JSON.stringify(grant, null, 2) + '\n';
     } catch (err) {
       // The message says what failed, never what the grant holds.
-      throw new TokenStoreError(`token store ${this.file} cannot be written: the grant cannot be serialized (${codeOf(err)})`, err);
+      throw new TokenStoreError(
+        `token store ${this.file} cannot be written: the grant cannot be serialized (${codeOf(err)})`,
+        err,
+      );
     }
     await this.prepareDirectory();
-    const tmp = path.join(this.dir, `.${path.basename(this.file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const tmp = path.join(
+      this.dir,
+      `.${path.basename(this.file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+    );
     let created = false;
     let handle: FileHandle | undefined;
     try {
@@ -349,7 +389,10 @@ export class FileTokenStore implements TokenStore {
       // A full disk or a quota must not also leave half-written copies of the grant behind.
       await handle?.close().catch(() => undefined);
       if (created) await fs.rm(tmp, { force: true }).catch(() => undefined);
-      throw new TokenStoreError(`token store ${this.file} cannot be written (${codeOf(err)}); check free space and permissions in ${this.dir}`, err);
+      throw new TokenStoreError(
+        `token store ${this.file} cannot be written (${codeOf(err)}); check free space and permissions in ${this.dir}`,
+        err,
+      );
     }
     this.looseFileReported = false;
     // The rename is durable only once the directory entry is.
@@ -361,7 +404,10 @@ export class FileTokenStore implements TokenStore {
         await dirHandle.close();
       }
     } catch (err) {
-      throw new TokenStoreError(`token store ${this.file} was written but its directory cannot be synced (${codeOf(err)}); check the filesystem of ${this.dir}`, err);
+      throw new TokenStoreError(
+        `token store ${this.file} was written but its directory cannot be synced (${codeOf(err)}); check the filesystem of ${this.dir}`,
+        err,
+      );
     }
   }
 
@@ -384,7 +430,10 @@ export class FileTokenStore implements TokenStore {
     try {
       await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw new TokenStoreError(`token store directory ${this.dir} cannot be created (${codeOf(err)}); create it with mode 0700 or point TOKEN_STORE elsewhere`, err);
+      throw new TokenStoreError(
+        `token store directory ${this.dir} cannot be created (${codeOf(err)}); create it with mode 0700 or point TOKEN_STORE elsewhere`,
+        err,
+      );
     }
     if (!CHECK_MODES) return;
     const st = await fs.stat(this.dir);
@@ -392,7 +441,14 @@ export class FileTokenStore implements TokenStore {
     const mode = octal(st.mode);
     const found = `token store directory ${this.dir} has mode ${mode}: other users can open it`;
     const todo = `run \`chmod 700 ${this.dir}\`, or point TOKEN_STORE into a directory of its own`;
-    const leave = (why: string): void => this.warn({ event: 'token_store_permissions', path: this.dir, mode, action: 'left_as_is', message: `${found}; ${why}, so it is left as is: ${todo}` });
+    const leave = (why: string): void =>
+      this.warn({
+        event: 'token_store_permissions',
+        path: this.dir,
+        mode,
+        action: 'left_as_is',
+        message: `${found}; ${why}, so it is left as is: ${todo}`,
+      });
     if (st.uid !== process.getuid?.()) return leave(`it belongs to another user (uid ${st.uid})`);
     if ((st.mode & 0o1000) !== 0) return leave('it is a shared directory (sticky bit, like /tmp)');
     if (!(await this.holdsOnlyStoreFiles())) return leave('it holds other files too');
@@ -401,13 +457,23 @@ export class FileTokenStore implements TokenStore {
     } catch (err) {
       return leave(`changing it failed (${codeOf(err)})`);
     }
-    this.warn({ event: 'token_store_permissions', path: this.dir, mode, action: 'tightened', message: `${found}; changed to 0700` });
+    this.warn({
+      event: 'token_store_permissions',
+      path: this.dir,
+      mode,
+      action: 'tightened',
+      message: `${found}; changed to 0700`,
+    });
   }
 
   private async holdsOnlyStoreFiles(): Promise<boolean> {
     const base = path.basename(this.file);
     const ours = (name: string): boolean =>
-      name === base || name === `${base}.lock` || name === `${base}.lock.takeover` || name === `${base}.oauth-state` || (name.startsWith(`.${base}.`) && name.endsWith('.tmp'));
+      name === base ||
+      name === `${base}.lock` ||
+      name === `${base}.lock.takeover` ||
+      name === `${base}.oauth-state` ||
+      (name.startsWith(`.${base}.`) && name.endsWith('.tmp'));
     const names = await fs.readdir(this.dir).catch(() => undefined);
     return names !== undefined && names.every(ours);
   }

@@ -25,7 +25,17 @@ export class UpstreamError extends Error {
 }
 
 /** Headers that belong to one connection, not to the message. */
-export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+export const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 const INSPECTED_LENGTHS = new Set([...HOP_BY_HOP, 'x-request-id'].map((n) => n.length));
 
@@ -222,13 +232,16 @@ export class Forwarder {
       proxyTimeout: options.timeoutMs,
     });
     withoutDeleteLength(this.proxy);
-    this.proxy.on('proxyReq', (proxyReq: http.ClientRequest, req: IncomingMessage, _res: unknown, _options: unknown, socket: Socket) => {
-      const flight = flightOf(req);
-      if (flight === undefined) return;
-      flight.proxyReq = proxyReq;
-      if (flight.abortWith !== undefined) proxyReq.destroy(flight.abortWith);
-      watchSocket(socket, flight);
-    });
+    this.proxy.on(
+      'proxyReq',
+      (proxyReq: http.ClientRequest, req: IncomingMessage, _res: unknown, _options: unknown, socket: Socket) => {
+        const flight = flightOf(req);
+        if (flight === undefined) return;
+        flight.proxyReq = proxyReq;
+        if (flight.abortWith !== undefined) proxyReq.destroy(flight.abortWith);
+        watchSocket(socket, flight);
+      },
+    );
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
       const flight = flightOf(req);
       if (flight !== undefined) flight.onResponse(proxyRes);
@@ -251,7 +264,12 @@ export class Forwarder {
    * framed the request with no body: only bytes it framed as this request's body, which we
    * hold, can reach Keap.
    */
-  send(req: IncomingMessage, res: ServerResponse, body: BufferedBody | undefined, stream: Readable | undefined): Promise<IncomingMessage> {
+  send(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: BufferedBody | undefined,
+    stream: Readable | undefined,
+  ): Promise<IncomingMessage> {
     frame(req, body, stream);
     return new Promise<IncomingMessage>((resolve, reject) => {
       const replay = flightOf(req) !== undefined;
@@ -260,7 +278,9 @@ export class Forwarder {
       let source: Readable | HeldBody | undefined;
       if (stream !== undefined) {
         source = stream;
-        stream.once('error', (err: NodeJS.ErrnoException) => flight.abandon(err.code === BODY_TOO_LARGE ? 'body_too_large' : 'client_closed', err));
+        stream.once('error', (err: NodeJS.ErrnoException) =>
+          flight.abandon(err.code === BODY_TOO_LARGE ? 'body_too_large' : 'client_closed', err),
+        );
       } else if (body !== undefined) {
         source = new HeldBody(body.parts());
       } else if (req.readableEnded) {
@@ -294,10 +314,18 @@ export class Forwarder {
   }
 
   /** Sends a response whose body was already read (to look at it) to the client. */
-  relayBuffered(proxyRes: IncomingMessage, body: Buffer, res: ServerResponse, requestId: string, extraHeaders?: readonly string[]): void {
+  relayBuffered(
+    proxyRes: IncomingMessage,
+    body: Buffer,
+    res: ServerResponse,
+    requestId: string,
+    extraHeaders?: readonly string[],
+  ): void {
     const headers = endToEndHeaders(proxyRes.rawHeaders, requestId, this.options.relayCorsHeaders);
     const pairs: string[] = [];
-    for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() !== 'content-length') pairs.push(headers[i] as string, headers[i + 1] as string);
+    for (let i = 0; i < headers.length; i += 2)
+      if ((headers[i] as string).toLowerCase() !== 'content-length')
+        pairs.push(headers[i] as string, headers[i + 1] as string);
     pairs.push('content-length', String(body.length));
     if (extraHeaders !== undefined) pairs.push(...extraHeaders);
     writeHead(res, proxyRes.statusCode, pairs);
@@ -334,7 +362,10 @@ function withoutDeleteLength(proxy: ProxyServer): void {
   const inner = proxy as unknown as { webPasses: Array<(...args: unknown[]) => unknown> };
   const kept = inner.webPasses.filter((pass) => pass.name !== 'deleteLength');
   // An upgrade of http-proxy-3 that renames or reshapes its passes must fail loudly, not smuggle.
-  if (kept.length !== inner.webPasses.length - 1) throw new Error('http-proxy-3: the deleteLength pass was not found; check the framing code in src/upstream/forwarder.ts against this version');
+  if (kept.length !== inner.webPasses.length - 1)
+    throw new Error(
+      'http-proxy-3: the deleteLength pass was not found; check the framing code in src/upstream/forwarder.ts against this version',
+    );
   inner.webPasses = kept;
 }
 
@@ -345,7 +376,13 @@ function withoutDeleteLength(proxy: ProxyServer): void {
  * pipeline's close handler calls finish()), and a replay never pipes the client's stream.
  * The first attempt's stay, as they are harmless, and finding them costs on every request.
  */
-function web(proxy: ProxyServer, req: IncomingMessage, res: ServerResponse, source: Readable | HeldBody | undefined, replay: boolean): void {
+function web(
+  proxy: ProxyServer,
+  req: IncomingMessage,
+  res: ServerResponse,
+  source: Readable | HeldBody | undefined,
+  replay: boolean,
+): void {
   if (!replay) {
     if (source === undefined) proxy.web(req, res);
     else proxy.web(req, res, { buffer: source as Readable });
@@ -360,7 +397,8 @@ function web(proxy: ProxyServer, req: IncomingMessage, res: ServerResponse, sour
 
 function removeAddedListeners(emitter: NodeJS.EventEmitter, event: string, before: number): void {
   const listeners = emitter.listeners(event);
-  for (let i = before; i < listeners.length; i++) emitter.removeListener(event, listeners[i] as (...args: unknown[]) => void);
+  for (let i = before; i < listeners.length; i++)
+    emitter.removeListener(event, listeners[i] as (...args: unknown[]) => void);
 }
 
 /**
@@ -375,7 +413,8 @@ export function endToEndHeaders(raw: string[], requestId?: string, relayCors = f
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     // Only a name that starts with "a" and is as long as the shortest CORS one needs the pattern.
-    if (!relayCors && name.length >= CORS_MIN_LENGTH && (name.charCodeAt(0) | 0x20) === 97 && CORS_RESPONSE.test(name)) continue;
+    if (!relayCors && name.length >= CORS_MIN_LENGTH && (name.charCodeAt(0) | 0x20) === 97 && CORS_RESPONSE.test(name))
+      continue;
     // Only names as long as a hop-by-hop one or x-request-id need a closer look.
     if (!INSPECTED_LENGTHS.has(name.length)) {
       out.push(name, raw[i + 1] as string);
@@ -395,7 +434,8 @@ export function endToEndHeaders(raw: string[], requestId?: string, relayCors = f
   }
   if (listed !== undefined) {
     const kept: string[] = [];
-    for (let i = 0; i < out.length; i += 2) if (!listed.has((out[i] as string).toLowerCase())) kept.push(out[i] as string, out[i + 1] as string);
+    for (let i = 0; i < out.length; i += 2)
+      if (!listed.has((out[i] as string).toLowerCase())) kept.push(out[i] as string, out[i + 1] as string);
     out = kept;
   }
   if (requestId !== undefined) out.push('x-request-id', requestId);
@@ -405,8 +445,12 @@ export function endToEndHeaders(raw: string[], requestId?: string, relayCors = f
 /** Header names listed in a Connection header are hop-by-hop too. */
 export function parseConnection(value: string | string[] | undefined): Set<string> | undefined {
   // Nearly every message says just keep-alive or close: no list to parse.
-  if (value === undefined || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') return undefined;
+  if (value === undefined || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close')
+    return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
-  const names = text.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive');
+  const names = text
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive');
   return names.length > 0 ? new Set(names) : undefined;
 }

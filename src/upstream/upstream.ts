@@ -143,8 +143,15 @@ function closingIfBodyUnread(ex: Exchange): readonly string[] | undefined {
 function unusable(deps: ForwardDeps, ex: Exchange, err: unknown): unknown {
   if (!(err instanceof UnusableResponse)) return err;
   ex.outcome = 'unusable_response';
-  deps.logger.warn({ event: 'upstream_response_unusable', reqId: ex.id, upstreamStatus: ex.upstreamStatus, reason: err.reason }, "Keap's response could not be relayed as it is: the client gets 502");
-  return new HttpError(502, 'upstream_bad_response', "Keap's response could not be relayed (it was not valid HTTP). Retry later; if it persists, report the request id.");
+  deps.logger.warn(
+    { event: 'upstream_response_unusable', reqId: ex.id, upstreamStatus: ex.upstreamStatus, reason: err.reason },
+    "Keap's response could not be relayed as it is: the client gets 502",
+  );
+  return new HttpError(
+    502,
+    'upstream_bad_response',
+    "Keap's response could not be relayed (it was not valid HTTP). Retry later; if it persists, report the request id.",
+  );
 }
 
 /** Every send, the first and each replay, goes through here: a client that has gone gets nothing sent for it. */
@@ -164,7 +171,11 @@ function send(deps: ForwardDeps, ex: Exchange): Promise<IncomingMessage> {
 }
 
 /** Returns the response to relay, or undefined when this already answered the client. */
-async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream: IncomingMessage): Promise<IncomingMessage | undefined> {
+async function replayAfterUnauthorized(
+  deps: ForwardDeps,
+  ex: Exchange,
+  upstream: IncomingMessage,
+): Promise<IncomingMessage | undefined> {
   const used = ex.credential;
   // A key cannot be refreshed: the client sees Keap's 401 as it is.
   if (used === undefined || used.kind !== 'bearer') return upstream;
@@ -189,7 +200,12 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
     // let any upstream answer rotate the refresh token, and a replay could write twice.
     // Neither the body nor its errorcode is logged: an upstream may echo anything, our token included.
     deps.logger.info(
-      { event: 'unauthorized_passed_on', reqId: ex.id, status: upstream.statusCode, apigeeFault: fault.errorcode !== undefined },
+      {
+        event: 'unauthorized_passed_on',
+        reqId: ex.id,
+        status: upstream.statusCode,
+        apigeeFault: fault.errorcode !== undefined,
+      },
       "Keap answered 401 without one of Apigee's token faults: passed on to the client, no refresh, no replay",
     );
     return peeked === undefined ? upstream : answer();
@@ -200,13 +216,22 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   }
   if (ex.bodyStream !== undefined) {
     deps.logger.warn(
-      { event: 'replay_skipped', reqId: ex.id, errorcode: fault.errorcode, reason: 'body_streamed', replayBodyBytes: deps.replayBodyBytes },
+      {
+        event: 'replay_skipped',
+        reqId: ex.id,
+        errorcode: fault.errorcode,
+        reason: 'body_streamed',
+        replayBodyBytes: deps.replayBodyBytes,
+      },
       'Keap rejected the token, but the request body was larger than REPLAY_BODY_BYTES and was streamed, so it cannot be replayed: the client gets the 401',
     );
     await deps.credentials.invalidate(used);
     return answer();
   }
-  deps.logger.debug({ event: 'token_rejected_by_keap', reqId: ex.id, errorcode: fault.errorcode }, 'replaying with a new token');
+  deps.logger.debug(
+    { event: 'token_rejected_by_keap', reqId: ex.id, errorcode: fault.errorcode },
+    'replaying with a new token',
+  );
   // No other token: either the broker's refresh floor kept this one (it still serves, so
   // Keap's 401 is the honest answer), or the refresh failed and get() says so (503).
   if (!(await deps.credentials.invalidate(used)) && deps.credentials.current() !== undefined) return answer();
@@ -219,7 +244,8 @@ async function replayAfterUnauthorized(deps: ForwardDeps, ex: Exchange, upstream
   const again = await peekSmall(replayed, FAULT_BODY_LIMIT);
   if (again === undefined) return replayed;
   const second = parseFault(again);
-  if (second.errorcode === NOT_APPROVED_AFTER_REFRESH || classifyUnauthorized(second) === 'not_approved') notApproved(second.errorcode);
+  if (second.errorcode === NOT_APPROVED_AFTER_REFRESH || classifyUnauthorized(second) === 'not_approved')
+    notApproved(second.errorcode);
   return answer(replayed, again);
 }
 
@@ -261,7 +287,13 @@ function peekSmall(res: IncomingMessage, limit: number): Promise<Buffer | undefi
  * arrest passes within about a second, a minute throttle within the minute, and a spent
  * daily quota only at its reset, which no client should wait for.
  */
-async function replayAfterRateLimit(deps: ForwardDeps, policy: RateLimitReplayPolicy, ex: Exchange, upstream: IncomingMessage, report: QuotaReport | undefined): Promise<IncomingMessage | undefined> {
+async function replayAfterRateLimit(
+  deps: ForwardDeps,
+  policy: RateLimitReplayPolicy,
+  ex: Exchange,
+  upstream: IncomingMessage,
+  report: QuotaReport | undefined,
+): Promise<IncomingMessage | undefined> {
   const body = await readSmall(upstream, FAULT_BODY_LIMIT);
   const fault = parseFault(body);
   ex.rateLimited += 1;
@@ -274,17 +306,51 @@ async function replayAfterRateLimit(deps: ForwardDeps, policy: RateLimitReplayPo
   const tenant = deps.credentials.tenant();
   if (wait.dailyQuotaSpent) {
     deps.pacer.exhaustDay(wait.resetsAt);
-    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', reason: 'daily_quota' }, "Keap's daily quota is spent");
-    passOn('daily_quota_exhausted', "Keap's daily API quota is spent; it resets at 00:00 UTC. Retry after the indicated time.");
+    deps.logger.warn(
+      { event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', reason: 'daily_quota' },
+      "Keap's daily quota is spent",
+    );
+    passOn(
+      'daily_quota_exhausted',
+      "Keap's daily API quota is spent; it resets at 00:00 UTC. Retry after the indicated time.",
+    );
   }
   deps.pacer.backOff(wait.ms);
-  const reason = ex.bodyStream !== undefined ? 'body_streamed' : ex.attempts >= policy.maxAttempts ? 'attempts' : Date.now() + wait.ms > ex.deadline ? 'deadline' : undefined;
+  const reason =
+    ex.bodyStream !== undefined
+      ? 'body_streamed'
+      : ex.attempts >= policy.maxAttempts
+        ? 'attempts'
+        : Date.now() + wait.ms > ex.deadline
+          ? 'deadline'
+          : undefined;
   if (reason !== undefined) {
-    deps.logger.warn({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'passed_on', waitMs: Math.round(wait.ms), attempts: ex.attempts, reason }, 'Keap rate-limited a request that cannot wait or be replayed');
+    deps.logger.warn(
+      {
+        event: 'rate_limited',
+        reqId: ex.id,
+        errorcode: fault.errorcode,
+        outcome: 'passed_on',
+        waitMs: Math.round(wait.ms),
+        attempts: ex.attempts,
+        reason,
+      },
+      'Keap rate-limited a request that cannot wait or be replayed',
+    );
     passOn('rate_limited', PASS_ON_MESSAGES[reason]);
   }
   deps.metrics.rateLimited(tenant, 'absorbed');
-  deps.logger.info({ event: 'rate_limited', reqId: ex.id, errorcode: fault.errorcode, outcome: 'absorbed', waitMs: Math.round(wait.ms), attempts: ex.attempts }, 'Keap answered 429: waiting, then replaying');
+  deps.logger.info(
+    {
+      event: 'rate_limited',
+      reqId: ex.id,
+      errorcode: fault.errorcode,
+      outcome: 'absorbed',
+      waitMs: Math.round(wait.ms),
+      attempts: ex.attempts,
+    },
+    'Keap answered 429: waiting, then replaying',
+  );
   // The pacer's queue is paused for wait.ms (backOff above); without a pacer this request waits alone.
   if (deps.pacer.enabled) await deps.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
   else await clientWait(ex, wait.ms);
@@ -292,9 +358,12 @@ async function replayAfterRateLimit(deps: ForwardDeps, policy: RateLimitReplayPo
 }
 
 const PASS_ON_MESSAGES = {
-  body_streamed: "Keap's rate limit was hit and this request's body was too large to keep for a replay (REPLAY_BODY_BYTES). Retry after the indicated time.",
-  attempts: "Keap kept answering 429 to this request (RATE_LIMIT_MAX_ATTEMPTS sends); it was not processed. Retry after the indicated time.",
-  deadline: "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.",
+  body_streamed:
+    "Keap's rate limit was hit and this request's body was too large to keep for a replay (REPLAY_BODY_BYTES). Retry after the indicated time.",
+  attempts:
+    'Keap kept answering 429 to this request (RATE_LIMIT_MAX_ATTEMPTS sends); it was not processed. Retry after the indicated time.',
+  deadline:
+    "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.",
 } as const;
 
 /** Waits `ms`, or less if the client goes away (send() then sends nothing). */
@@ -334,7 +403,9 @@ export function rateLimitWait(
 ): RateLimitWait {
   const day = report?.product.day;
   const dayResets = day?.resetsAt;
-  const quotaFault = fault.errorcode === 'policies.ratelimit.QuotaViolation' || (fault.errorcode === undefined && !/spike/i.test(fault.faultstring ?? ''));
+  const quotaFault =
+    fault.errorcode === 'policies.ratelimit.QuotaViolation' ||
+    (fault.errorcode === undefined && !/spike/i.test(fault.faultstring ?? ''));
   if (quotaFault && day?.available !== undefined && day.available <= 0) {
     return { ms: Math.max(0, (dayResets ?? nextUtcMidnight(now)) - now), dailyQuotaSpent: true, resetsAt: dayResets };
   }
@@ -375,12 +446,20 @@ function upstreamFailure(err: unknown, ex: Exchange, maxBodyBytes: number): Http
   ex.outcome = err.failure;
   switch (err.failure) {
     case 'timeout':
-      return new HttpError(504, 'upstream_timeout', 'Keap did not answer in time (UPSTREAM_TIMEOUT_MS). The request may or may not have been processed; check before you send it again.');
+      return new HttpError(
+        504,
+        'upstream_timeout',
+        'Keap did not answer in time (UPSTREAM_TIMEOUT_MS). The request may or may not have been processed; check before you send it again.',
+      );
     case 'body_too_large':
       return tooLarge(maxBodyBytes);
     case 'client_closed':
       return new HttpError(499, 'client_closed', 'The client closed the connection.');
     default:
-      return new HttpError(502, 'upstream_unreachable', 'Keap could not be reached. Retry later; if it persists, check KEAP_API_URL and the network.');
+      return new HttpError(
+        502,
+        'upstream_unreachable',
+        'Keap could not be reached. Retry later; if it persists, check KEAP_API_URL and the network.',
+      );
   }
 }

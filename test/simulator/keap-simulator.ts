@@ -3,7 +3,13 @@
 // faults, quota headers, XML-RPC). Node built-ins only; the API path avoids sync I/O and needless
 // JSON work (fixed bodies are pre-serialised, headers go out in one writeHead).
 
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { QuotaTracker, SpikeArrest, type CredentialKind } from './quota.js';
@@ -425,7 +431,10 @@ export class KeapSimulator {
       return this.issueTokens(res);
     }
     if (!grant) return tokenJson(res, 400, { error: 'invalid_request', error_description: 'Missing grant_type' });
-    return tokenJson(res, 400, { error: 'unsupported_grant_type', error_description: `Unsupported grant_type ${grant}` });
+    return tokenJson(res, 400, {
+      error: 'unsupported_grant_type',
+      error_description: `Unsupported grant_type ${grant}`,
+    });
   }
 
   /** Basic base64(id:secret) (what Keap's SDKs send on refresh) or client_id/client_secret form fields. */
@@ -596,7 +605,10 @@ export class KeapSimulator {
           if (exp <= Date.now()) return FAULT_EXPIRED;
           result = { kind: 'bearer', identity: `client:${this.clientId}`, identifier: this.clientId };
         }
-      } else if (apiKey !== undefined && !(xmlrpcBody !== undefined && typeof apiKey === 'string' && this.legacyKeys.has(apiKey))) {
+      } else if (
+        apiKey !== undefined &&
+        !(xmlrpcBody !== undefined && typeof apiKey === 'string' && this.legacyKeys.has(apiKey))
+      ) {
         return FAULT_INVALID; // an unknown key
       } else if (xmlrpcBody !== undefined) {
         // Old XML-RPC endpoints read the legacy key from the body, whatever the header says.

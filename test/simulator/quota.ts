@@ -23,7 +23,10 @@ export class UsageBucket {
   day = 0;
   minuteWindow = -1;
   minute = 0;
-  constructor(readonly identifier: string, readonly limits: ProductLimits) {}
+  constructor(
+    readonly identifier: string,
+    readonly limits: ProductLimits,
+  ) {}
   roll(dayWindow: number, minuteWindow: number): void {
     if (this.dayWindow !== dayWindow) {
       this.dayWindow = dayWindow;
@@ -112,25 +115,42 @@ export class QuotaTracker {
     }
     const spike = this.spikeOverride > 0 ? this.spikeOverride : b.limits.spike;
     const headers = [
-      'x-keap-product-quota-limit', String(dayLimit),
-      'x-keap-product-quota-time-unit', 'day',
-      'x-keap-product-quota-interval', '1',
-      'x-keap-product-quota-available', String(Math.max(0, dayLimit - b.day)),
-      'x-keap-product-quota-used', String(b.day),
-      'x-keap-product-quota-expiry-time', String(nextMidnight),
-      'x-keap-product-throttle-limit', String(minuteLimit),
-      'x-keap-product-throttle-time-unit', 'minute',
-      'x-keap-product-throttle-interval', '1',
-      'x-keap-product-throttle-available', String(Math.max(0, minuteLimit - b.minute)),
-      'x-keap-product-throttle-used', String(b.minute),
-      'x-keap-product-spike-limit', `${spike}ps`,
-      'x-keap-tenant-id', this.tenant,
-      'x-keap-tenant-throttle-limit', `${TENANT_LIMITS.minute}|${TENANT_LIMITS.day}`,
-      'x-keap-tenant-throttle-time-unit', 'minute|day',
-      'x-keap-tenant-throttle-interval', '1|1',
+      'x-keap-product-quota-limit',
+      String(dayLimit),
+      'x-keap-product-quota-time-unit',
+      'day',
+      'x-keap-product-quota-interval',
+      '1',
+      'x-keap-product-quota-available',
+      String(Math.max(0, dayLimit - b.day)),
+      'x-keap-product-quota-used',
+      String(b.day),
+      'x-keap-product-quota-expiry-time',
+      String(nextMidnight),
+      'x-keap-product-throttle-limit',
+      String(minuteLimit),
+      'x-keap-product-throttle-time-unit',
+      'minute',
+      'x-keap-product-throttle-interval',
+      '1',
+      'x-keap-product-throttle-available',
+      String(Math.max(0, minuteLimit - b.minute)),
+      'x-keap-product-throttle-used',
+      String(b.minute),
+      'x-keap-product-spike-limit',
+      `${spike}ps`,
+      'x-keap-tenant-id',
+      this.tenant,
+      'x-keap-tenant-throttle-limit',
+      `${TENANT_LIMITS.minute}|${TENANT_LIMITS.day}`,
+      'x-keap-tenant-throttle-time-unit',
+      'minute|day',
+      'x-keap-tenant-throttle-interval',
+      '1|1',
       'x-keap-tenant-throttle-available',
       `${Math.max(0, TENANT_LIMITS.minute - t.minute)}|${Math.max(0, TENANT_LIMITS.day - t.day)}`,
-      'x-keap-tenant-throttle-used', `${t.minute}|${t.day}`,
+      'x-keap-tenant-throttle-used',
+      `${t.minute}|${t.day}`,
     ];
     return { headers, violation, retryAfterSeconds, identifier: b.identifier };
   }

@@ -19,7 +19,8 @@ const TAG_RE = /^([A-Za-z_:][\w.:-]*)(?:\s[^]*)?$/;
 export function decodeEntities(raw: string): string {
   if (!raw.includes('&')) return raw;
   return raw.replace(ENTITY_RE, (whole, ent: string | undefined) => {
-    if (ent === undefined) throw new XmlParseError('The entity name must immediately follow the "&" in the entity reference.');
+    if (ent === undefined)
+      throw new XmlParseError('The entity name must immediately follow the "&" in the entity reference.');
     if (ent.startsWith('#')) {
       const cp = ent[1] === 'x' ? parseInt(ent.slice(2), 16) : parseInt(ent.slice(1), 10);
       if (!Number.isFinite(cp) || cp > 0x10ffff) throw new XmlParseError(`Invalid character reference ${whole}`);
@@ -82,7 +83,9 @@ export function parseXml(src: string): XmlElement {
       const name = tag.slice(1).trim();
       const open = stack.pop();
       if (stack.length === 0 || !open || open.name !== name) {
-        throw new XmlParseError(`The end-tag for element type "${open?.name ?? ''}" must end with the '>' delimiter (got </${name}>).`);
+        throw new XmlParseError(
+          `The end-tag for element type "${open?.name ?? ''}" must end with the '>' delimiter (got </${name}>).`,
+        );
       }
       continue;
     }
