@@ -22,13 +22,14 @@ export interface CliInput {
 export async function runCli(input: CliInput): Promise<number | undefined> {
   const { stdout, stderr } = input;
   let command: Command;
+  let config: Config | undefined;
   try {
     command = parseArgs(input.argv);
     if (command.kind === 'help') {
       stdout.write(helpText() + '\n');
       return 0;
     }
-    const config = loadConfig({ env: input.env, configFile: command.configFile, cwd: input.cwd });
+    config = loadConfig({ env: input.env, configFile: command.configFile, cwd: input.cwd });
     switch (command.kind) {
       case 'serve':
         await input.serve(config);
@@ -45,10 +46,35 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
       stderr.write(`keap-proxy: ${err.message}\n`);
       return 2;
     }
-    if (err instanceof AuthError || err instanceof TokenStoreError) {
+    if (err instanceof AuthError) {
       stderr.write(`keap-proxy: ${err.message}\n`);
       return 1;
     }
+    if (err instanceof TokenStoreError) {
+      stderr.write(`keap-proxy: TOKEN_STORE: ${err.message}\n`);
+      return 1;
+    }
+    const listen = config !== undefined ? listenFailure(err, config) : undefined;
+    if (listen !== undefined) {
+      stderr.write(`keap-proxy: ${listen}\n`);
+      return 1;
+    }
     throw err;
+  }
+}
+
+/** Why the proxy could not listen, as one line naming the setting and what to do; undefined for any other error. */
+export function listenFailure(err: unknown, config: Config): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const where = `${config.host}:${config.port}`;
+  switch (code) {
+    case 'EADDRINUSE':
+      return `PORT: ${where} is already in use; stop what listens there or set PORT to a free port`;
+    case 'EADDRNOTAVAIL':
+      return `HOST: ${config.host} is not an address of this machine; set HOST to one of its addresses (127.0.0.1 by default)`;
+    case 'EACCES':
+      return `PORT: listening on ${where} is not permitted for this user (ports below 1024 need privileges); set PORT to 1024 or above`;
+    default:
+      return undefined;
   }
 }

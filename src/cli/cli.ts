@@ -30,6 +30,13 @@ void runCli({
   stdout: process.stdout,
   stderr: process.stderr,
   serve,
-}).then((code) => {
-  if (code !== undefined) process.exitCode = code;
-});
+}).then(
+  (code) => {
+    if (code !== undefined) process.exitCode = code;
+  },
+  // A failure nobody foresaw: one line and a non-zero exit, never an unhandled rejection.
+  (err: unknown) => {
+    process.stderr.write(`keap-proxy: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
