@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { tempDir } from './harness.js';
 import {
   ConfigError,
   SETTINGS,
@@ -26,7 +26,7 @@ function problemsOf(fn: () => unknown): string[] {
 }
 
 function tmp(): string {
-  return mkdtempSync(path.join(tmpdir(), 'keap-proxy-config-'));
+  return tempDir();
 }
 
 describe('loadConfig', () => {

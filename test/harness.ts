@@ -1,6 +1,6 @@
 // Builds a real simulator and a real proxy on loopback for a test, with the proxy's log
 // lines captured in memory so tests can read (and scan) them.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -48,8 +48,18 @@ export const SIM_API_KEY = 'KeapAK-sim-personal-access-token';
 export const SIM_LEGACY_KEY = 'sim-legacy-encrypted-key';
 export const SIM_SEED = 'sim-seed-refresh-token';
 
+const made: string[] = [];
+
+/** A fresh folder under the system's temp dir, removed after its test file (test/setup.ts). */
 export function tempDir(): string {
-  return mkdtempSync(path.join(tmpdir(), 'keap-proxy-test-'));
+  const dir = mkdtempSync(path.join(tmpdir(), 'keap-proxy-test-'));
+  made.push(dir);
+  return dir;
+}
+
+/** Removes every folder tempDir made so far in this test file. */
+export function removeTempDirs(): void {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 export function oauthEnv(sim: KeapSimulator, dir: string): Record<string, string> {

@@ -1,7 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { startHarness, send, LogCapture, SIM_CLIENT_SECRET, SIM_SEED, SIM_API_KEY } from './harness.js';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { startHarness, send, tempDir, LogCapture, SIM_CLIENT_SECRET, SIM_SEED, SIM_API_KEY } from './harness.js';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { createLogger, RequestLog, type RequestRecord } from '../src/observability/log.js';
 import { LogWriter } from '../src/observability/log-writer.js';
@@ -152,7 +151,7 @@ describe('logs', () => {
   });
 
   it('through a LogWriter, request lines are formatted when their batch is written and keep their place among the other lines', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'request-log-'));
+    const dir = tempDir();
     const file = path.join(dir, 'out.log');
     const writer = new LogWriter({ dest: file, minLength: 4096, flushIntervalMs: 60_000 });
     const logger = createLogger('info', writer);
