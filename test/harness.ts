@@ -8,7 +8,8 @@ import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHead
 import { KeapSimulator, type SimulatorOptions } from './simulator/keap-simulator.js';
 import { loadConfig, type Config } from '../src/config/config.js';
 import { createLogger } from '../src/observability/log.js';
-import { startProxy, type RunningProxy } from '../src/http/server.js';
+import { startProxy, type ProxyOverrides, type RunningProxy } from '../src/http/server.js';
+import { RawUpstream } from './raw-upstream.js';
 
 export class LogCapture extends Writable {
   readonly lines: string[] = [];
@@ -171,4 +172,41 @@ export function send(
     req.on('error', reject);
     req.end(opts.body);
   });
+}
+
+export interface RawRig {
+  upstream: RawUpstream;
+  proxy: RunningProxy;
+  logs: LogCapture;
+  close(): Promise<void>;
+}
+
+/** keap-proxy in key mode, pacing off, in front of a raw-socket upstream that records the exact bytes it receives. */
+export async function startRawRig(
+  env: Record<string, string> = {},
+  overrides: Omit<ProxyOverrides, 'logger'> = {},
+): Promise<RawRig> {
+  const upstream = await RawUpstream.start();
+  const logs = new LogCapture();
+  const config = loadConfig({
+    env: {
+      KEAP_API_URL: upstream.url,
+      KEAP_API_KEY: SIM_API_KEY,
+      PORT: '0',
+      RATE_LIMIT_PER_SECOND: '0',
+      LOG_LEVEL: 'info',
+      ...env,
+    },
+    cwd: tempDir(),
+  });
+  const proxy = await startProxy(config, { ...overrides, logger: createLogger(config.logLevel, logs) });
+  return {
+    upstream,
+    proxy,
+    logs,
+    async close() {
+      await proxy.close();
+      await upstream.close();
+    },
+  };
 }

@@ -3,43 +3,19 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { connect, type Socket } from 'node:net';
 import { loadConfig } from '../src/config/config.js';
-import { createLogger } from '../src/observability/log.js';
-import { startProxy, type RunningProxy } from '../src/http/server.js';
+import type { RunningProxy } from '../src/http/server.js';
 import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream/upstream.js';
 import type { Fault } from '../src/keap/apigee.js';
-import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
-import { RawUpstream, MANUAL, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
+import { tempDir, send, startRawRig, SIM_API_KEY, type RawRig } from './harness.js';
+import { MANUAL, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
 
-interface Rig {
-  upstream: RawUpstream;
-  proxy: RunningProxy;
-  logs: LogCapture;
-}
-
-const open: Rig[] = [];
+const open: RawRig[] = [];
 afterEach(async () => {
-  for (const r of open.splice(0)) {
-    await r.proxy.close();
-    await r.upstream.close();
-  }
+  for (const r of open.splice(0)) await r.close();
 });
 
-async function rig(env: Record<string, string>, rateLimitReplays?: RateLimitReplayPolicy): Promise<Rig> {
-  const upstream = await RawUpstream.start();
-  const logs = new LogCapture();
-  const config = loadConfig({
-    env: {
-      KEAP_API_URL: upstream.url,
-      KEAP_API_KEY: SIM_API_KEY,
-      PORT: '0',
-      RATE_LIMIT_PER_SECOND: '0',
-      LOG_LEVEL: 'info',
-      ...env,
-    },
-    cwd: tempDir(),
-  });
-  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs), rateLimitReplays });
-  const r = { upstream, proxy, logs };
+async function rig(env: Record<string, string>, rateLimitReplays?: RateLimitReplayPolicy): Promise<RawRig> {
+  const r = await startRawRig(env, { rateLimitReplays });
   open.push(r);
   return r;
 }

@@ -3,35 +3,22 @@
 // plus our credential, and nothing after it.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../src/config/config.js';
-import { createLogger } from '../src/observability/log.js';
-import { startProxy, type RunningProxy } from '../src/http/server.js';
-import { LogCapture, tempDir, SIM_API_KEY } from './harness.js';
-import { RawUpstream, MANUAL, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
+import type { RunningProxy } from '../src/http/server.js';
+import { startRawRig, SIM_API_KEY, type RawRig } from './harness.js';
+import { MANUAL, ok, rawExchange, type RawUpstream, type RecordedRequest } from './raw-upstream.js';
 
 const REPLAY_LIMIT = 1024;
 
 let upstream: RawUpstream;
 let proxy: RunningProxy;
+let rig: RawRig;
 beforeAll(async () => {
-  upstream = await RawUpstream.start();
+  rig = await startRawRig({ LOG_LEVEL: 'warn', REPLAY_BODY_BYTES: String(REPLAY_LIMIT) });
+  ({ upstream, proxy } = rig);
   upstream.respond = answer;
-  const config = loadConfig({
-    env: {
-      KEAP_API_URL: upstream.url,
-      KEAP_API_KEY: SIM_API_KEY,
-      PORT: '0',
-      RATE_LIMIT_PER_SECOND: '0',
-      LOG_LEVEL: 'warn',
-      REPLAY_BODY_BYTES: String(REPLAY_LIMIT),
-    },
-    cwd: tempDir(),
-  });
-  proxy = await startProxy(config, { logger: createLogger(config.logLevel, new LogCapture()) });
 });
 afterAll(async () => {
-  await proxy.close();
-  await upstream.close();
+  await rig.close();
 });
 
 /** A HEAD answer has no body; every other one says which request it answers. */

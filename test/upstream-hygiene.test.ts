@@ -3,35 +3,21 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import { loadConfig } from '../src/config/config.js';
 import { createLogger } from '../src/observability/log.js';
-import { startProxy, type RunningProxy } from '../src/http/server.js';
+import type { RunningProxy } from '../src/http/server.js';
 import { installLastResortGuard } from '../src/observability/last-resort.js';
-import { LogCapture, tempDir, send, SIM_API_KEY } from './harness.js';
-import { RawUpstream, MANUAL, ok, rawExchange } from './raw-upstream.js';
+import { LogCapture, send, startRawRig, type RawRig } from './harness.js';
+import { MANUAL, ok, rawExchange, type RawUpstream } from './raw-upstream.js';
 
 let upstream: RawUpstream;
 let proxy: RunningProxy;
-let logs: LogCapture;
+let rig: RawRig;
 beforeAll(async () => {
-  upstream = await RawUpstream.start();
-  logs = new LogCapture();
-  const config = loadConfig({
-    env: {
-      KEAP_API_URL: upstream.url,
-      KEAP_API_KEY: SIM_API_KEY,
-      PORT: '0',
-      RATE_LIMIT_PER_SECOND: '0',
-      LOG_LEVEL: 'info',
-      REPLAY_BODY_BYTES: '1024',
-    },
-    cwd: tempDir(),
-  });
-  proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+  rig = await startRawRig({ REPLAY_BODY_BYTES: '1024' });
+  ({ upstream, proxy } = rig);
 });
 afterAll(async () => {
-  await proxy.close();
-  await upstream.close();
+  await rig.close();
 });
 afterEach(() => {
   upstream.respond = () => ok();
