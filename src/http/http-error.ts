@@ -42,11 +42,18 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
-export function sendError(res: ServerResponse, err: HttpError, requestId?: string): void {
+/** `extraHeaders` go with this answer only (e.g. connection: close for a connection that cannot be reused). */
+export function sendError(
+  res: ServerResponse,
+  err: HttpError,
+  requestId?: string,
+  extraHeaders?: OutgoingHttpHeaders,
+): void {
+  const headers = extraHeaders === undefined ? err.headers : { ...extraHeaders, ...err.headers };
   sendJson(
     res,
     err.status,
     { error: err.code, message: err.message },
-    requestId === undefined || requestId === '' ? err.headers : { ...err.headers, 'x-request-id': requestId },
+    requestId === undefined || requestId === '' ? headers : { ...headers, 'x-request-id': requestId },
   );
 }

@@ -139,17 +139,17 @@ export class Metrics {
       labelNames: ['outcome'],
       registers,
     });
+    const bodyBuffer = (): { inUse: number; limit: number } | undefined => this.bodyBufferSource?.();
     new Gauge({
       name: 'keap_proxy_body_buffer_bytes',
       help: 'Bytes of request bodies held in memory now (kind="in_use") and the most they may hold (kind="limit", BODY_BUFFER_BUDGET_BYTES).',
       labelNames: ['kind'],
       registers,
-      collect: () => {
-        const budget = this.bodyBufferSource?.();
+      collect() {
+        const budget = bodyBuffer();
         if (budget === undefined) return;
-        const gauge = this.registry.getSingleMetric('keap_proxy_body_buffer_bytes') as Gauge<'kind'>;
-        gauge.set({ kind: 'in_use' }, budget.inUse);
-        gauge.set({ kind: 'limit' }, budget.limit);
+        this.set({ kind: 'in_use' }, budget.inUse);
+        this.set({ kind: 'limit' }, budget.limit);
       },
     });
     const logDrops = this.logDropSources;

@@ -81,6 +81,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }),
   ];
 
+  const CONNECTION_CLOSE = { connection: 'close' } as const;
   const rateLimitOutcome: Record<string, RateLimitOutcome | undefined> = {
     queue_full: 'rejected_full',
     daily_quota_exhausted: 'quota_spent',
@@ -103,18 +104,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       );
     }
     if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
-    const httpError = err as HttpError;
     try {
-      sendError(
-        ex.res,
-        bodyUnread(ex) && httpError.headers.connection === undefined
-          ? new HttpError(httpError.status, httpError.code, httpError.message, {
-              ...httpError.headers,
-              connection: 'close',
-            })
-          : httpError,
-        ex.id,
-      );
+      // The error's own connection header, if it has one, wins (it is spread last).
+      sendError(ex.res, err as HttpError, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
     } catch (sendErr) {
       // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
       logger.error(

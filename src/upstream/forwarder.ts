@@ -93,7 +93,7 @@ class InFlight {
     this.resolve(proxyRes);
   }
 
-  /** The upstream request closed; unless the attempt has settled (the common case: nothing to do, nothing allocated), it failed. */
+  /** The upstream socket closed; unless the attempt has settled (the common case: nothing to do, nothing allocated), it failed. */
   onClosed(): void {
     if (!this.settled) this.onError(new Error('upstream closed the connection without an answer'), 'unreachable');
   }
@@ -179,8 +179,8 @@ function frame(req: IncomingMessage, body: BufferedBody | undefined, stream: Rea
 /**
  * What http-proxy-3 pipes to the upstream request for a body we hold (or for none): it only
  * ever calls `.pipe(proxyReq)` on its `buffer` option. Writing the held chunks directly costs
- * no Readable per attempt (this is the hot path: every bodiless GET takes it), and the same
- * chunks go out on every replay. The upstream request keeps references, not copies.
+ * no Readable per attempt, and the same chunks go out on every replay (a bodiless replay
+ * sends NO_BODY). The upstream request keeps references, not copies.
  */
 class HeldBody {
   constructor(private readonly parts: readonly Buffer[]) {}
