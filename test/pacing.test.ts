@@ -3,7 +3,7 @@ import { randomBytes, createHash } from 'node:crypto';
 import { harnessPerTest, send } from './harness.js';
 import { QuotaPacer } from '../src/pacing/pacer.js';
 import { createLogger } from '../src/observability/log.js';
-import { HttpError } from '../src/http/http-error.js';
+import { DailyQuotaSpent } from '../src/pacing/pacing-errors.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -258,11 +258,11 @@ describe('the daily quota window', () => {
         () => undefined,
         (err: unknown) => err,
       );
-      expect(spent).toBeInstanceOf(HttpError);
-      expect((spent as HttpError).code).toBe('daily_quota_exhausted');
-      expect((spent as HttpError).message).toContain('it resets at 2026-11-24T00:00:00.000Z');
+      expect(spent).toBeInstanceOf(DailyQuotaSpent);
+      expect((spent as DailyQuotaSpent).code).toBe('daily_quota_exhausted');
+      expect((spent as DailyQuotaSpent).message).toContain('it resets at 2026-11-24T00:00:00.000Z');
       // Until midnight, not for a day: at most the 5 minutes left.
-      const retryAfter = Number((spent as HttpError).headers['retry-after']);
+      const retryAfter = (spent as DailyQuotaSpent).retryAfterSeconds;
       expect(retryAfter).toBeGreaterThan(0);
       expect(retryAfter).toBeLessThanOrEqual(300);
       jumped = midnight + 50 - now();

@@ -4,7 +4,11 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { connect, type Socket } from 'node:net';
 import { loadConfig } from '../src/config/config.js';
 import type { RunningProxy } from '../src/http/server.js';
-import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream/upstream.js';
+import {
+  rateLimitWait,
+  RATE_LIMIT_REPLAYS,
+  type RateLimitReplayPolicy,
+} from '../src/upstream/back-off-on-rate-limit.js';
 import type { Fault } from '../src/keap/apigee.js';
 import { tempDir, send, startRawRig, SIM_API_KEY, type RawRig } from './harness.js';
 import { MANUAL, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';

@@ -19,13 +19,15 @@ import { OAuthEndpoints } from '../oauth/oauth-endpoints.js';
 import { Metrics } from '../observability/metrics.js';
 import { GetCache, parseCacheRules } from '../cache/get-cache.js';
 import { BodyBudget } from './body.js';
-import type { RateLimitReplayPolicy } from '../upstream/upstream.js';
+import type { RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
+import { Account } from '../accounts/account.js';
+import { AccountRegistry } from '../accounts/registry.js';
 import { AllowedHosts } from './host-check.js';
 
 export interface ProxyOverrides {
   logger?: Logger;
   store?: TokenStore;
-  /** Keap 429 replays (tests shorten the delays; the defaults are in upstream.ts). */
+  /** Keap 429 replays (tests shorten the delays; the defaults are in upstream/back-off-on-rate-limit.ts). */
   rateLimitReplays?: RateLimitReplayPolicy;
   /** The token broker's clock (tests cross the refresh floor and token lifetimes without waiting). */
   now?: () => number;
@@ -117,7 +119,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const credentials = parts.credentials;
   const oauth = createOAuthEndpoints(config, logger, parts);
   const pacer: Pacer = createPacer(config.pacing, logger);
-  metrics.onQueueDepth(() => [{ tenant: credentials.tenant(), depth: pacer.depth() }]);
+  const accounts = new AccountRegistry([new Account('default', credentials, pacer)]);
+  metrics.onQueueDepth(() => accounts.all().map((a) => ({ tenant: a.label(), depth: a.pacer.depth() })));
   const cache = new GetCache({
     rules: parseCacheRules(config.cacheRules),
     maxBytes: config.cacheMaxBytes,
@@ -133,8 +136,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const pipeline = createPipeline({
     config,
     logger,
-    credentials,
-    pacer,
+    accounts,
     forwarder,
     metrics,
     cache,
@@ -150,7 +152,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       refuseHost(req, res);
       return;
     }
-    if (serveLocal(req, res, credentials, oauth, metrics)) return;
+    if (serveLocal(req, res, accounts.primary.credentials, oauth, metrics)) return;
     pipeline.handle(req, res);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, logger));
@@ -171,7 +173,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     );
   }
 
-  await credentials.start();
+  await Promise.all(accounts.all().map((a) => a.start()));
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -182,8 +184,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     });
   } catch (err) {
     // Nothing of a proxy that could not listen may keep running (timers, the queue, sockets).
-    credentials.stop();
-    await pacer.stop();
+    await Promise.all(accounts.all().map((a) => a.stop()));
     forwarder.close();
     throw err;
   }
@@ -205,8 +206,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       if (graceMs > 0) await Promise.race([closed, new Promise((r) => setTimeout(r, graceMs).unref())]);
       server.closeAllConnections();
       await closed;
-      credentials.stop();
-      await pacer.stop();
+      await Promise.all(accounts.all().map((a) => a.stop()));
       forwarder.close();
     },
   };

@@ -8,7 +8,7 @@
 // plus what Keap reports others spent), and not while Keap has told us to back off.
 import Bottleneck from 'bottleneck';
 import type { Logger } from '../observability/log.js';
-import { HttpError } from '../http/http-error.js';
+import { DailyQuotaSpent, DeadlineExceeded, PacingError, QueueFull, WaitAbandoned } from './pacing-errors.js';
 import type { QuotaReport } from '../keap/keap-quota.js';
 
 export interface PaceLimits {
@@ -29,8 +29,8 @@ export type Priority = 'new' | 'replay';
 export interface Pacer {
   readonly enabled: boolean;
   /**
-   * Resolves when the call may leave; throws HttpError (503 queue full, 429 quota spent or
-   * deadline, 499 when `signal` aborts: the client went away, and its turn is given up).
+   * Resolves when the call may leave; throws a PacingError (queue full, quota spent, past the
+   * deadline, or WaitAbandoned when `signal` aborts: the client went away, its turn given up).
    */
   acquire(deadline: number, priority: Priority, signal?: AbortSignal): Promise<void>;
   /** Keap's quota headers of a response: budgets come down when Keap reports less left. */
@@ -141,7 +141,7 @@ export class QuotaPacer implements Pacer {
     try {
       await Promise.race([turn, ended]);
     } catch (err) {
-      throw err instanceof HttpError ? err : this.queueFull();
+      throw err instanceof PacingError ? err : this.queueFull();
     } finally {
       clearTimeout(timer);
       if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
@@ -289,28 +289,13 @@ export class QuotaPacer implements Pacer {
     if (this.dayExhaustedUntil <= now) this.dayExhaustedUntil = 0;
   }
 
-  private dailyQuotaSpent(): HttpError {
+  private dailyQuotaSpent(): DailyQuotaSpent {
     const until = Math.max(this.dayExhaustedUntil, this.now() + 1000);
-    return new HttpError(
-      429,
-      'daily_quota_exhausted',
-      `Keap's daily API quota is spent; it resets at ${new Date(until).toISOString()}. Retry after the indicated time.`,
-      {
-        'retry-after': String(Math.ceil((until - this.now()) / 1000)),
-      },
-    );
+    return new DailyQuotaSpent(until, Math.ceil((until - this.now()) / 1000));
   }
 
-  private queueFull(): HttpError {
-    const seconds = Math.max(1, Math.ceil((this.depth() * this.spacingMs) / 1000));
-    return new HttpError(
-      503,
-      'queue_full',
-      `Too many requests are waiting for Keap's rate limit (QUEUE_LIMIT ${this.limits.queueLimit}). Retry after the indicated time.`,
-      {
-        'retry-after': String(seconds),
-      },
-    );
+  private queueFull(): QueueFull {
+    return new QueueFull(this.limits.queueLimit, Math.max(1, Math.ceil((this.depth() * this.spacingMs) / 1000)));
   }
 }
 
@@ -329,23 +314,12 @@ function aborted(signal: AbortSignal | undefined): boolean {
   return signal?.aborted === true;
 }
 
-function clientGone(): HttpError {
-  return new HttpError(
-    499,
-    'client_closed',
-    'The client closed the connection while its request waited for the rate limit; it was not sent.',
-  );
+function clientGone(): WaitAbandoned {
+  return new WaitAbandoned();
 }
 
-function deadlineExceeded(retryAfterSeconds: number): HttpError {
-  return new HttpError(
-    429,
-    'rate_limited',
-    "Keap's rate limit would keep this request waiting past its deadline (REQUEST_DEADLINE_MS or X-Keap-Proxy-Deadline-Ms). Retry after the indicated time.",
-    {
-      'retry-after': String(Math.max(1, retryAfterSeconds)),
-    },
-  );
+function deadlineExceeded(retryAfterSeconds: number): DeadlineExceeded {
+  return new DeadlineExceeded(Math.max(1, retryAfterSeconds));
 }
 
 export function createPacer(limits: PaceLimits, logger: Logger, now?: () => number): Pacer {

@@ -3,6 +3,7 @@
 // the response side (upstream/) both depend on this module, and it on neither.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
+import type { Account } from '../accounts/account.js';
 import type { Credential } from '../tokens/credentials.js';
 import type { BufferedBody, Framing } from '../http/body.js';
 
@@ -12,6 +13,8 @@ export interface Exchange {
   readonly res: ServerResponse;
   readonly startedAt: number;
   id: string;
+  /** The Keap account this request is for, set by the resolveAccount stage. */
+  account: Account | undefined;
   /** XML-RPC calls have their body rewritten; REST calls pass through. */
   xmlrpc: boolean;
   /** How the client framed its body (and its declared length), from the parsed request. */
@@ -31,6 +34,8 @@ export interface Exchange {
   clientKeyInBody: boolean;
   credential: Credential | undefined;
   attempts: number;
+  /** New tokens this request asked for after Keap's 401s. */
+  refreshes: number;
   /** Keap 429s this request met. */
   rateLimited: number;
   /** When the client stops waiting for the rate limit (epoch ms). */
@@ -47,6 +52,13 @@ export interface Exchange {
 /** A stage returns nothing (go on), 'done' (it answered the client), or a promise of either; it throws HttpError to answer with an error. */
 export type Stage = (ex: Exchange) => StageResult | Promise<StageResult>;
 export type StageResult = void | 'done';
+
+/** The exchange's account; only the stages before resolveAccount run without one. */
+export function accountOf(ex: Exchange): Account {
+  const account = ex.account;
+  if (account === undefined) throw new Error('no account resolved for this request');
+  return account;
+}
 
 export function injectCredential(ex: Exchange): void {
   const credential = ex.credential;

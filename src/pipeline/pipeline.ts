@@ -4,13 +4,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config/config.js';
 import { RequestLog, type Logger } from '../observability/log.js';
-import type { CredentialSource } from '../tokens/credentials.js';
-import type { Pacer } from '../pacing/pacer.js';
+import type { AccountRegistry } from '../accounts/registry.js';
 import type { Forwarder } from '../upstream/forwarder.js';
-import { forward, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../upstream/upstream.js';
+import { forwardToKeap } from '../upstream/response-side.js';
+import { RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
 import type { Metrics, RateLimitOutcome } from '../observability/metrics.js';
 import type { GetCache } from '../cache/get-cache.js';
 import { HttpError, sendError } from '../http/http-error.js';
+import { answerFor, outcomeOf } from '../http/error-answers.js';
 import type { BodyBudget } from '../http/body.js';
 import { bodyUnread, injectCredential, type Exchange, type Stage } from './exchange.js';
 import {
@@ -24,6 +25,7 @@ import {
   decideFraming,
   obtainCredential,
   pace,
+  resolveAccount,
   refuseAmbiguousPaths,
   refuseForeignTargets,
   rewriteXmlRpcKey,
@@ -35,8 +37,7 @@ import {
 export interface PipelineDeps {
   config: Config;
   logger: Logger;
-  credentials: CredentialSource;
-  pacer: Pacer;
+  accounts: AccountRegistry;
   forwarder: Forwarder;
   metrics: Metrics;
   cache: GetCache;
@@ -60,22 +61,25 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     setDeadline(config.requestDeadlineMs),
     refuseForeignTargets,
     refuseAmbiguousPaths,
+    resolveAccount(deps.accounts),
     decideFraming,
     routeXmlRpc,
     // Only the stages this configuration needs: one that would do nothing still costs a call per request.
     ...(clientKeys.enabled ? [authorizeClient(clientKeys)] : []),
     copyEndToEndHeaders,
-    ...(deps.cache.enabled ? [serveFromCache(deps.cache, deps.credentials)] : []),
+    ...(deps.cache.enabled ? [serveFromCache(deps.cache)] : []),
     addForwardedHeaders,
     bufferBody(config, deps.bodyBudget),
     ...(clientKeys.enabled ? [authorizeClientByPrivateKey(clientKeys)] : []),
-    obtainCredential(deps.credentials),
+    obtainCredential,
     rewriteXmlRpcKey,
     injectCredential,
-    ...(deps.pacer.enabled ? [pace(deps.pacer, deps.metrics, deps.credentials)] : []),
-    forward({
-      ...deps,
-      maxBodyBytes: config.maxBodyBytes,
+    ...(deps.accounts.all().some((a) => a.pacer.enabled) ? [pace(deps.metrics)] : []),
+    forwardToKeap({
+      forwarder: deps.forwarder,
+      metrics: deps.metrics,
+      cache: deps.cache,
+      logger,
       replayBodyBytes: config.replayBodyBytes,
       rateLimitReplays: deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts },
     }),
@@ -88,13 +92,31 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     rate_limited: 'passed_on',
   };
 
-  function fail(ex: Exchange, err: unknown): void {
+  const limits = { maxBodyBytes: config.maxBodyBytes };
+
+  /** The one edge where an error becomes the client's answer (see http/error-answers.ts). */
+  function fail(ex: Exchange, thrown: unknown): void {
+    const outcome = outcomeOf(thrown);
+    if (outcome !== undefined) ex.outcome = outcome;
     if (ex.clientGone) ex.outcome ??= 'client_closed';
-    const outcome = err instanceof HttpError ? rateLimitOutcome[err.code] : undefined;
-    if (outcome !== undefined) deps.metrics.rateLimited(deps.credentials.tenant(), outcome);
-    if (!(err instanceof HttpError)) {
+    if (outcome === 'unusable_response') {
+      logger.warn(
+        {
+          event: 'upstream_response_unusable',
+          reqId: ex.id,
+          upstreamStatus: ex.upstreamStatus,
+          reason: (thrown as { reason?: string }).reason,
+        },
+        "Keap's response could not be relayed as it is: the client gets 502",
+      );
+    }
+    let err = answerFor(thrown, limits);
+    const rateLimited = err !== undefined ? rateLimitOutcome[err.code] : undefined;
+    if (rateLimited !== undefined && ex.account !== undefined)
+      deps.metrics.rateLimited(ex.account.label(), rateLimited);
+    if (err === undefined) {
       logger.error(
-        { event: 'internal_error', reqId: ex.id, err: err instanceof Error ? err.message : String(err) },
+        { event: 'internal_error', reqId: ex.id, err: thrown instanceof Error ? thrown.message : String(thrown) },
         'request failed inside the proxy',
       );
       err = new HttpError(
@@ -106,7 +128,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
     try {
       // The error's own connection header, if it has one, wins (it is spread last).
-      sendError(ex.res, err as HttpError, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
+      sendError(ex.res, err, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
     } catch (sendErr) {
       // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
       logger.error(
@@ -158,6 +180,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         res,
         startedAt: performance.now(),
         id: '',
+        account: undefined,
         xmlrpc: false,
         framing: 'none',
         declaredLength: undefined,
@@ -170,6 +193,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         clientKeyInBody: false,
         credential: undefined,
         attempts: 0,
+        refreshes: 0,
         rateLimited: 0,
         deadline: 0,
         upstreamStatus: undefined,

@@ -3,15 +3,14 @@
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Config } from '../config/config.js';
-import type { CredentialSource } from '../tokens/credentials.js';
-import type { Pacer } from '../pacing/pacer.js';
+import type { AccountRegistry } from '../accounts/registry.js';
 import { HOP_BY_HOP, parseConnection } from '../upstream/forwarder.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type GetCache, serveCached } from '../cache/get-cache.js';
 import { HttpError } from '../http/http-error.js';
 import { framingOf, readBody, type BodyBudget, BufferedBody } from '../http/body.js';
 import { readPrivateKey, rewritePrivateKey, XmlRpcError } from '../keap/xmlrpc.js';
-import { clientSignal, type Exchange, type Stage } from './exchange.js';
+import { accountOf, clientSignal, type Exchange, type Stage } from './exchange.js';
 
 /** Only Keap is ever contacted: absolute-form targets and `//host` paths never pass. */
 export function refuseForeignTargets(ex: Exchange): void {
@@ -111,6 +110,19 @@ export function hasDotSegment(url: string, end: number): boolean {
     }
   }
   return false;
+}
+
+/** Which Keap account the request is for: everything per account is reached through it from here on. */
+export function resolveAccount(registry: AccountRegistry): Stage {
+  return (ex) => {
+    ex.account = registry.resolve(ex.req);
+    if (ex.account === undefined)
+      throw new HttpError(
+        404,
+        'unknown_account',
+        'No Keap account is configured for this address; check the base URL.',
+      );
+  };
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
@@ -275,14 +287,14 @@ export function authorizeClientByPrivateKey(keys: ClientKeys): Stage {
   };
 }
 
-export function obtainCredential(source: CredentialSource): Stage {
-  const wait = async (ex: Exchange): Promise<void> => {
-    ex.credential = await source.get();
-  };
-  return (ex) => {
-    ex.credential = source.current();
-    if (ex.credential === undefined) return wait(ex);
-  };
+export function obtainCredential(ex: Exchange): void | Promise<void> {
+  const source = accountOf(ex).credentials;
+  ex.credential = source.current();
+  if (ex.credential === undefined) return waitForCredential(ex);
+}
+
+async function waitForCredential(ex: Exchange): Promise<void> {
+  ex.credential = await accountOf(ex).credentials.get();
 }
 
 /** Placeholder written over a client key that came in privateKey, so it never reaches Keap. */
@@ -316,11 +328,11 @@ export function setDeadline(deadlineMs: number): Stage {
 }
 
 /** Reference data many clients re-read is answered from the cache (saving Keap quota) when a rule allows. */
-export function serveFromCache(cache: GetCache, credentials: CredentialSource): Stage {
+export function serveFromCache(cache: GetCache): Stage {
   return (ex) => {
     // A GET with a body is not the request a cached answer was for.
     if (ex.framing !== 'none') return;
-    const key = cache.keyFor(ex.req.method ?? 'GET', ex.req.url ?? '/', credentials.tenant(), ex.req.headers);
+    const key = cache.keyFor(ex.req.method ?? 'GET', ex.req.url ?? '/', accountOf(ex).cacheNamespace(), ex.req.headers);
     if (key === undefined) return;
     const hit = cache.get(key.key);
     if (hit === undefined) {
@@ -334,10 +346,13 @@ export function serveFromCache(cache: GetCache, credentials: CredentialSource): 
   };
 }
 
-export function pace(pacer: Pacer, metrics: Metrics, credentials: CredentialSource): Stage {
-  return async (ex) => {
+export function pace(metrics: Metrics): Stage {
+  const wait = async (ex: Exchange): Promise<void> => {
+    const account = accountOf(ex);
     const started = performance.now();
-    await pacer.acquire(ex.deadline, 'new', clientSignal(ex));
-    metrics.queueWait(credentials.tenant(), (performance.now() - started) / 1000);
+    await account.pacer.acquire(ex.deadline, 'new', clientSignal(ex));
+    metrics.queueWait(account.label(), (performance.now() - started) / 1000);
   };
+  // An account whose pacing is off costs no promise.
+  return (ex) => (accountOf(ex).pacer.enabled ? wait(ex) : undefined);
 }

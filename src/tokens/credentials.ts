@@ -1,7 +1,6 @@
 // What the pipeline injects into each request: a bearer token from the TokenBroker
 // (OAuth mode) or the account's key (key mode).
 import type { Logger } from '../observability/log.js';
-import { HttpError } from '../http/http-error.js';
 
 export type Credential = { kind: 'bearer'; token: string; generation: number } | { kind: 'key'; key: string };
 
@@ -18,7 +17,7 @@ export interface CredentialSource {
   start(): Promise<void>;
   /** The credential when one is usable right now without waiting (the hot path), else undefined. */
   current(): Credential | undefined;
-  /** A credential usable right now, waiting for a refresh if need be; throws HttpError (503) when there is none. */
+  /** A credential usable right now, waiting for a refresh if need be; throws NoCredential when there is none. */
   get(): Promise<Credential>;
   /**
    * Keap's gateway rejected `used` (a token fault): drop it and get a new one if that helps.
@@ -72,6 +71,15 @@ export class StaticKeySource implements CredentialSource {
   stop(): void {}
 }
 
-export function noCredential(code: string, message: string, retryAfterSeconds: number): HttpError {
-  return new HttpError(503, code, message, { 'retry-after': String(retryAfterSeconds) });
+/** No credential can be used now; `code` is also the error code clients and /readyz see. */
+export class NoCredential extends Error {
+  constructor(
+    readonly code: 'reauthorization_required' | 'token_unavailable',
+    message: string,
+    /** When asking again may succeed, in whole seconds. */
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+    this.name = 'NoCredential';
+  }
 }

@@ -9,8 +9,7 @@ import type { Logger } from '../observability/log.js';
 import { tenantOf, type Grant } from './grant.js';
 import type { TokenStore } from './token-store.js';
 import { TokenEndpointError, type TokenClient } from './token-client.js';
-import { noCredential, type Credential, type CredentialSource, type Readiness } from './credentials.js';
-import type { HttpError } from '../http/http-error.js';
+import { NoCredential, type Credential, type CredentialSource, type Readiness } from './credentials.js';
 
 export interface TokenBrokerOptions {
   client: TokenClient;
@@ -402,9 +401,9 @@ export class TokenBroker implements CredentialSource {
     this.timer.unref();
   }
 
-  private unavailable(): HttpError {
+  private unavailable(): NoCredential {
     if (this.state.kind === 'reauthorization_required') {
-      return noCredential(
+      return new NoCredential(
         'reauthorization_required',
         `Keap authorization is needed: ${this.state.reason}. An operator must run \`keap-proxy auth\` (or open /oauth/start); the proxy resumes by itself once a new grant is stored.`,
         60,
@@ -412,7 +411,7 @@ export class TokenBroker implements CredentialSource {
     }
     const wait = Math.max(1, Math.ceil((this.nextAttemptAt - this.now()) / SECOND));
     const why = this.state.kind === 'degraded' ? this.state.reason : 'no access token yet';
-    return noCredential(
+    return new NoCredential(
       'token_unavailable',
       `No valid Keap access token right now (${why}). Retry after the indicated time.`,
       Math.min(wait, 60),

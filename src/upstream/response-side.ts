@@ -1,0 +1,37 @@
+// The last stage: send the request to Keap and pass Keap's answer through the response
+// handlers before the client sees it. Composed here, in one visible place; each handler's
+// policy is written at the top of its own module.
+import type { GetCache } from '../cache/get-cache.js';
+import type { Logger } from '../observability/log.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { Stage } from '../pipeline/exchange.js';
+import { backOffOnRateLimit, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from './back-off-on-rate-limit.js';
+import type { Forwarder } from './forwarder.js';
+import { observeQuota } from './observe-quota.js';
+import { refreshOnUnauthorized } from './refresh-on-unauthorized.js';
+import { relay } from './relay.js';
+import { composeResponseSide } from './response-handlers.js';
+import { createSend } from './send.js';
+
+export interface ResponseSideDeps {
+  forwarder: Forwarder;
+  metrics: Metrics;
+  cache: GetCache;
+  logger: Logger;
+  /** Bodies up to this size are held, so a 401 can be replayed; named in the log when one could not be. */
+  replayBodyBytes: number;
+  rateLimitReplays?: RateLimitReplayPolicy;
+}
+
+export function forwardToKeap(deps: ResponseSideDeps): Stage {
+  return composeResponseSide(
+    createSend(deps.forwarder, deps.metrics),
+    // Innermost first: every answer, each replay's too, is observed before anything reacts to it.
+    [
+      observeQuota(deps.metrics),
+      refreshOnUnauthorized(deps.logger, deps.replayBodyBytes),
+      backOffOnRateLimit(deps.logger, deps.metrics, deps.rateLimitReplays ?? RATE_LIMIT_REPLAYS),
+    ],
+    relay(deps.forwarder, deps.cache),
+  );
+}
