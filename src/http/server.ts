@@ -40,6 +40,20 @@ export interface RunningProxy {
   readonly logger: Logger;
   /** Stops serving; requests in flight get up to `graceMs` (default 0) to finish first. */
   close(graceMs?: number): Promise<void>;
+  /**
+   * The stop a pod needs: /readyz answers 503 at once, and every answer says
+   * `connection: close`; new connections are still accepted for `delayMs` (while the
+   * endpoints learn that this one is going), then none; requests in flight get up to
+   * `graceMs` to finish, and whatever is left is cut (and logged as cut by the proxy).
+   */
+  shutdown(options: { delayMs: number; graceMs: number }): Promise<ShutdownCounts>;
+}
+
+export interface ShutdownCounts {
+  /** Requests proxied since the start (local endpoints are not counted). */
+  requests: number;
+  /** Of those, requests the shutdown cut before they were answered. */
+  cut: number;
 }
 
 export interface CredentialParts {
@@ -146,13 +160,16 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const allowedHosts = new AllowedHosts(config.allowedHosts);
   const refuseHost = hostRefusal(logger);
 
+  let stopping = false;
   const server = http.createServer((req, res) => {
+    // A stopping proxy closes each connection after its answer: clients reconnect elsewhere.
+    if (stopping) res.shouldKeepAlive = false;
     // Before everything, local endpoints included: a DNS-rebinding page must reach nothing.
     if (!allowedHosts.allows(req.headers.host) && !isProbe(req.url)) {
       refuseHost(req, res);
       return;
     }
-    if (serveLocal(req, res, accounts.primary.credentials, oauth, metrics)) return;
+    if (serveLocal(req, res, accounts.primary.credentials, oauth, metrics, stopping)) return;
     pipeline.handle(req, res);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, logger));
@@ -198,18 +215,34 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     server,
     credentials,
     logger,
-    async close(graceMs = 0) {
-      // No new connections; requests in flight get up to graceMs to finish (a deploy
-      // should not cut a client off mid-answer), then whatever is left is closed.
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      if (graceMs > 0) await Promise.race([closed, new Promise((r) => setTimeout(r, graceMs).unref())]);
-      server.closeAllConnections();
-      await closed;
-      await Promise.all(accounts.all().map((a) => a.stop()));
-      forwarder.close();
+    close(graceMs = 0) {
+      return shutdown({ delayMs: 0, graceMs }).then(() => undefined);
     },
+    shutdown,
   };
+
+  async function shutdown({ delayMs, graceMs }: { delayMs: number; graceMs: number }): Promise<ShutdownCounts> {
+    stopping = true;
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    // No new connections; requests in flight get up to graceMs to finish (a deploy should
+    // not cut a client off mid-answer), then whatever is left is cut.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    if (graceMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([pipeline.drained(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
+    pipeline.cutting();
+    server.closeAllConnections();
+    await closed;
+    // Each cut request ends (and is counted) on its response's 'close', a tick after its socket's.
+    await pipeline.drained();
+    await Promise.all(accounts.all().map((a) => a.stop()));
+    forwarder.close();
+    const { requests, cut } = pipeline.counts();
+    return { requests, cut };
+  }
 }
 
 /**
@@ -250,6 +283,7 @@ function serveLocal(
   credentials: CredentialSource,
   oauth: OAuthEndpoints,
   metrics: Metrics,
+  stopping: boolean,
 ): boolean {
   const url = req.url ?? '';
   // Cheap tests first: this runs before every proxied request.
@@ -272,6 +306,13 @@ function serveLocal(
   }
   if (path === '/healthz') {
     sendJson(res, 200, { status: 'ok' });
+    return true;
+  }
+  if (stopping) {
+    sendJson(res, 503, {
+      error: 'shutting_down',
+      message: 'This proxy is shutting down and takes no new work; send requests to another replica.',
+    });
     return true;
   }
   const readiness = credentials.readiness();

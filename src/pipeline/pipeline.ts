@@ -50,6 +50,12 @@ export interface PipelineDeps {
 
 export interface Pipeline {
   handle(req: IncomingMessage, res: ServerResponse): void;
+  /** Resolves once no request is in flight (at once when none is). */
+  drained(): Promise<void>;
+  /** From now on a request that ends unanswered was cut by the proxy (its shutdown), not by its client. */
+  cutting(): void;
+  /** Requests over so far, and how many of them the proxy cut. */
+  counts(): { requests: number; cut: number; inFlight: number };
 }
 
 export function createPipeline(deps: PipelineDeps): Pipeline {
@@ -158,23 +164,53 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
   }
 
+  let inFlight = 0;
+  let requests = 0;
+  let cut = 0;
+  let cuttingNow = false;
+  const drainedWaiters: (() => void)[] = [];
+
+  /** The request is over: its log line, and the counts a shutdown waits on. */
+  function over(ex: Exchange): void {
+    logExchange(requestLog, ex);
+    requests += 1;
+    inFlight -= 1;
+    if (inFlight === 0 && drainedWaiters.length > 0) {
+      for (const resolve of drainedWaiters.splice(0)) resolve();
+    }
+  }
+
   /** The exchange is over (answered, or the client gone): release what it holds, start the next one on its connection. */
   function end(ex: Exchange): void {
     if (!ex.res.writableFinished) {
       ex.clientGone = true;
       ex.abort?.abort();
+      if (cuttingNow) {
+        ex.outcome = 'cut_by_shutdown';
+        cut += 1;
+      }
     }
     deps.forwarder.finish(ex.req);
     if (ex.bodyReserved > 0) deps.bodyBudget.give(ex.bodyReserved);
     ex.bodyReserved = 0;
     ex.bodyStream?.destroy();
     deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
-    logExchange(requestLog, ex);
+    over(ex);
     nextOnConnection(ex);
   }
 
   return {
+    drained() {
+      return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => drainedWaiters.push(resolve));
+    },
+    cutting() {
+      cuttingNow = true;
+    },
+    counts() {
+      return { requests, cut, inFlight };
+    },
     handle(req, res) {
+      inFlight += 1;
       const ex: Exchange = {
         req,
         res,
@@ -236,9 +272,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // on a connection that has gone are ended here, never run (nothing of theirs is sent).
     while (next !== undefined && socket.destroyed) {
       next.clientGone = true;
+      if (cuttingNow) {
+        next.outcome = 'cut_by_shutdown';
+        cut += 1;
+      }
       assignRequestId(next);
       deps.metrics.requestDone(next.xmlrpc ? 'xmlrpc' : 'rest', 499);
-      logExchange(requestLog, next);
+      over(next);
       next = socket[WAITING]?.shift();
     }
     socket[ACTIVE] = next;

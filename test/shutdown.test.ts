@@ -1,0 +1,82 @@
+// The stop a pod needs (RunningProxy.shutdown; SIGTERM in src/cli/cli.ts): /readyz red at
+// once, connections still accepted during the delay, then none; requests in flight drained
+// within the grace; what is left is cut and logged as cut by the proxy, not by its client.
+import { describe, it, expect, afterEach } from 'vitest';
+import type { Socket } from 'node:net';
+import { send, startRawRig, type RawRig } from './harness.js';
+import { MANUAL, ok } from './raw-upstream.js';
+
+const open: RawRig[] = [];
+afterEach(async () => {
+  for (const r of open.splice(0)) await r.upstream.close();
+});
+
+async function rig(): Promise<RawRig> {
+  const r = await startRawRig();
+  open.push(r);
+  return r;
+}
+
+async function until(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('shutdown', () => {
+  it('turns /readyz red at once, still accepts during the delay, drains what is in flight, then stops', async () => {
+    const { upstream, proxy, logs } = await rig();
+    const held: Socket[] = [];
+    upstream.respond = (req, socket) => {
+      if (!req.target.endsWith('/slow')) return ok();
+      held.push(socket);
+      return MANUAL;
+    };
+    const slow = send(proxy.url, 'GET', '/crm/rest/v1/slow');
+    await until(() => held.length === 1, 'the slow request to reach Keap');
+    expect((await send(proxy.url, 'GET', '/readyz')).status).toBe(200);
+
+    const stopped = proxy.shutdown({ delayMs: 1000, graceMs: 10_000 });
+    const ready = await send(proxy.url, 'GET', '/readyz');
+    expect(ready.status).toBe(503);
+    expect(ready.json()).toMatchObject({ error: 'shutting_down' });
+    expect(ready.headers.connection).toBe('close');
+    // A new connection during the delay is served (the endpoints may not know yet), and told to close.
+    const late = await send(proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(late.status).toBe(200);
+    expect(late.headers.connection).toBe('close');
+
+    held[0]?.write(ok('{"slow":true}'));
+    expect((await slow).json()).toEqual({ slow: true });
+    // Proxied requests only: /readyz is answered by the proxy itself.
+    expect(await stopped).toEqual({ requests: 2, cut: 0 });
+    // Stopped: nothing listens any more.
+    await expect(send(proxy.url, 'GET', '/healthz')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(logs.entries.filter((e) => e.outcome === 'cut_by_shutdown')).toEqual([]);
+  });
+
+  it('cuts what the grace did not see finish, and logs it as cut by the proxy, not by the client', async () => {
+    const { upstream, proxy, logs } = await rig();
+    upstream.respond = (req) => (req.target.endsWith('/never') ? MANUAL : ok());
+    const never = send(proxy.url, 'POST', '/crm/rest/v1/never', { body: '{}' }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await until(() => upstream.requests.length === 1, 'the request to reach Keap');
+
+    const counts = await proxy.shutdown({ delayMs: 0, graceMs: 50 });
+    expect(counts).toEqual({ requests: 1, cut: 1 });
+    expect(await never).toMatchObject({ code: 'ECONNRESET' });
+    const line = logs.entries.find((e) => e.path === '/crm/rest/v1/never');
+    expect(line).toMatchObject({ outcome: 'cut_by_shutdown', method: 'POST' });
+  });
+
+  it('with nothing in flight, stops as soon as the delay is over', async () => {
+    const { proxy } = await rig();
+    expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    // The grace is never waited for when nothing is in flight: the test would time out if it were.
+    expect(await proxy.shutdown({ delayMs: 0, graceMs: 60_000 })).toEqual({ requests: 1, cut: 0 });
+  });
+});
