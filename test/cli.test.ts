@@ -64,20 +64,22 @@ describe('parseArgs', () => {
     });
   });
 
-  it('auth takes --code, --state and --timeout', () => {
-    expect(parseArgs(['auth', '--code', '-abc_123', '--state=st', '--timeout', '60'])).toEqual({
+  it('auth takes --code, --state and --timeout; a value starting with a dash goes after "="', () => {
+    expect(parseArgs(['auth', '--code', 'abc_123', '--state=st', '--timeout', '60'])).toEqual({
       kind: 'auth',
       configFile: undefined,
-      code: '-abc_123',
+      code: 'abc_123',
       state: 'st',
       timeoutMs: 60_000,
     });
+    expect(parseArgs(['auth', '--code=-abc_123'])).toMatchObject({ code: '-abc_123' });
     expect(parseArgs(['auth', '--timeout=5'])).toMatchObject({ timeoutMs: 5000 });
   });
 
   it('--help wins anywhere', () => {
     expect(parseArgs(['auth', '--help'])).toEqual({ kind: 'help' });
     expect(parseArgs(['-h'])).toEqual({ kind: 'help' });
+    expect(parseArgs(['token', 'status', '--nope', '--config', '--help'])).toEqual({ kind: 'help' });
   });
 
   it.each([
@@ -88,13 +90,17 @@ describe('parseArgs', () => {
     [['--json'], /unknown option "--json" for keap-proxy;/],
     [['auth', '--json'], /unknown option "--json" for keap-proxy auth/],
     [['token', 'status', '--code', 'x'], /unknown option "--code" for keap-proxy token status/],
-    [['auth', '--code'], /--code needs a value/],
+    [['auth', '--code'], /Option '--code <value>' argument missing; see keap-proxy --help/],
+    [['auth', '--code', '-abc'], /To specify an option argument starting with a dash use '--code=-XYZ'; see/],
+    [['auth', '--code='], /--code needs the code from Keap's redirect/],
     [['auth', '--state', 'x'], /--state goes with --code/],
     [['auth', '--timeout', '0'], /--timeout: "0" is not a whole number of seconds/],
     [['auth', '--timeout', '1.5'], /--timeout: "1.5"/],
-    [['token', 'status', '--json=yes'], /--json takes no value/],
-    [['-x'], /unknown option "-x"/],
-    [['--config'], /--config needs a value/],
+    [['token', 'status', '--json=yes'], /Option '--json' does not take an argument/],
+    [['-x'], /unknown option "-x" for keap-proxy;/],
+    [['auth', '-x', '--code', 'c'], /unknown option "-x" for keap-proxy auth/],
+    [['--config'], /Option '--config <value>' argument missing/],
+    [['--config='], /--config needs a file name/],
   ])('%o is refused', (argv, message) => {
     expect(() => parseArgs(argv)).toThrow(UsageError);
     expect(() => parseArgs(argv)).toThrow(message);

@@ -10,7 +10,7 @@ import {
   configSummary,
   DEFAULT_CONFIG_FILE,
 } from '../src/config/config.js';
-import { helpText } from '../src/cli/cli-help.js';
+import { helpText, settingsTable } from '../src/cli/cli-help.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const OAUTH = { KEAP_CLIENT_ID: 'id-123', KEAP_CLIENT_SECRET: 'secret-456' };
@@ -220,6 +220,10 @@ describe('the documented defaults', () => {
     for (const s of SETTINGS) expect(file.get(s.name), s.name).toBe(s.default);
   });
 
+  it("every setting's default passes its own parser", () => {
+    for (const s of SETTINGS) expect(() => s.parse(s.default, { show: (v) => `"${v}"` }), s.name).not.toThrow();
+  });
+
   it('loading the defaults file gives the same config as no file', () => {
     const withFile = loadConfig({ env: OAUTH, cwd: repo });
     const without = loadConfig({ env: OAUTH, cwd: tmp() });
@@ -238,5 +242,13 @@ describe('the documented defaults', () => {
       expect(readme, s.name).toContain(`\`${s.name}\``);
       expect(help, s.name).toContain(s.name);
     }
+  });
+
+  it("README's settings table is the one SETTINGS writes, row for row", () => {
+    const readme = readFileSync(path.join(repo, 'README.md'), 'utf8');
+    const start = readme.indexOf('| name | default | meaning |');
+    const table = readme.slice(start, readme.indexOf('\n\n', start));
+    // On a difference, paste settingsTable() (src/cli/cli-help.ts) over README's table.
+    expect(table.split('\n')).toEqual(settingsTable().split('\n'));
   });
 });

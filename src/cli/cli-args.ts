@@ -1,4 +1,7 @@
 // The command line's grammar, as a pure function of argv (src/cli/cli.ts hands it process.argv).
+// node:util's parseArgs does the parsing, in strict mode, with the options of the command the
+// positionals name; this module only picks the command and words the errors.
+import { parseArgs as parseArgv, type ParseArgsConfig } from 'node:util';
 
 export type Command =
   | { kind: 'help' }
@@ -20,65 +23,62 @@ export class UsageError extends Error {
 }
 
 type Kind = Exclude<Command['kind'], 'help'>;
+type Options = NonNullable<ParseArgsConfig['options']>;
 
-/** Options that take a value, per command; every command takes --config. */
-const VALUE_OPTIONS: Record<Kind, readonly string[]> = {
-  serve: ['--config'],
-  auth: ['--config', '--code', '--state', '--timeout'],
-  'token-status': ['--config'],
-};
-const FLAG_OPTIONS: Record<Kind, readonly string[]> = {
-  serve: [],
-  auth: [],
-  'token-status': ['--json'],
-};
+const CONFIG = { config: { type: 'string' } } as const satisfies Options;
+
+/** Each command's options; every command takes --config. */
+const OPTIONS = {
+  serve: { ...CONFIG },
+  auth: { ...CONFIG, code: { type: 'string' }, state: { type: 'string' }, timeout: { type: 'string' } },
+  'token-status': { ...CONFIG, json: { type: 'boolean' } },
+} as const satisfies Record<Kind, Options>;
+
+/** Every command's options at once: the first, lenient pass that finds the command. */
+const ANY_OPTIONS: Options = { ...OPTIONS.serve, ...OPTIONS.auth, ...OPTIONS['token-status'] };
 
 export function parseArgs(argv: readonly string[]): Command {
+  // --help wins anywhere, even where it would be read as another option's value.
   if (argv.some((a) => a === '--help' || a === '-h')) return { kind: 'help' };
-  const positionals: string[] = [];
-  const values = new Map<string, string>();
-  const flags = new Set<string>();
-  const raw: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] as string;
-    if (a.startsWith('-') && !a.startsWith('--')) throw new UsageError(`unknown option "${a}"`);
-    if (!a.startsWith('--')) {
-      positionals.push(a);
-      continue;
+  const args = [...argv];
+  // Lenient first: it only finds the positionals that name the command.
+  const first = parseArgv({ args, options: ANY_OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  const kind = commandOf(first.positionals);
+  /** Runs the strict parse of `kind`'s options; its errors become UsageErrors. */
+  const strictly = <T>(parse: () => T): T => {
+    try {
+      return parse();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+        const known: Options = OPTIONS[kind];
+        const unknown = first.tokens.find((t) => t.kind === 'option' && !Object.hasOwn(known, t.name));
+        if (unknown?.kind === 'option') throw new UsageError(`unknown option "${unknown.rawName}" for ${label(kind)}`);
+      }
+      // parseArgs words the rest well (a missing value, a value for a flag); some of it spans lines.
+      throw new UsageError((err as Error).message.replace(/\s*\n\s*/g, ' ').replace(/\.$/, ''));
     }
-    const eq = a.indexOf('=');
-    const name = eq < 0 ? a : a.slice(0, eq);
-    raw.push(name);
-    if (eq >= 0) values.set(name, a.slice(eq + 1));
-    else if (isValueOption(name)) {
-      const next = argv[i + 1];
-      if (next === undefined || next.startsWith('--')) throw new UsageError(`${name} needs a value`);
-      values.set(name, next);
-      i++;
-    } else flags.add(name);
-  }
-
-  const kind = commandOf(positionals);
-  for (const name of raw) {
-    const takesValue = VALUE_OPTIONS[kind].includes(name);
-    const isFlag = FLAG_OPTIONS[kind].includes(name);
-    if (!takesValue && !isFlag) throw new UsageError(`unknown option "${name}" for ${label(kind)}`);
-    if (isFlag && values.has(name)) throw new UsageError(`${name} takes no value`);
-  }
-  const configFile = values.get('--config');
-  if (configFile === '') throw new UsageError('--config needs a file name');
+  };
 
   switch (kind) {
-    case 'serve':
-      return { kind: 'serve', configFile };
-    case 'token-status':
-      return { kind, configFile, json: flags.has('--json') };
+    case 'serve': {
+      const { values } = strictly(() =>
+        parseArgv({ args, options: OPTIONS.serve, strict: true, allowPositionals: true }),
+      );
+      return { kind, configFile: configFileOf(values.config) };
+    }
+    case 'token-status': {
+      const { values } = strictly(() =>
+        parseArgv({ args, options: OPTIONS['token-status'], strict: true, allowPositionals: true }),
+      );
+      return { kind, configFile: configFileOf(values.config), json: values.json === true };
+    }
     case 'auth': {
-      const code = values.get('--code');
-      const state = values.get('--state');
+      const { values } = strictly(() =>
+        parseArgv({ args, options: OPTIONS.auth, strict: true, allowPositionals: true }),
+      );
+      const { code, state, timeout } = values;
       if (code === '') throw new UsageError("--code needs the code from Keap's redirect");
       if (state !== undefined && code === undefined) throw new UsageError('--state goes with --code');
-      const timeout = values.get('--timeout');
       let timeoutMs: number | undefined;
       if (timeout !== undefined) {
         const seconds = Number(timeout);
@@ -86,9 +86,14 @@ export function parseArgs(argv: readonly string[]): Command {
           throw new UsageError(`--timeout: "${timeout}" is not a whole number of seconds from 1 to 86400`);
         timeoutMs = seconds * 1000;
       }
-      return { kind, configFile, code, state, timeoutMs };
+      return { kind, configFile: configFileOf(values.config), code, state, timeoutMs };
     }
   }
+}
+
+function configFileOf(value: string | undefined): string | undefined {
+  if (value === '') throw new UsageError('--config needs a file name');
+  return value;
 }
 
 function commandOf(positionals: string[]): Kind {
@@ -99,10 +104,6 @@ function commandOf(positionals: string[]): Kind {
   if (first === 'token')
     throw new UsageError(`unknown command "${positionals.join(' ')}"; did you mean "token status"?`);
   throw new UsageError(`unknown command "${positionals.join(' ')}"`);
-}
-
-function isValueOption(name: string): boolean {
-  return Object.values(VALUE_OPTIONS).some((names) => names.includes(name));
 }
 
 function label(kind: Kind): string {

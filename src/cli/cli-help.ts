@@ -1,10 +1,49 @@
+// --help and README's settings table, both written from the settings' own entries (SETTINGS).
 import { SETTINGS } from '../config/config.js';
+
+/** Help lines are wrapped to this width. */
+const WIDTH = 100;
+
+/** Markdown as plain text: a link to a README section names it, code loses its backticks. */
+function plain(markdown: string): string {
+  return markdown.replace(/\[([^\]]+)\]\(#[^)]*\)/g, '"$1" in README').replace(/`/g, '');
+}
+
+/** Words filled into lines of at most `width` (a longer word gets a line of its own). */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  lines.push(line);
+  return lines;
+}
+
+/** README's settings table (test/config.test.ts checks that README holds exactly this). */
+export function settingsTable(): string {
+  const row = (cells: string[]): string =>
+    `|${cells.map((c) => (c === '' ? ' ' : ` ${c.replace(/\|/g, '\\|')} `)).join('|')}|`;
+  return [
+    row(['name', 'default', 'meaning']),
+    '|---|---|---|',
+    ...SETTINGS.map((s) => row([`\`${s.name}\``, s.defaultDoc, s.meaning])),
+  ].join('\n');
+}
 
 export function helpText(): string {
   const width = Math.max(...SETTINGS.map((s) => s.name.length));
-  const lines = SETTINGS.map(
-    (s) => `  ${s.name.padEnd(width)}  ${s.meaning}${s.default !== '' ? ` [default: ${s.default}]` : ''}`,
-  );
+  const lines = SETTINGS.flatMap((s) => {
+    const head = `  ${s.name.padEnd(width)}  `;
+    // The default stays on one line: its spaces do not break until the text is wrapped.
+    const dflt = s.defaultDoc !== '' ? ` [default:\u00a0${plain(s.defaultDoc).replace(/ /g, '\u00a0')}]` : '';
+    return wrap(plain(s.meaning) + dflt, WIDTH - head.length).map(
+      (line, i) => (i === 0 ? head : ' '.repeat(head.length)) + line.replace(/\u00a0/g, ' '),
+    );
+  });
   return [
     'keap-proxy: a token-brokering reverse proxy for the Keap (Infusionsoft) API',
     '',

@@ -1,15 +1,16 @@
 // Configuration is read and validated once, here, at the edge. Nothing else in the
 // process reads process.env: every component gets the typed Config (or a part of it).
+// Each setting is parsed by its own entry in SETTINGS (settings.ts); what involves several
+// settings at once is checked here, after that.
 import { readFileSync, existsSync } from 'node:fs';
-import { isIP } from 'node:net';
 import path from 'node:path';
-import { parseCacheRules } from '../cache/get-cache.js';
-import { parseAllowedHosts } from '../http/host-check.js';
 import type { PaceLimits } from '../pacing/pacer.js';
-import { LOG_LEVELS, type LogLevel } from '../observability/log.js';
+import type { LogLevel } from '../observability/log.js';
+import { Invalid, SETTINGS, type SettingName, type SettingValues } from './settings.js';
 
 // The logger owns its levels; they are re-exported here as the settings' vocabulary.
 export { LOG_LEVELS, type LogLevel } from '../observability/log.js';
+export { SETTINGS, type Setting } from './settings.js';
 
 export interface OAuthCredentials {
   mode: 'oauth';
@@ -61,155 +62,6 @@ export interface Config {
   /** Where the settings came from, for the start-up log line. */
   configFile: string | undefined;
 }
-
-/** One documented setting: its environment name, default and meaning (README and --help are built from these). */
-export interface SettingDoc {
-  name: string;
-  default: string;
-  meaning: string;
-  secret?: boolean;
-}
-
-const MiB = 1024 * 1024;
-
-export const SETTINGS: readonly SettingDoc[] = [
-  {
-    name: 'HOST',
-    default: '127.0.0.1',
-    meaning: 'Address to listen on. Keep loopback for a sidecar; anything wider needs PROXY_CLIENT_KEYS.',
-  },
-  { name: 'PORT', default: '8080', meaning: 'Port to listen on (0 picks a free one).' },
-  {
-    name: 'ALLOWED_HOSTS',
-    default: '',
-    meaning:
-      'Comma-separated host names (or IP addresses) clients address the proxy by, besides 127.x.x.x, localhost and [::1]; case and port are ignored. Requests with any other Host get 421 (a guard against DNS rebinding), except /healthz and /readyz.',
-  },
-  {
-    name: 'KEAP_API_URL',
-    default: 'https://api.infusionsoft.com',
-    meaning: 'Keap API base URL: the only host requests are forwarded to.',
-  },
-  { name: 'KEAP_TOKEN_URL', default: 'https://api.infusionsoft.com/token', meaning: 'OAuth2 token endpoint.' },
-  {
-    name: 'KEAP_AUTHORIZE_URL',
-    default: 'https://accounts.infusionsoft.com/app/oauth/authorize',
-    meaning: 'OAuth2 authorize page (used by `keap-proxy auth`).',
-  },
-  {
-    name: 'KEAP_CLIENT_ID',
-    default: '',
-    meaning: 'OAuth client id. With KEAP_CLIENT_SECRET: OAuth mode.',
-    secret: true,
-  },
-  { name: 'KEAP_CLIENT_SECRET', default: '', meaning: 'OAuth client secret.', secret: true },
-  { name: 'KEAP_REDIRECT_URI', default: '', meaning: 'OAuth redirect URI registered for the client.' },
-  {
-    name: 'KEAP_REFRESH_TOKEN',
-    default: '',
-    meaning: 'Seed refresh token, used only while the token store holds nothing newer (the store wins).',
-    secret: true,
-  },
-  {
-    name: 'KEAP_API_KEY',
-    default: '',
-    meaning: 'Personal Access Token, Service Account Key or legacy Encrypted Key. Alone: key mode.',
-    secret: true,
-  },
-  {
-    name: 'TOKEN_STORE',
-    default: './data/tokens.json',
-    meaning: 'File the OAuth grant is kept in (written atomically, mode 0600).',
-  },
-  {
-    name: 'REDIS_URL',
-    default: '',
-    meaning: 'Redis for replicas sharing one grant and quota (reserved; not used yet).',
-    secret: true,
-  },
-  { name: 'REDIS_PREFIX', default: 'keap-proxy:', meaning: 'Key prefix in Redis (reserved; not used yet).' },
-  {
-    name: 'RATE_LIMIT_PER_SECOND',
-    default: '',
-    meaning: "Keap's per-second spike limit. Empty: 25 for OAuth, 10 for a key. 0 turns pacing off.",
-  },
-  {
-    name: 'RATE_LIMIT_PER_MINUTE',
-    default: '',
-    meaning: "Keap's per-minute throttle (rolling). Empty: 1500 for OAuth, 240 for a key.",
-  },
-  {
-    name: 'RATE_LIMIT_PER_DAY',
-    default: '',
-    meaning: "Keap's daily quota (resets 00:00 UTC). Empty: 150000 for OAuth, 30000 for a key.",
-  },
-  {
-    name: 'TENANT_LIMIT_PER_MINUTE',
-    default: '10000',
-    meaning: "Keap's per-tenant (account) limit per minute, any token type.",
-  },
-  { name: 'TENANT_LIMIT_PER_DAY', default: '250000', meaning: "Keap's per-tenant (account) limit per day." },
-  {
-    name: 'RATE_LIMIT_MARGIN',
-    default: '0.9',
-    meaning: 'Share of every limit the proxy uses (the rest is headroom for other apps of the same client or account).',
-  },
-  {
-    name: 'QUEUE_LIMIT',
-    default: '1000',
-    meaning: 'Requests that may wait for the rate limit; past that, 503 with Retry-After at once.',
-  },
-  {
-    name: 'REQUEST_DEADLINE_MS',
-    default: '30000',
-    meaning:
-      'Longest a request waits for the rate limit or a Keap 429 in all, then 429 with Retry-After. Clients may ask for less with X-Keap-Proxy-Deadline-Ms.',
-  },
-  {
-    name: 'CACHE_RULES',
-    default: '',
-    meaning:
-      'GET cache, off when empty: `PATTERN=TTL_SECONDS` entries, comma-separated; a pattern is a path or a prefix ending in `*`, e.g. `/crm/rest/v1/tags*=300`.',
-  },
-  { name: 'CACHE_MAX_BYTES', default: String(64 * MiB), meaning: 'Most bytes the GET cache holds.' },
-  {
-    name: 'UPSTREAM_TIMEOUT_MS',
-    default: '60000',
-    meaning: 'Keap must start answering within this many ms, else the client gets 504.',
-  },
-  { name: 'MAX_BODY_BYTES', default: String(50 * MiB), meaning: 'Largest request body accepted; larger gets 413.' },
-  {
-    name: 'REPLAY_BODY_BYTES',
-    default: String(10 * MiB),
-    meaning: 'Bodies up to this size are buffered so a gateway 401 can be replayed; larger ones stream.',
-  },
-  {
-    name: 'BODY_BUFFER_BUDGET_BYTES',
-    default: String(192 * MiB),
-    meaning:
-      'Most memory all buffered request bodies may hold at once (fits a 512 MiB pod); past it a request gets 503 with Retry-After at once. At least REPLAY_BODY_BYTES.',
-  },
-  {
-    name: 'RATE_LIMIT_MAX_ATTEMPTS',
-    default: '10',
-    meaning:
-      'Sends of one request in all while Keap answers 429 (at least 250 ms apart, backing off); then the client gets the 429.',
-  },
-  {
-    name: 'PROXY_CLIENT_KEYS',
-    default: '',
-    meaning:
-      'Comma-separated keys; when set, clients must send `Authorization: Bearer <key>` (XML-RPC: or the key as privateKey).',
-    secret: true,
-  },
-  {
-    name: 'RELAY_CORS_HEADERS',
-    default: 'false',
-    meaning:
-      "true passes Keap's Access-Control-Allow-*, Access-Control-Expose-Headers and Access-Control-Max-Age response headers on to clients; by default they are dropped, so no web page on another origin can read answers through the proxy.",
-  },
-  { name: 'LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent.' },
-];
 
 /** Every secret can be read from a file named by <NAME>_FILE (Kubernetes secret volumes). */
 const SECRET_NAMES = SETTINGS.filter((s) => s.secret).map((s) => s.name);
@@ -394,65 +246,25 @@ export function loadConfig(input: LoadConfigInput): Config {
       return undefined;
     }
   };
-  const str = (name: string): string => {
-    const v = raw(name)?.trim();
-    return v === undefined || v === '' ? defaultOf(name) : v;
-  };
-  const optional = (name: string): string | undefined => {
-    const v = str(name);
-    return v === '' ? undefined : v;
-  };
-  const int = (name: string, min: number, max: number): number => {
-    const v = str(name);
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
-      problems.push(`${name}: ${shown(name, v)} is not a whole number from ${min} to ${max}`);
-      return Number(defaultOf(name) || min);
-    }
-    return n;
-  };
-  const bool = (name: string): boolean => {
-    const v = str(name).toLowerCase();
-    if (v !== 'true' && v !== 'false') problems.push(`${name}: ${shown(name, str(name))} is not true or false`);
-    return v === 'true';
-  };
-  const url = (name: string): URL => {
-    const v = str(name);
+  // Every setting on its own, by its entry's parser; a value it refuses is left out.
+  const parsed: Partial<Record<SettingName, unknown>> = {};
+  for (const setting of SETTINGS) {
+    const given = raw(setting.name)?.trim();
+    const value = given === undefined || given === '' ? setting.default : given;
     try {
-      const u = new URL(v);
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme');
-      if (u.username || u.password) throw new Error('credentials');
-      return u;
-    } catch {
-      problems.push(
-        `${name}: ${shown(name, v)} is not an http(s) URL without credentials, e.g. ${defaultOf(name) || 'https://example.com'}`,
-      );
-      return new URL(defaultOf(name) || 'http://127.0.0.1/');
+      parsed[setting.name as SettingName] = setting.parse(value, { show: (text) => shown(setting.name, text) });
+    } catch (err) {
+      if (!(err instanceof Invalid)) throw err;
+      problems.push(...err.messages.map((message) => `${setting.name}: ${message}`));
     }
-  };
-
-  const host = str('HOST');
-  if (isIP(host) === 0 && host !== 'localhost')
-    problems.push(`HOST: ${shown('HOST', host)} is not an IP address; use 127.0.0.1 (default), ::1 or 0.0.0.0`);
-  const port = int('PORT', 0, 65535);
-  let allowedHosts: string[] = [];
-  try {
-    allowedHosts = parseAllowedHosts(str('ALLOWED_HOSTS'), (entry) => shown('ALLOWED_HOSTS', entry));
-  } catch (err) {
-    problems.push(`ALLOWED_HOSTS: ${(err as Error).message}`);
   }
-  const keapApiUrl = url('KEAP_API_URL');
-  if (keapApiUrl.search || keapApiUrl.hash) problems.push('KEAP_API_URL: must not carry a query string or fragment');
-  const keapTokenUrl = url('KEAP_TOKEN_URL');
-  const keapAuthorizeUrl = url('KEAP_AUTHORIZE_URL');
+  const v = parsed as Partial<SettingValues>;
 
-  const clientId = optional('KEAP_CLIENT_ID');
-  const clientSecret = optional('KEAP_CLIENT_SECRET');
-  const apiKey = optional('KEAP_API_KEY');
-  const redirectUri = optional('KEAP_REDIRECT_URI');
-  if (redirectUri !== undefined) url('KEAP_REDIRECT_URI');
-  const seedRefreshToken = optional('KEAP_REFRESH_TOKEN');
-
+  // Then what involves several settings at once.
+  const clientId = v.KEAP_CLIENT_ID;
+  const clientSecret = v.KEAP_CLIENT_SECRET;
+  const apiKey = v.KEAP_API_KEY;
+  const seedRefreshToken = v.KEAP_REFRESH_TOKEN;
   let credentials: Credentials | undefined;
   if (clientId !== undefined || clientSecret !== undefined) {
     if (clientId === undefined)
@@ -466,7 +278,7 @@ export function loadConfig(input: LoadConfigInput): Config {
         'KEAP_API_KEY: set together with OAuth client credentials; set either KEAP_CLIENT_ID + KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), not both',
       );
     if (clientId !== undefined && clientSecret !== undefined) {
-      credentials = { mode: 'oauth', clientId, clientSecret, redirectUri, seedRefreshToken };
+      credentials = { mode: 'oauth', clientId, clientSecret, redirectUri: v.KEAP_REDIRECT_URI, seedRefreshToken };
     }
   } else if (apiKey !== undefined) {
     if (seedRefreshToken !== undefined)
@@ -480,101 +292,48 @@ export function loadConfig(input: LoadConfigInput): Config {
     );
   }
 
-  const tokenStorePath = str('TOKEN_STORE');
-  if (/^rediss?:\/\//.test(tokenStorePath))
-    problems.push('TOKEN_STORE: a Redis token store is not supported yet; give a file path');
-
-  const oauth = (credentials?.mode ?? 'oauth') === 'oauth';
-  const limit = (name: string, oauthDefault: number, keyDefault: number, min: number): number =>
-    str(name) === '' ? (oauth ? oauthDefault : keyDefault) : int(name, min, 1_000_000_000);
-  const marginText = str('RATE_LIMIT_MARGIN');
-  const margin = Number(marginText);
-  if (!/^\d*\.?\d+$/.test(marginText) || !(margin > 0 && margin <= 1))
-    problems.push(
-      `RATE_LIMIT_MARGIN: ${shown('RATE_LIMIT_MARGIN', marginText)} is not a number above 0 and at most 1, e.g. 0.9`,
-    );
-  const pacing = {
-    perSecond: limit('RATE_LIMIT_PER_SECOND', 25, 10, 0),
-    perMinute: limit('RATE_LIMIT_PER_MINUTE', 1500, 240, 1),
-    perDay: limit('RATE_LIMIT_PER_DAY', 150_000, 30_000, 1),
-    tenantPerMinute: int('TENANT_LIMIT_PER_MINUTE', 1, 1_000_000_000),
-    tenantPerDay: int('TENANT_LIMIT_PER_DAY', 1, 1_000_000_000),
-    margin: margin > 0 && margin <= 1 ? margin : 0.9,
-    queueLimit: int('QUEUE_LIMIT', 1, 1_000_000),
-  };
-  const requestDeadlineMs = int('REQUEST_DEADLINE_MS', 1, 3_600_000);
-  const cacheRules = str('CACHE_RULES');
-  try {
-    parseCacheRules(cacheRules);
-  } catch (err) {
-    // The message quotes the rule it refused; a rule with an '@' may be a URL, credentials and all, pasted in by mistake.
-    problems.push(
-      cacheRules.includes('@')
-        ? `CACHE_RULES: ${shown('CACHE_RULES', cacheRules)} holds a rule that is not PATTERN=TTL_SECONDS (a path, or a prefix ending in '*')`
-        : `CACHE_RULES: ${(err as Error).message}`,
-    );
-  }
-  const cacheMaxBytes = int('CACHE_MAX_BYTES', 0, 2 ** 40);
-
-  const upstreamTimeoutMs = int('UPSTREAM_TIMEOUT_MS', 1, 3_600_000);
-  const maxBodyBytes = int('MAX_BODY_BYTES', 1, 2 ** 40);
-  const replayBodyBytes = int('REPLAY_BODY_BYTES', 0, 2 ** 40);
-  const bodyBufferBudgetBytes = int('BODY_BUFFER_BUDGET_BYTES', 1, 2 ** 40);
-  if (bodyBufferBudgetBytes < Math.min(replayBodyBytes, maxBodyBytes))
+  const { BODY_BUFFER_BUDGET_BYTES: budget, REPLAY_BODY_BYTES: replay, MAX_BODY_BYTES: maxBody } = v;
+  if (budget !== undefined && replay !== undefined && maxBody !== undefined && budget < Math.min(replay, maxBody))
     problems.push(
       'BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES (one replayable body must fit); raise it or lower REPLAY_BODY_BYTES',
     );
-  const rateLimitMaxAttempts = int('RATE_LIMIT_MAX_ATTEMPTS', 1, 100);
 
-  const keysText = raw('PROXY_CLIENT_KEYS') ?? '';
-  const proxyClientKeys = keysText
-    .split(',')
-    .map((k) => k.trim())
-    .filter((k) => k !== '');
-  for (const key of proxyClientKeys) {
-    if (key.length < 16)
-      problems.push(
-        'PROXY_CLIENT_KEYS: every key must be at least 16 characters; generate one with `openssl rand -hex 32`',
-      );
-    if (/\s/.test(key)) problems.push('PROXY_CLIENT_KEYS: keys must not contain white space');
-  }
-
-  const relayCorsHeaders = bool('RELAY_CORS_HEADERS');
-
-  const logLevel = str('LOG_LEVEL') as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel))
-    problems.push(`LOG_LEVEL: ${shown('LOG_LEVEL', logLevel)} is not one of ${LOG_LEVELS.join(', ')}`);
-
-  const redis = { url: optional('REDIS_URL'), prefix: str('REDIS_PREFIX') };
   if (problems.length > 0 || credentials === undefined) throw new ConfigError([...new Set(problems)]);
+  // Every setting parsed: nothing was refused.
+  const s = v as SettingValues;
+  const mode = credentials.mode;
   return {
-    host,
-    port,
-    allowedHosts,
-    keapApiUrl,
-    keapTokenUrl,
-    keapAuthorizeUrl,
+    host: s.HOST,
+    port: s.PORT,
+    allowedHosts: s.ALLOWED_HOSTS,
+    keapApiUrl: s.KEAP_API_URL,
+    keapTokenUrl: s.KEAP_TOKEN_URL,
+    keapAuthorizeUrl: s.KEAP_AUTHORIZE_URL,
     credentials,
-    tokenStore: { kind: 'file', path: path.resolve(cwd, tokenStorePath) },
-    redis,
-    pacing,
-    requestDeadlineMs,
-    cacheRules,
-    cacheMaxBytes,
-    upstreamTimeoutMs,
-    maxBodyBytes,
-    replayBodyBytes: Math.min(replayBodyBytes, maxBodyBytes),
-    bodyBufferBudgetBytes,
-    rateLimitMaxAttempts,
-    proxyClientKeys,
-    relayCorsHeaders,
-    logLevel,
+    tokenStore: { kind: 'file', path: path.resolve(cwd, s.TOKEN_STORE) },
+    redis: { url: s.REDIS_URL, prefix: s.REDIS_PREFIX },
+    pacing: {
+      perSecond: s.RATE_LIMIT_PER_SECOND[mode],
+      perMinute: s.RATE_LIMIT_PER_MINUTE[mode],
+      perDay: s.RATE_LIMIT_PER_DAY[mode],
+      tenantPerMinute: s.TENANT_LIMIT_PER_MINUTE,
+      tenantPerDay: s.TENANT_LIMIT_PER_DAY,
+      margin: s.RATE_LIMIT_MARGIN,
+      queueLimit: s.QUEUE_LIMIT,
+    },
+    requestDeadlineMs: s.REQUEST_DEADLINE_MS,
+    cacheRules: s.CACHE_RULES,
+    cacheMaxBytes: s.CACHE_MAX_BYTES,
+    upstreamTimeoutMs: s.UPSTREAM_TIMEOUT_MS,
+    maxBodyBytes: s.MAX_BODY_BYTES,
+    replayBodyBytes: Math.min(s.REPLAY_BODY_BYTES, s.MAX_BODY_BYTES),
+    bodyBufferBudgetBytes: s.BODY_BUFFER_BUDGET_BYTES,
+    rateLimitMaxAttempts: s.RATE_LIMIT_MAX_ATTEMPTS,
+    proxyClientKeys: s.PROXY_CLIENT_KEYS,
+    relayCorsHeaders: s.RELAY_CORS_HEADERS,
+    logLevel: s.LOG_LEVEL,
     configFile: fileName,
   };
-}
-
-function defaultOf(name: string): string {
-  return SETTINGS.find((s) => s.name === name)?.default ?? '';
 }
 
 /** What the start-up log line shows: the shape of the configuration, never a secret. */

@@ -34,8 +34,15 @@ export function createLogDestination(dest: number | string = 1): LogWriter {
   return new LogWriter({ dest, minLength: 32 * 1024, flushIntervalMs: 250 });
 }
 
+/**
+ * Each logger's destination, as createLogger was given it. pino keeps it under a symbol of
+ * its own (pino.symbols.streamSym), which is its private state; so this module remembers it.
+ */
+const destinations = new WeakMap<Logger, DestinationStream>();
+
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
-  return pino(
+  const stream = destination ?? createLogDestination();
+  const logger = pino(
     {
       level,
       base: { name: 'keap-proxy' },
@@ -43,18 +50,22 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination ?? createLogDestination(),
+    stream,
   );
+  destinations.set(logger, stream);
+  return logger;
 }
 
-/** Where a logger writes its lines. */
+/** Where a logger made by createLogger writes its lines. */
 function streamOf(logger: Logger): DestinationStream {
-  return (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as DestinationStream;
+  const stream = destinations.get(logger);
+  if (stream === undefined) throw new Error('the logger was not made by createLogger (a child logger?)');
+  return stream;
 }
 
 /** The batching writer behind a logger, when it has one (not in tests that capture lines). */
 export function logWriterOf(logger: Logger): LogWriter | undefined {
-  const stream = streamOf(logger);
+  const stream = destinations.get(logger);
   return stream instanceof LogWriter ? stream : undefined;
 }
 
@@ -90,8 +101,10 @@ export class RequestLog {
   constructor(private readonly logger: Logger) {
     this.stream = streamOf(logger);
     this.writer = logWriterOf(logger);
-    // e.g. `,"name":"keap-proxy"`, already serialized by pino.
-    const bindings = (logger as unknown as Record<symbol, unknown>)[pino.symbols.chindingsSym] as string;
+    // e.g. `,"name":"keap-proxy"`: the logger's bindings (its base), as pino writes them after "time".
+    const bindings = Object.entries(logger.bindings())
+      .map(([key, value]) => `,${JSON.stringify(key)}:${JSON.stringify(value)}`)
+      .join('');
     this.format = (r) => formatRequestLine(r, bindings);
   }
 
