@@ -74,6 +74,8 @@ async function launch(port: number): Promise<ChildProcess> {
     ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   const exited = new Promise<Error>((resolve) => {
@@ -98,10 +100,21 @@ async function launch(port: number): Promise<ChildProcess> {
 function terminate(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
-    child.once('exit', () => resolve());
+    // A server that does not stop when asked is killed.
+    const hard = setTimeout(() => child.kill('SIGKILL'), 2_000);
+    child.once('exit', () => {
+      clearTimeout(hard);
+      resolve();
+    });
     child.kill(signal);
   });
 }
+
+/** Servers still running when the test process exits (a test that never reached stop()) go with it. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 /** True when the server at `port` answers PING with PONG. */
 function ping(port: number): Promise<boolean> {
