@@ -71,7 +71,8 @@ let server: RedisServer;
 let raw: Redis;
 beforeAll(async () => {
   server = await startRedisServer();
-  raw = server.client();
+  // The test's own tool: its commands wait for the connection rather than fail.
+  raw = server.client({ enableOfflineQueue: true });
 });
 afterAll(async () => {
   await server?.stop();
@@ -410,6 +411,20 @@ describe('the lock', () => {
     await first;
     expect(err).toBeInstanceOf(TokenStoreError);
     expect(err.message).toMatch(/the lock \(.*token:lock\) is held by another process/);
+  });
+
+  it('a try whose answer comes too late gives the lock back instead of leaving it to its lease', async () => {
+    const prefix = nextPrefix();
+    const a = newStore(prefix, { timeoutMs: 100, leaseMs: 60_000 }).store;
+    // Polls a minute apart: a lock left behind for its lease (a minute) would make b give up after 5 s.
+    const b = newStore(prefix, { pollMs: 60_000, lockTimeoutMs: 5_000 }).store;
+    // Redis holds every write for 300 ms: a's try is answered after a has given up on it.
+    await raw.client('PAUSE', 300, 'WRITE');
+    const err = await rejection(a.withLock(async () => 'never'));
+    expect(err.message).toMatch(/Redis is unavailable, could not take the lock \(no answer within \d+ ms\)/);
+    await raw.set(`${prefix}after-the-pause`, '1');
+    expect(await b.withLock(async () => 'b ran')).toBe('b ran');
+    expect(b.stats.wokenByPoll).toBe(0);
   });
 
   it('withLock inside withLock on one store runs at once (the lock is already ours)', async () => {

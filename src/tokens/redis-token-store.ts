@@ -239,9 +239,17 @@ export class RedisTokenStore implements TokenStore {
   /** One try: undefined when the lock is now ours, else how long the holder's lease has left (ms; -1 no expiry, -2 gone). */
   private async tryTake(owner: string): Promise<number | undefined> {
     this.stats.attempts++;
-    const reply = await this.call(this.redis, 'take the lock', () =>
-      this.redis.eval(ACQUIRE, 1, this.keys.lock, owner, this.leaseMs),
-    );
+    let reply: unknown;
+    try {
+      reply = await this.call(this.redis, 'take the lock', () =>
+        this.redis.eval(ACQUIRE, 1, this.keys.lock, owner, this.leaseMs),
+      );
+    } catch (err) {
+      // The try may have taken the lock and only its answer been lost (a timeout): give it
+      // back rather than leave it to its lease. Compare-and-delete: only ever our own lock.
+      this.redis.eval(RELEASE, 1, this.keys.lock, owner, this.channels.released).catch(() => undefined);
+      throw err;
+    }
     const [taken, pttl] = Array.isArray(reply) ? (reply as unknown[]) : [];
     if (typeof taken !== 'number' || typeof pttl !== 'number') throw this.unexpected('take the lock');
     return taken === 1 ? undefined : pttl;
