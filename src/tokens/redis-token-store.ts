@@ -2,12 +2,18 @@
 // token the moment it issues a new one, so of all replicas only one may refresh at a time (a
 // leased lock), and a replica that lost its lock, or read an older state, must not write.
 //
-// Keys, all under the caller's prefix (KEY below):
-//   KEYtoken:grant     a hash { grant: JSON, generation: n }; n counts the saves, 0 when absent
-//   KEYtoken:lock      the lock: a random owner token with a lease (PX), renewed while held
-// Channels (under the prefix, with the database number: pub/sub ignores SELECT):
-//   KEYtoken:released@db   published when a holder releases the lock: waiters try again at once
-//   KEYtoken:changed@db    published with the new generation on every save
+// Keys, each the caller's prefix (P) followed by:
+//   Ptoken:grant     a hash { grant: JSON, generation: n }; n counts the saves, 0 when absent
+//   Ptoken:lock      the lock: a random owner token (host/pid/random) with a lease (PX)
+// Channels (with the database number, since pub/sub ignores SELECT):
+//   Ptoken:released@db   published when a holder releases the lock: waiters try again at once
+//   Ptoken:changed@db    published with the new generation on every save
+//
+// Which holding a load() or save() belongs to is the withLock callback it runs in
+// (AsyncLocalStorage): a save compares with what a load under the same holding read. A
+// save under a holding that read nothing replaces what is stored, the lock alone fencing
+// it: that is how an authorization (adoptGrant, `keap-proxy auth`) stores a grant that must
+// win over whatever an earlier read saw.
 //
 // The caller builds the ioredis client and should give it
 // RECOMMENDED_REDIS_OPTIONS ({ enableOfflineQueue: false, maxRetriesPerRequest: 1 }): a
