@@ -7,6 +7,7 @@ import { FileTokenStore } from '../src/tokens/token-store.js';
 import { runTokenStatus, formatDuration } from '../src/cli/token-status.js';
 import { tempDir, Out } from './harness.js';
 import type { Grant } from '../src/tokens/grant.js';
+import { storeFile } from './store-path.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -129,10 +130,10 @@ describe('--help', () => {
 describe('keap-proxy token status', () => {
   it('shows a stored grant in words: tenant, expiry, issue times, refresh-token age; never a token', async () => {
     const config = oauthConfig();
-    await new FileTokenStore(config.tokenStore.path).save(grant(3 * DAY + 5 * HOUR, 20 * HOUR + 30 * 60_000));
+    await new FileTokenStore(storeFile(config)).save(grant(3 * DAY + 5 * HOUR, 20 * HOUR + 30 * 60_000));
     const { code, text } = await status(config, false);
     expect(code).toBe(0);
-    expect(text).toContain(`Grant in ${config.tokenStore.path}`);
+    expect(text).toContain(`Grant in ${storeFile(config)}`);
     expect(text).toContain('tenant:         ab123.infusionsoft.com');
     expect(text).toContain('expires 2026-11-21T08:30:00.000Z (in 20h 30m)');
     expect(text).toContain('issued at:      2026-11-20T08:30:00.000Z');
@@ -143,11 +144,11 @@ describe('keap-proxy token status', () => {
 
   it('--json gives the same facts to scripts', async () => {
     const config = oauthConfig();
-    await new FileTokenStore(config.tokenStore.path).save(grant(2 * HOUR, -HOUR));
+    await new FileTokenStore(storeFile(config)).save(grant(2 * HOUR, -HOUR));
     const { code, text } = await status(config, true);
     expect(code).toBe(0);
     expect(JSON.parse(text)).toEqual({
-      store: config.tokenStore.path,
+      store: storeFile(config),
       grant: {
         tenant: 'ab123.infusionsoft.com',
         scope: 'full|ab123.infusionsoft.com',
@@ -173,7 +174,7 @@ describe('keap-proxy token status', () => {
 
   it("warns when the refresh token nears Keap's 45-day lifetime, and when it is past it", async () => {
     const config = oauthConfig();
-    const store = new FileTokenStore(config.tokenStore.path);
+    const store = new FileTokenStore(storeFile(config));
     await store.save(grant(31 * DAY, HOUR));
     const near = await status(config, false);
     expect(near.text).toMatch(/WARNING: the refresh token is 31d 0h old; Keap kills it after 45 days/);
@@ -194,11 +195,11 @@ describe('keap-proxy token status', () => {
     const human = await status(config, false);
     expect(human.code).toBe(1);
     expect(human.text).toMatch(/No grant stored\. Authorize with `keap-proxy auth`/);
-    expect(human.text).toContain(config.tokenStore.path);
+    expect(human.text).toContain(storeFile(config));
     const json = await status(config, true);
     expect(json.code).toBe(1);
     expect(JSON.parse(json.text)).toEqual({
-      store: config.tokenStore.path,
+      store: storeFile(config),
       grant: null,
       message: expect.stringContaining('keap-proxy auth'),
     });

@@ -129,10 +129,19 @@ const cases: [string, Case][] = [
     ],
   ]),
   // Settings that are no URL, given one with credentials.
-  ...['HOST', 'PORT', 'LOG_LEVEL', 'RATE_LIMIT_MARGIN', 'QUEUE_LIMIT', 'TOKEN_STORE'].map((name): [string, Case] => [
+  ...['HOST', 'PORT', 'LOG_LEVEL', 'RATE_LIMIT_MARGIN', 'QUEUE_LIMIT'].map((name): [string, Case] => [
     `${name} given a URL with credentials`,
     { env: { ...OAUTH, [name]: `redis://user:${MARKER}@host:6379` }, names: [name] },
   ]),
+  // A Redis URL with credentials that is refused for something else.
+  [
+    'TOKEN_STORE given a Redis URL with credentials and a bad database',
+    { env: { ...OAUTH, TOKEN_STORE: `redis://user:${MARKER}@host:6379/zero` }, names: ['TOKEN_STORE'] },
+  ],
+  [
+    'REDIS_URL given a URL with credentials that is no Redis URL',
+    { env: { ...OAUTH, REDIS_URL: `https://user:${MARKER}@host:6379` }, names: ['REDIS_URL'] },
+  ],
   [
     'an ALLOWED_HOSTS entry that is a URL with credentials',
     { env: { ...OAUTH, ALLOWED_HOSTS: `ok.example,https://user:${MARKER}@host` }, names: ['ALLOWED_HOSTS'] },

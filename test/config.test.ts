@@ -9,8 +9,10 @@ import {
   parseProperties,
   configSummary,
   DEFAULT_CONFIG_FILE,
+  storeLocation,
 } from '../src/config/config.js';
 import { helpText, settingsTable } from '../src/cli/cli-help.js';
+import { storeFile } from './store-path.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const OAUTH = { KEAP_CLIENT_ID: 'id-123', KEAP_CLIENT_SECRET: 'secret-456' };
@@ -62,7 +64,29 @@ describe('loadConfig', () => {
     expect(c.allowedHosts).toEqual([]);
     expect(c.relayCorsHeaders).toBe(false);
     expect(c.logLevel).toBe('info');
-    expect(c.tokenStore.path.endsWith(path.join('data', 'tokens.json'))).toBe(true);
+    expect(storeFile(c).endsWith(path.join('data', 'tokens.json'))).toBe(true);
+    expect(c.redis).toEqual({ url: undefined, prefix: 'keap-proxy:' });
+    expect(c.replicas).toBe(1);
+    expect(c.probePort).toBe(0);
+    expect(c.shutdown).toEqual({ delayMs: 5000, graceMs: 20_000 });
+  });
+
+  it('keeps the grant in Redis when TOKEN_STORE says so, and never shows the Redis password', () => {
+    const url = 'redis://:s3cret-pass@cache.internal:6380/2';
+    const byUrl = loadConfig({ env: { ...OAUTH, TOKEN_STORE: url }, cwd: tempDir() });
+    expect(byUrl.tokenStore).toEqual({ kind: 'redis', url });
+    // The store's Redis is the shared one too (pacing), unless REDIS_URL names another.
+    expect(byUrl.redis.url).toBe(url);
+    const byName = loadConfig({
+      env: { ...OAUTH, TOKEN_STORE: 'redis', REDIS_URL: url, REDIS_PREFIX: 'kp1:' },
+      cwd: tempDir(),
+    });
+    expect(byName.tokenStore).toEqual({ kind: 'redis', url });
+    expect(byName.redis).toEqual({ url, prefix: 'kp1:' });
+    const summary = JSON.stringify(configSummary(byName));
+    expect(summary).toContain('redis://cache.internal:6380/2');
+    expect(summary).not.toContain('s3cret-pass');
+    expect(storeLocation(byName.tokenStore)).toBe('redis://cache.internal:6380/2');
   });
 
   it('a key alone is key mode, with the key-mode pace', () => {
@@ -100,7 +124,14 @@ describe('loadConfig', () => {
     [{ ...OAUTH, QUEUE_LIMIT: 'lots' }, /QUEUE_LIMIT: "lots"/],
     [{ ...OAUTH, REQUEST_DEADLINE_MS: '0' }, /REQUEST_DEADLINE_MS: "0"/],
     [{ ...OAUTH, PROXY_CLIENT_KEYS: 'short' }, /PROXY_CLIENT_KEYS: every key must be at least 16 characters/],
-    [{ ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379' }, /TOKEN_STORE: a Redis token store is not supported yet/],
+    [
+      { ...OAUTH, TOKEN_STORE: 'redis://127.0.0.1:6379/db' },
+      /TOKEN_STORE: "redis:\/\/127.0.0.1:6379\/db" names database "db"; a database is a number/,
+    ],
+    [{ ...OAUTH, TOKEN_STORE: 'redis' }, /TOKEN_STORE: `redis` keeps the grant in REDIS_URL, which is not set/],
+    [{ ...OAUTH, REDIS_URL: 'http://cache:6379' }, /REDIS_URL: <secret, not shown> is not a Redis URL/],
+    [{ ...OAUTH, REPLICAS: '0' }, /REPLICAS: "0" is not a whole number from 1 to 1000/],
+    [{ ...OAUTH, SHUTDOWN_GRACE_MS: 'soon' }, /SHUTDOWN_GRACE_MS: "soon"/],
     [
       { ...OAUTH, ALLOWED_HOSTS: 'ok.example,proxy.internal:8080' },
       /ALLOWED_HOSTS: "proxy.internal:8080": give the host name alone, without scheme or port/,

@@ -17,6 +17,7 @@ import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 import { AuthError, runAuth, type AuthOptions, type AuthResult } from '../src/cli/auth-command.js';
 import { StateTable, buildAuthorizeUrl } from '../src/oauth/oauth-flow.js';
 import { isGrant, type Grant } from '../src/tokens/grant.js';
+import { storeFile } from './store-path.js';
 
 const CLIENT_KEY = 'client-key-oauth-0123456789';
 const PROXY_REDIRECT = 'http://127.0.0.1:8080/oauth/callback';
@@ -31,7 +32,7 @@ async function freePort(): Promise<number> {
 }
 
 function storedGrant(config: Config): Grant {
-  const parsed: unknown = JSON.parse(readFileSync(config.tokenStore.path, 'utf8'));
+  const parsed: unknown = JSON.parse(readFileSync(storeFile(config), 'utf8'));
   if (!isGrant(parsed)) throw new Error('the store does not hold a grant');
   return parsed;
 }
@@ -133,7 +134,7 @@ describe('keap-proxy auth', () => {
 
     expect(result).toEqual({
       outcome: 'authorized',
-      summary: { tenant: 'ab123.infusionsoft.com', accessExpiresAt: expect.any(String), store: config.tokenStore.path },
+      summary: { tenant: 'ab123.infusionsoft.com', accessExpiresAt: expect.any(String), store: storeFile(config) },
     });
     expect(sim.counters.codeGrants).toBe(1);
     const request = sim.lastTokenRequests.at(-1);
@@ -150,11 +151,11 @@ describe('keap-proxy auth', () => {
     const grant = storedGrant(config);
     expect(grant.scope).toBe('full|ab123.infusionsoft.com');
     expect(grant.refreshToken).toBe(sim.currentRefreshToken());
-    expect(statSync(config.tokenStore.path).mode & 0o777).toBe(0o600);
-    expect(statSync(path.dirname(config.tokenStore.path)).mode & 0o777).toBe(0o700);
+    expect(statSync(storeFile(config)).mode & 0o777).toBe(0o600);
+    expect(statSync(path.dirname(storeFile(config))).mode & 0o777).toBe(0o700);
     expect(out.text).toContain('Authorized for ab123.infusionsoft.com');
     expect(out.text).toContain(new Date(grant.accessExpiresAt).toISOString());
-    expect(out.text).toContain(config.tokenStore.path);
+    expect(out.text).toContain(storeFile(config));
     expectNoSecret(out.text, [grant.accessToken, grant.refreshToken, SIM_CLIENT_SECRET, code]);
   });
 
@@ -163,7 +164,7 @@ describe('keap-proxy auth', () => {
     const err = await runAuth({ config, out: new Out(), code: 'made-up-code' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AuthError);
     expect((err as Error).message).toMatch(/refused the authorization code/);
-    expect(existsSync(config.tokenStore.path)).toBe(false);
+    expect(existsSync(storeFile(config))).toBe(false);
   });
 
   it('an https redirect URI: prints the URL and how to paste the code; --state is checked against it', async () => {
@@ -263,7 +264,7 @@ describe('keap-proxy auth', () => {
     // A forged error callback cannot cancel the flow either.
     expect((await callback(info, { error: 'access_denied', state: 'forged-state' })).status).toBe(400);
     expect(sim.counters.tokenCalls).toBe(0);
-    expect(existsSync(config.tokenStore.path)).toBe(false);
+    expect(existsSync(storeFile(config))).toBe(false);
 
     const ok = await callback(info, { code: sim.issueAuthorizationCode(redirect), state: info.state });
     expect(ok.status).toBe(200);
@@ -284,7 +285,7 @@ describe('keap-proxy auth', () => {
     const err = await result.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AuthError);
     expect((err as Error).message).toMatch(/access_denied \(The user denied access\)/);
-    expect(existsSync(config.tokenStore.path)).toBe(false);
+    expect(existsSync(storeFile(config))).toBe(false);
   });
 
   it('gives up after the timeout and frees the port', async () => {

@@ -12,6 +12,7 @@ import { TokenClient } from '../src/tokens/token-client.js';
 import { FileTokenStore } from '../src/tokens/token-store.js';
 import { REFRESH_FLOOR_MS, TokenBroker } from '../src/tokens/token-broker.js';
 import { classifyUnauthorized, parseFault } from '../src/keap/apigee.js';
+import { storeFile } from './store-path.js';
 
 interface Echo {
   method: string;
@@ -78,7 +79,7 @@ describe('one refresh for any 401 storm, then replay', () => {
         clientId: SIM_CLIENT_ID,
         clientSecret: SIM_CLIENT_SECRET,
       }),
-      store: new FileTokenStore(h.config.tokenStore.path),
+      store: new FileTokenStore(storeFile(h.config)),
       logger: createLogger('silent'),
       seedRefreshToken: undefined,
     });
@@ -157,7 +158,7 @@ describe('the token store', () => {
     const h = await harness({ mode: 'oauth' });
     h.sim.expireAccessTokens();
     await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
-    const file = h.config.tokenStore.path;
+    const file = storeFile(h.config);
     const stored = JSON.parse(readFileSync(file, 'utf8')) as { refreshToken: string };
     expect(stored.refreshToken).toBe(h.sim.currentRefreshToken());
     expect(statSync(file).mode & 0o777).toBe(0o600);
@@ -285,7 +286,7 @@ describe('failures', () => {
       h.sim.issueAuthorizationCode('https://example.com/cb'),
       'https://example.com/cb',
     );
-    const store = new FileTokenStore(h.config.tokenStore.path);
+    const store = new FileTokenStore(storeFile(h.config));
     await store.withLock(() => store.save(grant));
 
     await until('readiness to turn green', async () =>
@@ -550,7 +551,7 @@ async function startClockedProxy(
 ): Promise<{ url: string; logs: LogCapture; close(): Promise<void> }> {
   const dir = tempDir();
   const config = loadConfig({ env: oauthEnv(sim, dir), cwd: dir });
-  if (stored !== undefined) await new FileTokenStore(config.tokenStore.path).save(stored);
+  if (stored !== undefined) await new FileTokenStore(storeFile(config)).save(stored);
   const logs = new LogCapture();
   const proxy = await startProxy(config, { logger: createLogger('trace', logs), now });
   return { url: proxy.url, logs, close: () => proxy.close() };
@@ -613,7 +614,7 @@ describe('the refresh floor', () => {
         clientSecret: SIM_CLIENT_SECRET,
         now,
       }),
-      store: new FileTokenStore(h.config.tokenStore.path),
+      store: new FileTokenStore(storeFile(h.config)),
       logger: createLogger('trace', logs),
       seedRefreshToken: undefined,
       now,

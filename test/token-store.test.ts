@@ -21,6 +21,7 @@ import { FileTokenStore, TokenStoreError, type TokenStoreWarning } from '../src/
 import type { Grant } from '../src/tokens/grant.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
 import { loadConfig } from '../src/config/config.js';
+import { storeFile } from './store-path.js';
 import { runAuth } from '../src/cli/auth-command.js';
 import { harnessPerTest, oauthEnv, Out, tempDir } from './harness.js';
 
@@ -565,7 +566,7 @@ describe.runIf(posix)('the warning reaches the operator', () => {
     const out = new Out();
     await runAuth({ config, out, code: sim.issueAuthorizationCode(redirect) });
     expect(out.text).toContain(
-      `Warning: token store directory ${path.dirname(config.tokenStore.path)} has mode 0755: other users can open it; changed to 0700\n`,
+      `Warning: token store directory ${path.dirname(storeFile(config))} has mode 0755: other users can open it; changed to 0700\n`,
     );
   });
 });

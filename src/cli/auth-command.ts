@@ -5,14 +5,17 @@ import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, type Config, type OAuthCredentials } from '../config/config.js';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { ConfigError, storeLocation, type Config, type OAuthCredentials } from '../config/config.js';
 import type { Grant } from '../tokens/grant.js';
 import { tenantOf } from '../tokens/grant.js';
 import { HttpError } from '../http/http-error.js';
 import { OAuthFlow, StateTable, STATE_TTL_MS } from '../oauth/oauth-flow.js';
 import { sendPage } from '../oauth/oauth-page.js';
 import { TokenClient } from '../tokens/token-client.js';
-import { FileTokenStore, type TokenStore } from '../tokens/token-store.js';
+import type { TokenStore } from '../tokens/token-store.js';
+import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
 import { describeGrant, formatDuration, type Output } from './token-status.js';
 
 export const DEFAULT_AUTH_TIMEOUT_MS = 300_000;
@@ -60,10 +63,27 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
       'KEAP_REDIRECT_URI: required by `keap-proxy auth`; set it to the redirect URI registered for your Keap app, e.g. http://127.0.0.1:8765/callback',
     ]);
   }
-  const store =
-    options.store ??
-    new FileTokenStore(config.tokenStore.path, { onWarning: (w) => out.write(`Warning: ${w.message}\n`) });
-  const pending = new PendingState(`${config.tokenStore.path}.oauth-state`, options.now ?? Date.now);
+  const opened =
+    options.store === undefined
+      ? openTokenStore(config.tokenStore, config.redis.prefix, {
+          onWarning: (w) => out.write(`Warning: ${w.message}\n`),
+        })
+      : undefined;
+  try {
+    return await authorize(options, redirectUri, credentials, options.store ?? (opened as OpenedTokenStore).store);
+  } finally {
+    await opened?.close();
+  }
+}
+
+async function authorize(
+  options: AuthOptions,
+  redirectUri: string,
+  credentials: OAuthCredentials,
+  store: TokenStore,
+): Promise<AuthResult> {
+  const { config, out } = options;
+  const pending = new PendingState(pendingStateFile(config), options.now ?? Date.now);
   const states = new StateTable({ max: 1, now: options.now });
   const flow = new OAuthFlow({
     authorizeUrl: config.keapAuthorizeUrl,
@@ -122,6 +142,18 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
       `A running proxy using this store picks the new grant up by itself.\n`,
   );
   return { outcome: 'authorized', summary };
+}
+
+/** Where `auth` remembers the state of an authorize URL it printed, until `auth --code --state` comes back with it. */
+function pendingStateFile(config: Config): string {
+  const store = config.tokenStore;
+  if (store.kind === 'file') return `${store.path}.oauth-state`;
+  // One file per Redis store (its location carries no password), private to this user.
+  const id = createHash('sha256')
+    .update(`${storeLocation(store)} ${config.redis.prefix}`)
+    .digest('hex')
+    .slice(0, 16);
+  return path.join(tmpdir(), `keap-proxy-${process.getuid?.() ?? 'user'}`, `${id}.oauth-state`);
 }
 
 function oauthCredentials(config: Config): OAuthCredentials {

@@ -3,7 +3,8 @@
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/config.js';
 import { tenantOf, type Grant } from '../tokens/grant.js';
-import { FileTokenStore, type TokenStore } from '../tokens/token-store.js';
+import type { TokenStore } from '../tokens/token-store.js';
+import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -120,13 +121,25 @@ export interface TokenStatusOptions {
 
 /** Prints the status; resolves to the exit code: 0 with a grant, 1 without. */
 export async function runTokenStatus(options: TokenStatusOptions): Promise<number> {
-  const { config, out } = options;
+  const { config } = options;
   if (config.credentials.mode !== 'oauth') {
     throw new ConfigError([
       'token status: this configuration is key mode (KEAP_API_KEY), which uses no OAuth grant; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET for OAuth mode',
     ]);
   }
-  const store = options.store ?? new FileTokenStore(config.tokenStore.path);
+  const opened =
+    options.store === undefined
+      ? openTokenStore(config.tokenStore, config.redis.prefix, { onWarning: () => undefined })
+      : undefined;
+  try {
+    return await printStatus(options, options.store ?? (opened as OpenedTokenStore).store);
+  } finally {
+    await opened?.close();
+  }
+}
+
+async function printStatus(options: TokenStatusOptions, store: TokenStore): Promise<number> {
+  const { out } = options;
   const grant = await store.load();
   const now = (options.now ?? Date.now)();
   if (grant === undefined) {

@@ -38,8 +38,14 @@ export interface Config {
   keapTokenUrl: URL;
   keapAuthorizeUrl: URL;
   credentials: Credentials;
-  tokenStore: { kind: 'file'; path: string };
+  tokenStore: { kind: 'file'; path: string } | { kind: 'redis'; url: string };
+  /** Redis the replicas share; `url` undefined: none (pacing per process). */
   redis: { url: string | undefined; prefix: string };
+  /** Replicas sharing the quota: each paces to limit ÷ replicas while Redis is unreachable. */
+  replicas: number;
+  /** Port of the probes-only listener on all interfaces; 0: none. */
+  probePort: number;
+  shutdown: { delayMs: number; graceMs: number };
   /** Keap's limits the proxy paces to (each times `margin`); perSecond 0 turns pacing off. */
   pacing: PaceLimits;
   /** Longest a request may wait for Keap's rate limit, in all; a client may ask for less. */
@@ -298,6 +304,12 @@ export function loadConfig(input: LoadConfigInput): Config {
       'BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES (one replayable body must fit); raise it or lower REPLAY_BODY_BYTES',
     );
 
+  const store = v.TOKEN_STORE;
+  if (store?.kind === 'redis' && store.url === undefined && v.REDIS_URL === undefined && 'REDIS_URL' in v)
+    problems.push(
+      'TOKEN_STORE: `redis` keeps the grant in REDIS_URL, which is not set; set REDIS_URL, or give TOKEN_STORE a redis:// URL or a file path',
+    );
+
   if (problems.length > 0 || credentials === undefined) throw new ConfigError([...new Set(problems)]);
   // Every setting parsed: nothing was refused.
   const s = v as SettingValues;
@@ -310,8 +322,17 @@ export function loadConfig(input: LoadConfigInput): Config {
     keapTokenUrl: s.KEAP_TOKEN_URL,
     keapAuthorizeUrl: s.KEAP_AUTHORIZE_URL,
     credentials,
-    tokenStore: { kind: 'file', path: path.resolve(cwd, s.TOKEN_STORE) },
-    redis: { url: s.REDIS_URL, prefix: s.REDIS_PREFIX },
+    tokenStore:
+      s.TOKEN_STORE.kind === 'file'
+        ? { kind: 'file', path: path.resolve(cwd, s.TOKEN_STORE.path) }
+        : { kind: 'redis', url: s.TOKEN_STORE.url ?? (s.REDIS_URL as string) },
+    redis: {
+      url: s.REDIS_URL ?? (s.TOKEN_STORE.kind === 'redis' ? s.TOKEN_STORE.url : undefined),
+      prefix: s.REDIS_PREFIX,
+    },
+    replicas: s.REPLICAS,
+    probePort: s.PROBE_PORT,
+    shutdown: { delayMs: s.SHUTDOWN_DELAY_MS, graceMs: s.SHUTDOWN_GRACE_MS },
     pacing: {
       perSecond: s.RATE_LIMIT_PER_SECOND[mode],
       perMinute: s.RATE_LIMIT_PER_MINUTE[mode],
@@ -336,6 +357,20 @@ export function loadConfig(input: LoadConfigInput): Config {
   };
 }
 
+/** Where the grant is, as a log line or `token status` may show it: a Redis URL without its credentials. */
+export function storeLocation(store: Config['tokenStore']): string {
+  return store.kind === 'file' ? store.path : redactedUrl(store.url);
+}
+
+function redactedUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    return `${url.protocol}//${url.host}${url.pathname}`;
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
 /** What the start-up log line shows: the shape of the configuration, never a secret. */
 export function configSummary(config: Config): Record<string, unknown> {
   return {
@@ -344,7 +379,8 @@ export function configSummary(config: Config): Record<string, unknown> {
     allowedHosts: config.allowedHosts,
     keapApiUrl: config.keapApiUrl.origin + config.keapApiUrl.pathname,
     keapTokenUrl: config.keapTokenUrl.origin + config.keapTokenUrl.pathname,
-    tokenStore: config.credentials.mode === 'oauth' ? config.tokenStore.path : undefined,
+    tokenStore: config.credentials.mode === 'oauth' ? storeLocation(config.tokenStore) : undefined,
+    redis: config.redis.url !== undefined ? redactedUrl(config.redis.url) : undefined,
     seedRefreshToken:
       config.credentials.mode === 'oauth' ? config.credentials.seedRefreshToken !== undefined : undefined,
     pacing: config.pacing,

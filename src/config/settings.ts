@@ -217,12 +217,36 @@ function cacheRules(doc: Doc): Entry<string> {
   });
 }
 
-/** A file path (relative to the working directory); not a Redis URL, which is not supported yet. */
-function filePath(doc: Doc & { default: string }): Entry<string> {
-  return entry(doc, doc.default, (value) => {
-    if (/^rediss?:\/\//.test(value)) throw new Invalid('a Redis token store is not supported yet; give a file path');
-    return value;
+/** Where the grant is kept: a file path (relative to the working directory), a Redis URL, or `redis` (REDIS_URL). */
+export type TokenStoreSetting = { kind: 'file'; path: string } | { kind: 'redis'; url: string | undefined };
+
+function tokenStore(doc: Doc & { default: string }): Entry<TokenStoreSetting> {
+  return entry(doc, doc.default, (value, ctx) => {
+    if (value === 'redis') return { kind: 'redis', url: undefined };
+    if (/^rediss?:/i.test(value)) return { kind: 'redis', url: checkRedisUrl(value, ctx) };
+    return { kind: 'file', path: value };
   });
+}
+
+function checkRedisUrl(value: string, ctx: SettingContext): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Invalid(`${ctx.show(value)} is not a URL; give redis://host:port/db or rediss://host:port/db`);
+  }
+  if (!/^rediss?:$/.test(url.protocol) || url.hostname === '')
+    throw new Invalid(`${ctx.show(value)} is not a Redis URL; give redis://host:port/db or rediss://host:port/db`);
+  if (url.pathname !== '' && url.pathname !== '/' && !/^\/\d+$/.test(url.pathname))
+    throw new Invalid(
+      `${ctx.show(value)} names database ${JSON.stringify(url.pathname.slice(1))}; a database is a number, e.g. /0`,
+    );
+  return value;
+}
+
+/** A Redis URL, or nothing. */
+function optionalRedisUrl(doc: Doc): Entry<string | undefined> {
+  return entry(doc, '', (value, ctx) => (value === '' ? undefined : checkRedisUrl(value, ctx)));
 }
 
 const DEFINITIONS = {
@@ -263,15 +287,24 @@ const DEFINITIONS = {
     meaning: 'Personal Access Token, Service Account Key or legacy Encrypted Key. Alone: key mode.',
     secret: true,
   }),
-  TOKEN_STORE: filePath({
+  TOKEN_STORE: tokenStore({
     default: './data/tokens.json',
-    meaning: 'File the OAuth grant is kept in (written atomically, mode 0600).',
+    meaning:
+      'Where the OAuth grant is kept: a file (written atomically, mode 0600), or Redis for replicas sharing one grant: `redis://host:port/db`, `rediss://…`, or `redis` to use `REDIS_URL`. See [Replicas](#replicas).',
   }),
-  REDIS_URL: optionalText({
-    meaning: 'Redis for replicas sharing one grant and one quota (reserved; not used yet).',
+  REDIS_URL: optionalRedisUrl({
+    meaning:
+      "Redis that replicas share (`redis://[user:password@]host:port/db` or `rediss://…`): the grant when `TOKEN_STORE=redis`, and Keap's quota, paced across all replicas, whenever set.",
     secret: true,
   }),
-  REDIS_PREFIX: text({ default: 'keap-proxy:', meaning: 'Key prefix in Redis (reserved; not used yet).' }),
+  REDIS_PREFIX: text({ default: 'keap-proxy:', meaning: 'Prefix of every key keap-proxy writes in Redis.' }),
+  REPLICAS: wholeNumber({
+    default: 1,
+    min: 1,
+    max: 1000,
+    meaning:
+      'How many replicas share the quota. Only used while Redis is unreachable: each replica then paces to its share of every limit (limit ÷ `REPLICAS`).',
+  }),
   RATE_LIMIT_PER_SECOND: perMode({
     oauth: 25,
     key: 10,
@@ -370,6 +403,27 @@ const DEFINITIONS = {
     default: false,
     meaning:
       "`true` passes Keap's `Access-Control-Allow-*`, `Access-Control-Expose-Headers` and `Access-Control-Max-Age` response headers on to clients (and keeps them in the GET cache); by default they are dropped, so no web page on another origin can read answers through the proxy.",
+  }),
+  PROBE_PORT: wholeNumber({
+    default: 0,
+    min: 0,
+    max: 65_535,
+    meaning:
+      'A second listener, on all interfaces, that answers `/healthz` and `/readyz` only: for Kubernetes probes of a sidecar that listens on loopback. `0`: none (the probes are answered on `PORT`).',
+  }),
+  SHUTDOWN_DELAY_MS: wholeNumber({
+    default: 5000,
+    min: 0,
+    max: 600_000,
+    meaning:
+      'On SIGTERM, `/readyz` turns 503 at once, and new connections are still accepted for this long (while Kubernetes takes the pod out of its endpoints).',
+  }),
+  SHUTDOWN_GRACE_MS: wholeNumber({
+    default: 20_000,
+    min: 0,
+    max: 3_600_000,
+    meaning:
+      "Then no new connections; requests in flight get this long to finish, and the rest are cut (logged as `cut_by_shutdown`). Keep delay + grace inside the pod's grace period (30 s by default).",
   }),
   LOG_LEVEL: oneOf({
     default: 'info',

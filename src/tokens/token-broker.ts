@@ -211,6 +211,35 @@ export class TokenBroker implements CredentialSource {
     this.options.logger.info({ event: 'grant_adopted', tenant: tenantOf(grant) }, 'new grant stored and in use');
   }
 
+  /**
+   * The store came back without the grant, or with an older one (a Redis restarted with no
+   * persistence): the grant held here is written back, so the next refresh, by any replica,
+   * uses the live refresh token. Never over a newer grant. True when it wrote.
+   */
+  async writeBackHeldGrant(): Promise<boolean> {
+    const { store, logger } = this.options;
+    const held = this.grant;
+    if (held === undefined || held.accessToken === '') return false;
+    const wrote = await store.withLock(async () => {
+      const stored = await store.load();
+      if (
+        stored !== undefined &&
+        (stored.refreshToken === held.refreshToken || stored.refreshIssuedAt >= held.refreshIssuedAt)
+      )
+        return false;
+      // Ours may have been rotated while we waited for the lock: only this one's grant is written.
+      if (this.grant !== held) return false;
+      await store.save(held);
+      return true;
+    });
+    if (wrote)
+      logger.warn(
+        { event: 'grant_written_back', store: store.location, tenant: tenantOf(held) },
+        'the token store had lost the grant (or held an older one): the grant in use here was written back',
+      );
+    return wrote;
+  }
+
   /** One refresh for every caller that asks while it runs. */
   refresh(): Promise<void> {
     this.inFlight ??= this.refreshOnce().finally(() => {

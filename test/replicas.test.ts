@@ -1,0 +1,110 @@
+// Replicas sharing one Keap grant through Redis (TOKEN_STORE=redis): each is a real
+// keap-proxy (startProxy) on a redis-server of the test's own, in front of the simulator.
+import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import { loadConfig } from '../src/config/config.js';
+import { startProxy, type RunningProxy } from '../src/http/server.js';
+import { createLogger } from '../src/observability/log.js';
+import { KeapSimulator } from './simulator/keap-simulator.js';
+import { LogCapture, oauthEnv, send, tempDir, SIM_SEED } from './harness.js';
+import { startRedisServer, type RedisServer } from './redis-server.js';
+
+let redis: RedisServer;
+let sim: KeapSimulator;
+const running: RunningProxy[] = [];
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+afterEach(async () => {
+  for (const p of running.splice(0)) await p.close();
+  await sim.close();
+  await redis.client({ enableOfflineQueue: true }).flushall();
+});
+
+async function replica(env: Record<string, string> = {}): Promise<{ proxy: RunningProxy; logs: LogCapture }> {
+  const logs = new LogCapture();
+  const config = loadConfig({
+    env: {
+      ...oauthEnv(sim, tempDir()),
+      TOKEN_STORE: `redis://${redis.host}:${redis.port}/0`,
+      REDIS_PREFIX: 'replicas-test:',
+      LOG_LEVEL: 'info',
+      ...env,
+    },
+    cwd: tempDir(),
+  });
+  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+  running.push(proxy);
+  return { proxy, logs };
+}
+
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('replicas on one Redis', () => {
+  it('a replica started with a stale seed serves from the grant in Redis: one token call in all, no invalid_grant', async () => {
+    sim = await KeapSimulator.start();
+    const a = await replica();
+    expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    // The seed is dead now: Keap rotated it on a's refresh.
+    expect(sim.currentRefreshToken()).not.toBe(SIM_SEED);
+    const b = await replica();
+    expect((await send(b.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    expect(sim.counters.tokenCalls).toBe(1);
+    expect(sim.counters.invalidGrants).toBe(0);
+  });
+
+  it('a 401 storm after expiry, spread over three replicas, makes exactly one refresh', async () => {
+    sim = await KeapSimulator.start();
+    const replicas = [await replica(), await replica(), await replica()];
+    for (const r of replicas) expect((await send(r.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    const before = sim.counters.refreshGrants;
+    sim.expireAccessTokens();
+    const answers = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        send((replicas[i % 3] as { proxy: RunningProxy }).proxy.url, 'POST', '/crm/rest/v1/contacts', {
+          body: JSON.stringify({ n: i }),
+          headers: { 'content-type': 'application/json' },
+        }),
+      ),
+    );
+    expect(answers.map((r) => r.status)).toEqual(Array.from({ length: 30 }, () => 201));
+    expect(sim.counters.refreshGrants - before).toBe(1);
+    expect(sim.counters.invalidGrants).toBe(0);
+  });
+
+  it('Redis down: the held token still serves and /readyz says so; Redis back empty: the grant is written back, no invalid_grant', async () => {
+    sim = await KeapSimulator.start();
+    const a = await replica();
+    expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    await redis.kill();
+    await until(async () => {
+      const ready = await send(a.proxy.url, 'GET', '/readyz');
+      return (
+        ready.status === 200 && ready.json<{ tokenStore?: { connected: boolean } }>().tokenStore?.connected === false
+      );
+    }, '/readyz to report Redis down');
+    expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    expect(a.logs.entries.some((e) => e.event === 'redis_down')).toBe(true);
+
+    // Back, with nothing in it (no persistence).
+    await redis.restart();
+    await until(() => a.logs.entries.some((e) => e.event === 'grant_written_back'), 'the grant to be written back');
+    // A new replica started from the (dead) seed finds the live grant and never shows Keap the seed.
+    const b = await replica();
+    sim.expireAccessTokens();
+    expect((await send(b.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    expect(sim.counters.invalidGrants).toBe(0);
+    const ready = (await send(a.proxy.url, 'GET', '/readyz')).json<{ tokenStore: { connected: boolean } }>();
+    expect(ready.tokenStore.connected).toBe(true);
+  });
+});
