@@ -17,7 +17,8 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 COPY --from=build /app/dist/src ./dist/src
 COPY config ./config
 RUN mkdir -p /app/data && chown -R node:node /app/data
-USER node
+# The image's `node` user, by number: Kubernetes' runAsNonRoot can verify a number, not a name.
+USER 1000:1000
 # Loopback on purpose: as a sidecar the app shares the pod's loopback; anything wider hands
 # the Keap account to whoever can reach the port. Standalone: -e HOST=0.0.0.0 plus PROXY_CLIENT_KEYS.
 ENV HOST=127.0.0.1 PORT=8080 TOKEN_STORE=/app/data/tokens.json

@@ -1,8 +1,10 @@
-// The stop a pod needs (RunningProxy.shutdown; SIGTERM in src/cli/cli.ts): /readyz red at
+// The stop a pod needs (RunningProxy.shutdown; SIGTERM in src/cli/stop-on-signal.ts): /readyz red at
 // once, connections still accepted during the delay, then none; requests in flight drained
 // within the grace; what is left is cut and logged as cut by the proxy, not by its client.
 import { describe, it, expect, afterEach } from 'vitest';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
+import { EventEmitter } from 'node:events';
+import { stopOnSignal } from '../src/cli/stop-on-signal.js';
 import { send, startRawRig, type RawRig } from './harness.js';
 import { MANUAL, ok } from './raw-upstream.js';
 
@@ -78,5 +80,59 @@ describe('shutdown', () => {
     expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
     // The grace is never waited for when nothing is in flight: the test would time out if it were.
     expect(await proxy.shutdown({ delayMs: 0, graceMs: 60_000 })).toEqual({ requests: 1, cut: 0 });
+  });
+});
+
+describe('SIGTERM (src/cli/stop-on-signal.ts)', () => {
+  it('stops the proxy once, whatever the signals that follow, logs `stopped` with the counts, and exits 0', async () => {
+    const { proxy, logs } = await rig();
+    expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    const signals = new EventEmitter();
+    const exits: number[] = [];
+    const exited = new Promise<void>((resolve) =>
+      stopOnSignal(signals, proxy, { delayMs: 0, graceMs: 1000 }, (code) => {
+        exits.push(code);
+        resolve();
+      }),
+    );
+    signals.emit('SIGTERM');
+    signals.emit('SIGINT');
+    signals.emit('SIGTERM');
+    await exited;
+    expect(exits).toEqual([0]);
+    const events = logs.entries.map((e) => e.event).filter((e) => e === 'stopping' || e === 'stopped');
+    expect(events).toEqual(['stopping', 'stopped']);
+    expect(logs.entries.find((e) => e.event === 'stopped')).toMatchObject({ requests: 1, cut: 0 });
+    expect(logs.entries.find((e) => e.event === 'stopping')).toMatchObject({ signal: 'SIGTERM', graceMs: 1000 });
+  });
+});
+
+describe('PROBE_PORT', () => {
+  async function freePort(): Promise<number> {
+    const s = net.createServer();
+    await new Promise<void>((resolve) => s.listen(0, '0.0.0.0', resolve));
+    const port = (s.address() as net.AddressInfo).port;
+    await new Promise((resolve) => s.close(resolve));
+    return port;
+  }
+
+  it('answers /healthz and /readyz on all interfaces, any Host, and nothing else: no request reaches Keap through it', async () => {
+    const port = await freePort();
+    const r = await startRawRig({ PROBE_PORT: String(port) });
+    open.push(r);
+    const probes = `http://127.0.0.1:${port}`;
+    expect((await send(probes, 'GET', '/healthz', { headers: { host: '10.1.2.3:8081' } })).status).toBe(200);
+    expect((await send(probes, 'GET', '/readyz', { headers: { host: '10.1.2.3:8081' } })).json()).toMatchObject({
+      status: 'ready',
+    });
+    const other = await send(probes, 'GET', '/crm/rest/v1/contacts');
+    expect(other.status).toBe(404);
+    expect(other.json()).toMatchObject({ error: 'not_found' });
+    expect(r.upstream.requests.length).toBe(0);
+    // Stopping turns it red there too, and closes it with the rest.
+    const stopped = r.proxy.shutdown({ delayMs: 300, graceMs: 0 });
+    expect((await send(probes, 'GET', '/readyz')).status).toBe(503);
+    await stopped;
+    await expect(send(probes, 'GET', '/healthz')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
   });
 });

@@ -5,9 +5,7 @@ import { runCli } from './cli-run.js';
 import { startProxy } from '../http/server.js';
 import { createLogDestination, createLogger } from '../observability/log.js';
 import { installLastResortGuard } from '../observability/last-resort.js';
-
-/** Requests in flight at SIGTERM get this long to finish: well inside Kubernetes' default 30 s grace period. */
-const SHUTDOWN_GRACE_MS = 10_000;
+import { stopOnSignal } from './stop-on-signal.js';
 
 async function serve(config: Config): Promise<void> {
   const destination = createLogDestination();
@@ -16,12 +14,7 @@ async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel, destination);
   installLastResortGuard(process, logger);
   const running = await startProxy(config, { logger });
-  const stop = (signal: string): void => {
-    running.logger.info({ event: 'stopping', signal }, 'keap-proxy stopping');
-    void running.close(SHUTDOWN_GRACE_MS).then(() => running.logger.flush());
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  stopOnSignal(process, running, config.shutdown, (code) => process.exit(code));
 }
 
 void runCli({

@@ -5,10 +5,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { configSummary, isLoopback, type Config } from '../config/config.js';
 import { createLogger, logWriterOf, type Logger } from '../observability/log.js';
-import { StaticKeySource, type CredentialSource } from '../tokens/credentials.js';
+import { StaticKeySource, type CredentialSource, type Readiness } from '../tokens/credentials.js';
 import { TokenBroker } from '../tokens/token-broker.js';
 import { TokenClient } from '../tokens/token-client.js';
-import { FileTokenStore, type TokenStore } from '../tokens/token-store.js';
+import type { TokenStore } from '../tokens/token-store.js';
+import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
 import { createPacer, type Pacer } from '../pacing/pacer.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import { createPipeline } from '../pipeline/pipeline.js';
@@ -123,13 +124,40 @@ export function createOAuthEndpoints(config: Config, logger: Logger, parts: Cred
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
-  const store =
-    overrides.store ??
-    new FileTokenStore(config.tokenStore.path, { onWarning: ({ message, ...fields }) => logger.warn(fields, message) });
+  // Made below, once the store exists; the store's Redis callbacks need the broker it feeds.
+  // eslint-disable-next-line prefer-const
+  let parts: CredentialParts | undefined;
+  // Key mode keeps no grant: no store is opened (and no Redis connection made) for it.
+  const opened: OpenedTokenStore | undefined =
+    overrides.store === undefined && config.credentials.mode === 'oauth'
+      ? openTokenStore(config.tokenStore, config.redis.prefix, {
+          onWarning: ({ message, ...fields }) => logger.warn(fields, message),
+          onRedisState: (state, reason) => {
+            if (state === 'down') {
+              logger.warn(
+                { event: 'redis_down', reason },
+                'Redis is unreachable: serving with the access token held; no refresh until Redis is back',
+              );
+              return;
+            }
+            logger.info({ event: 'redis_up' }, 'Redis is reachable');
+            // A Redis that restarted empty must get the live grant back before anyone needs it.
+            parts?.broker
+              ?.writeBackHeldGrant()
+              .catch((err: unknown) =>
+                logger.warn(
+                  { event: 'grant_write_back_failed', err: err instanceof Error ? err.message : String(err) },
+                  'the grant could not be written back to the token store; the next refresh tries again',
+                ),
+              );
+          },
+        })
+      : undefined;
+  const store = overrides.store ?? opened?.store ?? unusedStore;
   const metrics = new Metrics();
   const logWriter = logWriterOf(logger);
   if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);
-  const parts = createCredentials(config, logger, store, metrics, overrides.now);
+  parts = createCredentials(config, logger, store, metrics, overrides.now);
   const credentials = parts.credentials;
   const oauth = createOAuthEndpoints(config, logger, parts);
   const pacer: Pacer = createPacer(config.pacing, logger);
@@ -161,6 +189,13 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const refuseHost = hostRefusal(logger);
 
   let stopping = false;
+  const readiness = (): Readiness => {
+    const r = accounts.primary.credentials.readiness();
+    const redisUp = opened?.connected();
+    if (redisUp === undefined) return r;
+    return { ...r, details: { ...r.details, tokenStore: { kind: 'redis', connected: redisUp } } };
+  };
+  const probes: Probes = { readiness, stopping: () => stopping };
   const server = http.createServer((req, res) => {
     // A stopping proxy closes each connection after its answer: clients reconnect elsewhere.
     if (stopping) res.shouldKeepAlive = false;
@@ -169,9 +204,19 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       refuseHost(req, res);
       return;
     }
-    if (serveLocal(req, res, accounts.primary.credentials, oauth, metrics, stopping)) return;
+    if (serveLocal(req, res, probes, oauth, metrics)) return;
     pipeline.handle(req, res);
   });
+  // The kubelet probes the pod's address, which a loopback listener never sees: this one
+  // listens on all interfaces and answers the probes alone (they show no secret).
+  const probeServer =
+    config.probePort > 0
+      ? http.createServer((req, res) => {
+          res.shouldKeepAlive = false;
+          if (!answerProbe(req, res, probes))
+            sendJson(res, 404, { error: 'not_found', message: 'This port answers /healthz and /readyz only.' });
+        })
+      : undefined;
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, logger));
   // CONNECT would tunnel to any host: refused, never forwarded.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
@@ -192,16 +237,14 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
 
   await Promise.all(accounts.all().map((a) => a.start()));
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.port, config.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, config.port, config.host);
+    if (probeServer !== undefined) await listen(probeServer, config.probePort, '0.0.0.0');
   } catch (err) {
     // Nothing of a proxy that could not listen may keep running (timers, the queue, sockets).
+    server.close();
+    probeServer?.close();
     await Promise.all(accounts.all().map((a) => a.stop()));
+    await opened?.close();
     forwarder.close();
     throw err;
   }
@@ -240,6 +283,11 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     await pipeline.drained();
     await Promise.all(accounts.all().map((a) => a.stop()));
     forwarder.close();
+    if (probeServer !== undefined) {
+      probeServer.closeAllConnections();
+      await new Promise((resolve) => probeServer.close(resolve));
+    }
+    await opened?.close();
     const { requests, cut } = pipeline.counts();
     return { requests, cut };
   }
@@ -276,14 +324,36 @@ function hostRefusal(logger: Logger): (req: http.IncomingMessage, res: http.Serv
   };
 }
 
+function listen(server: http.Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Key mode keeps no grant; nothing ever calls this store. */
+const unusedStore: TokenStore = {
+  location: '(none: key mode)',
+  load: () => Promise.resolve(undefined),
+  save: () => Promise.reject(new Error('key mode keeps no grant')),
+  withLock: (fn) => fn(),
+};
+
+interface Probes {
+  readiness(): Readiness;
+  stopping(): boolean;
+}
+
 /** Endpoints answered here, never forwarded. */
 function serveLocal(
   req: http.IncomingMessage,
   res: http.ServerResponse,
-  credentials: CredentialSource,
+  probes: Probes,
   oauth: OAuthEndpoints,
   metrics: Metrics,
-  stopping: boolean,
 ): boolean {
   const url = req.url ?? '';
   // Cheap tests first: this runs before every proxied request.
@@ -297,6 +367,12 @@ function serveLocal(
     );
     return true;
   }
+  return answerProbe(req, res, probes);
+}
+
+/** /healthz (the process serves) and /readyz (it can serve Keap now); false for any other path. */
+function answerProbe(req: http.IncomingMessage, res: http.ServerResponse, probes: Probes): boolean {
+  const url = req.url ?? '';
   if (!url.startsWith('/healthz') && !url.startsWith('/readyz')) return false;
   const path = url.split('?', 1)[0];
   if (path !== '/healthz' && path !== '/readyz') return false;
@@ -308,14 +384,14 @@ function serveLocal(
     sendJson(res, 200, { status: 'ok' });
     return true;
   }
-  if (stopping) {
+  if (probes.stopping()) {
     sendJson(res, 503, {
       error: 'shutting_down',
       message: 'This proxy is shutting down and takes no new work; send requests to another replica.',
     });
     return true;
   }
-  const readiness = credentials.readiness();
+  const readiness = probes.readiness();
   if (readiness.ready) sendJson(res, 200, { status: 'ready', ...readiness.details });
   else
     sendJson(
