@@ -13,7 +13,9 @@ export type Command =
       state: string | undefined;
       timeoutMs: number | undefined;
     }
-  | { kind: 'token-status'; configFile: string | undefined; json: boolean };
+  | { kind: 'token-status'; configFile: string | undefined; json: boolean }
+  | { kind: 'token-export'; configFile: string | undefined; out: string | undefined }
+  | { kind: 'token-import'; configFile: string | undefined; from: string; force: boolean };
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -32,10 +34,12 @@ const OPTIONS = {
   serve: { ...CONFIG },
   auth: { ...CONFIG, code: { type: 'string' }, state: { type: 'string' }, timeout: { type: 'string' } },
   'token-status': { ...CONFIG, json: { type: 'boolean' } },
+  'token-export': { ...CONFIG, out: { type: 'string' } },
+  'token-import': { ...CONFIG, from: { type: 'string' }, force: { type: 'boolean' } },
 } as const satisfies Record<Kind, Options>;
 
 /** Every command's options at once: the first, lenient pass that finds the command. */
-const ANY_OPTIONS: Options = { ...OPTIONS.serve, ...OPTIONS.auth, ...OPTIONS['token-status'] };
+const ANY_OPTIONS: Options = Object.assign({}, ...Object.values(OPTIONS)) as Options;
 
 export function parseArgs(argv: readonly string[]): Command {
   // --help wins anywhere, even where it would be read as another option's value.
@@ -72,6 +76,23 @@ export function parseArgs(argv: readonly string[]): Command {
       );
       return { kind, configFile: configFileOf(values.config), json: values.json === true };
     }
+    case 'token-export': {
+      const { values } = strictly(() =>
+        parseArgv({ args, options: OPTIONS['token-export'], strict: true, allowPositionals: true }),
+      );
+      if (values.out === '') throw new UsageError('--out needs a file name');
+      return { kind, configFile: configFileOf(values.config), out: values.out };
+    }
+    case 'token-import': {
+      const { values } = strictly(() =>
+        parseArgv({ args, options: OPTIONS['token-import'], strict: true, allowPositionals: true }),
+      );
+      if (values.from === undefined || values.from === '')
+        throw new UsageError(
+          '--from is required: a token store file, a redis:// URL, or - for the output of `token export` on stdin',
+        );
+      return { kind, configFile: configFileOf(values.config), from: values.from, force: values.force === true };
+    }
     case 'auth': {
       const { values } = strictly(() =>
         parseArgv({ args, options: OPTIONS.auth, strict: true, allowPositionals: true }),
@@ -100,12 +121,18 @@ function commandOf(positionals: string[]): Kind {
   const [first, second, ...rest] = positionals;
   if (first === undefined) return 'serve';
   if (first === 'auth' && second === undefined) return 'auth';
-  if (first === 'token' && second === 'status' && rest.length === 0) return 'token-status';
+  if (first === 'token' && rest.length === 0) {
+    if (second === 'status') return 'token-status';
+    if (second === 'export') return 'token-export';
+    if (second === 'import') return 'token-import';
+  }
   if (first === 'token')
-    throw new UsageError(`unknown command "${positionals.join(' ')}"; did you mean "token status"?`);
+    throw new UsageError(
+      `unknown command "${positionals.join(' ')}"; did you mean "token status", "token export" or "token import"?`,
+    );
   throw new UsageError(`unknown command "${positionals.join(' ')}"`);
 }
 
 function label(kind: Kind): string {
-  return kind === 'serve' ? 'keap-proxy' : kind === 'auth' ? 'keap-proxy auth' : 'keap-proxy token status';
+  return kind === 'serve' ? 'keap-proxy' : `keap-proxy ${kind.replace('-', ' ')}`;
 }

@@ -5,6 +5,7 @@ import { helpText } from './cli-help.js';
 import { parseArgs, UsageError, type Command } from './cli-args.js';
 import { AuthError, runAuth } from './auth-command.js';
 import { runTokenStatus, type Output } from './token-status.js';
+import { runTokenExport, runTokenImport, TransferError } from './token-transfer.js';
 import { TokenStoreError } from '../tokens/token-store.js';
 
 export interface CliInput {
@@ -14,6 +15,8 @@ export interface CliInput {
   stderr: Output;
   /** Relative paths in the configuration resolve against this; default the process's. */
   cwd?: string;
+  /** All of standard input, for `token import --from -`. */
+  stdin?: () => Promise<string>;
   /** Runs the proxy until it is stopped (the process's signals are src/cli/cli.ts's business). */
   serve: (config: Config) => Promise<void>;
 }
@@ -39,6 +42,23 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
         return 0;
       case 'token-status':
         return await runTokenStatus({ config, out: stdout, json: command.json });
+      case 'token-export':
+        return await runTokenExport({
+          config,
+          out: stdout,
+          err: stderr,
+          file: command.out,
+          cwd: input.cwd ?? process.cwd(),
+        });
+      case 'token-import':
+        return await runTokenImport({
+          config,
+          out: stdout,
+          from: command.from,
+          force: command.force,
+          cwd: input.cwd ?? process.cwd(),
+          stdin: input.stdin ?? (() => Promise.resolve('')),
+        });
     }
   } catch (err) {
     // These messages are written for the operator and carry no secret (see shown() in config.ts).
@@ -46,7 +66,7 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
       stderr.write(`keap-proxy: ${err.message}\n`);
       return 2;
     }
-    if (err instanceof AuthError) {
+    if (err instanceof AuthError || err instanceof TransferError) {
       stderr.write(`keap-proxy: ${err.message}\n`);
       return 1;
     }

@@ -22,6 +22,11 @@ void runCli({
   env: process.env,
   stdout: process.stdout,
   stderr: process.stderr,
+  stdin: async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  },
   serve,
 }).then(
   (code) => {
