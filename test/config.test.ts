@@ -65,7 +65,7 @@ describe('loadConfig', () => {
     expect(c.relayCorsHeaders).toBe(false);
     expect(c.logLevel).toBe('info');
     expect(storeFile(c).endsWith(path.join('data', 'tokens.json'))).toBe(true);
-    expect(c.redis).toEqual({ url: undefined, prefix: 'keap-proxy:' });
+    expect(c.redis).toEqual({ url: undefined, prefix: 'keap-proxy:', lockLeaseMs: 15_000 });
     expect(c.replicas).toBe(1);
     expect(c.probePort).toBe(0);
     expect(c.shutdown).toEqual({ delayMs: 5000, graceMs: 20_000 });
@@ -82,7 +82,7 @@ describe('loadConfig', () => {
       cwd: tempDir(),
     });
     expect(byName.tokenStore).toEqual({ kind: 'redis', url });
-    expect(byName.redis).toEqual({ url, prefix: 'kp1:' });
+    expect(byName.redis).toEqual({ url, prefix: 'kp1:', lockLeaseMs: 15_000 });
     const summary = JSON.stringify(configSummary(byName));
     expect(summary).toContain('redis://cache.internal:6380/2');
     expect(summary).not.toContain('s3cret-pass');

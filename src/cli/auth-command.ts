@@ -65,7 +65,7 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
   }
   const opened =
     options.store === undefined
-      ? openTokenStore(config.tokenStore, config.redis.prefix, {
+      ? openTokenStore(config.tokenStore, config.redis, {
           onWarning: (w) => out.write(`Warning: ${w.message}\n`),
         })
       : undefined;

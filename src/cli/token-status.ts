@@ -129,7 +129,7 @@ export async function runTokenStatus(options: TokenStatusOptions): Promise<numbe
   }
   const opened =
     options.store === undefined
-      ? openTokenStore(config.tokenStore, config.redis.prefix, { onWarning: () => undefined })
+      ? openTokenStore(config.tokenStore, config.redis, { onWarning: () => undefined })
       : undefined;
   try {
     return await printStatus(options, options.store ?? (opened as OpenedTokenStore).store);

@@ -123,7 +123,7 @@ async function readSource(options: ImportOptions): Promise<Grant> {
   const setting: Config['tokenStore'] = /^rediss?:/i.test(from)
     ? { kind: 'redis', url: from }
     : { kind: 'file', path: path.resolve(options.cwd, from) };
-  const source = openTokenStore(setting, options.config.redis.prefix, { onWarning: () => undefined });
+  const source = openTokenStore(setting, options.config.redis, { onWarning: () => undefined });
   try {
     const grant = await source.store.load();
     if (grant === undefined) throw new TransferError(`${storeLocation(setting)} holds no grant: nothing to import`);
@@ -139,9 +139,7 @@ async function withStore<T>(
   fn: (store: TokenStore) => Promise<T>,
 ): Promise<T> {
   const opened: OpenedTokenStore | undefined =
-    given === undefined
-      ? openTokenStore(config.tokenStore, config.redis.prefix, { onWarning: () => undefined })
-      : undefined;
+    given === undefined ? openTokenStore(config.tokenStore, config.redis, { onWarning: () => undefined }) : undefined;
   try {
     return await fn(given ?? (opened as OpenedTokenStore).store);
   } finally {

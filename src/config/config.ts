@@ -40,7 +40,7 @@ export interface Config {
   credentials: Credentials;
   tokenStore: { kind: 'file'; path: string } | { kind: 'redis'; url: string };
   /** Redis the replicas share; `url` undefined: none (pacing per process). */
-  redis: { url: string | undefined; prefix: string };
+  redis: { url: string | undefined; prefix: string; lockLeaseMs: number };
   /** Replicas sharing the quota: each paces to limit ÷ replicas while Redis is unreachable. */
   replicas: number;
   /** Port of the probes-only listener on all interfaces; 0: none. */
@@ -329,6 +329,7 @@ export function loadConfig(input: LoadConfigInput): Config {
     redis: {
       url: s.REDIS_URL ?? (s.TOKEN_STORE.kind === 'redis' ? s.TOKEN_STORE.url : undefined),
       prefix: s.REDIS_PREFIX,
+      lockLeaseMs: s.REDIS_LOCK_LEASE_MS,
     },
     replicas: s.REPLICAS,
     probePort: s.PROBE_PORT,

@@ -298,6 +298,13 @@ const DEFINITIONS = {
     secret: true,
   }),
   REDIS_PREFIX: text({ default: 'keap-proxy:', meaning: 'Prefix of every key keap-proxy writes in Redis.' }),
+  REDIS_LOCK_LEASE_MS: wholeNumber({
+    default: 15_000,
+    min: 100,
+    max: 600_000,
+    meaning:
+      "Lease of the refresh lock in Redis, renewed every third of it while a refresh runs (however long Keap's token endpoint takes): a replica that dies holding the lock blocks refreshes this long at most.",
+  }),
   REPLICAS: wholeNumber({
     default: 1,
     min: 1,

@@ -130,7 +130,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   // Key mode keeps no grant: no store is opened (and no Redis connection made) for it.
   const opened: OpenedTokenStore | undefined =
     overrides.store === undefined && config.credentials.mode === 'oauth'
-      ? openTokenStore(config.tokenStore, config.redis.prefix, {
+      ? openTokenStore(config.tokenStore, config.redis, {
           onWarning: ({ message, ...fields }) => logger.warn(fields, message),
           onRedisState: (state, reason) => {
             if (state === 'down') {

@@ -21,7 +21,11 @@ export interface OpenOptions {
   onRedisState?: (state: 'up' | 'down', reason: string | undefined) => void;
 }
 
-export function openTokenStore(setting: Config['tokenStore'], prefix: string, options: OpenOptions): OpenedTokenStore {
+export function openTokenStore(
+  setting: Config['tokenStore'],
+  redisSettings: Pick<Config['redis'], 'prefix' | 'lockLeaseMs'>,
+  options: OpenOptions,
+): OpenedTokenStore {
   if (setting.kind === 'file') {
     const store = new FileTokenStore(setting.path, { onWarning: options.onWarning });
     return { store, connected: () => undefined, close: () => Promise.resolve() };
@@ -40,7 +44,12 @@ export function openTokenStore(setting: Config['tokenStore'], prefix: string, op
   redis.on('error', (err: Error) => report('down', redisReason(err)));
   redis.on('ready', () => report('up', undefined));
   redis.on('close', () => report('down', 'connection closed'));
-  const store = new RedisTokenStore({ redis, prefix, onWarning: options.onWarning });
+  const store = new RedisTokenStore({
+    redis,
+    prefix: redisSettings.prefix,
+    leaseMs: redisSettings.lockLeaseMs,
+    onWarning: options.onWarning,
+  });
   return {
     store,
     connected: () => up,

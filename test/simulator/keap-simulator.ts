@@ -182,6 +182,7 @@ export class KeapSimulator {
   private readonly accessTokens = new Map<string, number>();
   private readonly codes = new Map<string, { redirectUri: string; expiresAt: number }>();
   private tokenMode: TokenEndpointMode = 'ok';
+  private tokenDelayMs = 0;
   private approved = true;
   private spike: SpikeArrest;
   private spikeFault: Buffer = EMPTY;
@@ -277,6 +278,11 @@ export class KeapSimulator {
 
   setTokenEndpointMode(mode: TokenEndpointMode): void {
     this.tokenMode = mode;
+  }
+
+  /** Every token call is answered this much later (0: at once). */
+  setTokenEndpointDelayMs(ms: number): void {
+    this.tokenDelayMs = ms;
   }
 
   setAccessTokenTtlSeconds(seconds: number): void {
@@ -378,6 +384,20 @@ export class KeapSimulator {
   // ---------------------------------------------------------------- /token
 
   private handleToken(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+    if (this.tokenDelayMs > 0) {
+      // Keap's token endpoint has been seen taking over 10 s at the top of the hour; the grant
+      // rotates when the answer is made, as it would at Keap.
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        this.answerToken(req, res, body);
+      }, this.tokenDelayMs);
+      this.timers.add(timer);
+      return;
+    }
+    this.answerToken(req, res, body);
+  }
+
+  private answerToken(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     record(this.lastTokenRequests, MAX_RECORDED_TOKEN, req, body);
     const custom = this.findRoute(req.method ?? 'GET', '/token');
     if (custom) return this.runRoute(custom, req, res, body);
