@@ -31,7 +31,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Redis, RedisOptions } from 'ioredis';
 import { isGrant, type Grant } from './grant.js';
-import { TokenStoreError, type TokenStore, type TokenStoreLockLostWarning } from './token-store.js';
+import { deliverSafely, TokenStoreError, type TokenStore, type TokenStoreLockLostWarning } from './token-store.js';
 
 /** Client options the store works best with: a command sent while Redis is away fails at once, not after a queue. */
 export const RECOMMENDED_REDIS_OPTIONS = {
@@ -171,15 +171,7 @@ export class RedisTokenStore implements TokenStore {
     this.keys = { grant: `${prefix}token:grant`, lock: `${prefix}token:lock` };
     this.channels = { released: `${prefix}token:released@${db}`, changed: `${prefix}token:changed@${db}` };
     this.location = `${describeRedis(this.redis.options)} (prefix ${prefix})`;
-    const onWarning = options.onWarning ?? (() => undefined);
-    this.warn = (warning) => {
-      // A warning that cannot be delivered must not fail the save of a grant Keap already rotated.
-      try {
-        onWarning(warning);
-      } catch {
-        // Nothing better to do with it.
-      }
-    };
+    this.warn = deliverSafely(options.onWarning);
   }
 
   // The lock. SET NX PX with a random owner token; renewed every leaseMs/3 by a script that

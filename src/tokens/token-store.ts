@@ -21,6 +21,17 @@ export interface TokenStore {
   readonly location: string;
 }
 
+/** A warning that cannot be delivered must not fail the save of a grant Keap already rotated. */
+export function deliverSafely<W>(onWarning: ((warning: W) => void) | undefined): (warning: W) => void {
+  return (warning) => {
+    try {
+      onWarning?.(warning);
+    } catch {
+      // Nothing better to do with it.
+    }
+  };
+}
+
 export class TokenStoreError extends Error {
   constructor(
     message: string,
@@ -94,15 +105,7 @@ export class FileTokenStore implements TokenStore {
     // Longer than a token call may take (its timeout is 15 s), so a live holder is never robbed.
     this.staleLockMs = options.staleLockMs ?? 30_000;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 40_000;
-    const onWarning = options.onWarning ?? (() => undefined);
-    this.warn = (warning) => {
-      // A warning that cannot be delivered must not fail the save of a grant Keap already rotated.
-      try {
-        onWarning(warning);
-      } catch {
-        // Nothing better to do with it.
-      }
-    };
+    this.warn = deliverSafely(options.onWarning);
   }
 
   // The lock. Keap kills a refresh token the moment it is used, so of all processes sharing
