@@ -1,8 +1,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { rawExchange } from './raw-upstream.js';
 import http from 'node:http';
-import { startHarness, send, type Harness } from './harness.js';
+import { startHarness, send, sha256, type Harness } from './harness.js';
 
 interface Echo {
   method: string;
@@ -62,7 +62,7 @@ describe('forwarding', () => {
     const r = await send(h.proxy.url, 'PUT', '/crm/rest/v1/__echo', { body });
     const echo = r.json<Echo>();
     expect(echo.bodyLength).toBe(body.length);
-    expect(echo.bodySha256).toBe(createHash('sha256').update(body).digest('hex'));
+    expect(echo.bodySha256).toBe(sha256(body));
   });
 
   it('chunked request bodies arrive whole', async () => {
@@ -82,7 +82,7 @@ describe('forwarding', () => {
       req.end();
     });
     expect(echo.headers['transfer-encoding']).toBeUndefined();
-    expect(echo.bodySha256).toBe(createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+    expect(echo.bodySha256).toBe(sha256(Buffer.concat(parts)));
   });
 
   it('large responses arrive byte-identical', async () => {

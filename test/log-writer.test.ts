@@ -1,6 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,19 +8,15 @@ import { createLogger } from '../src/observability/log.js';
 import { loadConfig } from '../src/config/config.js';
 import { startProxy } from '../src/http/server.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { keyEnv, send } from './harness.js';
+import { keyEnv, metric, send, tempDir } from './harness.js';
 
-const dirs: string[] = [];
 const fds: number[] = [];
 afterEach(() => {
   for (const fd of fds.splice(0)) fs.closeSync(fd);
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
 function tempFile(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'log-writer-'));
-  dirs.push(dir);
-  return path.join(dir, 'out.log');
+  return path.join(tempDir(), 'out.log');
 }
 
 /** A FIFO with both ends open non-blocking, as a container runtime's stdout pipe can be. */
@@ -187,14 +182,13 @@ describe('LogWriter', () => {
   it('a proxy whose log reader is gone keeps serving, and /metrics counts the lines it could not write', async () => {
     const writer = new LogWriter({ dest: pipeWithoutReader(), minLength: 1, flushIntervalMs: 10 });
     const sim = await KeapSimulator.start();
-    const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempFile() + '.d' }), {
+    const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempDir() }), {
       logger: createLogger('info', writer),
     });
     try {
       for (let i = 0; i < 3; i++) expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
       await new Promise<void>((done) => writer.flush(done));
-      const metrics = (await send(proxy.url, 'GET', '/metrics')).text();
-      const dropped = Number(/^keap_proxy_log_lines_dropped_total (\d+)$/m.exec(metrics)?.[1]);
+      const dropped = await metric(proxy.url, 'keap_proxy_log_lines_dropped_total');
       expect(dropped).toBeGreaterThanOrEqual(3);
       expect(dropped).toBe(writer.dropped);
     } finally {

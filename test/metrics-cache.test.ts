@@ -1,17 +1,8 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { harnessPerTest, send } from './harness.js';
+import { harnessPerTest, send, SIM_TENANT } from './harness.js';
+import { sample } from './prometheus.js';
 
 const harness = harnessPerTest(afterEach);
-
-/** The value of one sample line of the Prometheus exposition text. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (want.every((l) => line.includes(l))) return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
-}
 
 describe('GET /metrics', () => {
   it('counts requests by route and status, refreshes by outcome, 429s absorbed, and the quota Keap reported', async () => {
@@ -29,22 +20,22 @@ describe('GET /metrics', () => {
     expect(sample(text, 'keap_proxy_requests_total', { route: 'rest', status: '404' })).toBe(1);
     expect(sample(text, 'keap_proxy_requests_total', { route: 'xmlrpc', status: '200' })).toBe(1);
     expect(sample(text, 'keap_proxy_token_refreshes_total', { outcome: 'success' })).toBe(1);
-    expect(
-      sample(text, 'keap_proxy_rate_limited_total', { tenant: 'ab123.infusionsoft.com', outcome: 'absorbed' }),
-    ).toBe(h.sim.counters.throttled);
+    expect(sample(text, 'keap_proxy_rate_limited_total', { tenant: SIM_TENANT, outcome: 'absorbed' })).toBe(
+      h.sim.counters.throttled,
+    );
     expect(h.sim.counters.throttled).toBeGreaterThan(0);
     expect(sample(text, 'keap_proxy_upstream_duration_seconds_count', { route: 'rest' })).toBeGreaterThanOrEqual(11);
     expect(
       sample(text, 'keap_proxy_keap_quota_limit', {
-        tenant: 'ab123.infusionsoft.com',
+        tenant: SIM_TENANT,
         scope: 'product',
         window: 'day',
       }),
     ).toBe(150_000);
     expect(
-      sample(text, 'keap_proxy_keap_quota_used', { tenant: 'ab123.infusionsoft.com', scope: 'product', window: 'day' }),
+      sample(text, 'keap_proxy_keap_quota_used', { tenant: SIM_TENANT, scope: 'product', window: 'day' }),
     ).toBeGreaterThanOrEqual(11);
-    expect(sample(text, 'keap_proxy_queue_depth', { tenant: 'ab123.infusionsoft.com' })).toBe(0);
+    expect(sample(text, 'keap_proxy_queue_depth', { tenant: SIM_TENANT })).toBe(0);
     expect(text).not.toContain(String(h.sim.currentRefreshToken()));
     expect(h.sim.lastRequests.some((q) => q.url === '/metrics')).toBe(false);
   }, 30_000);

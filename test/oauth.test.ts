@@ -10,6 +10,8 @@ import {
   tempDir,
   SIM_CLIENT_ID,
   SIM_CLIENT_SECRET,
+  SIM_SCOPE,
+  SIM_TENANT,
   type Harness,
   Out,
 } from './harness.js';
@@ -133,7 +135,7 @@ describe('keap-proxy auth', () => {
 
     expect(result).toEqual({
       outcome: 'authorized',
-      summary: { tenant: 'ab123.infusionsoft.com', accessExpiresAt: expect.any(String), store: config.tokenStore.path },
+      summary: { tenant: SIM_TENANT, accessExpiresAt: expect.any(String), store: config.tokenStore.path },
     });
     expect(sim.counters.codeGrants).toBe(1);
     const request = sim.lastTokenRequests.at(-1);
@@ -148,11 +150,11 @@ describe('keap-proxy auth', () => {
     });
 
     const grant = storedGrant(config);
-    expect(grant.scope).toBe('full|ab123.infusionsoft.com');
+    expect(grant.scope).toBe(SIM_SCOPE);
     expect(grant.refreshToken).toBe(sim.currentRefreshToken());
     expect(statSync(config.tokenStore.path).mode & 0o777).toBe(0o600);
     expect(statSync(path.dirname(config.tokenStore.path)).mode & 0o777).toBe(0o700);
-    expect(out.text).toContain('Authorized for ab123.infusionsoft.com');
+    expect(out.text).toContain(`Authorized for ${SIM_TENANT}`);
     expect(out.text).toContain(new Date(grant.accessExpiresAt).toISOString());
     expect(out.text).toContain(config.tokenStore.path);
     expectNoSecret(out.text, [grant.accessToken, grant.refreshToken, SIM_CLIENT_SECRET, code]);
@@ -366,13 +368,13 @@ describe('/oauth/start and /oauth/callback', () => {
     );
     expect(page.status).toBe(200);
     expect(page.headers['content-type']).toMatch(/^text\/html/);
-    expect(page.text()).toContain('ab123.infusionsoft.com');
+    expect(page.text()).toContain(SIM_TENANT);
     expect(h.sim.counters.codeGrants).toBe(1);
     expect(h.sim.lastTokenRequests.at(-1)?.body.toString()).toContain('grant_type=authorization_code');
 
     const ready = await send(h.proxy.url, 'GET', '/readyz');
     expect(ready.status).toBe(200);
-    expect(ready.json()).toMatchObject({ status: 'ready', tenant: 'ab123.infusionsoft.com' });
+    expect(ready.json()).toMatchObject({ status: 'ready', tenant: SIM_TENANT });
     const grant = storedGrant(h.config);
     expect(grant.refreshToken).toBe(h.sim.currentRefreshToken());
     const echo = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo');

@@ -1,11 +1,9 @@
 import { describe, it, expect, afterEach, vi } from 'vitest';
-import { randomBytes, createHash } from 'node:crypto';
-import { harnessPerTest, send } from './harness.js';
+import { randomBytes } from 'node:crypto';
+import { harnessPerTest, send, sha256 } from './harness.js';
 import { QuotaPacer, type PaceLimits } from '../src/pacing/pacer.js';
 import { createLogger } from '../src/observability/log.js';
 import { HttpError } from '../src/http/http-error.js';
-
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 const harness = harnessPerTest(afterEach);
 

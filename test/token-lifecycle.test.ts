@@ -1,8 +1,20 @@
 import { describe, it, expect, afterEach, vi } from 'vitest';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { harnessPerTest, send, oauthEnv, tempDir, LogCapture, SIM_CLIENT_ID, SIM_CLIENT_SECRET } from './harness.js';
+import {
+  harnessPerTest,
+  send,
+  oauthEnv,
+  sha256,
+  tempDir,
+  until,
+  LogCapture,
+  SIM_CLIENT_ID,
+  SIM_CLIENT_SECRET,
+  SIM_SCOPE,
+  SIM_TENANT,
+} from './harness.js';
 import type { Grant } from '../src/tokens/grant.js';
 import { APP_UNAUTHORIZED_BODY, KeapSimulator } from './simulator/keap-simulator.js';
 import { createLogger } from '../src/observability/log.js';
@@ -17,19 +29,6 @@ interface Echo {
   method: string;
   bodySha256: string;
   headers: Record<string, string>;
-}
-
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 const extraProxies: RunningProxy[] = [];
@@ -209,7 +208,7 @@ function grantInItsRefreshWindow(sim: KeapSimulator): { grant: Grant; now: () =>
     accessToken: sim.issueAccessToken(3600),
     refreshToken: String(sim.currentRefreshToken()),
     tokenType: 'bearer',
-    scope: 'full|ab123.infusionsoft.com',
+    scope: SIM_SCOPE,
     accessExpiresAt: issuedAt + 60 * 60_000,
     issuedAt,
     refreshIssuedAt: issuedAt,
@@ -229,10 +228,8 @@ describe('proactive refresh', () => {
     });
     try {
       // No request is sent: the refresh is the broker's own doing.
-      await until('the proactive refresh', async () => (sim.counters.refreshGrants === 1 ? true : undefined));
-      await until('the new grant to be in use', async () =>
-        proxy.logs.entries.some((e) => e.event === 'token_refreshed') ? true : undefined,
-      );
+      await until('the proactive refresh', () => sim.counters.refreshGrants === 1);
+      await until('the new grant to be in use', () => proxy.logs.entries.some((e) => e.event === 'token_refreshed'));
       for (let i = 0; i < 5; i++) {
         expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
         expect(authorizationOfLastRequest(sim)).not.toBe(`Bearer ${grant.accessToken}`);
@@ -326,7 +323,7 @@ class FakeTokenClient extends TokenClient {
       accessToken: `at-${this.issued}`,
       refreshToken: `rt-${this.issued}`,
       tokenType: 'bearer',
-      scope: 'full|ab123.infusionsoft.com',
+      scope: SIM_SCOPE,
       accessExpiresAt: now + this.ttlMs,
       issuedAt: now,
       refreshIssuedAt: now,
@@ -394,9 +391,7 @@ describe('failures', () => {
     expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(503);
 
     await vi.advanceTimersByTimeAsync(5000);
-    await until('readiness to turn green', async () =>
-      (await send(h.proxy.url, 'GET', '/readyz')).status === 200 ? true : undefined,
-    );
+    await until('readiness to turn green', async () => (await send(h.proxy.url, 'GET', '/readyz')).status === 200);
     expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
     // The refused refresh and the operator's code exchange: the stored grant was taken as it was.
     expect(h.sim.counters.tokenCalls - tokenCallsBefore).toBe(2);
@@ -445,10 +440,10 @@ describe('failures', () => {
     });
     try {
       // The proactive refresh is due at once, and fails.
-      await until('the proactive refresh to fail', async () =>
+      const failed = await until('the proactive refresh to fail', () =>
         proxy.logs.entries.find((e) => e.event === 'token_refresh_failed'),
       );
-      expect(proxy.logs.entries.find((e) => e.event === 'token_refresh_failed')).toMatchObject({
+      expect(failed).toMatchObject({
         level: 'warn',
         failure: 'unavailable',
       });
@@ -474,7 +469,7 @@ describe('failures', () => {
     const r = await send(h.proxy.url, 'GET', '/readyz');
     expect(r.status).toBe(200);
     const body = r.json<Record<string, unknown>>();
-    expect(body).toMatchObject({ status: 'ready', mode: 'oauth', tenant: 'ab123.infusionsoft.com' });
+    expect(body).toMatchObject({ status: 'ready', mode: 'oauth', tenant: SIM_TENANT });
     expect(typeof body.refreshTokenAgeSeconds).toBe('number');
     expect(body.accessTokenExpiresInSeconds as number).toBeGreaterThan(86_000);
     expect(r.text()).not.toContain(String(h.sim.currentRefreshToken()));
