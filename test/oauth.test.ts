@@ -1,4 +1,4 @@
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import { createServer } from 'node:net';
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -289,15 +289,26 @@ describe('keap-proxy auth', () => {
     expect(existsSync(config.tokenStore.path)).toBe(false);
   });
 
-  it('gives up after the timeout and frees the port', async () => {
+  it('gives up after the timeout, not before, and frees the port', async () => {
     const port = await freePort();
     const { config } = await setup(`http://127.0.0.1:${port}/cb`);
-    const started = Date.now();
-    const { result } = await startListening({ config, out: new Out(), timeoutMs: 300 });
-    const err = await result.catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(AuthError);
-    expect((err as Error).message).toMatch(/No callback from Keap within/);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    // The timeout runs on fake time (setTimeout only); the listener and the requests are real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const { result, info } = await startListening({ config, out: new Out(), timeoutMs: 300_000 });
+      let ended = false;
+      void result.catch(() => undefined).finally(() => (ended = true));
+      await vi.advanceTimersByTimeAsync(299_999);
+      expect(ended).toBe(false);
+      // Still listening a moment before the timeout: a stray callback is refused, and it waits on.
+      expect((await callback(info, { code: 'c', state: 'not-this-one' })).status).toBe(400);
+      await vi.advanceTimersByTimeAsync(1);
+      const err = await result.catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AuthError);
+      expect((err as Error).message).toMatch(/No callback from Keap within 300 s/);
+    } finally {
+      vi.useRealTimers();
+    }
     await expect(send(`http://127.0.0.1:${port}`, 'GET', '/cb')).rejects.toThrow();
   });
 

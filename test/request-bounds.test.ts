@@ -1,11 +1,11 @@
 // What one request may cost Keap and the proxy: nothing once its client has gone, a bounded
 // number of 429 replays at a bounded pace, and a bounded share of memory for its body.
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import type { Socket } from 'node:net';
 import { loadConfig } from '../src/config/config.js';
 import { rateLimitWait, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../src/upstream/upstream.js';
 import type { Fault } from '../src/keap/apigee.js';
-import { metric, tempDir, send, startRawRig, until, SIM_API_KEY, type RawRig } from './harness.js';
+import { metric, tempDir, send, startRawRig, until, SIM_API_KEY, type RawRig, type Reply } from './harness.js';
 import { MANUAL, ok, rawClient, rawExchange, type RecordedRequest } from './raw-upstream.js';
 
 const open: RawRig[] = [];
@@ -21,6 +21,17 @@ async function rig(env: Record<string, string>, rateLimitReplays?: RateLimitRepl
 
 function targets(reqs: readonly RecordedRequest[]): string[] {
   return reqs.map((r) => r.target);
+}
+
+/** A GET through the proxy while the test fakes the timers: fake time moves on in 50 ms steps until it is answered. */
+async function sendOnFakeTime(baseUrl: string, path: string): Promise<Reply> {
+  let answered = false;
+  const reply = send(baseUrl, 'GET', path).finally(() => (answered = true));
+  await until(`an answer to ${path}`, async () => {
+    await vi.advanceTimersByTimeAsync(50);
+    return answered;
+  });
+  return reply;
 }
 
 describe('a client that has gone', () => {
@@ -47,21 +58,30 @@ describe('a client that has gone', () => {
 
   it('a request waiting to replay after a 429 is not replayed once its client has gone', async () => {
     const { upstream, proxy, logs } = await rig({});
-    upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n';
-    const c = rawClient(
-      proxy.url,
-      'POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-429\r\nContent-Length: 2\r\n\r\n{}',
-    );
-    await until('the first send', () => upstream.requests.length === 1);
-    c.socket.destroy();
-    await until('the request line', () => logs.entries.some((e) => e.reqId === 'gone-429' && e.event === 'request'));
-    // Longer than Keap's Retry-After: a replay would have gone by now.
-    await new Promise((r) => setTimeout(r, 1500));
-    expect(upstream.requests).toHaveLength(1);
-    expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({
-      attempts: 1,
-      outcome: 'client_closed',
-    });
+    upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 5\r\ncontent-length: 0\r\n\r\n';
+    // The wait for the replay runs on fake time (setTimeout only); sockets are real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const c = rawClient(
+        proxy.url,
+        'POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-429\r\nContent-Length: 2\r\n\r\n{}',
+      );
+      await until('the first send', () => upstream.requests.length === 1);
+      c.socket.destroy();
+      await until('the request line', () => logs.entries.some((e) => e.reqId === 'gone-429' && e.event === 'request'));
+      // Past Keap's Retry-After: a replay's timer would fire now...
+      await vi.advanceTimersByTimeAsync(10_000);
+      // ...and its send would reach Keap before a request sent after it.
+      upstream.respond = () => ok();
+      expect((await send(proxy.url, 'GET', '/crm/rest/v1/after')).status).toBe(200);
+      expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/contacts', '/crm/rest/v1/after']);
+      expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({
+        attempts: 1,
+        outcome: 'client_closed',
+      });
+    } finally {
+      vi.useRealTimers();
+    }
   });
   it('requests pipelined behind a slow one are never sent once their connection has gone', async () => {
     const { upstream, proxy, logs } = await rig({});
@@ -129,18 +149,31 @@ describe('429 replays', () => {
   });
 
   it('RATE_LIMIT_MAX_ATTEMPTS bounds the sends with the default delays, which are at least 250 ms apart', async () => {
-    const { upstream, proxy } = await rig({ RATE_LIMIT_MAX_ATTEMPTS: '3' });
-    const arrivals: number[] = [];
-    upstream.respond = () => {
-      arrivals.push(performance.now());
-      return 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 0\r\n\r\n';
-    };
-    const r = await send(proxy.url, 'GET', '/crm/rest/v1/contacts');
-    expect(r.status).toBe(429);
-    expect(arrivals).toHaveLength(3);
-    // Timers never fire early: these gaps are lower bounds whatever the machine's load.
-    expect((arrivals[1] as number) - (arrivals[0] as number)).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs - 1);
-    expect((arrivals[2] as number) - (arrivals[1] as number)).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs - 1);
+    const { upstream, proxy, logs } = await rig({ RATE_LIMIT_MAX_ATTEMPTS: '3' });
+    // The delays run on fake time (setTimeout and Date only); sockets are real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      const arrivals: number[] = [];
+      upstream.respond = () => {
+        arrivals.push(Date.now());
+        return 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 0\r\n\r\n';
+      };
+      expect((await sendOnFakeTime(proxy.url, '/crm/rest/v1/contacts')).status).toBe(429);
+      expect(arrivals).toHaveLength(3);
+      const limited = logs.entries.filter((e) => e.event === 'rate_limited');
+      expect(limited.map((e) => [e.outcome, e.reason])).toEqual([
+        ['absorbed', undefined],
+        ['absorbed', undefined],
+        ['passed_on', 'attempts'],
+      ]);
+      const waits = limited.map((e) => e.waitMs as number);
+      for (const w of waits) expect(w).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs);
+      // Each replay went no sooner than its wait (which the log rounds to the ms).
+      expect((arrivals[1] as number) - (arrivals[0] as number)).toBeGreaterThanOrEqual((waits[0] as number) - 1);
+      expect((arrivals[2] as number) - (arrivals[1] as number)).toBeGreaterThanOrEqual((waits[1] as number) - 1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("the default policy: never under 250 ms, backing off from it, Keap's longer Retry-After wins", () => {

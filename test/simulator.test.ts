@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   KeapSimulator,
   SIM_API_KEY,
@@ -11,7 +11,7 @@ import {
   SIM_SEED,
   SIM_TENANT_ID,
 } from './simulator/keap-simulator.js';
-import { sha256 } from './harness.js';
+import { sha256, until } from './harness.js';
 
 const BASIC = 'Basic ' + Buffer.from(`${SIM_CLIENT_ID}:${SIM_CLIENT_SECRET}`).toString('base64');
 const FORM = 'application/x-www-form-urlencoded';
@@ -72,6 +72,22 @@ async function freshTokens(): Promise<TokenBody> {
 
 function api(path: string, init: RequestInit = {}) {
   return fetch(sim.url + path, init);
+}
+
+/**
+ * Sends a request, waits until the simulator has it and one more round trip to the simulator
+ * has been made (an immediate answer would have come by then), and gives up on it: it must
+ * have had no answer.
+ */
+async function expectNoAnswer(url: string, init: RequestInit, received: () => boolean): Promise<void> {
+  const abort = new AbortController();
+  const pending = fetch(url, { ...init, signal: abort.signal });
+  await until('the simulator to have the request', received);
+  const roundTrip = await api('/crm/rest/v1/__bytes?size=1', { headers: { 'x-keap-api-key': SIM_API_KEY } });
+  expect(roundTrip.status).toBe(200);
+  await roundTrip.arrayBuffer();
+  abort.abort();
+  await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
 }
 
 describe('POST /token', () => {
@@ -189,16 +205,16 @@ describe('POST /token', () => {
     expect(r.json.error).toBe('server_error');
 
     sim.setTokenEndpointMode('hang');
-    const started = Date.now();
-    await expect(
-      fetch(sim.tokenUrl, {
+    const before = sim.lastTokenRequests.length;
+    await expectNoAnswer(
+      sim.tokenUrl,
+      {
         method: 'POST',
         headers: { 'content-type': FORM, authorization: BASIC },
         body: 'grant_type=refresh_token&refresh_token=x',
-        signal: AbortSignal.timeout(200),
-      }),
-    ).rejects.toThrow();
-    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+      },
+      () => sim.lastTokenRequests.length > before,
+    );
   });
 });
 
@@ -320,25 +336,37 @@ describe('REST routes', () => {
   });
 
   it('streams chunks with chunked encoding, spaced in time', async () => {
-    const started = Date.now();
-    const res = await api('/crm/rest/v1/__stream?chunks=3&delayMs=120', { headers: key });
-    expect(res.status).toBe(200);
-    expect(res.headers.get('content-length')).toBeNull();
-    expect(res.headers.get('transfer-encoding')).toBe('chunked');
-    const reader = res.body!.getReader();
-    const dec = new TextDecoder();
-    let text = '';
-    let firstAt = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (!firstAt) firstAt = Date.now() - started;
-      text += dec.decode(value, { stream: true });
+    // The simulator's delays run on fake time (setTimeout only); the socket is real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const res = await api('/crm/rest/v1/__stream?chunks=3&delayMs=120', { headers: key });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-length')).toBeNull();
+      expect(res.headers.get('transfer-encoding')).toBe('chunked');
+      const reader = res.body!.getReader();
+      const dec = new TextDecoder();
+      const next = async (): Promise<string | undefined> => {
+        const { done, value } = await reader.read();
+        return done ? undefined : dec.decode(value);
+      };
+      // The first chunk comes at once; each next one only once delayMs have passed.
+      expect(await next()).toBe('chunk 0\n');
+      const second = next();
+      let early = false;
+      void second.then(() => (early = true));
+      await vi.advanceTimersByTimeAsync(119);
+      // A round trip to the simulator, after which a chunk written early would have arrived.
+      expect((await api('/crm/rest/v1/__bytes?size=1', { headers: key })).status).toBe(200);
+      expect(early).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(await second).toBe('chunk 1\n');
+      const third = next();
+      await vi.advanceTimersByTimeAsync(120);
+      expect(await third).toBe('chunk 2\n');
+      expect(await next()).toBeUndefined();
+    } finally {
+      vi.useRealTimers();
     }
-    const total = Date.now() - started;
-    expect(text).toBe('chunk 0\nchunk 1\nchunk 2\n');
-    expect(firstAt).toBeLessThan(120); // the first chunk did not wait for the rest
-    expect(total).toBeGreaterThanOrEqual(230);
   });
 
   it('serves deterministic bytes and hangs on __hang', async () => {
@@ -351,7 +379,9 @@ describe('REST routes', () => {
     expect(buf[251]).toBe(0);
     expect(buf[999]).toBe(999 % 251);
 
-    await expect(api('/crm/rest/v1/__hang', { headers: key, signal: AbortSignal.timeout(150) })).rejects.toThrow();
+    await expectNoAnswer(sim.url + '/crm/rest/v1/__hang', { headers: key }, () =>
+      sim.lastRequests.some((q) => q.url === '/crm/rest/v1/__hang'),
+    );
   });
 
   it('creates contacts and serves the fixed JSON routes', async () => {
