@@ -547,6 +547,16 @@ describe('quotas and 429s', () => {
   });
 
   it('answers 429 SpikeArrestViolation over ratePerSecond, without then with Retry-After', async () => {
+    // The spike window is judged on the simulator's clock: fake Date here, which the test moves.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      await spikeArrest();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  async function spikeArrest(): Promise<void> {
     sim.setRatePerSecond(3);
     const before = sim.counters.throttled;
     const statuses: number[] = [];
@@ -574,10 +584,12 @@ describe('quotas and 429s', () => {
     expect(limited.headers.get('retry-after')).toBe('1');
     await limited.arrayBuffer();
 
-    // After the window slides past, calls pass again.
-    await new Promise((r) => setTimeout(r, 1020));
+    // Until the window slides past, calls are refused; then they pass again.
+    vi.setSystemTime(Date.now() + 999);
+    expect((await api('/crm/rest/v1/contacts', { headers: key })).status).toBe(429);
+    vi.setSystemTime(Date.now() + 1);
     expect((await api('/crm/rest/v1/contacts', { headers: key })).status).toBe(200);
-  });
+  }
 
   it('answers 429 QuotaViolation over an enforced minute quota', async () => {
     sim.resetQuotas();
