@@ -1,8 +1,6 @@
 // Builds a real simulator and a real proxy on loopback for a test, with the proxy's log
 // lines captured in memory so tests can read (and scan) them.
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { setTimeout as realSleep } from 'node:timers/promises';
@@ -20,6 +18,7 @@ import { createLogger } from '../src/observability/log.js';
 import { startProxy, type ProxyOverrides, type RunningProxy } from '../src/http/server.js';
 import { RawUpstream } from './raw-upstream.js';
 import { sample } from './prometheus.js';
+import { tempDir } from './temp-dir.js';
 
 export class LogCapture extends Writable {
   readonly lines: string[] = [];
@@ -63,19 +62,7 @@ export {
   SIM_TENANT,
 } from './simulator/keap-simulator.js';
 
-const made: string[] = [];
-
-/** A fresh folder under the system's temp dir, removed after its test file (test/setup.ts). */
-export function tempDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'keap-proxy-test-'));
-  made.push(dir);
-  return dir;
-}
-
-/** Removes every folder tempDir made so far in this test file. */
-export function removeTempDirs(): void {
-  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
-}
+export { tempDir } from './temp-dir.js';
 
 export function oauthEnv(sim: KeapSimulator, dir: string): Record<string, string> {
   return {
