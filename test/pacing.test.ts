@@ -200,18 +200,20 @@ describe('pacing to Keap quotas', () => {
 
   // That the refusal comes at once, without waiting for a slot, is shown on fake time below.
   it('a full queue gives a 503 with Retry-After', async () => {
-    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '4', QUEUE_LIMIT: '5' } });
+    // One departs, one waits its slot, one waits in the queue: the rest are refused, unless
+    // they arrive so slowly (three slots, most of a second) that slots have come free.
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '4', QUEUE_LIMIT: '1' } });
     const replies = await Promise.all(
-      Array.from({ length: 20 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')),
+      Array.from({ length: 12 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')),
     );
     const full = replies.filter((r) => r.status === 503);
-    expect(full.length).toBeGreaterThanOrEqual(10);
+    expect(full.length).toBeGreaterThanOrEqual(6);
     for (const r of full) {
       expect(r.json()).toMatchObject({ error: 'queue_full' });
       expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     }
-    expect(replies.filter((r) => r.status === 200).length).toBe(20 - full.length);
-    expect(h.sim.counters.apiCalls).toBe(20 - full.length);
+    expect(replies.filter((r) => r.status === 200).length).toBe(12 - full.length);
+    expect(h.sim.counters.apiCalls).toBe(12 - full.length);
     expect(h.sim.counters.throttled).toBe(0);
   });
 
