@@ -212,6 +212,7 @@ export async function startRawRig(
   };
 }
 
+/** Hex SHA-256, as the simulator's echo reports a body's. */
 export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
 }
@@ -234,16 +235,11 @@ export async function until<T>(
   }
 }
 
-/** The proxy's /metrics text. */
-export async function scrape(baseUrl: string): Promise<string> {
-  return (await send(baseUrl, 'GET', '/metrics')).text();
-}
-
 /** One sample of the proxy's /metrics (see `sample` in prometheus.ts). */
 export async function metric(
   baseUrl: string,
   name: string,
   labels: Record<string, string> = {},
 ): Promise<number | undefined> {
-  return sample(await scrape(baseUrl), name, labels);
+  return sample((await send(baseUrl, 'GET', '/metrics')).text(), name, labels);
 }

@@ -181,21 +181,16 @@ function parseOne(buf: Buffer, connection: number): RecordedRequest | 'incomplet
 
 /**
  * A client on a raw socket: writes `bytes` once connected and leaves the connection open
- * (no half-close: a client's FIN makes Node drop a request still in flight). `text()` is
- * what came back so far; `reply` is all of it once the connection has closed, by either side.
+ * (no half-close: a client's FIN makes Node drop a request still in flight); `text()` is
+ * what came back so far.
  */
-export function rawClient(
-  baseUrl: string,
-  bytes: Buffer | string,
-): { socket: Socket; text(): string; reply: Promise<string> } {
+export function rawClient(baseUrl: string, bytes: Buffer | string): { socket: Socket; text(): string } {
   const u = new URL(baseUrl);
   const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
   socket.on('error', () => undefined);
   const chunks: Buffer[] = [];
   socket.on('data', (c: Buffer) => chunks.push(c));
-  const text = (): string => Buffer.concat(chunks).toString('latin1');
-  const reply = new Promise<string>((resolve) => socket.on('close', () => resolve(text())));
-  return { socket, text, reply };
+  return { socket, text: () => Buffer.concat(chunks).toString('latin1') };
 }
 
 /** Writes raw bytes to a server and returns everything it answered until it closed. */
