@@ -9,7 +9,12 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { createProxyServer } from 'http-proxy-3';
 import { startSimulator, type RemoteSimulator } from './processes.js';
-import type { SimulatorCounters } from '../test/simulator/keap-simulator.js';
+import {
+  SIM_CLIENT_ID,
+  SIM_CLIENT_SECRET,
+  SIM_SEED,
+  type SimulatorCounters,
+} from '../test/simulator/keap-simulator.js';
 import { loadConfig, type Config } from '../src/config/config.js';
 import { createLogDestination, createLogger } from '../src/observability/log.js';
 import { startProxy } from '../src/http/server.js';
@@ -158,9 +163,9 @@ function keapProxyConfig(ctx: BenchContext, ratePerSecond: number): Config {
   return loadConfig({
     cwd: ctx.dir,
     env: {
-      KEAP_CLIENT_ID: 'sim-client-id',
-      KEAP_CLIENT_SECRET: 'sim-client-secret',
-      KEAP_REFRESH_TOKEN: 'sim-seed-refresh-token',
+      KEAP_CLIENT_ID: SIM_CLIENT_ID,
+      KEAP_CLIENT_SECRET: SIM_CLIENT_SECRET,
+      KEAP_REFRESH_TOKEN: SIM_SEED,
       KEAP_API_URL: ctx.sim.url,
       KEAP_TOKEN_URL: ctx.sim.tokenUrl,
       // One store for every keap-proxy start: the seed works once (Keap rotates refresh

@@ -3,7 +3,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { KeapSimulator } from '../test/simulator/keap-simulator.js';
+import { KeapSimulator, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SEED } from '../test/simulator/keap-simulator.js';
 import { ConfigError, loadConfig } from '../src/config/config.js';
 import { startProxy } from '../src/http/server.js';
 
@@ -18,9 +18,9 @@ async function main(): Promise<void> {
         LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
         KEAP_API_URL: sim.url,
         KEAP_TOKEN_URL: sim.tokenUrl,
-        KEAP_CLIENT_ID: 'sim-client-id',
-        KEAP_CLIENT_SECRET: 'sim-client-secret',
-        KEAP_REFRESH_TOKEN: 'sim-seed-refresh-token',
+        KEAP_CLIENT_ID: SIM_CLIENT_ID,
+        KEAP_CLIENT_SECRET: SIM_CLIENT_SECRET,
+        KEAP_REFRESH_TOKEN: SIM_SEED,
         TOKEN_STORE: path.join(dir, 'tokens.json'),
       },
       cwd: dir, // a temp dir: no config file is picked up, the demo is self-contained

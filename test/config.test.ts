@@ -27,13 +27,9 @@ function problemsOf(fn: () => unknown): string[] {
   throw new Error('expected a ConfigError');
 }
 
-function tmp(): string {
-  return tempDir();
-}
-
 describe('loadConfig', () => {
   it('applies the documented defaults in OAuth mode', () => {
-    const c = loadConfig({ env: OAUTH, cwd: tmp() });
+    const c = loadConfig({ env: OAUTH, cwd: tempDir() });
     expect(c.credentials).toEqual({
       mode: 'oauth',
       clientId: 'id-123',
@@ -90,13 +86,13 @@ describe('loadConfig', () => {
   });
 
   it('a key alone is key mode, with the key-mode pace', () => {
-    const c = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-abc' }, cwd: tmp() });
+    const c = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-abc' }, cwd: tempDir() });
     expect(c.credentials).toEqual({ mode: 'key', apiKey: 'KeapAK-abc' });
     expect(c.pacing).toMatchObject({ perSecond: 10, perMinute: 240, perDay: 30_000 });
   });
 
   it('refuses to start without credentials and names what to set', () => {
-    const problems = problemsOf(() => loadConfig({ env: {}, cwd: tmp() }));
+    const problems = problemsOf(() => loadConfig({ env: {}, cwd: tempDir() }));
     expect(problems.join('\n')).toMatch(/KEAP_CLIENT_ID and KEAP_CLIENT_SECRET .*KEAP_API_KEY/);
   });
 
@@ -145,13 +141,13 @@ describe('loadConfig', () => {
       /KEAP_CLIENT_SECRET_FILE: cannot read <secret, not shown> \(ENOENT\); point it at a readable file/,
     ],
   ])('%o is refused with a message naming the setting', (env, message) => {
-    expect(problemsOf(() => loadConfig({ env, cwd: tmp() })).join('\n')).toMatch(message);
+    expect(problemsOf(() => loadConfig({ env, cwd: tempDir() })).join('\n')).toMatch(message);
   });
 
   it('reads ALLOWED_HOSTS and RELAY_CORS_HEADERS', () => {
     const c = loadConfig({
       env: { ...OAUTH, ALLOWED_HOSTS: 'Keap-Proxy.Internal, 10.0.0.5', RELAY_CORS_HEADERS: 'TRUE' },
-      cwd: tmp(),
+      cwd: tempDir(),
     });
     expect(c.allowedHosts).toEqual(['keap-proxy.internal', '10.0.0.5']);
     expect(c.relayCorsHeaders).toBe(true);
@@ -162,12 +158,12 @@ describe('loadConfig', () => {
   });
 
   it('reports every problem at once', () => {
-    const problems = problemsOf(() => loadConfig({ env: { ...OAUTH, PORT: 'x', LOG_LEVEL: 'y' }, cwd: tmp() }));
+    const problems = problemsOf(() => loadConfig({ env: { ...OAUTH, PORT: 'x', LOG_LEVEL: 'y' }, cwd: tempDir() }));
     expect(problems).toHaveLength(2);
   });
 
   it('reads secrets from <NAME>_FILE and refuses both forms at once', () => {
-    const dir = tmp();
+    const dir = tempDir();
     writeFileSync(path.join(dir, 'secret'), 'from-file-secret\n');
     writeFileSync(path.join(dir, 'keys'), 'client-key-aaaaaaaaaaaa,client-key-bbbbbbbbbbbb\n');
     const c = loadConfig({
@@ -182,7 +178,7 @@ describe('loadConfig', () => {
   });
 
   it('reads a config file, environment variables win, SAP connector names are accepted', () => {
-    const dir = tmp();
+    const dir = tempDir();
     writeFileSync(
       path.join(dir, 'my.properties'),
       [
@@ -214,7 +210,7 @@ describe('loadConfig', () => {
   });
 
   it('refuses unknown settings and unreadable files in a config file', () => {
-    const dir = tmp();
+    const dir = tempDir();
     writeFileSync(path.join(dir, 'bad.properties'), 'PROT=8080\n');
     expect(problemsOf(() => loadConfig({ env: OAUTH, configFile: 'bad.properties', cwd: dir })).join()).toMatch(
       /config file "bad.properties", line 1: unknown setting \(did you mean PORT\?\)/,
@@ -235,7 +231,7 @@ describe('loadConfig', () => {
   it('the summary logged at start carries no secret', () => {
     const c = loadConfig({
       env: { ...OAUTH, KEAP_REFRESH_TOKEN: 'seed-secret-value', PROXY_CLIENT_KEYS: 'client-key-aaaaaaaaaaaa' },
-      cwd: tmp(),
+      cwd: tempDir(),
     });
     const text = JSON.stringify(configSummary(c));
     for (const secret of ['id-123', 'secret-456', 'seed-secret-value', 'client-key-aaaaaaaaaaaa'])
@@ -257,7 +253,7 @@ describe('the documented defaults', () => {
 
   it('loading the defaults file gives the same config as no file', () => {
     const withFile = loadConfig({ env: OAUTH, cwd: repo });
-    const without = loadConfig({ env: OAUTH, cwd: tmp() });
+    const without = loadConfig({ env: OAUTH, cwd: tempDir() });
     expect(withFile.configFile).toBe(DEFAULT_CONFIG_FILE);
     expect({ ...withFile, configFile: undefined, tokenStore: undefined }).toEqual({
       ...without,

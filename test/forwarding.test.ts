@@ -1,8 +1,8 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { createHash, randomBytes } from 'node:crypto';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import { rawExchange } from './raw-upstream.js';
-import http from 'node:http';
-import { startHarness, send, type Harness } from './harness.js';
+import http, { type ServerResponse } from 'node:http';
+import { startHarness, send, sha256, until, type Harness } from './harness.js';
 
 interface Echo {
   method: string;
@@ -62,7 +62,7 @@ describe('forwarding', () => {
     const r = await send(h.proxy.url, 'PUT', '/crm/rest/v1/__echo', { body });
     const echo = r.json<Echo>();
     expect(echo.bodyLength).toBe(body.length);
-    expect(echo.bodySha256).toBe(createHash('sha256').update(body).digest('hex'));
+    expect(echo.bodySha256).toBe(sha256(body));
   });
 
   it('chunked request bodies arrive whole', async () => {
@@ -82,7 +82,7 @@ describe('forwarding', () => {
       req.end();
     });
     expect(echo.headers['transfer-encoding']).toBeUndefined();
-    expect(echo.bodySha256).toBe(createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+    expect(echo.bodySha256).toBe(sha256(Buffer.concat(parts)));
   });
 
   it('large responses arrive byte-identical', async () => {
@@ -93,29 +93,29 @@ describe('forwarding', () => {
     for (const i of [0, 250, 251, 1_000_000, size - 1]) expect(r.body[i]).toBe(i % 251);
   });
 
-  it('responses stream: the first chunk arrives before the upstream has finished', async () => {
+  it('responses stream: the first chunk reaches the client while the upstream still holds the rest', async () => {
+    // The upstream sends one chunk and then waits for the test: a proxy that buffered the
+    // response would never hand that chunk on, and the test would time out.
+    let upstream: ServerResponse | undefined;
+    h.sim.route('GET', '/crm/rest/v1/__held', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('chunk 0\n');
+      upstream = res;
+    });
     const u = new URL(h.proxy.url);
-    const started = Date.now();
-    const { firstChunkAt, endAt, text } = await new Promise<{ firstChunkAt: number; endAt: number; text: string }>(
-      (resolve, reject) => {
-        http
-          .get(
-            { host: u.hostname, port: u.port, path: '/crm/rest/v1/__stream?chunks=4&delayMs=150', agent: false },
-            (res) => {
-              let first = 0;
-              let text = '';
-              res.on('data', (c: Buffer) => {
-                first ||= Date.now();
-                text += c.toString();
-              });
-              res.on('end', () => resolve({ firstChunkAt: first, endAt: Date.now(), text }));
-            },
-          )
-          .on('error', reject);
-      },
-    );
-    expect(text).toBe('chunk 0\nchunk 1\nchunk 2\nchunk 3\n');
-    expect(firstChunkAt - started).toBeLessThan(endAt - started - 300);
+    const seen: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      http
+        .get({ host: u.hostname, port: u.port, path: '/crm/rest/v1/__held', agent: false }, (res) => {
+          res.on('data', (c: Buffer) => {
+            seen.push(`${c.toString()}(upstream ${upstream?.writableEnded === false ? 'open' : 'done'})`);
+            if (upstream?.writableEnded === false) upstream.end('chunk 1\n');
+          });
+          res.on('end', resolve);
+        })
+        .on('error', reject);
+    });
+    expect(seen).toEqual(['chunk 0\n(upstream open)', 'chunk 1\n(upstream done)']);
   });
 
   it('drops hop-by-hop headers, sets Host and X-Forwarded-*, keeps end-to-end headers', async () => {
@@ -276,17 +276,29 @@ describe('upstream failures', () => {
     }
   });
 
-  it('an upstream that does not answer within UPSTREAM_TIMEOUT_MS gives 504 JSON', async () => {
-    const slow = await startHarness({ mode: 'key', env: { UPSTREAM_TIMEOUT_MS: '300' } });
+  it('an upstream that does not answer within UPSTREAM_TIMEOUT_MS gives 504 JSON, not before', async () => {
+    const slow = await startHarness({ mode: 'key', env: { UPSTREAM_TIMEOUT_MS: '60000' } });
+    // The timeout runs on fake time (setTimeout only); sockets are real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
-      const started = Date.now();
-      const r = await send(slow.proxy.url, 'GET', '/crm/rest/v1/__hang');
+      const reply = send(slow.proxy.url, 'GET', '/crm/rest/v1/__hang');
+      let answered = false;
+      void reply.finally(() => (answered = true));
+      await until('the request to reach Keap', () =>
+        slow.sim.lastRequests.some((q) => q.url === '/crm/rest/v1/__hang'),
+      );
+      await vi.advanceTimersByTimeAsync(59_999);
+      // Meanwhile other requests are served (a round trip, after which an early 504 would have shown).
+      expect((await send(slow.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+      expect(answered).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      const r = await reply;
       expect(r.status).toBe(504);
       expect(r.json()).toMatchObject({ error: 'upstream_timeout' });
-      expect(Date.now() - started).toBeGreaterThanOrEqual(290);
       // The proxy stays healthy afterwards.
       expect((await send(slow.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
     } finally {
+      vi.useRealTimers();
       await slow.close();
     }
   });

@@ -1,15 +1,24 @@
 // Builds a real simulator and a real proxy on loopback for a test, with the proxy's log
 // lines captured in memory so tests can read (and scan) them.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { setTimeout as realSleep } from 'node:timers/promises';
 import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
-import { KeapSimulator, type SimulatorOptions } from './simulator/keap-simulator.js';
+import {
+  KeapSimulator,
+  SIM_API_KEY,
+  SIM_CLIENT_ID,
+  SIM_CLIENT_SECRET,
+  SIM_SEED,
+  type SimulatorOptions,
+} from './simulator/keap-simulator.js';
 import { loadConfig, type Config } from '../src/config/config.js';
 import { createLogger } from '../src/observability/log.js';
 import { startProxy, type ProxyOverrides, type RunningProxy } from '../src/http/server.js';
 import { RawUpstream } from './raw-upstream.js';
+import { sample } from './prometheus.js';
+import { tempDir } from './temp-dir.js';
 
 export class LogCapture extends Writable {
   readonly lines: string[] = [];
@@ -43,25 +52,17 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export const SIM_CLIENT_ID = 'sim-client-id';
-export const SIM_CLIENT_SECRET = 'sim-client-secret';
-export const SIM_API_KEY = 'KeapAK-sim-personal-access-token';
-export const SIM_LEGACY_KEY = 'sim-legacy-encrypted-key';
-export const SIM_SEED = 'sim-seed-refresh-token';
+export {
+  SIM_API_KEY,
+  SIM_CLIENT_ID,
+  SIM_CLIENT_SECRET,
+  SIM_LEGACY_KEY,
+  SIM_SCOPE,
+  SIM_SEED,
+  SIM_TENANT,
+} from './simulator/keap-simulator.js';
 
-const made: string[] = [];
-
-/** A fresh folder under the system's temp dir, removed after its test file (test/setup.ts). */
-export function tempDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'keap-proxy-test-'));
-  made.push(dir);
-  return dir;
-}
-
-/** Removes every folder tempDir made so far in this test file. */
-export function removeTempDirs(): void {
-  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
-}
+export { tempDir } from './temp-dir.js';
 
 export function oauthEnv(sim: KeapSimulator, dir: string): Record<string, string> {
   return {
@@ -209,4 +210,36 @@ export async function startRawRig(
       await upstream.close();
     },
   };
+}
+
+/** Hex SHA-256, as the simulator's echo reports a body's. */
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * Asks `probe` every 10 ms until it answers with something other than undefined or false,
+ * and returns that answer. It sleeps on real time even while a test fakes the global timers,
+ * and gives up after about `timeoutMs`: a guard against a hang, not a claim about speed.
+ */
+export async function until<T>(
+  what: string,
+  probe: () => T | Promise<T>,
+  timeoutMs = 10_000,
+): Promise<Exclude<T, undefined | false>> {
+  for (let waited = 0; ; waited += 10) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v as Exclude<T, undefined | false>;
+    if (waited >= timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await realSleep(10);
+  }
+}
+
+/** One sample of the proxy's /metrics (see `sample` in prometheus.ts). */
+export async function metric(
+  baseUrl: string,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number | undefined> {
+  return sample((await send(baseUrl, 'GET', '/metrics')).text(), name, labels);
 }

@@ -1,6 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,19 +8,15 @@ import { createLogger } from '../src/observability/log.js';
 import { loadConfig } from '../src/config/config.js';
 import { startProxy } from '../src/http/server.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { keyEnv, send } from './harness.js';
+import { keyEnv, metric, send, tempDir } from './harness.js';
 
-const dirs: string[] = [];
 const fds: number[] = [];
 afterEach(() => {
   for (const fd of fds.splice(0)) fs.closeSync(fd);
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
 function tempFile(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'log-writer-'));
-  dirs.push(dir);
-  return path.join(dir, 'out.log');
+  return path.join(tempDir(), 'out.log');
 }
 
 /** A FIFO with both ends open non-blocking, as a container runtime's stdout pipe can be. */
@@ -42,23 +37,24 @@ function pipeWithoutReader(): number {
   return pipe.write;
 }
 
-/** Reads the pipe until `bytes` have come (or it times out); what came, as text. */
-async function drain(fd: number, bytes: number, timeoutMs = 10_000): Promise<string> {
+/** Reads the pipe until what came satisfies `done` (a hang guard gives up after some 10 s); what came, as text. */
+async function drain(fd: number, done: (got: Buffer) => boolean): Promise<string> {
   const chunks: Buffer[] = [];
-  let got = 0;
-  const until = Date.now() + timeoutMs;
   const buf = Buffer.alloc(65536);
-  while (got < bytes && Date.now() < until) {
+  for (let idle = 0; idle < 2000;) {
+    const got = Buffer.concat(chunks);
+    if (done(got)) return got.toString('utf8');
     try {
       const n = fs.readSync(fd, buf);
       chunks.push(Buffer.from(buf.subarray(0, n)));
-      got += n;
+      idle = 0;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      idle += 1;
       await sleep(5);
     }
   }
-  return Buffer.concat(chunks).toString('utf8');
+  throw new Error('timed out draining the pipe');
 }
 
 const line = (i: number, pad = ''): string => `{"n":${i},"text":"zażółć 😀 ${pad}"}\n`;
@@ -121,7 +117,8 @@ describe('LogWriter', () => {
     }
     await sleep(50);
     const expected = all.join('');
-    const text = await drain(pipe.read, Buffer.byteLength(expected));
+    const bytes = Buffer.byteLength(expected);
+    const text = await drain(pipe.read, (got) => got.length >= bytes);
     expect(text).toBe(expected);
     expect(w.dropped).toBe(0);
     await w.close();
@@ -135,7 +132,9 @@ describe('LogWriter', () => {
     for (let i = 0; i < total; i++) if (!w.write(line(i))) refused++;
     expect(refused).toBeGreaterThan(0);
     expect(w.dropped).toBe(refused);
-    const got = await drain(pipe.read, 1 << 30, 1500);
+    // Until every line is accounted for: written (whole) or counted as dropped.
+    const lines = (got: Buffer): number => got.toString('utf8').split('\n').length - 1;
+    const got = await drain(pipe.read, (got) => lines(got) + w.dropped >= total);
     const numbers = got
       .split('\n')
       .filter((l) => l !== '')
@@ -187,14 +186,13 @@ describe('LogWriter', () => {
   it('a proxy whose log reader is gone keeps serving, and /metrics counts the lines it could not write', async () => {
     const writer = new LogWriter({ dest: pipeWithoutReader(), minLength: 1, flushIntervalMs: 10 });
     const sim = await KeapSimulator.start();
-    const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempFile() + '.d' }), {
+    const proxy = await startProxy(loadConfig({ env: { ...keyEnv(sim), LOG_LEVEL: 'info' }, cwd: tempDir() }), {
       logger: createLogger('info', writer),
     });
     try {
       for (let i = 0; i < 3; i++) expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
       await new Promise<void>((done) => writer.flush(done));
-      const metrics = (await send(proxy.url, 'GET', '/metrics')).text();
-      const dropped = Number(/^keap_proxy_log_lines_dropped_total (\d+)$/m.exec(metrics)?.[1]);
+      const dropped = await metric(proxy.url, 'keap_proxy_log_lines_dropped_total');
       expect(dropped).toBeGreaterThanOrEqual(3);
       expect(dropped).toBe(writer.dropped);
     } finally {

@@ -3,35 +3,7 @@ import { register as globalRegistry } from 'prom-client';
 import { Metrics, type QueueDepth } from '../src/observability/metrics.js';
 import { OAUTH } from './fixtures/keap-headers.js';
 import { parseQuotaHeaders, type QuotaReport } from '../src/keap/keap-quota.js';
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** Parses Prometheus text exposition (the subset prom-client writes: no timestamps). */
-function parseExposition(text: string): Sample[] {
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const brace = line.indexOf('{');
-    const space = line.lastIndexOf(' ');
-    const labels: Record<string, string> = {};
-    let name: string;
-    if (brace >= 0 && brace < space) {
-      name = line.slice(0, brace);
-      const body = line.slice(brace + 1, line.lastIndexOf('}'));
-      for (const m of body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
-        labels[m[1] as string] = (m[2] as string).replace(/\\(.)/g, '$1');
-    } else {
-      name = line.slice(0, space);
-    }
-    const raw = line.slice(space + 1);
-    samples.push({ name, labels, value: raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : Number(raw) });
-  }
-  return samples;
-}
+import { parseExposition, type Sample } from './prometheus.js';
 
 async function scrape(m: Metrics): Promise<Sample[]> {
   return parseExposition((await m.render()).body);

@@ -1,4 +1,4 @@
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import { createServer } from 'node:net';
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -10,6 +10,8 @@ import {
   tempDir,
   SIM_CLIENT_ID,
   SIM_CLIENT_SECRET,
+  SIM_SCOPE,
+  SIM_TENANT,
   type Harness,
   Out,
 } from './harness.js';
@@ -134,7 +136,7 @@ describe('keap-proxy auth', () => {
 
     expect(result).toEqual({
       outcome: 'authorized',
-      summary: { tenant: 'ab123.infusionsoft.com', accessExpiresAt: expect.any(String), store: storeFile(config) },
+      summary: { tenant: SIM_TENANT, accessExpiresAt: expect.any(String), store: storeFile(config) },
     });
     expect(sim.counters.codeGrants).toBe(1);
     const request = sim.lastTokenRequests.at(-1);
@@ -149,11 +151,11 @@ describe('keap-proxy auth', () => {
     });
 
     const grant = storedGrant(config);
-    expect(grant.scope).toBe('full|ab123.infusionsoft.com');
+    expect(grant.scope).toBe(SIM_SCOPE);
     expect(grant.refreshToken).toBe(sim.currentRefreshToken());
     expect(statSync(storeFile(config)).mode & 0o777).toBe(0o600);
     expect(statSync(path.dirname(storeFile(config))).mode & 0o777).toBe(0o700);
-    expect(out.text).toContain('Authorized for ab123.infusionsoft.com');
+    expect(out.text).toContain(`Authorized for ${SIM_TENANT}`);
     expect(out.text).toContain(new Date(grant.accessExpiresAt).toISOString());
     expect(out.text).toContain(storeFile(config));
     expectNoSecret(out.text, [grant.accessToken, grant.refreshToken, SIM_CLIENT_SECRET, code]);
@@ -288,15 +290,26 @@ describe('keap-proxy auth', () => {
     expect(existsSync(storeFile(config))).toBe(false);
   });
 
-  it('gives up after the timeout and frees the port', async () => {
+  it('gives up after the timeout, not before, and frees the port', async () => {
     const port = await freePort();
     const { config } = await setup(`http://127.0.0.1:${port}/cb`);
-    const started = Date.now();
-    const { result } = await startListening({ config, out: new Out(), timeoutMs: 300 });
-    const err = await result.catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(AuthError);
-    expect((err as Error).message).toMatch(/No callback from Keap within/);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    // The timeout runs on fake time (setTimeout only); the listener and the requests are real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const { result, info } = await startListening({ config, out: new Out(), timeoutMs: 300_000 });
+      let ended = false;
+      void result.catch(() => undefined).finally(() => (ended = true));
+      await vi.advanceTimersByTimeAsync(299_999);
+      expect(ended).toBe(false);
+      // Still listening a moment before the timeout: a stray callback is refused, and it waits on.
+      expect((await callback(info, { code: 'c', state: 'not-this-one' })).status).toBe(400);
+      await vi.advanceTimersByTimeAsync(1);
+      const err = await result.catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AuthError);
+      expect((err as Error).message).toMatch(/No callback from Keap within 300 s/);
+    } finally {
+      vi.useRealTimers();
+    }
     await expect(send(`http://127.0.0.1:${port}`, 'GET', '/cb')).rejects.toThrow();
   });
 
@@ -367,13 +380,13 @@ describe('/oauth/start and /oauth/callback', () => {
     );
     expect(page.status).toBe(200);
     expect(page.headers['content-type']).toMatch(/^text\/html/);
-    expect(page.text()).toContain('ab123.infusionsoft.com');
+    expect(page.text()).toContain(SIM_TENANT);
     expect(h.sim.counters.codeGrants).toBe(1);
     expect(h.sim.lastTokenRequests.at(-1)?.body.toString()).toContain('grant_type=authorization_code');
 
     const ready = await send(h.proxy.url, 'GET', '/readyz');
     expect(ready.status).toBe(200);
-    expect(ready.json()).toMatchObject({ status: 'ready', tenant: 'ab123.infusionsoft.com' });
+    expect(ready.json()).toMatchObject({ status: 'ready', tenant: SIM_TENANT });
     const grant = storedGrant(h.config);
     expect(grant.refreshToken).toBe(h.sim.currentRefreshToken());
     const echo = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo');

@@ -2,112 +2,43 @@
 // TCP server, not an HTTP library, so nothing between the proxy and the assertion parses,
 // normalises or re-encodes the request line.
 import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import http from 'node:http';
-import { loadConfig } from '../src/config/config.js';
-import { createLogger } from '../src/observability/log.js';
-import { startProxy, type RunningProxy } from '../src/http/server.js';
+import type { Socket } from 'node:net';
+import type { RunningProxy } from '../src/http/server.js';
 import { Forwarder } from '../src/upstream/forwarder.js';
 import { hasDotSegment } from '../src/pipeline/stages.js';
-import { LogCapture, tempDir } from './harness.js';
+import { startRawRig, until, type LogCapture, type RawRig } from './harness.js';
+import { MANUAL, ok, rawExchange, type RawUpstream } from './raw-upstream.js';
 
-/** Records the request line of every request it gets and answers each with a small 200 (targets starting /slow after 300 ms). */
-class RawUpstream {
-  connections = 0;
-  /** Request targets as the bytes arrived (latin1: one char per byte). */
-  readonly targets: string[] = [];
-  private readonly sockets = new Set<Socket>();
-
-  private constructor(private readonly server: Server) {}
-
-  static async start(): Promise<RawUpstream> {
-    const server = createServer();
-    const upstream = new RawUpstream(server);
-    server.on('connection', (socket) => upstream.serve(socket));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return upstream;
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${(this.server.address() as { port: number }).port}`;
-  }
-
-  reset(): void {
-    this.connections = 0;
-    this.targets.length = 0;
-  }
-
-  private serve(socket: Socket): void {
-    this.connections++;
-    this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
-    socket.on('error', () => undefined);
-    let pending = Buffer.alloc(0);
-    socket.on('data', (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-      // Bodiless requests only (every test sends GET): each head ends the request.
-      for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
-        const head = pending.subarray(0, end).toString('latin1');
-        pending = pending.subarray(end + 4);
-        const line = head.slice(0, head.indexOf('\r\n'));
-        const target = line.slice(line.indexOf(' ') + 1, line.lastIndexOf(' '));
-        this.targets.push(target);
-        const answer = (): unknown =>
-          socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
-        if (target.startsWith('/slow')) setTimeout(answer, 300);
-        else answer();
-      }
-    });
-  }
-
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-/**
- * Sends one raw request (the target as bytes, latin1) and returns the status and body. The
- * socket is not half-closed: a client's FIN makes Node drop a request still in flight.
- */
-function rawGet(proxyUrl: string, target: string): Promise<{ status: number; body: string }> {
+/** Sends one raw request (the target as bytes, latin1) and returns the status and body. */
+async function rawGet(proxyUrl: string, target: string): Promise<{ status: number; body: string }> {
   const u = new URL(proxyUrl);
-  const bytes = Buffer.from(`GET ${target} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n\r\n`, 'latin1');
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', reject);
-    socket.on('close', () => {
-      const text = Buffer.concat(chunks).toString('latin1');
-      resolve({ status: Number(text.slice(9, 12)), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
-    });
-  });
+  const text = await rawExchange(
+    proxyUrl,
+    Buffer.from(`GET ${target} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n\r\n`, 'latin1'),
+  );
+  return { status: Number(text.slice(9, 12)), body: text.slice(text.indexOf('\r\n\r\n') + 4) };
 }
 
+/** Request targets as the bytes arrived (latin1: one char per byte). */
+const targets = (): string[] => upstream.requests.map((r) => r.target);
+
+let rig: RawRig;
 let upstream: RawUpstream;
 let proxy: RunningProxy;
-const logs = new LogCapture();
+let logs: LogCapture;
 
 beforeAll(async () => {
-  upstream = await RawUpstream.start();
-  const config = loadConfig({
-    env: {
-      KEAP_API_URL: upstream.url,
-      KEAP_API_KEY: 'raw-upstream-key',
-      PORT: '0',
-      RATE_LIMIT_PER_SECOND: '0',
-      LOG_LEVEL: 'info',
-    },
-    cwd: tempDir(),
-  });
-  proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+  rig = await startRawRig();
+  ({ upstream, proxy, logs } = rig);
 });
 afterAll(async () => {
-  await proxy.close();
-  await upstream.close();
+  await rig.close();
 });
-beforeEach(() => upstream.reset());
+beforeEach(() => {
+  upstream.reset();
+  upstream.respond = () => ok();
+});
 
 describe('the request target reaches Keap byte for byte', () => {
   it.each([
@@ -133,7 +64,7 @@ describe('the request target reaches Keap byte for byte', () => {
   ])('%s: %s', async (_name, target) => {
     const r = await rawGet(proxy.url, target);
     expect(r.status).toBe(200);
-    expect(upstream.targets).toEqual([target]);
+    expect(targets()).toEqual([target]);
   });
 });
 
@@ -141,8 +72,13 @@ describe('an empty query ("/x?")', () => {
   // http-proxy-3 drops it; the proxy puts it back before the request's head is built, which
   // for a request that waits for a free upstream connection is before it gets a socket.
   it('survives a wait for a free upstream connection', async () => {
+    // The first request holds the only upstream connection until the other two wait for it.
+    const held: Socket[] = [];
+    upstream.respond = (req, socket) => (req.target === '/slow' ? (held.push(socket), MANUAL) : ok());
+    let arrived = 0;
     const forwarder = new Forwarder({ target: new URL(upstream.url), timeoutMs: 5000, maxSockets: 1 });
     const front = http.createServer((req, res) => {
+      arrived += 1;
       forwarder.send(req, res, undefined, undefined).then(
         (up) => forwarder.relay(up, res, 'test'),
         () => res.destroy(),
@@ -151,10 +87,15 @@ describe('an empty query ("/x?")', () => {
     await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
     try {
       const url = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
-      const replies = await Promise.all(['/slow', '/queued?', '/queued?a=1?'].map((t) => rawGet(url, t)));
+      const slow = rawGet(url, '/slow');
+      await until('the first request to hold the connection', () => held.length === 1);
+      const queued = ['/queued?', '/queued?a=1?'].map((t) => rawGet(url, t));
+      await until('the other two to wait for it', () => arrived === 3);
+      held[0]?.write(ok());
+      const replies = await Promise.all([slow, ...queued]);
       expect(replies.map((r) => r.status)).toEqual([200, 200, 200]);
       expect(upstream.connections).toBe(1);
-      expect(upstream.targets).toEqual(['/slow', '/queued?', '/queued?a=1?']);
+      expect(targets()).toEqual(['/slow', '/queued?', '/queued?a=1?']);
     } finally {
       forwarder.close();
       await new Promise<void>((resolve) => front.close(() => resolve()));
@@ -216,16 +157,10 @@ describe('dot-segments and backslashes are refused before Keap is contacted', ()
   it('the refusal is logged with the path, like any request', async () => {
     const target = '/crm/rest/v1/logged/%2e%2e/x';
     await rawGet(proxy.url, target);
-    const line = async (): Promise<Record<string, unknown> | undefined> => {
-      // Up to 10 s: a busy machine may take a while; the line usually is there at once.
-      for (let i = 0; i < 1000; i++) {
-        const found = logs.entries.find((e) => e.event === 'request' && e.path === target);
-        if (found !== undefined) return found;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      return undefined;
-    };
-    expect(await line()).toMatchObject({ status: 400, attempts: 0 });
+    const line = await until('the request line', () =>
+      logs.entries.find((e) => e.event === 'request' && e.path === target),
+    );
+    expect(line).toMatchObject({ status: 400, attempts: 0 });
   });
 });
 

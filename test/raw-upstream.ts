@@ -56,6 +56,13 @@ export class RawUpstream {
     return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
   }
 
+  /** Forgets the requests and connections so far (for a file that shares one upstream between tests). */
+  reset(): void {
+    this.requests.length = 0;
+    this.garbage.length = 0;
+    this.connections = 0;
+  }
+
   header(req: RecordedRequest, name: string): string[] {
     return req.headers.filter(([n]) => n === name).map(([, v]) => v);
   }
@@ -170,6 +177,20 @@ function parseOne(buf: Buffer, connection: number): RecordedRequest | 'incomplet
   const length = req.framing === 'length' ? Number(req.headers.find(([n]) => n === 'content-length')?.[1]) : 0;
   if (buf.length < bodyStart + length) return 'incomplete';
   return { ...req, body: buf.subarray(bodyStart, bodyStart + length), raw: buf.subarray(0, bodyStart + length) };
+}
+
+/**
+ * A client on a raw socket: writes `bytes` once connected and leaves the connection open
+ * (no half-close: a client's FIN makes Node drop a request still in flight); `text()` is
+ * what came back so far.
+ */
+export function rawClient(baseUrl: string, bytes: Buffer | string): { socket: Socket; text(): string } {
+  const u = new URL(baseUrl);
+  const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
+  socket.on('error', () => undefined);
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return { socket, text: () => Buffer.concat(chunks).toString('latin1') };
 }
 
 /** Writes raw bytes to a server and returns everything it answered until it closed. */

@@ -1,17 +1,16 @@
 // What one request may cost Keap and the proxy: nothing once its client has gone, a bounded
 // number of 429 replays at a bounded pace, and a bounded share of memory for its body.
-import { describe, it, expect, afterEach } from 'vitest';
-import { connect, type Socket } from 'node:net';
+import { describe, it, expect, afterEach, vi } from 'vitest';
+import type { Socket } from 'node:net';
 import { loadConfig } from '../src/config/config.js';
-import type { RunningProxy } from '../src/http/server.js';
 import {
   rateLimitWait,
   RATE_LIMIT_REPLAYS,
   type RateLimitReplayPolicy,
 } from '../src/upstream/back-off-on-rate-limit.js';
 import type { Fault } from '../src/keap/apigee.js';
-import { tempDir, send, startRawRig, SIM_API_KEY, type RawRig } from './harness.js';
-import { MANUAL, ok, rawExchange, type RecordedRequest } from './raw-upstream.js';
+import { metric, tempDir, send, startRawRig, until, SIM_API_KEY, type RawRig, type Reply } from './harness.js';
+import { MANUAL, ok, rawClient, rawExchange, type RecordedRequest } from './raw-upstream.js';
 
 const open: RawRig[] = [];
 afterEach(async () => {
@@ -24,34 +23,19 @@ async function rig(env: Record<string, string>, rateLimitReplays?: RateLimitRepl
   return r;
 }
 
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function metric(proxy: RunningProxy, pattern: RegExp): Promise<number> {
-  const text = (await send(proxy.url, 'GET', '/metrics')).text();
-  return Number(pattern.exec(text)?.[1] ?? NaN);
-}
-
-/** A client that sends a whole request and then waits; `gone()` cuts its connection. */
-function client(baseUrl: string, bytes: string): { socket: Socket; reply: Promise<string> } {
-  const u = new URL(baseUrl);
-  const socket = connect(Number(u.port), u.hostname, () => socket.write(bytes));
-  socket.on('error', () => undefined);
-  const reply = new Promise<string>((resolve) => {
-    let got = '';
-    socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
-    socket.on('close', () => resolve(got));
-  });
-  return { socket, reply };
-}
-
 function targets(reqs: readonly RecordedRequest[]): string[] {
   return reqs.map((r) => r.target);
+}
+
+/** A GET through the proxy while the test fakes the timers: fake time moves on in 50 ms steps until it is answered. */
+async function sendOnFakeTime(baseUrl: string, path: string): Promise<Reply> {
+  let answered = false;
+  const reply = send(baseUrl, 'GET', path).finally(() => (answered = true));
+  await until(`an answer to ${path}`, async () => {
+    await vi.advanceTimersByTimeAsync(50);
+    return answered;
+  });
+  return reply;
 }
 
 describe('a client that has gone', () => {
@@ -60,20 +44,14 @@ describe('a client that has gone', () => {
     // The first call takes this second's slot; the next ones must queue for about a second.
     expect((await send(proxy.url, 'GET', '/crm/rest/v1/first')).status).toBe(200);
     const clients = Array.from({ length: 10 }, (_, i) =>
-      client(
+      rawClient(
         proxy.url,
         `POST /crm/rest/v1/queued/${i} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: queued-${i}\r\nContent-Length: 2\r\n\r\n{}`,
       ),
     );
-    await until(
-      async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 10,
-      'ten queued requests',
-    );
+    await until('ten queued requests', async () => (await metric(proxy.url, 'keap_proxy_queue_depth')) === 10);
     for (const c of clients) c.socket.destroy();
-    await until(
-      async () => (await metric(proxy, /keap_proxy_queue_depth\{tenant="[^"]*"\} (\d+)/)) === 0,
-      'the queue to empty',
-    );
+    await until('the queue to empty', async () => (await metric(proxy.url, 'keap_proxy_queue_depth')) === 0);
     // A later request goes out: the dropped ones took no slot and never reached Keap.
     expect((await send(proxy.url, 'GET', '/crm/rest/v1/after')).status).toBe(200);
     expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/first', '/crm/rest/v1/after']);
@@ -84,26 +62,35 @@ describe('a client that has gone', () => {
 
   it('a request waiting to replay after a 429 is not replayed once its client has gone', async () => {
     const { upstream, proxy, logs } = await rig({});
-    upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n';
-    const c = client(
-      proxy.url,
-      'POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-429\r\nContent-Length: 2\r\n\r\n{}',
-    );
-    await until(() => upstream.requests.length === 1, 'the first send');
-    c.socket.destroy();
-    await until(() => logs.entries.some((e) => e.reqId === 'gone-429' && e.event === 'request'), 'the request line');
-    // Longer than Keap's Retry-After: a replay would have gone by now.
-    await new Promise((r) => setTimeout(r, 1500));
-    expect(upstream.requests).toHaveLength(1);
-    expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({
-      attempts: 1,
-      outcome: 'client_closed',
-    });
+    upstream.respond = () => 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 5\r\ncontent-length: 0\r\n\r\n';
+    // The wait for the replay runs on fake time (setTimeout only); sockets are real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const c = rawClient(
+        proxy.url,
+        'POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-429\r\nContent-Length: 2\r\n\r\n{}',
+      );
+      await until('the first send', () => upstream.requests.length === 1);
+      c.socket.destroy();
+      await until('the request line', () => logs.entries.some((e) => e.reqId === 'gone-429' && e.event === 'request'));
+      // Past Keap's Retry-After: a replay's timer would fire now...
+      await vi.advanceTimersByTimeAsync(10_000);
+      // ...and its send would reach Keap before a request sent after it.
+      upstream.respond = () => ok();
+      expect((await send(proxy.url, 'GET', '/crm/rest/v1/after')).status).toBe(200);
+      expect(targets(upstream.requests)).toEqual(['/crm/rest/v1/contacts', '/crm/rest/v1/after']);
+      expect(logs.entries.find((e) => e.reqId === 'gone-429' && e.event === 'request')).toMatchObject({
+        attempts: 1,
+        outcome: 'client_closed',
+      });
+    } finally {
+      vi.useRealTimers();
+    }
   });
   it('requests pipelined behind a slow one are never sent once their connection has gone', async () => {
     const { upstream, proxy, logs } = await rig({});
     upstream.respond = (req) => (req.target.endsWith('/slow') ? MANUAL : ok());
-    const c = client(
+    const c = rawClient(
       proxy.url,
       ['GET /crm/rest/v1/slow', 'POST /crm/rest/v1/second', 'DELETE /crm/rest/v1/third']
         .map(
@@ -111,11 +98,11 @@ describe('a client that has gone', () => {
         )
         .join(''),
     );
-    await until(() => upstream.requests.length === 1, 'the first request to reach Keap');
+    await until('the first request to reach Keap', () => upstream.requests.length === 1);
     c.socket.destroy();
     await until(
-      () => logs.entries.filter((e) => String(e.reqId).startsWith('piped-')).length === 3,
       'three request lines',
+      () => logs.entries.filter((e) => String(e.reqId).startsWith('piped-')).length === 3,
     );
     // Nothing is left to run them later: the queue was emptied when the connection went.
     await new Promise((r) => setTimeout(r, 100));
@@ -166,18 +153,31 @@ describe('429 replays', () => {
   });
 
   it('RATE_LIMIT_MAX_ATTEMPTS bounds the sends with the default delays, which are at least 250 ms apart', async () => {
-    const { upstream, proxy } = await rig({ RATE_LIMIT_MAX_ATTEMPTS: '3' });
-    const arrivals: number[] = [];
-    upstream.respond = () => {
-      arrivals.push(performance.now());
-      return 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 0\r\n\r\n';
-    };
-    const r = await send(proxy.url, 'GET', '/crm/rest/v1/contacts');
-    expect(r.status).toBe(429);
-    expect(arrivals).toHaveLength(3);
-    // Timers never fire early: these gaps are lower bounds whatever the machine's load.
-    expect((arrivals[1] as number) - (arrivals[0] as number)).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs - 1);
-    expect((arrivals[2] as number) - (arrivals[1] as number)).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs - 1);
+    const { upstream, proxy, logs } = await rig({ RATE_LIMIT_MAX_ATTEMPTS: '3' });
+    // The delays run on fake time (setTimeout and Date only); sockets are real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      const arrivals: number[] = [];
+      upstream.respond = () => {
+        arrivals.push(Date.now());
+        return 'HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 0\r\n\r\n';
+      };
+      expect((await sendOnFakeTime(proxy.url, '/crm/rest/v1/contacts')).status).toBe(429);
+      expect(arrivals).toHaveLength(3);
+      const limited = logs.entries.filter((e) => e.event === 'rate_limited');
+      expect(limited.map((e) => [e.outcome, e.reason])).toEqual([
+        ['absorbed', undefined],
+        ['absorbed', undefined],
+        ['passed_on', 'attempts'],
+      ]);
+      const waits = limited.map((e) => e.waitMs as number);
+      for (const w of waits) expect(w).toBeGreaterThanOrEqual(RATE_LIMIT_REPLAYS.minDelayMs);
+      // Each replay went no sooner than its wait (which the log rounds to the ms).
+      expect((arrivals[1] as number) - (arrivals[0] as number)).toBeGreaterThanOrEqual((waits[0] as number) - 1);
+      expect((arrivals[2] as number) - (arrivals[1] as number)).toBeGreaterThanOrEqual((waits[1] as number) - 1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("the default policy: never under 250 ms, backing off from it, Keap's longer Retry-After wins", () => {
@@ -208,8 +208,8 @@ describe('the memory budget for buffered bodies', () => {
     };
     const body = 'x'.repeat(100_000);
     const first = send(proxy.url, 'POST', '/crm/rest/v1/hold/1', { body });
-    await until(() => upstream.requests.length === 1, 'the first upload to reach Keap');
-    expect(await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="in_use"\} (\d+)/)).toBe(100_000);
+    await until('the first upload to reach Keap', () => upstream.requests.length === 1);
+    expect(await metric(proxy.url, 'keap_proxy_body_buffer_bytes', { kind: 'in_use' })).toBe(100_000);
 
     const refused = await send(proxy.url, 'POST', '/crm/rest/v1/hold/2', { body });
     expect(refused.status).toBe(503);
@@ -235,12 +235,12 @@ describe('the memory budget for buffered bodies', () => {
     held[0]?.write(ok());
     expect((await first).status).toBe(200);
     await until(
-      async () => (await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="in_use"\} (\d+)/)) === 0,
       'the budget to be given back',
+      async () => (await metric(proxy.url, 'keap_proxy_body_buffer_bytes', { kind: 'in_use' })) === 0,
     );
     upstream.respond = () => ok();
     expect((await send(proxy.url, 'POST', '/crm/rest/v1/hold/4', { body })).status).toBe(200);
-    expect(await metric(proxy, /keap_proxy_body_buffer_bytes\{kind="limit"\} (\d+)/)).toBe(150_000);
+    expect(await metric(proxy.url, 'keap_proxy_body_buffer_bytes', { kind: 'limit' })).toBe(150_000);
   });
 
   it('a declared length over MAX_BODY_BYTES is refused from the headers alone, before a byte is sent; a long one within it streams', async () => {
@@ -251,14 +251,12 @@ describe('the memory budget for buffered bodies', () => {
     });
     for (const [length, status] of [[1_000_001, '413']] as const) {
       // Headers only: were the proxy waiting for the body, this would never be answered.
-      const c = client(
+      const c = rawClient(
         proxy.url,
         `POST /crm/rest/v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${length}\r\n\r\n`,
       );
-      let head = '';
-      c.socket.on('data', (chunk: Buffer) => (head += chunk.toString('latin1')));
-      await until(() => head.includes('\r\n\r\n'), `an answer to ${length} declared bytes`);
-      expect(head.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      await until(`an answer to ${length} declared bytes`, () => c.text().includes('\r\n\r\n'));
+      expect(c.text().split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       c.socket.destroy();
     }
     expect(upstream.requests).toEqual([]);

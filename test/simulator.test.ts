@@ -1,13 +1,19 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KeapSimulator } from './simulator/keap-simulator.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import {
+  KeapSimulator,
+  SIM_API_KEY,
+  SIM_CLIENT_ID,
+  SIM_CLIENT_SECRET,
+  SIM_LEGACY_KEY,
+  SIM_SCOPE,
+  SIM_SEED,
+  SIM_TENANT_ID,
+} from './simulator/keap-simulator.js';
+import { sha256, until } from './harness.js';
 
-const CLIENT_ID = 'sim-client-id';
-const CLIENT_SECRET = 'sim-client-secret';
-const API_KEY = 'KeapAK-sim-personal-access-token';
-const LEGACY_KEY = 'sim-legacy-encrypted-key';
-const BASIC = 'Basic ' + Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64');
+const BASIC = 'Basic ' + Buffer.from(`${SIM_CLIENT_ID}:${SIM_CLIENT_SECRET}`).toString('base64');
 const FORM = 'application/x-www-form-urlencoded';
 
 let sim: KeapSimulator;
@@ -57,8 +63,8 @@ async function freshTokens(): Promise<TokenBody> {
     grant_type: 'authorization_code',
     code: sim.issueAuthorizationCode(redirect),
     redirect_uri: redirect,
-    client_id: CLIENT_ID,
-    client_secret: CLIENT_SECRET,
+    client_id: SIM_CLIENT_ID,
+    client_secret: SIM_CLIENT_SECRET,
   });
   expect(r.status).toBe(200);
   return r.json as unknown as TokenBody;
@@ -68,17 +74,33 @@ function api(path: string, init: RequestInit = {}) {
   return fetch(sim.url + path, init);
 }
 
+/**
+ * Sends a request, waits until the simulator has it and one more round trip to the simulator
+ * has been made (an immediate answer would have come by then), and gives up on it: it must
+ * have had no answer.
+ */
+async function expectNoAnswer(url: string, init: RequestInit, received: () => boolean): Promise<void> {
+  const abort = new AbortController();
+  const pending = fetch(url, { ...init, signal: abort.signal });
+  await until('the simulator to have the request', received);
+  const roundTrip = await api('/crm/rest/v1/__bytes?size=1', { headers: { 'x-keap-api-key': SIM_API_KEY } });
+  expect(roundTrip.status).toBe(200);
+  await roundTrip.arrayBuffer();
+  abort.abort();
+  await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
+}
+
 describe('POST /token', () => {
   it('refreshes the seed token with Basic client auth, rotating the refresh token', async () => {
     const seed = sim.currentRefreshToken();
-    expect(seed).toBe('sim-seed-refresh-token');
+    expect(seed).toBe(SIM_SEED);
     const before = { ...sim.counters };
     const r = await refresh(seed!);
     expect(r.status).toBe(200);
     const body = r.json as unknown as TokenBody;
     expect(body.token_type).toBe('bearer');
     expect(body.expires_in).toBe(86400);
-    expect(body.scope).toBe('full|ab123.infusionsoft.com');
+    expect(body.scope).toBe(SIM_SCOPE);
     expect(body.access_token).toMatch(/^[A-Za-z0-9_-]{20,}$/);
     expect(body.refresh_token).not.toBe(seed);
     expect(sim.currentRefreshToken()).toBe(body.refresh_token);
@@ -103,19 +125,19 @@ describe('POST /token', () => {
     const r = await tokenCall({
       grant_type: 'refresh_token',
       refresh_token,
-      client_id: CLIENT_ID,
-      client_secret: CLIENT_SECRET,
+      client_id: SIM_CLIENT_ID,
+      client_secret: SIM_CLIENT_SECRET,
     });
     expect(r.status).toBe(200);
     const last = sim.lastTokenRequests.at(-1)!;
-    expect(last.body.toString()).toContain('client_id=sim-client-id');
+    expect(last.body.toString()).toContain(`client_id=${SIM_CLIENT_ID}`);
     expect(last.headers.authorization).toBeUndefined();
   });
 
   it('rejects wrong client credentials with 401 invalid_grant (Basic and form)', async () => {
     const before = sim.counters.invalidClients;
     const live = sim.currentRefreshToken()!;
-    const wrongBasic = 'Basic ' + Buffer.from(`${CLIENT_ID}:nope`).toString('base64');
+    const wrongBasic = 'Basic ' + Buffer.from(`${SIM_CLIENT_ID}:nope`).toString('base64');
     const a = await tokenCall({ grant_type: 'refresh_token', refresh_token: live }, { authorization: wrongBasic });
     expect(a.status).toBe(401);
     expect(a.json).toEqual({
@@ -125,7 +147,7 @@ describe('POST /token', () => {
     const b = await tokenCall({
       grant_type: 'refresh_token',
       refresh_token: live,
-      client_id: CLIENT_ID,
+      client_id: SIM_CLIENT_ID,
       client_secret: 'x',
     });
     expect(b.status).toBe(401);
@@ -144,8 +166,8 @@ describe('POST /token', () => {
       grant_type: 'authorization_code',
       code,
       redirect_uri: redirect,
-      client_id: CLIENT_ID,
-      client_secret: CLIENT_SECRET,
+      client_id: SIM_CLIENT_ID,
+      client_secret: SIM_CLIENT_SECRET,
     };
     const codeGrants = sim.counters.codeGrants;
     const ok = await tokenCall(form);
@@ -183,16 +205,16 @@ describe('POST /token', () => {
     expect(r.json.error).toBe('server_error');
 
     sim.setTokenEndpointMode('hang');
-    const started = Date.now();
-    await expect(
-      fetch(sim.tokenUrl, {
+    const before = sim.lastTokenRequests.length;
+    await expectNoAnswer(
+      sim.tokenUrl,
+      {
         method: 'POST',
         headers: { 'content-type': FORM, authorization: BASIC },
         body: 'grant_type=refresh_token&refresh_token=x',
-        signal: AbortSignal.timeout(200),
-      }),
-    ).rejects.toThrow();
-    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+      },
+      () => sim.lastTokenRequests.length > before,
+    );
   });
 });
 
@@ -263,28 +285,28 @@ describe('API authentication (Apigee 401 faults)', () => {
   it('answers access_token_not_approved when the app is not approved', async () => {
     sim.setApproved(false);
     await expectFault(
-      await api('/crm/rest/v1/contacts', { headers: { 'x-keap-api-key': API_KEY } }),
+      await api('/crm/rest/v1/contacts', { headers: { 'x-keap-api-key': SIM_API_KEY } }),
       'keymanagement.service.access_token_not_approved',
       'Access Token not approved',
     );
   });
 
   it('accepts an API key in X-Keap-API-Key or as Bearer, and 404s unknown paths once authenticated', async () => {
-    const a = await api('/crm/rest/v1/contacts', { headers: { 'x-keap-api-key': API_KEY } });
+    const a = await api('/crm/rest/v1/contacts', { headers: { 'x-keap-api-key': SIM_API_KEY } });
     expect(a.status).toBe(200);
     expect(await a.json()).toMatchObject({ count: 2 });
-    const b = await api('/crm/rest/v2/tags', { headers: { authorization: `Bearer ${API_KEY}` } });
+    const b = await api('/crm/rest/v2/tags', { headers: { authorization: `Bearer ${SIM_API_KEY}` } });
     expect(b.status).toBe(200);
     expect(((await b.json()) as { tags: unknown[] }).tags).toHaveLength(2);
-    const c = await api('/crm/rest/v1/no/such/thing', { headers: { 'x-keap-api-key': API_KEY } });
+    const c = await api('/crm/rest/v1/no/such/thing', { headers: { 'x-keap-api-key': SIM_API_KEY } });
     expect(c.status).toBe(404);
     expect(c.headers.get('content-type')).toBe('application/json');
-    expect(c.headers.get('x-keap-tenant-id')).toBe('ab123');
+    expect(c.headers.get('x-keap-tenant-id')).toBe(SIM_TENANT_ID);
   });
 });
 
 describe('REST routes', () => {
-  const key = { 'x-keap-api-key': API_KEY };
+  const key = { 'x-keap-api-key': SIM_API_KEY };
 
   it('echoes a binary body byte for byte', async () => {
     const payload = randomBytes(4096);
@@ -299,7 +321,7 @@ describe('REST routes', () => {
     expect(echo.url).toBe('/crm/rest/v1/__echo?x=1&y=%20');
     expect(echo.headers['x-custom']).toBe('abc');
     expect(echo.bodyLength).toBe(4096);
-    expect(echo.bodySha256).toBe(createHash('sha256').update(payload).digest('hex'));
+    expect(echo.bodySha256).toBe(sha256(payload));
     expect(Buffer.from(echo.bodyBase64 as string, 'base64').equals(payload)).toBe(true);
     expect(sim.lastRequests.at(-1)!.body.equals(payload)).toBe(true);
 
@@ -309,30 +331,42 @@ describe('REST routes', () => {
       await api('/crm/rest/v2/__echo', { method: 'POST', headers: key, body: big })
     ).json()) as Record<string, unknown>;
     expect(bigRes.bodyLength).toBe(big.length);
-    expect(bigRes.bodySha256).toBe(createHash('sha256').update(big).digest('hex'));
+    expect(bigRes.bodySha256).toBe(sha256(big));
     expect(bigRes.bodyBase64).toBeUndefined();
   });
 
   it('streams chunks with chunked encoding, spaced in time', async () => {
-    const started = Date.now();
-    const res = await api('/crm/rest/v1/__stream?chunks=3&delayMs=120', { headers: key });
-    expect(res.status).toBe(200);
-    expect(res.headers.get('content-length')).toBeNull();
-    expect(res.headers.get('transfer-encoding')).toBe('chunked');
-    const reader = res.body!.getReader();
-    const dec = new TextDecoder();
-    let text = '';
-    let firstAt = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (!firstAt) firstAt = Date.now() - started;
-      text += dec.decode(value, { stream: true });
+    // The simulator's delays run on fake time (setTimeout only); the socket is real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const res = await api('/crm/rest/v1/__stream?chunks=3&delayMs=120', { headers: key });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-length')).toBeNull();
+      expect(res.headers.get('transfer-encoding')).toBe('chunked');
+      const reader = res.body!.getReader();
+      const dec = new TextDecoder();
+      const next = async (): Promise<string | undefined> => {
+        const { done, value } = await reader.read();
+        return done ? undefined : dec.decode(value);
+      };
+      // The first chunk comes at once; each next one only once delayMs have passed.
+      expect(await next()).toBe('chunk 0\n');
+      const second = next();
+      let early = false;
+      void second.then(() => (early = true));
+      await vi.advanceTimersByTimeAsync(119);
+      // A round trip to the simulator, after which a chunk written early would have arrived.
+      expect((await api('/crm/rest/v1/__bytes?size=1', { headers: key })).status).toBe(200);
+      expect(early).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(await second).toBe('chunk 1\n');
+      const third = next();
+      await vi.advanceTimersByTimeAsync(120);
+      expect(await third).toBe('chunk 2\n');
+      expect(await next()).toBeUndefined();
+    } finally {
+      vi.useRealTimers();
     }
-    const total = Date.now() - started;
-    expect(text).toBe('chunk 0\nchunk 1\nchunk 2\n');
-    expect(firstAt).toBeLessThan(120); // the first chunk did not wait for the rest
-    expect(total).toBeGreaterThanOrEqual(230);
   });
 
   it('serves deterministic bytes and hangs on __hang', async () => {
@@ -345,7 +379,9 @@ describe('REST routes', () => {
     expect(buf[251]).toBe(0);
     expect(buf[999]).toBe(999 % 251);
 
-    await expect(api('/crm/rest/v1/__hang', { headers: key, signal: AbortSignal.timeout(150) })).rejects.toThrow();
+    await expectNoAnswer(sim.url + '/crm/rest/v1/__hang', { headers: key }, () =>
+      sim.lastRequests.some((q) => q.url === '/crm/rest/v1/__hang'),
+    );
   });
 
   it('creates contacts and serves the fixed JSON routes', async () => {
@@ -361,7 +397,7 @@ describe('REST routes', () => {
     const ui = await api('/crm/rest/v1/oauth/connect/userinfo', { headers: key });
     expect(((await ui.json()) as { email: string }).email).toBe('sim.user@example.com');
     const prof = await api('/crm/rest/v1/account/profile', { headers: key });
-    expect(((await prof.json()) as { id: string }).id).toBe('ab123');
+    expect(((await prof.json()) as { id: string }).id).toBe(SIM_TENANT_ID);
   });
 
   it('runs route() overrides after auth and before built-ins', async () => {
@@ -432,7 +468,7 @@ describe('XML-RPC', () => {
     expect(member(a.text, 'authenticatedBy')).toBe('bearer');
 
     const b = await rpc('/crm/xmlrpc', call('DataService.query', 'bare &amp; &lt;text&gt;'), {
-      'x-keap-api-key': API_KEY,
+      'x-keap-api-key': SIM_API_KEY,
     });
     expect(member(b.text, 'authenticatedBy')).toBe('api-key');
     expect(member(b.text, 'privateKey')).toBe('bare &amp; &lt;text&gt;'); // decoded, then re-escaped in the response
@@ -440,16 +476,16 @@ describe('XML-RPC', () => {
   });
 
   it('accepts a legacy key as privateKey only without header credentials', async () => {
-    const ok = await rpc('/crm/xmlrpc/v1', call('DataService.echo', `<string>${LEGACY_KEY}</string>`));
+    const ok = await rpc('/crm/xmlrpc/v1', call('DataService.echo', `<string>${SIM_LEGACY_KEY}</string>`));
     expect(ok.res.status).toBe(200);
     expect(member(ok.text, 'authenticatedBy')).toBe('legacy-key');
-    expect(member(ok.text, 'privateKey')).toBe(LEGACY_KEY);
+    expect(member(ok.text, 'privateKey')).toBe(SIM_LEGACY_KEY);
 
     const wrong = await rpc('/crm/xmlrpc/v1', call('DataService.echo', '<string>not-a-key</string>'));
     expect(wrong.res.status).toBe(401);
     expect(JSON.parse(wrong.text).fault.detail.errorcode).toBe('oauth.v2.InvalidAccessToken');
 
-    const badHeader = await rpc('/crm/xmlrpc/v1', call('DataService.echo', `<string>${LEGACY_KEY}</string>`), {
+    const badHeader = await rpc('/crm/xmlrpc/v1', call('DataService.echo', `<string>${SIM_LEGACY_KEY}</string>`), {
       authorization: 'Bearer nope',
     });
     expect(badHeader.res.status).toBe(401);
@@ -462,7 +498,7 @@ describe('XML-RPC', () => {
       '<methodCall><methodName>x</methodName><params></methodCall>',
       '<methodCall><params/></methodCall>',
     ]) {
-      const r = await rpc('/crm/xmlrpc/v1', body, { 'x-keap-api-key': API_KEY });
+      const r = await rpc('/crm/xmlrpc/v1', body, { 'x-keap-api-key': SIM_API_KEY });
       expect(r.res.status).toBe(200);
       expect(r.text).toContain('<methodResponse><fault>');
       expect(r.text).toContain('<name>faultCode</name>');
@@ -472,7 +508,7 @@ describe('XML-RPC', () => {
 });
 
 describe('quotas and 429s', () => {
-  const key = { 'x-keap-api-key': API_KEY };
+  const key = { 'x-keap-api-key': SIM_API_KEY };
 
   it('sends Keap quota headers with realistic counting', async () => {
     const t = await freshTokens();
@@ -495,7 +531,7 @@ describe('quotas and 429s', () => {
     expect(h.get('x-keap-product-throttle-used')).toBe('2');
     expect(h.get('x-keap-product-throttle-available')).toBe('1498');
     expect(h.get('x-keap-product-spike-limit')).toBe('25ps');
-    expect(h.get('x-keap-tenant-id')).toBe('ab123');
+    expect(h.get('x-keap-tenant-id')).toBe(SIM_TENANT_ID);
     expect(h.get('x-keap-tenant-throttle-limit')).toBe('10000|250000');
     expect(h.get('x-keap-tenant-throttle-time-unit')).toBe('minute|day');
     expect(h.get('x-keap-tenant-throttle-used')).toBe('2|2');
@@ -511,6 +547,16 @@ describe('quotas and 429s', () => {
   });
 
   it('answers 429 SpikeArrestViolation over ratePerSecond, without then with Retry-After', async () => {
+    // The spike window is judged on the simulator's clock: fake Date here, which the test moves.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      await spikeArrest();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  async function spikeArrest(): Promise<void> {
     sim.setRatePerSecond(3);
     const before = sim.counters.throttled;
     const statuses: number[] = [];
@@ -538,10 +584,12 @@ describe('quotas and 429s', () => {
     expect(limited.headers.get('retry-after')).toBe('1');
     await limited.arrayBuffer();
 
-    // After the window slides past, calls pass again.
-    await new Promise((r) => setTimeout(r, 1020));
+    // Until the window slides past, calls are refused; then they pass again.
+    vi.setSystemTime(Date.now() + 999);
+    expect((await api('/crm/rest/v1/contacts', { headers: key })).status).toBe(429);
+    vi.setSystemTime(Date.now() + 1);
     expect((await api('/crm/rest/v1/contacts', { headers: key })).status).toBe(200);
-  });
+  }
 
   it('answers 429 QuotaViolation over an enforced minute quota', async () => {
     sim.resetQuotas();

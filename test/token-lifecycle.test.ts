@@ -1,15 +1,27 @@
-import { describe, it, expect, afterEach } from 'vitest';
-import { createHash, randomBytes } from 'node:crypto';
+import { describe, it, expect, afterEach, vi } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import { statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { harnessPerTest, send, oauthEnv, tempDir, LogCapture, SIM_CLIENT_ID, SIM_CLIENT_SECRET } from './harness.js';
+import {
+  harnessPerTest,
+  send,
+  oauthEnv,
+  sha256,
+  tempDir,
+  until,
+  LogCapture,
+  SIM_CLIENT_ID,
+  SIM_CLIENT_SECRET,
+  SIM_SCOPE,
+  SIM_TENANT,
+} from './harness.js';
 import type { Grant } from '../src/tokens/grant.js';
 import { APP_UNAUTHORIZED_BODY, KeapSimulator } from './simulator/keap-simulator.js';
 import { createLogger } from '../src/observability/log.js';
 import { loadConfig } from '../src/config/config.js';
 import { startProxy, type RunningProxy } from '../src/http/server.js';
-import { TokenClient } from '../src/tokens/token-client.js';
-import { FileTokenStore } from '../src/tokens/token-store.js';
+import { TokenClient, TokenEndpointError } from '../src/tokens/token-client.js';
+import { FileTokenStore, type TokenStore } from '../src/tokens/token-store.js';
 import { REFRESH_FLOOR_MS, TokenBroker } from '../src/tokens/token-broker.js';
 import { classifyUnauthorized, parseFault } from '../src/keap/apigee.js';
 import { storeFile } from './store-path.js';
@@ -18,19 +30,6 @@ interface Echo {
   method: string;
   bodySha256: string;
   headers: Record<string, string>;
-}
-
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 const extraProxies: RunningProxy[] = [];
@@ -210,7 +209,7 @@ function grantInItsRefreshWindow(sim: KeapSimulator): { grant: Grant; now: () =>
     accessToken: sim.issueAccessToken(3600),
     refreshToken: String(sim.currentRefreshToken()),
     tokenType: 'bearer',
-    scope: 'full|ab123.infusionsoft.com',
+    scope: SIM_SCOPE,
     accessExpiresAt: issuedAt + 60 * 60_000,
     issuedAt,
     refreshIssuedAt: issuedAt,
@@ -230,10 +229,8 @@ describe('proactive refresh', () => {
     });
     try {
       // No request is sent: the refresh is the broker's own doing.
-      await until('the proactive refresh', async () => (sim.counters.refreshGrants === 1 ? true : undefined));
-      await until('the new grant to be in use', async () =>
-        proxy.logs.entries.some((e) => e.event === 'token_refreshed') ? true : undefined,
-      );
+      await until('the proactive refresh', () => sim.counters.refreshGrants === 1);
+      await until('the new grant to be in use', () => proxy.logs.entries.some((e) => e.event === 'token_refreshed'));
       for (let i = 0; i < 5; i++) {
         expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
         expect(authorizationOfLastRequest(sim)).not.toBe(`Bearer ${grant.accessToken}`);
@@ -246,21 +243,124 @@ describe('proactive refresh', () => {
     }
   });
 
-  it('with 3-second tokens and no traffic at all, the refreshes keep coming on their own', async () => {
-    const h = await harness({ mode: 'oauth', sim: { accessTokenTtlSeconds: 3 } });
-    // Each refresh arms the next, 2.7 s on: two more take some 5.5 s, and a busy machine only makes them later.
-    const before = h.sim.counters.refreshGrants;
-    await until(
-      'two proactive refreshes',
-      async () => (h.sim.counters.refreshGrants - before >= 2 ? true : undefined),
-      25_000,
-    );
-    expect(h.sim.counters.invalidGrants).toBe(0);
-  }, 30_000);
+  it('with 3-second tokens and no traffic at all, the refreshes keep coming on their own (fake time)', async () => {
+    const t0 = Date.UTC(2026, 10, 30, 12);
+    vi.useFakeTimers({ now: t0 });
+    const client = new FakeTokenClient(3000);
+    const broker = new TokenBroker({
+      client,
+      store: new MemoryTokenStore(),
+      logger: createLogger('silent'),
+      seedRefreshToken: 'seed',
+    });
+    try {
+      await broker.start();
+      expect(client.calls).toEqual([{ at: t0, refreshToken: 'seed' }]);
+      await vi.advanceTimersByTimeAsync(30_000);
+      // Each refresh arms the next 10% of the lifetime before expiry: one every 2.7 s, each
+      // with the refresh token the last one issued.
+      expect(client.calls).toEqual(
+        Array.from({ length: 12 }, (_, i) => ({ at: t0 + i * 2700, refreshToken: i === 0 ? 'seed' : `rt-${i}` })),
+      );
+      expect(broker.current()).toMatchObject({ kind: 'bearer', token: 'at-12' });
+    } finally {
+      broker.stop();
+      vi.useRealTimers();
+    }
+  });
+
+  it('after failures the retries back off, 1 s, 2 s, 4 s ... up to a minute, jitter taking up to half (fake time)', async () => {
+    const t0 = Date.UTC(2026, 10, 30, 12);
+    vi.useFakeTimers({ now: t0 });
+    const client = new FakeTokenClient(3_600_000);
+    client.failures = 9;
+    const broker = new TokenBroker({
+      client,
+      store: new MemoryTokenStore(),
+      logger: createLogger('silent'),
+      seedRefreshToken: 'seed',
+    });
+    try {
+      await broker.start();
+      await vi.advanceTimersByTimeAsync(10 * 60_000);
+      // Nine failures, then a success, and nothing more while the new token is good.
+      expect(client.calls).toHaveLength(10);
+      const at = client.calls.map((c) => c.at);
+      const gaps = at.slice(1).map((t, i) => t - (at[i] as number));
+      const bases = [1, 2, 4, 8, 16, 32, 60, 60, 60].map((s) => s * 1000);
+      for (const [i, gap] of gaps.entries()) {
+        expect(gap, `retry ${i + 1}`).toBeGreaterThanOrEqual((bases[i] as number) / 2);
+        expect(gap, `retry ${i + 1}`).toBeLessThanOrEqual(bases[i] as number);
+      }
+      expect(broker.current()).toMatchObject({ kind: 'bearer', token: 'at-1' });
+      expect(broker.readiness()).toMatchObject({ ready: true, details: { state: 'ready', refreshFailures: 0 } });
+    } finally {
+      broker.stop();
+      vi.useRealTimers();
+    }
+  });
 });
+
+/** Keap's token endpoint in memory: each refresh issues a grant living `ttlMs` from the (fake) clock. */
+class FakeTokenClient extends TokenClient {
+  readonly calls: { at: number; refreshToken: string }[] = [];
+  /** Refreshes still to fail as an outage would (5xx). */
+  failures = 0;
+  private issued = 0;
+
+  constructor(private readonly ttlMs: number) {
+    super({ tokenUrl: new URL('http://127.0.0.1:9/token'), clientId: SIM_CLIENT_ID, clientSecret: SIM_CLIENT_SECRET });
+  }
+
+  override refresh(refreshToken: string): Promise<Grant> {
+    const now = Date.now();
+    this.calls.push({ at: now, refreshToken });
+    if (this.failures > 0) {
+      this.failures -= 1;
+      return Promise.reject(new TokenEndpointError('unavailable', 'token endpoint answered 500', 500));
+    }
+    this.issued += 1;
+    return Promise.resolve({
+      accessToken: `at-${this.issued}`,
+      refreshToken: `rt-${this.issued}`,
+      tokenType: 'bearer',
+      scope: SIM_SCOPE,
+      accessExpiresAt: now + this.ttlMs,
+      issuedAt: now,
+      refreshIssuedAt: now,
+    });
+  }
+}
+
+/** A token store in memory: no file, no lock, nothing that waits on real time. */
+class MemoryTokenStore implements TokenStore {
+  readonly location = 'memory';
+  private grant: Grant | undefined;
+  load(): Promise<Grant | undefined> {
+    return Promise.resolve(this.grant);
+  }
+  save(grant: Grant): Promise<void> {
+    this.grant = grant;
+    return Promise.resolve();
+  }
+  withLock<T>(fn: () => Promise<T>): Promise<T> {
+    return fn();
+  }
+}
 
 describe('failures', () => {
   it('invalid_grant: 503 reauthorization_required and red readiness, healed by a newly stored grant without a restart', async () => {
+    // Without a usable grant the broker looks in the store every 5 s: that poll runs on fake
+    // time (setInterval only); everything else, sockets and files, on real time.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      await reauthorizedWithoutRestart();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  async function reauthorizedWithoutRestart(): Promise<void> {
     const h = await harness({ mode: 'oauth' });
     const tokenCallsBefore = h.sim.counters.tokenCalls;
     h.sim.revokeRefreshTokens();
@@ -288,32 +388,47 @@ describe('failures', () => {
     );
     const store = new FileTokenStore(storeFile(h.config));
     await store.withLock(() => store.save(grant));
+    // Until the store is looked at again, nothing changes.
+    expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(503);
 
-    await until('readiness to turn green', async () =>
-      (await send(h.proxy.url, 'GET', '/readyz')).status === 200 ? true : undefined,
-    );
+    await vi.advanceTimersByTimeAsync(5000);
+    await until('readiness to turn green', async () => (await send(h.proxy.url, 'GET', '/readyz')).status === 200);
     expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
-  });
+    // The refused refresh and the operator's code exchange: the stored grant was taken as it was.
+    expect(h.sim.counters.tokenCalls - tokenCallsBefore).toBe(2);
+  }
 
   it('the token endpoint down for a while, then back, heals without a restart', async () => {
-    const h = await harness({ mode: 'oauth' });
-    h.sim.setTokenEndpointMode('error500');
-    h.sim.expireAccessTokens();
-    const down = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
-    expect(down.status).toBe(503);
-    expect(down.json()).toMatchObject({ error: 'token_unavailable' });
-    expect(Number(down.headers['retry-after'])).toBeGreaterThanOrEqual(1);
-    expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(503);
-    // While down, clients are answered at once from the backoff state rather than each trying Keap.
-    const callsWhileDown = h.sim.counters.tokenCalls;
-    for (let i = 0; i < 10; i++) expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(503);
-    expect(h.sim.counters.tokenCalls - callsWhileDown).toBeLessThanOrEqual(1);
+    const sim = await KeapSimulator.start();
+    // The broker's clock runs with real time, and the test moves it past the backoff.
+    let ahead = 0;
+    const proxy = await startClockedProxy(sim, () => Date.now() + ahead).catch(async (err: unknown) => {
+      await sim.close();
+      throw err;
+    });
+    try {
+      sim.setTokenEndpointMode('error500');
+      sim.expireAccessTokens();
+      const down = await send(proxy.url, 'GET', '/crm/rest/v1/contacts');
+      expect(down.status).toBe(503);
+      expect(down.json()).toMatchObject({ error: 'token_unavailable' });
+      expect(Number(down.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect((await send(proxy.url, 'GET', '/readyz')).status).toBe(503);
+      // While down, clients are answered at once from the backoff state rather than each trying Keap
+      // (the broker's own retry, due within a second, may make one call meanwhile).
+      const callsWhileDown = sim.counters.tokenCalls;
+      for (let i = 0; i < 10; i++) expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(503);
+      expect(sim.counters.tokenCalls - callsWhileDown).toBeLessThanOrEqual(1);
 
-    h.sim.setTokenEndpointMode('ok');
-    await until('a request to succeed again', async () =>
-      (await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')).status === 200 ? true : undefined,
-    );
-    expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(200);
+      sim.setTokenEndpointMode('ok');
+      // Past any backoff (at most a minute): the next request refreshes and goes through.
+      ahead = 61_000;
+      expect((await send(proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+      expect((await send(proxy.url, 'GET', '/readyz')).status).toBe(200);
+    } finally {
+      await proxy.close();
+      await sim.close();
+    }
   });
 
   it('while the token endpoint is down, requests keep being served with the still-valid token', async () => {
@@ -326,10 +441,10 @@ describe('failures', () => {
     });
     try {
       // The proactive refresh is due at once, and fails.
-      await until('the proactive refresh to fail', async () =>
+      const failed = await until('the proactive refresh to fail', () =>
         proxy.logs.entries.find((e) => e.event === 'token_refresh_failed'),
       );
-      expect(proxy.logs.entries.find((e) => e.event === 'token_refresh_failed')).toMatchObject({
+      expect(failed).toMatchObject({
         level: 'warn',
         failure: 'unavailable',
       });
@@ -355,7 +470,7 @@ describe('failures', () => {
     const r = await send(h.proxy.url, 'GET', '/readyz');
     expect(r.status).toBe(200);
     const body = r.json<Record<string, unknown>>();
-    expect(body).toMatchObject({ status: 'ready', mode: 'oauth', tenant: 'ab123.infusionsoft.com' });
+    expect(body).toMatchObject({ status: 'ready', mode: 'oauth', tenant: SIM_TENANT });
     expect(typeof body.refreshTokenAgeSeconds).toBe('number');
     expect(body.accessTokenExpiresInSeconds as number).toBeGreaterThan(86_000);
     expect(r.text()).not.toContain(String(h.sim.currentRefreshToken()));

@@ -2,12 +2,12 @@
 // or take the process down.
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { EventEmitter } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { createLogger } from '../src/observability/log.js';
 import type { RunningProxy } from '../src/http/server.js';
 import { installLastResortGuard } from '../src/observability/last-resort.js';
-import { LogCapture, send, startRawRig, type RawRig } from './harness.js';
-import { MANUAL, ok, rawExchange, type RawUpstream } from './raw-upstream.js';
+import { LogCapture, metric, send, startRawRig, until, type RawRig } from './harness.js';
+import { MANUAL, ok, rawClient, rawExchange, type RawUpstream } from './raw-upstream.js';
 
 let upstream: RawUpstream;
 let proxy: RunningProxy;
@@ -24,37 +24,20 @@ afterEach(() => {
   upstream.early = undefined;
 });
 
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function bodyBufferInUse(): Promise<number> {
-  const text = (await send(proxy.url, 'GET', '/metrics')).text();
-  return Number(/keap_proxy_body_buffer_bytes\{kind="in_use"\} (\d+)/.exec(text)?.[1]);
-}
-
-/** A client that starts a streamed upload and never finishes it; resolves with what it got back. */
-function unfinishedUpload(path: string): Promise<{ head: string; socket: Socket }> {
-  const u = new URL(proxy.url);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(u.port), u.hostname, () => {
-      socket.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n`);
-      const piece = Buffer.alloc(4096, 0x61);
-      socket.write(`${piece.length.toString(16)}\r\n`);
-      socket.write(piece);
-      socket.write('\r\n');
-    });
-    let got = '';
-    socket.on('data', (c: Buffer) => {
-      got += c.toString('latin1');
-      if (got.includes('\r\n\r\n')) resolve({ head: got.slice(0, got.indexOf('\r\n\r\n')), socket });
-    });
-    socket.on('error', reject);
-  });
+/** A client that starts a streamed upload and never finishes it; resolves with the head of the answer. */
+async function unfinishedUpload(path: string): Promise<{ head: string; socket: Socket }> {
+  const piece = Buffer.alloc(4096, 0x61);
+  const c = rawClient(
+    proxy.url,
+    Buffer.concat([
+      Buffer.from(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n`),
+      Buffer.from(`${piece.length.toString(16)}\r\n`),
+      piece,
+      Buffer.from('\r\n'),
+    ]),
+  );
+  const text = await until(`an answer to the upload to ${path}`, () => c.text().includes('\r\n\r\n') && c.text());
+  return { head: text.slice(0, text.indexOf('\r\n\r\n')), socket: c.socket };
 }
 
 describe('an answer before the upload is done', () => {
@@ -72,9 +55,12 @@ describe('an answer before the upload is done', () => {
       socket.destroy();
     }
     // Each refused upload had its own upstream connection, and each was closed by the proxy, not kept.
-    await until(() => upstream.openConnections === 0, 'the proxy to close its upstream connections');
+    await until('the proxy to close its upstream connections', () => upstream.openConnections === 0);
     expect(upstream.connections - connectionsBefore).toBe(5);
-    await until(async () => (await bodyBufferInUse()) === 0, 'buffered bodies to be released');
+    await until(
+      'buffered bodies to be released',
+      async () => (await metric(proxy.url, 'keap_proxy_body_buffer_bytes', { kind: 'in_use' })) === 0,
+    );
     // Traffic still flows (a pooled wedged socket would take a request and never answer).
     const r = await send(proxy.url, 'GET', '/crm/rest/v1/contacts');
     expect(r.status).toBe(200);
@@ -87,7 +73,7 @@ describe('an answer before the upload is done', () => {
     // A streamed body cannot be replayed: the client gets the proxy's 429, and the connection is not reused.
     expect(head.split('\r\n')[0]).toBe('HTTP/1.1 429 Too Many Requests');
     expect(head.toLowerCase()).toContain('connection: close');
-    await until(() => upstream.openConnections === 0, 'the upstream connection to close');
+    await until('the upstream connection to close', () => upstream.openConnections === 0);
   });
 
   it('a complete exchange keeps its upstream connection for the next request', async () => {

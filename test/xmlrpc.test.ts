@@ -295,7 +295,9 @@ describe('UTF-8 and large bodies', () => {
     expect(readPrivateKey(out)).toBe('ключ');
   });
 
-  it('keeps a 1 MiB base64 param and multibyte later params byte-identical', () => {
+  // Speed is not measured here (that would measure the machine): the inputs are big enough
+  // that a scan quadratic in their size would take minutes and fail on the test's timeout.
+  it('keeps a 1 MiB base64 param and multibyte later params byte-identical', { timeout: 10_000 }, () => {
     const bytes = Buffer.alloc(1024 * 1024);
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7919) & 0xff;
     const base64 = bytes.toString('base64');
@@ -305,9 +307,7 @@ describe('UTF-8 and large bodies', () => {
     const { body, prefix, suffix } = call('<value><string>client-key</string></value>', rest);
     expect(body.length).toBeGreaterThan(1024 * 1024);
 
-    const t0 = performance.now();
     const out = rewritePrivateKey(body, KEY);
-    const elapsed = performance.now() - t0;
 
     expectSplice(out, prefix, `<value><string>${KEY}</string></value>`, suffix);
     expect(readPrivateKey(body)).toBe('client-key');
@@ -315,17 +315,14 @@ describe('UTF-8 and large bodies', () => {
     const decoded = out.toString('utf8');
     expect(decoded).toContain(base64);
     expect(decoded).toContain('Jürgen 🚀 東京');
-    expect(elapsed).toBeLessThan(1000); // linear scan; in practice a few ms
   });
 
-  it('stays linear on a huge first value full of entities and on deep nesting later', () => {
+  it('stays linear on a huge first value full of entities and on deep nesting later', { timeout: 10_000 }, () => {
     const many = '&amp;'.repeat(200_000);
     const nested = '<array><data><value>'.repeat(2000) + 'x' + '</value></data></array>'.repeat(2000);
     const { body } = call(`<value><string>${many}</string></value>`, `<param><value>${nested}</value></param>`);
-    const t0 = performance.now();
     expect(readPrivateKey(body)).toBe('&'.repeat(200_000));
     expect(readPrivateKey(rewritePrivateKey(body, KEY))).toBe(KEY);
-    expect(performance.now() - t0).toBeLessThan(2000);
   });
 });
 

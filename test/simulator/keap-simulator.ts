@@ -17,16 +17,32 @@ import { methodResponseFault, methodResponseStruct, parseMethodCall, XmlParseErr
 
 export type { CredentialKind } from './quota.js';
 
+// What the simulator accepts unless told otherwise: tests, the demo and the benchmark talk to it with these.
+export const SIM_CLIENT_ID = 'sim-client-id';
+export const SIM_CLIENT_SECRET = 'sim-client-secret';
+/** A Personal Access Token, accepted in X-Keap-API-Key. */
+export const SIM_API_KEY = 'KeapAK-sim-personal-access-token';
+/** A legacy XML-RPC Encrypted Key, accepted as the privateKey param. */
+export const SIM_LEGACY_KEY = 'sim-legacy-encrypted-key';
+/** A refresh token good at start (once: Keap rotates it on use). */
+export const SIM_SEED = 'sim-seed-refresh-token';
+/** The default tenant's id (X-Keap-Tenant-Id, the account profile's id). */
+export const SIM_TENANT_ID = 'ab123';
+/** The default tenant as the proxy names it: the host in the grant's scope. */
+export const SIM_TENANT = `${SIM_TENANT_ID}.infusionsoft.com`;
+/** The scope every token the simulator issues carries. */
+export const SIM_SCOPE = `full|${SIM_TENANT}`;
+
 export interface SimulatorOptions {
   host?: string; // default '127.0.0.1'
   port?: number; // default 0 (ephemeral)
-  clientId?: string; // default 'sim-client-id'
-  clientSecret?: string; // default 'sim-client-secret'
-  apiKeys?: string[]; // keys accepted in X-Keap-API-Key, default ['KeapAK-sim-personal-access-token']
-  legacyKeys?: string[]; // legacy XML-RPC "Encrypted Keys" accepted as privateKey param, default ['sim-legacy-encrypted-key']
+  clientId?: string; // default SIM_CLIENT_ID
+  clientSecret?: string; // default SIM_CLIENT_SECRET
+  apiKeys?: string[]; // keys accepted in X-Keap-API-Key, default [SIM_API_KEY]
+  legacyKeys?: string[]; // legacy XML-RPC "Encrypted Keys" accepted as privateKey param, default [SIM_LEGACY_KEY]
   accessTokenTtlSeconds?: number; // expires_in of issued access tokens, default 86400
-  seedRefreshToken?: string; // a refresh token valid at start, default 'sim-seed-refresh-token'
-  tenant?: string; // default 'ab123' (scope returned: 'full|ab123.infusionsoft.com')
+  seedRefreshToken?: string; // a refresh token valid at start, default SIM_SEED
+  tenant?: string; // default 'ab123' (scope returned: SIM_SCOPE, 'full|ab123.infusionsoft.com')
   ratePerSecond?: number; // per-second spike limit enforced with 429s; 0 = off (default 0)
   retryAfterOn429?: boolean; // include a Retry-After header on 429s (Keap does not document one), default false
   /** Enforced daily product quota (429 QuotaViolation above it). Default: not enforced, headers show Keap's limits. */
@@ -214,13 +230,13 @@ export class KeapSimulator {
     this.server = server;
     this.url = url;
     this.tokenUrl = `${url}/token`;
-    this.clientId = opts.clientId ?? 'sim-client-id';
-    this.clientSecret = opts.clientSecret ?? 'sim-client-secret';
-    this.apiKeys = new Set(opts.apiKeys ?? ['KeapAK-sim-personal-access-token']);
-    this.legacyKeys = new Set(opts.legacyKeys ?? ['sim-legacy-encrypted-key']);
+    this.clientId = opts.clientId ?? SIM_CLIENT_ID;
+    this.clientSecret = opts.clientSecret ?? SIM_CLIENT_SECRET;
+    this.apiKeys = new Set(opts.apiKeys ?? [SIM_API_KEY]);
+    this.legacyKeys = new Set(opts.legacyKeys ?? [SIM_LEGACY_KEY]);
     this.accessTokenTtlSeconds = opts.accessTokenTtlSeconds ?? 86_400;
-    this.refreshToken = opts.seedRefreshToken ?? 'sim-seed-refresh-token';
-    this.tenant = opts.tenant ?? 'ab123';
+    this.refreshToken = opts.seedRefreshToken ?? SIM_SEED;
+    this.tenant = opts.tenant ?? SIM_TENANT_ID;
     this.scope = `full|${this.tenant}.infusionsoft.com`;
     this.retryAfterOn429 = opts.retryAfterOn429 ?? false;
     this.quota = new QuotaTracker(this.tenant);
