@@ -3,7 +3,7 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import type { ServerResponse } from 'node:http';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { oauthEnv, send, tempDir } from './harness.js';
+import { oauthEnv, send, tempDir, until } from './harness.js';
 import { startRedisServer, type RedisServer } from './redis-server.js';
 import { spawnProxy, type ProxyProcess } from './proxy-process.js';
 
@@ -48,14 +48,6 @@ async function replicas(n: number, env: Record<string, string> = {}): Promise<Pr
   );
   procs.push(...started);
   return started;
-}
-
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 async function allServe(list: ProxyProcess[]): Promise<void> {
@@ -104,7 +96,7 @@ describe('replica processes on one Redis', () => {
     sim.setTokenEndpointMode('hang');
     sim.expireAccessTokens();
     void send(a.url, 'GET', '/crm/rest/v1/contacts').catch(() => undefined);
-    await until(() => sim.counters.tokenCalls === calls + 1, "a's refresh to reach Keap");
+    await until("a's refresh to reach Keap", () => sim.counters.tokenCalls === calls + 1);
     a.kill('SIGKILL');
     await a.exited;
     sim.setTokenEndpointMode('ok');
@@ -123,7 +115,7 @@ describe('replica processes on one Redis', () => {
       (r) => r,
       (err: unknown) => err as Error,
     );
-    await until(() => held.length === 1, 'the slow request to reach Keap');
+    await until('the slow request to reach Keap', () => held.length === 1);
     a.kill('SIGTERM');
     // The log line comes within a batch (250 ms), well inside the 2 s delay.
     await a.waitFor('stopping');

@@ -5,7 +5,7 @@ import { loadConfig } from '../src/config/config.js';
 import { startProxy, type RunningProxy } from '../src/http/server.js';
 import { createLogger } from '../src/observability/log.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { LogCapture, oauthEnv, send, tempDir, SIM_SEED } from './harness.js';
+import { LogCapture, oauthEnv, send, tempDir, until, SIM_SEED } from './harness.js';
 import { startRedisServer, type RedisServer } from './redis-server.js';
 
 let redis: RedisServer;
@@ -39,14 +39,6 @@ async function replica(env: Record<string, string> = {}): Promise<{ proxy: Runni
   const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
   running.push(proxy);
   return { proxy, logs };
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('replicas on one Redis', () => {
@@ -86,18 +78,18 @@ describe('replicas on one Redis', () => {
     const a = await replica();
     expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
     await redis.kill();
-    await until(async () => {
+    await until('/readyz to report Redis down', async () => {
       const ready = await send(a.proxy.url, 'GET', '/readyz');
       return (
         ready.status === 200 && ready.json<{ tokenStore?: { connected: boolean } }>().tokenStore?.connected === false
       );
-    }, '/readyz to report Redis down');
+    });
     expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
     expect(a.logs.entries.some((e) => e.event === 'redis_down')).toBe(true);
 
     // Back, with nothing in it (no persistence).
     await redis.restart();
-    await until(() => a.logs.entries.some((e) => e.event === 'grant_written_back'), 'the grant to be written back');
+    await until('the grant to be written back', () => a.logs.entries.some((e) => e.event === 'grant_written_back'));
     // A new replica started from the (dead) seed finds the live grant and never shows Keap the seed.
     const b = await replica();
     sim.expireAccessTokens();

@@ -5,7 +5,7 @@ import { describe, it, expect, afterEach } from 'vitest';
 import net, { type Socket } from 'node:net';
 import { EventEmitter } from 'node:events';
 import { stopOnSignal } from '../src/cli/stop-on-signal.js';
-import { send, startRawRig, type RawRig } from './harness.js';
+import { send, startRawRig, until, type RawRig } from './harness.js';
 import { MANUAL, ok } from './raw-upstream.js';
 
 const open: RawRig[] = [];
@@ -19,14 +19,6 @@ async function rig(): Promise<RawRig> {
   return r;
 }
 
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 describe('shutdown', () => {
   it('turns /readyz red at once, still accepts during the delay, drains what is in flight, then stops', async () => {
     const { upstream, proxy, logs } = await rig();
@@ -37,7 +29,7 @@ describe('shutdown', () => {
       return MANUAL;
     };
     const slow = send(proxy.url, 'GET', '/crm/rest/v1/slow');
-    await until(() => held.length === 1, 'the slow request to reach Keap');
+    await until('the slow request to reach Keap', () => held.length === 1);
     expect((await send(proxy.url, 'GET', '/readyz')).status).toBe(200);
 
     const stopped = proxy.shutdown({ delayMs: 1000, graceMs: 10_000 });
@@ -66,7 +58,7 @@ describe('shutdown', () => {
       () => undefined,
       (err: unknown) => err,
     );
-    await until(() => upstream.requests.length === 1, 'the request to reach Keap');
+    await until('the request to reach Keap', () => upstream.requests.length === 1);
 
     const counts = await proxy.shutdown({ delayMs: 0, graceMs: 50 });
     expect(counts).toEqual({ requests: 1, cut: 1 });
