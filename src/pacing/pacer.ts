@@ -151,8 +151,7 @@ export class QuotaPacer implements Pacer {
   private async waitTurn(ticket: Ticket): Promise<void> {
     for (;;) {
       if (ticket.cancelled) return;
-      const now = this.now();
-      const booking = await this.gate.book(now);
+      const booking = await this.gate.book(this.now());
       switch (booking.kind) {
         case 'go':
           return;
@@ -163,12 +162,14 @@ export class QuotaPacer implements Pacer {
           break;
       }
       const at = booking.retryAt;
+      // A shared gate answers after a round trip: the wait counts from its answer, not from the question.
+      const answered = this.now();
       if (at > ticket.deadline) {
         ticket.cancelled = true;
-        throw deadlineExceeded(Math.ceil((at - now) / 1000));
+        throw deadlineExceeded(Math.ceil((at - answered) / 1000));
       }
       // Re-check at least every second: feedback and back-offs change the answer.
-      await new Promise((r) => setTimeout(r, Math.min(at - now, 1000)));
+      await new Promise((r) => setTimeout(r, Math.min(at - answered, 1000)));
     }
   }
 
