@@ -8,6 +8,7 @@ import { LogCapture } from './harness.js';
 import { createLogger } from '../src/observability/log.js';
 import { QuotaPacer, type Pacer } from '../src/pacing/pacer.js';
 import { RedisGate, pacingRedisOptions, type RedisGateOptions } from '../src/pacing/redis-gate.js';
+import { createSharedPacer } from '../src/pacing/shared-pacer.js';
 import { DailyQuotaSpent, DeadlineExceeded, PacingError } from '../src/pacing/pacing-errors.js';
 import { DAY, type Booking, type PaceLimits } from '../src/pacing/gate.js';
 import type { QuotaReport } from '../src/keap/keap-quota.js';
@@ -255,5 +256,44 @@ describe('pacing shared through Redis', () => {
       await Promise.all(pacers.splice(0).map((p) => p.stop()));
       await own.stop();
     }
+  });
+
+  it('createSharedPacer: from a URL it makes and closes its own client; with Redis unreachable it starts on its share', async () => {
+    const logs = new LogCapture();
+    const logger = createLogger('info', logs);
+    const key = randomUUID();
+    const shared = createSharedPacer(LIMITS, logger, {
+      redis: `redis://${redis.host}:${redis.port}`,
+      prefix: 'test:',
+      key,
+      replicas: 2,
+    });
+    pacers.push(shared);
+    await shared.acquire(Date.now() + 1000, 'new');
+    expect(shared.mode()).toBe('shared');
+    const admin = redis.client({ enableOfflineQueue: true });
+    expect(await admin.zcard(`test:pace:{${key}}:minute`)).toBe(1);
+
+    const closed = await startRedisServer();
+    await closed.stop();
+    const alone = createSharedPacer(LIMITS, logger, {
+      redis: `redis://${closed.host}:${closed.port}`,
+      prefix: 'test:',
+      key,
+      replicas: 2,
+    });
+    pacers.push(alone);
+    await alone.acquire(Date.now() + 1000, 'new');
+    expect(alone.mode()).toBe('local_share');
+    expect(logs.entries.filter((e) => e.event === 'pacing_fallback')).toHaveLength(1);
+
+    expect(
+      createSharedPacer({ ...LIMITS, perSecond: 0 }, logger, {
+        redis: 'redis://x',
+        prefix: '',
+        key,
+        replicas: 1,
+      }).mode(),
+    ).toBe('off');
   });
 });
