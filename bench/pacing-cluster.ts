@@ -322,7 +322,15 @@ async function startRedis(): Promise<RedisChild> {
   client.on('error', () => undefined);
   const ready = once(client, 'ready');
   const exited = once(child, 'exit').then(() => Promise.reject(new Error('redis-server exited')));
-  await Promise.race([ready, exited, sleep(10_000).then(() => Promise.reject(new Error('redis-server: no answer')))]);
+  const silent = sleep(10_000).then(() => Promise.reject(new Error('redis-server: no answer within 10 s')));
+  try {
+    await Promise.race([ready, exited, silent]);
+  } catch (err) {
+    // Nothing of this run is left behind.
+    client.disconnect();
+    child.kill('SIGKILL');
+    throw err;
+  }
   return {
     port,
     client,

@@ -425,6 +425,8 @@ export class RedisGate implements DepartureGate {
           (err: unknown) => local(this.fallBack(err)),
         );
       })
+      // Nothing above should throw; if it did, no caller waits for this to hear of it.
+      .catch((err: unknown) => this.logger.error({ event: 'pacing_error', op, error: String(err) }, 'pacing: ' + op))
       .finally(() => this.pending.delete(sent));
     this.pending.add(sent);
   }
