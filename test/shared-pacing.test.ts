@@ -258,6 +258,26 @@ describe('pacing shared through Redis', () => {
     }
   });
 
+  it('a Redis that stops answering is as good as away: the pacer falls back after the command timeout, not later', async () => {
+    const [a] = replicas({}) as [Replica];
+    await a.pacer.acquire(Date.now() + 1000, 'new');
+    // A script that keeps Redis busy for 1.5 s: every other command waits behind it.
+    const admin = redis.client({ enableOfflineQueue: true });
+    const busy = admin.eval(
+      "local t = redis.call('TIME') local start = t[1] * 1000 + t[2] / 1000 local now = start " +
+        "while now - start < 1500 do t = redis.call('TIME') now = t[1] * 1000 + t[2] / 1000 end return 1",
+      0,
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    // Goes on this replica's share once the 300 ms command timeout has passed, well inside its deadline.
+    await a.pacer.acquire(Date.now() + 1200, 'new');
+    expect(a.pacer.mode()).toBe('local_share');
+    expect(events(a, 'pacing_fallback')).toEqual([expect.objectContaining({ error: 'Command timed out' })]);
+    await busy;
+    await until(() => a.pacer.mode() === 'shared');
+    expect(events(a, 'pacing_shared')).toHaveLength(1);
+  });
+
   it('createSharedPacer: from a URL it makes and closes its own client; with Redis unreachable it starts on its share', async () => {
     const logs = new LogCapture();
     const logger = createLogger('info', logs);
