@@ -3,26 +3,16 @@
 // 40 ms), a rolling per-minute throttle and a daily quota that resets at 00:00 UTC.
 //
 // bottleneck holds the queue: bounded (a full queue answers at once), ordered, replays
-// ahead of new calls, one departure decided at a time. The gate each job runs decides
-// when that departure may go: evenly spaced, inside the minute and day windows (ours
-// plus what Keap reports others spent), and not while Keap has told us to back off.
+// ahead of new calls, one departure decided at a time. The gate each job runs (gate.ts)
+// decides when that departure may go: evenly spaced, inside the minute and day windows
+// (ours plus what Keap reports others spent), and not while Keap has told us to back off.
 import Bottleneck from 'bottleneck';
 import type { Logger } from '../observability/log.js';
 import { DailyQuotaSpent, DeadlineExceeded, PacingError, QueueFull, WaitAbandoned } from './pacing-errors.js';
 import type { QuotaReport } from '../keap/keap-quota.js';
+import { LocalGate, type DepartureGate, type GateMode, type PaceLimits } from './gate.js';
 
-export interface PaceLimits {
-  /** Calls per second (Keap's spike limit); 0 turns pacing off. */
-  perSecond: number;
-  perMinute: number;
-  perDay: number;
-  tenantPerMinute: number;
-  tenantPerDay: number;
-  /** Share of each limit we allow ourselves (other apps of the same client id spend the same quota). */
-  margin: number;
-  /** Requests that may wait; past that, 503 at once. */
-  queueLimit: number;
-}
+export { nextUtcMidnight, type PaceLimits } from './gate.js';
 
 export type Priority = 'new' | 'replay';
 
@@ -41,15 +31,12 @@ export interface Pacer {
   exhaustDay(resetsAt: number | undefined): void;
   /** Requests waiting now. */
   depth(): number;
+  /** Where the budgets live ('off' without pacing): for /readyz. */
+  mode(): PacingMode;
   stop(): Promise<void>;
 }
 
-const MINUTE = 60_000;
-const DAY = 24 * 60 * MINUTE;
-
-export function nextUtcMidnight(now: number): number {
-  return (Math.floor(now / DAY) + 1) * DAY;
-}
+export type PacingMode = 'off' | GateMode;
 
 export class NoPacer implements Pacer {
   readonly enabled = false;
@@ -61,6 +48,9 @@ export class NoPacer implements Pacer {
   exhaustDay(): void {}
   depth(): number {
     return 0;
+  }
+  mode(): PacingMode {
+    return 'off';
   }
   stop(): Promise<void> {
     return Promise.resolve();
@@ -77,37 +67,17 @@ export class QuotaPacer implements Pacer {
   readonly enabled = true;
   private readonly limiter: Bottleneck;
   private readonly now: () => number;
-  private readonly spacingMs: number;
-  private readonly lateAllowanceMs: number;
-  private nextSlotAt = 0;
-  private pausedUntil = 0;
-  /** Departures of the last minute, oldest first (a rolling window, as Keap's throttle is). */
-  private readonly minuteLog: number[] = [];
-  /** Calls others made in Keap's current minute window, as Keap last reported, and when. */
-  private external = { count: 0, at: 0 };
-  private reportedMinuteLimit = Infinity;
-  private reportedDayLimit = Infinity;
-  private day: number;
-  private dayUsed = 0;
-  private dayResetsAt: number;
-  private dayExhaustedUntil = 0;
-  /** The budgets last reported in the log; at first, the configured ones. */
-  private readonly loggedBudget: { minute: number; day: number };
+  private readonly gate: DepartureGate;
 
+  /** `gate` keeps the budgets: by default in this process (LocalGate); a RedisGate shares them between replicas. */
   constructor(
     private readonly limits: PaceLimits,
-    private readonly logger: Logger,
+    logger: Logger,
     now: () => number = Date.now,
+    gate?: DepartureGate,
   ) {
     this.now = now;
-    this.spacingMs = 1000 / (limits.perSecond * limits.margin);
-    this.lateAllowanceMs = (this.spacingMs * (1 - limits.margin)) / 2;
-    this.day = Math.floor(now() / DAY);
-    this.dayResetsAt = nextUtcMidnight(now());
-    this.loggedBudget = {
-      minute: Math.floor(Math.min(limits.perMinute, limits.tenantPerMinute) * limits.margin),
-      day: Math.floor(Math.min(limits.perDay, limits.tenantPerDay) * limits.margin),
-    };
+    this.gate = gate ?? new LocalGate(limits, logger, now);
     this.limiter = new Bottleneck({
       maxConcurrent: 1,
       highWater: limits.queueLimit,
@@ -116,9 +86,9 @@ export class QuotaPacer implements Pacer {
   }
 
   async acquire(deadline: number, priority: Priority, signal?: AbortSignal): Promise<void> {
-    this.rollDay();
     if (signal?.aborted === true) throw clientGone();
-    if (this.now() < this.dayExhaustedUntil) throw this.dailyQuotaSpent();
+    const spent = this.gate.daySpent(this.now());
+    if (spent !== undefined) throw this.dailyQuotaSpent(spent.resetsAt, spent.retryAt);
     const ticket: Ticket = { deadline, cancelled: false };
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
@@ -127,7 +97,8 @@ export class QuotaPacer implements Pacer {
       timer = setTimeout(
         () => {
           ticket.cancelled = true;
-          reject(deadlineExceeded(Math.max(1, Math.ceil((this.earliestDeparture() - this.now()) / 1000))));
+          const now = this.now();
+          reject(deadlineExceeded(Math.max(1, Math.ceil((this.gate.earliestDeparture(now) - now) / 1000))));
         },
         Math.max(0, deadline - this.now()),
       );
@@ -151,59 +122,15 @@ export class QuotaPacer implements Pacer {
   }
 
   observe(report: QuotaReport | undefined): void {
-    if (report === undefined) return;
-    const now = this.now();
-    const minute = report.product.minute;
-    const tenantMinute = report.tenant.minute;
-    this.reportedMinuteLimit = Math.min(minute?.limit ?? Infinity, tenantMinute?.limit ?? Infinity);
-    // Keap's count of calls in its window includes ours: the rest were other apps' (same client id or tenant).
-    const keapUsed = Math.max(usedOf(minute), usedOf(tenantMinute));
-    if (keapUsed > 0) this.external = { count: Math.max(0, keapUsed - this.countMinute(now)), at: now };
-    const day = report.product.day;
-    const tenantDay = report.tenant.day;
-    this.reportedDayLimit = Math.min(day?.limit ?? Infinity, tenantDay?.limit ?? Infinity);
-    const dayUsed = Math.max(usedOf(day), usedOf(tenantDay));
-    if (dayUsed > this.dayUsed) this.dayUsed = dayUsed;
-    if (day?.resetsAt !== undefined && day.resetsAt > now) this.dayResetsAt = day.resetsAt;
-    this.logBudgetChange(now);
-  }
-
-  /** Says so when Keap's report brings a budget down by a tenth or more (not on every response). */
-  private logBudgetChange(now: number): void {
-    const minute = this.minuteCap(now);
-    const day = this.dayCap() - this.dayUsed;
-    const last = this.loggedBudget;
-    const minuteDown = minute < last.minute * 0.9;
-    const dayDown = this.reportedDayLimit < Infinity && day < last.day * 0.9;
-    if (minuteDown || dayDown) {
-      this.logger.info(
-        {
-          event: 'keap_quota_reported',
-          minuteBudget: minute,
-          dayBudgetLeft: day,
-          keapMinuteLimit: finite(this.reportedMinuteLimit),
-          keapDayLimit: finite(this.reportedDayLimit),
-          othersThisMinute: this.external.count,
-        },
-        'Keap reports less budget than configured: pacing to it',
-      );
-    }
-    // Follow the budget both ways, so the next drop by a tenth is reported again.
-    if (minuteDown || minute > last.minute * 1.1) last.minute = minute;
-    if (dayDown || day > last.day * 1.1) last.day = day;
+    if (report !== undefined) this.gate.observe(report);
   }
 
   backOff(ms: number): void {
-    const until = this.now() + ms;
-    if (until > this.pausedUntil) this.pausedUntil = until;
+    this.gate.backOff(ms);
   }
 
   exhaustDay(resetsAt: number | undefined): void {
-    this.dayExhaustedUntil = resetsAt !== undefined && resetsAt > this.now() ? resetsAt : this.dayResetsAt;
-    this.logger.warn(
-      { event: 'daily_quota_spent', resetsAt: new Date(this.dayExhaustedUntil).toISOString() },
-      "Keap's daily quota is spent: requests get 429 until it resets",
-    );
+    this.gate.exhaustDay(resetsAt);
   }
 
   depth(): number {
@@ -211,103 +138,50 @@ export class QuotaPacer implements Pacer {
     return counts.QUEUED + counts.RUNNING + counts.EXECUTING;
   }
 
-  async stop(): Promise<void> {
-    await this.limiter.stop({ dropWaitingJobs: true }).catch(() => undefined);
+  mode(): PacingMode {
+    return this.gate.mode();
   }
 
-  /** Runs inside the limiter, one at a time: returns when this departure may go, and books it. */
+  async stop(): Promise<void> {
+    await this.limiter.stop({ dropWaitingJobs: true }).catch(() => undefined);
+    await this.gate.stop();
+  }
+
+  /** Runs inside the limiter, one at a time: returns when this departure may go, booked by the gate. */
   private async waitTurn(ticket: Ticket): Promise<void> {
     for (;;) {
       if (ticket.cancelled) return;
-      const now = this.now();
-      this.rollDay();
-      if (now < this.dayExhaustedUntil || this.dayUsed >= this.dayCap()) {
-        ticket.cancelled = true;
-        if (this.dayExhaustedUntil < now) this.dayExhaustedUntil = this.dayResetsAt;
-        throw this.dailyQuotaSpent();
+      const booking = await this.gate.book(this.now());
+      switch (booking.kind) {
+        case 'go':
+          return;
+        case 'daySpent':
+          ticket.cancelled = true;
+          throw this.dailyQuotaSpent(booking.resetsAt, booking.retryAt);
+        case 'wait':
+          break;
       }
-      const at = this.earliestDeparture();
-      if (at <= now) {
-        // Slots follow on from the planned one, not from a timer that fired late, so timer
-        // lateness does not add up; the allowance is within the margin, so no two
-        // departures come closer than Keap's own interval.
-        this.nextSlotAt = Math.max(this.nextSlotAt, now - this.lateAllowanceMs) + this.spacingMs;
-        this.minuteLog.push(now);
-        this.dayUsed += 1;
-        return;
-      }
+      const at = booking.retryAt;
+      // A shared gate answers after a round trip: the wait counts from its answer, not from the question.
+      const answered = this.now();
       if (at > ticket.deadline) {
         ticket.cancelled = true;
-        throw deadlineExceeded(Math.ceil((at - now) / 1000));
+        throw deadlineExceeded(Math.ceil((at - answered) / 1000));
       }
       // Re-check at least every second: feedback and back-offs change the answer.
-      await new Promise((r) => setTimeout(r, Math.min(at - now, 1000)));
+      await new Promise((r) => setTimeout(r, Math.min(at - answered, 1000)));
     }
   }
 
-  private earliestDeparture(): number {
+  private dailyQuotaSpent(resetsAt: number, retryAt: number): DailyQuotaSpent {
     const now = this.now();
-    let at = Math.max(this.nextSlotAt, this.pausedUntil);
-    const cap = this.minuteCap(now);
-    const used = this.countMinute(now);
-    if (used >= cap) {
-      // The window frees when enough of our own departures age out of it.
-      const index = Math.min(this.minuteLog.length - 1, used - cap);
-      at = Math.max(at, index >= 0 ? (this.minuteLog[index] as number) + MINUTE : this.external.at + MINUTE);
-    }
-    return at;
-  }
-
-  private countMinute(now: number): number {
-    const log = this.minuteLog;
-    let drop = 0;
-    while (drop < log.length && (log[drop] as number) <= now - MINUTE) drop++;
-    if (drop > 0) log.splice(0, drop);
-    return log.length;
-  }
-
-  private minuteCap(now: number): number {
-    const limit = Math.min(this.limits.perMinute, this.limits.tenantPerMinute, this.reportedMinuteLimit);
-    const external = now - this.external.at < MINUTE ? this.external.count : 0;
-    return Math.max(0, Math.floor(limit * this.limits.margin) - external);
-  }
-
-  private dayCap(): number {
-    return Math.floor(
-      Math.min(this.limits.perDay, this.limits.tenantPerDay, this.reportedDayLimit) * this.limits.margin,
-    );
-  }
-
-  /** The daily quota resets at 00:00 UTC, not 24 hours after this process started. */
-  private rollDay(): void {
-    const now = this.now();
-    const day = Math.floor(now / DAY);
-    if (day === this.day) return;
-    this.day = day;
-    this.dayUsed = 0;
-    this.dayResetsAt = nextUtcMidnight(now);
-    if (this.dayExhaustedUntil <= now) this.dayExhaustedUntil = 0;
-  }
-
-  private dailyQuotaSpent(): DailyQuotaSpent {
-    const until = Math.max(this.dayExhaustedUntil, this.now() + 1000);
-    return new DailyQuotaSpent(until, Math.ceil((until - this.now()) / 1000));
+    const wait = Math.max(retryAt - now, 1000);
+    return new DailyQuotaSpent(Math.max(resetsAt, now + 1000), Math.ceil(wait / 1000));
   }
 
   private queueFull(): QueueFull {
-    return new QueueFull(this.limits.queueLimit, Math.max(1, Math.ceil((this.depth() * this.spacingMs) / 1000)));
+    return new QueueFull(this.limits.queueLimit, Math.max(1, Math.ceil((this.depth() * this.gate.spacingMs()) / 1000)));
   }
-}
-
-function finite(n: number): number | undefined {
-  return Number.isFinite(n) ? n : undefined;
-}
-
-function usedOf(w: { limit?: number; available?: number; used?: number } | undefined): number {
-  if (w === undefined) return 0;
-  if (w.used !== undefined) return w.used;
-  if (w.limit !== undefined && w.available !== undefined) return Math.max(0, w.limit - w.available);
-  return 0;
 }
 
 function aborted(signal: AbortSignal | undefined): boolean {
