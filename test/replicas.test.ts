@@ -100,3 +100,25 @@ describe('replicas on one Redis', () => {
     expect(ready.tokenStore.connected).toBe(true);
   });
 });
+
+describe('replicas pacing to one shared quota (REDIS_URL)', () => {
+  it("a burst spread over three replicas stays within Keap's spike limit: every client gets 200, hardly a 429 upstream", async () => {
+    sim = await KeapSimulator.start();
+    // Keap's spike arrest at L per second; each replica alone would pace to 0.9 L, three to 2.7 L.
+    const L = 20;
+    sim.setRatePerSecond(L);
+    const env = { REDIS_URL: `redis://${redis.host}:${redis.port}/0`, RATE_LIMIT_PER_SECOND: String(L) };
+    const three = [await replica(env), await replica(env), await replica(env)];
+    for (const r of three)
+      expect((await send(r.proxy.url, 'GET', '/readyz')).json<{ pacing: string }>().pacing).toBe('shared');
+    const before = sim.counters.throttled;
+    const answers = await Promise.all(
+      Array.from({ length: 2 * L }, (_, i) =>
+        send((three[i % 3] as { proxy: RunningProxy }).proxy.url, 'GET', '/crm/rest/v1/contacts'),
+      ),
+    );
+    expect(answers.map((r) => r.status)).toEqual(answers.map(() => 200));
+    // Timer jitter may let one slip through Apigee's smoothed window; three unshared pacers would draw dozens.
+    expect(sim.counters.throttled - before).toBeLessThanOrEqual(2);
+  });
+});

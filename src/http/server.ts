@@ -10,7 +10,9 @@ import { TokenBroker } from '../tokens/token-broker.js';
 import { TokenClient } from '../tokens/token-client.js';
 import type { TokenStore } from '../tokens/token-store.js';
 import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
+import { createHash } from 'node:crypto';
 import { createPacer, type Pacer } from '../pacing/pacer.js';
+import { createSharedPacer } from '../pacing/shared-pacer.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import { createPipeline } from '../pipeline/pipeline.js';
 import { ClientKeys } from '../pipeline/stages.js';
@@ -160,7 +162,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   parts = createCredentials(config, logger, store, metrics, overrides.now);
   const credentials = parts.credentials;
   const oauth = createOAuthEndpoints(config, logger, parts);
-  const pacer: Pacer = createPacer(config.pacing, logger);
+  const pacer: Pacer = createAccountPacer(config, logger);
   const accounts = new AccountRegistry([new Account('default', credentials, pacer)]);
   metrics.onQueueDepth(() => accounts.all().map((a) => ({ tenant: a.label(), depth: a.pacer.depth() })));
   const cache = new GetCache({
@@ -192,8 +194,11 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const readiness = (): Readiness => {
     const r = accounts.primary.credentials.readiness();
     const redisUp = opened?.connected();
-    if (redisUp === undefined) return r;
-    return { ...r, details: { ...r.details, tokenStore: { kind: 'redis', connected: redisUp } } };
+    const details = { ...r.details };
+    if (redisUp !== undefined) details.tokenStore = { kind: 'redis', connected: redisUp };
+    // Shared through Redis, or (Redis away) this replica's share: readiness stays green either way.
+    if (config.redis.url !== undefined) details.pacing = accounts.primary.pacer.mode();
+    return redisUp === undefined && config.redis.url === undefined ? r : { ...r, details };
   };
   const probes: Probes = { readiness, stopping: () => stopping };
   const server = http.createServer((req, res) => {
@@ -322,6 +327,23 @@ function hostRefusal(logger: Logger): (req: http.IncomingMessage, res: http.Serv
       message: `This proxy serves requests addressed to 127.0.0.1, localhost, [::1] or a host name in ALLOWED_HOSTS; the Host header says "${host}". Call the proxy via http://127.0.0.1:<port> (or localhost), or, if clients reach it by that name, add the name to ALLOWED_HOSTS.`,
     });
   };
+}
+
+/**
+ * With REDIS_URL, every replica of one Keap client shares its budgets through Redis: Keap's
+ * client limits hold across all the accounts a client serves, so the budget is named by the
+ * client id (a key's hash in key mode), never by the secret itself.
+ */
+function createAccountPacer(config: Config, logger: Logger): Pacer {
+  if (config.redis.url === undefined) return createPacer(config.pacing, logger);
+  const c = config.credentials;
+  const identity = c.mode === 'oauth' ? `client:${c.clientId}` : `key:${c.apiKey}`;
+  return createSharedPacer(config.pacing, logger, {
+    redis: config.redis.url,
+    prefix: config.redis.prefix,
+    key: createHash('sha256').update(identity).digest('hex').slice(0, 24),
+    replicas: config.replicas,
+  });
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<void> {
