@@ -24,7 +24,10 @@ afterEach(async () => {
   await redis.client({ enableOfflineQueue: true }).flushall();
 });
 
-async function replica(env: Record<string, string> = {}): Promise<{ proxy: RunningProxy; logs: LogCapture }> {
+async function replica(
+  env: Record<string, string> = {},
+  now?: () => number,
+): Promise<{ proxy: RunningProxy; logs: LogCapture }> {
   const logs = new LogCapture();
   const config = loadConfig({
     env: {
@@ -36,7 +39,7 @@ async function replica(env: Record<string, string> = {}): Promise<{ proxy: Runni
     },
     cwd: tempDir(),
   });
-  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs), now });
   running.push(proxy);
   return { proxy, logs };
 }
@@ -120,5 +123,19 @@ describe('replicas pacing to one shared quota (REDIS_URL)', () => {
     expect(answers.map((r) => r.status)).toEqual(answers.map(() => 200));
     // Timer jitter may let one slip through Apigee's smoothed window; three unshared pacers would draw dozens.
     expect(sim.counters.throttled - before).toBeLessThanOrEqual(2);
+  });
+});
+
+describe('replicas started together from one seed', () => {
+  it('one of them exchanges the seed; the others take its grant from Redis, never the dead seed', async () => {
+    sim = await KeapSimulator.start();
+    // All three read an empty Redis, then queue for the lock: the later ones must not use the
+    // seed the first one has already rotated, whatever the dates on the grants. Two of them
+    // have clocks a minute ahead, so their seeds are dated after the first one's new grant.
+    const ahead = (): number => Date.now() + 60_000;
+    const three = await Promise.all([replica(), replica({}, ahead), replica({}, ahead)]);
+    for (const r of three) expect((await send(r.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    expect(sim.counters.refreshGrants).toBe(1);
+    expect(sim.counters.invalidGrants).toBe(0);
   });
 });

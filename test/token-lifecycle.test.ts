@@ -22,7 +22,7 @@ import { loadConfig } from '../src/config/config.js';
 import { startProxy, type RunningProxy } from '../src/http/server.js';
 import { TokenClient, TokenEndpointError } from '../src/tokens/token-client.js';
 import { FileTokenStore, type TokenStore } from '../src/tokens/token-store.js';
-import { REFRESH_FLOOR_MS, TokenBroker } from '../src/tokens/token-broker.js';
+import { REFRESH_FLOOR_MS, supersedes, TokenBroker } from '../src/tokens/token-broker.js';
 import { classifyUnauthorized, parseFault } from '../src/keap/apigee.js';
 import { storeFile } from './store-path.js';
 
@@ -767,5 +767,29 @@ describe('the refresh floor', () => {
     } finally {
       broker.stop();
     }
+  });
+});
+
+describe('which of two grants supersedes the other (clocks of replicas disagree)', () => {
+  const at = (refreshIssuedAt: number, refreshToken: string, accessToken = 'at'): Grant => ({
+    accessToken,
+    refreshToken,
+    tokenType: 'bearer',
+    scope: 'full|ab123.infusionsoft.com',
+    accessExpiresAt: refreshIssuedAt + 86_400_000,
+    issuedAt: refreshIssuedAt,
+    refreshIssuedAt,
+  });
+  const T = Date.UTC(2026, 10, 30, 12);
+  it('a stored grant dated up to ten minutes before ours still wins: another replica saved it under the lock', () => {
+    expect(supersedes(at(T - 9 * 60_000, 'theirs'), at(T, 'ours'))).toBe(true);
+    expect(supersedes(at(T + 60_000, 'theirs'), at(T, 'ours'))).toBe(true);
+  });
+  it('one plainly older (a store restored from an older state) does not, nor the same grant', () => {
+    expect(supersedes(at(T - 11 * 60_000, 'theirs'), at(T, 'ours'))).toBe(false);
+    expect(supersedes(at(T + 60_000, 'same'), at(T, 'same'))).toBe(false);
+  });
+  it('any stored grant supersedes a seed, whatever its date', () => {
+    expect(supersedes(at(T - 86_400_000, 'theirs'), at(T, 'seed', ''))).toBe(true);
   });
 });

@@ -222,11 +222,8 @@ export class TokenBroker implements CredentialSource {
     if (held === undefined || held.accessToken === '') return false;
     const wrote = await store.withLock(async () => {
       const stored = await store.load();
-      if (
-        stored !== undefined &&
-        (stored.refreshToken === held.refreshToken || stored.refreshIssuedAt >= held.refreshIssuedAt)
-      )
-        return false;
+      // Only over a grant that is plainly older: within the clocks' disagreement the store's wins.
+      if (stored !== undefined && (stored.refreshToken === held.refreshToken || supersedes(stored, held))) return false;
       // Ours may have been rotated while we waited for the lock: only this one's grant is written.
       if (this.grant !== held) return false;
       await store.save(held);
@@ -308,12 +305,7 @@ export class TokenBroker implements CredentialSource {
   private async adoptNewerStoredGrant(): Promise<boolean> {
     const stored = await this.options.store.load().catch(() => undefined);
     const ours = this.grant;
-    if (
-      stored === undefined ||
-      (ours !== undefined &&
-        (stored.refreshToken === ours.refreshToken || stored.refreshIssuedAt < ours.refreshIssuedAt))
-    )
-      return false;
+    if (stored === undefined || (ours !== undefined && !supersedes(stored, ours))) return false;
     this.useGrant(stored);
     this.options.onRefresh?.('reloaded');
     this.options.logger.info(
@@ -446,4 +438,23 @@ export class TokenBroker implements CredentialSource {
       Math.min(wait, 60),
     );
   }
+}
+
+/**
+ * Clocks of replicas on different machines disagree by seconds, sometimes minutes; a grant is
+ * dated by the clock of the replica that got it. Only a gap larger than this says which of
+ * two grants is older: one refresh apart is at least the access token's refresh margin.
+ */
+const CLOCK_SKEW_ALLOWANCE_MS = 10 * 60_000;
+
+/**
+ * Whether `candidate` should replace `current`. A different grant in the store was saved by
+ * whoever last held the lock, so it wins, unless `current` is plainly newer (a store that
+ * came back from an older state). A seed (no access token yet) is dated when its process
+ * started, not when Keap issued it: any stored grant supersedes it.
+ */
+export function supersedes(candidate: Grant, current: Grant): boolean {
+  if (candidate.refreshToken === current.refreshToken) return false;
+  if (current.accessToken === '') return true;
+  return current.refreshIssuedAt <= candidate.refreshIssuedAt + CLOCK_SKEW_ALLOWANCE_MS;
 }
