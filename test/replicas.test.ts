@@ -78,7 +78,8 @@ describe('replicas on one Redis', () => {
 
   it('Redis down: the held token still serves and /readyz says so; Redis back empty: the grant is written back, no invalid_grant', async () => {
     sim = await KeapSimulator.start();
-    const a = await replica();
+    // Pacing on (shared through the same Redis), far above what the test sends.
+    const a = await replica({ RATE_LIMIT_PER_SECOND: '1000' });
     expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
     await redis.kill();
     await until('/readyz to report Redis down', async () => {
@@ -89,6 +90,9 @@ describe('replicas on one Redis', () => {
     });
     expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
     expect(a.logs.entries.some((e) => e.event === 'redis_down')).toBe(true);
+    // Pacing goes on, to this replica's share, and says so.
+    expect((await send(a.proxy.url, 'GET', '/readyz')).json<{ pacing: string }>().pacing).toBe('local_share');
+    expect(a.logs.entries.some((e) => e.event === 'pacing_fallback')).toBe(true);
 
     // Back, with nothing in it (no persistence).
     await redis.restart();
@@ -101,6 +105,23 @@ describe('replicas on one Redis', () => {
     expect(sim.counters.invalidGrants).toBe(0);
     const ready = (await send(a.proxy.url, 'GET', '/readyz')).json<{ tokenStore: { connected: boolean } }>();
     expect(ready.tokenStore.connected).toBe(true);
+  });
+
+  it('Redis down and the token expired: no refresh without the lock, clients get 503 token_unavailable', async () => {
+    sim = await KeapSimulator.start();
+    const a = await replica();
+    expect((await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts')).status).toBe(200);
+    const calls = sim.counters.tokenCalls;
+    await redis.kill();
+    await until('Redis to be seen down', () => a.logs.entries.some((e) => e.event === 'redis_down'));
+    // Keap now rejects the held token (Apigee's 401 token fault).
+    sim.expireAccessTokens();
+    const r = await send(a.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(r.status).toBe(503);
+    expect(r.json()).toMatchObject({ error: 'token_unavailable' });
+    expect(r.headers['retry-after']).toBeDefined();
+    expect(sim.counters.tokenCalls).toBe(calls);
+    await redis.restart();
   });
 });
 

@@ -48,6 +48,9 @@ export function openTokenStore(
     redis,
     prefix: redisSettings.prefix,
     leaseMs: redisSettings.lockLeaseMs,
+    // A Redis that does not answer within a second is down for this call: a client whose token
+    // Keap rejected should hear so, not wait out ioredis's reconnects.
+    timeoutMs: 1000,
     onWarning: options.onWarning,
   });
   return {
