@@ -72,7 +72,7 @@ describe('replica processes on one Redis', () => {
     expect(sim.counters.invalidGrants).toBe(0);
   });
 
-  it('kill -9 of the refreshing replica after its commit costs nothing', async () => {
+  it('kill -9 of the refreshing replica after its commit costs nothing; a replica started from the stale seed serves from Redis', async () => {
     sim = await KeapSimulator.start();
     const [a, b, c] = (await replicas(3)) as [ProxyProcess, ProxyProcess, ProxyProcess];
     await allServe([a, b, c]);
@@ -83,6 +83,10 @@ describe('replica processes on one Redis', () => {
     await a.exited;
     await allServe([b, c]);
     // b and c found a's grant in Redis: no token call of their own, nothing dead.
+    expect(sim.counters.tokenCalls).toBe(calls);
+    // A replica started now from the Secret's seed (long dead) serves from the grant in Redis.
+    const [d] = (await replicas(1)) as [ProxyProcess];
+    await allServe([d]);
     expect(sim.counters.tokenCalls).toBe(calls);
     expect(sim.counters.invalidGrants).toBe(0);
   });

@@ -126,6 +126,12 @@ describe('token export', () => {
     const env = { TOKEN_STORE: url, REDIS_PREFIX: 'ex1:' };
     expect((await cli(['token', 'import', '--from', '-'], env, dir, JSON.stringify(grant(3_000)))).code).toBe(0);
 
+    // token status reads the same store.
+    const status = await cli(['token', 'status', '--json'], env, dir);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.out)).toMatchObject({ store: `redis://${redis.host}:${redis.port}/0 (prefix ex1:)` });
+    expect(status.out).not.toContain(REFRESH);
+
     const toStdout = await cli(['token', 'export'], env, dir);
     expect(toStdout.code).toBe(0);
     expect(JSON.parse(toStdout.out)).toEqual(grant(3_000));
