@@ -130,13 +130,15 @@ describe('key mode', () => {
     expect(member(r.text(), 'privateKey')).toBe(SIM_API_KEY);
   });
 
-  it('malformed XML-RPC gets 400 JSON and never reaches Keap', async () => {
+  it('malformed XML-RPC gets a parse fault (code 0, as Keap answers it) and never reaches Keap', async () => {
     h = await startHarness({ mode: 'key' });
     const r = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
       body: '<methodCall><methodName>x</methodName><params><param><value><string>oops',
     });
-    expect(r.status).toBe(400);
-    expect(r.json()).toMatchObject({ error: 'malformed_xmlrpc' });
+    expect(r.status).toBe(200);
+    expect(r.headers['content-type']).toBe('text/xml; charset=utf-8');
+    expect(r.text()).toMatch(/<name>faultCode<\/name><value><i4>0<\/i4><\/value>/);
+    expect(r.text()).toMatch(/Failed to parse XML-RPC request: .*\(keap-proxy: malformed_xmlrpc\)/);
     expect(h.sim.counters.apiCalls).toBe(0);
   });
 });
@@ -173,7 +175,9 @@ describe('client keys (PROXY_CLIENT_KEYS)', () => {
     const bad = await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', {
       body: xmlCall('<param><value><string>guess</string></value></param>'),
     });
-    expect(bad.status).toBe(401);
+    // An XML-RPC client reads a fault: Keap's InvalidKey.
+    expect(bad.status).toBe(200);
+    expect(bad.text()).toMatch(/<i4>2<\/i4>.*\[InvalidKey\]/);
   });
 
   it('health endpoints stay open and never go upstream', async () => {

@@ -12,6 +12,7 @@ import type { Metrics, RateLimitOutcome } from '../observability/metrics.js';
 import type { GetCache } from '../cache/get-cache.js';
 import { HttpError, sendError } from '../http/http-error.js';
 import { answerFor, outcomeOf } from '../http/error-answers.js';
+import { sendXmlRpcFault } from '../http/xmlrpc-fault.js';
 import type { BodyBudget } from '../http/body.js';
 import { bodyUnread, injectCredential, type Exchange, type Stage } from './exchange.js';
 import {
@@ -68,8 +69,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     refuseForeignTargets,
     refuseAmbiguousPaths,
     resolveAccount(deps.accounts),
-    decideFraming,
+    // Early, so that every error after it can answer an XML-RPC client with a fault.
     routeXmlRpc,
+    decideFraming,
     // Only the stages this configuration needs: one that would do nothing still costs a call per request.
     ...(clientKeys.enabled ? [authorizeClient(clientKeys)] : []),
     copyEndToEndHeaders,
@@ -134,7 +136,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (ex.outcome === 'client_closed' || ex.res.destroyed) return;
     try {
       // The error's own connection header, if it has one, wins (it is spread last).
-      sendError(ex.res, err, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
+      // An XML-RPC client reads faults, not JSON.
+      if (ex.xmlrpc) sendXmlRpcFault(ex.res, err, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
+      else sendError(ex.res, err, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
     } catch (sendErr) {
       // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
       logger.error(

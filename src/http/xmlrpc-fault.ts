@@ -1,0 +1,76 @@
+// What an XML-RPC client gets when the proxy itself cannot serve its call: a
+// <methodResponse><fault>, over HTTP 200 and in text/xml as Keap sends its faults, because
+// legacy XML-RPC libraries read faults and treat any other status as a broken transport
+// (Keap's PHP SDK does). The faultString says what happened and what to do, as the JSON
+// message does; the faultCode follows Keap's table where one fits.
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { escapeXml } from '../keap/xmlrpc.js';
+import { markAnsweredClosing, type HttpError } from './http-error.js';
+
+interface FaultKind {
+  /** Keap's faultCode (0 generic, 1 InvalidConfig, 2 InvalidKey, 3 Unexpected, 12 InvalidParameter). */
+  code: number;
+  /** Keap's faultStrings start with a bracketed tag that names the kind: "[InvalidKey]...". */
+  tag: string | undefined;
+}
+
+/** Our error codes that have a match in Keap's table; every other one is code 3, [Unexpected]. */
+const KEAP_FAULTS: Record<string, FaultKind> = {
+  client_unauthorized: { code: 2, tag: 'InvalidKey' },
+  // Keap: "Failed to parse XML-RPC request: ..." with code 0 and no tag.
+  malformed_xmlrpc: { code: 0, tag: undefined },
+  reauthorization_required: { code: 1, tag: 'InvalidConfig' },
+};
+const UNEXPECTED: FaultKind = { code: 3, tag: 'Unexpected' };
+
+export function faultFor(err: HttpError): { faultCode: number; faultString: string } {
+  const kind = KEAP_FAULTS[err.code] ?? UNEXPECTED;
+  const prefix = err.code === 'malformed_xmlrpc' ? 'Failed to parse XML-RPC request: ' : `[${kind.tag ?? ''}]`;
+  // Our own code goes last, so a log or a support ticket can tell the proxy's fault from Keap's.
+  return { faultCode: kind.code, faultString: `${prefix}${err.message} (keap-proxy: ${err.code})` };
+}
+
+export function faultXml(faultCode: number, faultString: string): string {
+  return (
+    '<?xml version="1.0" encoding="UTF-8"?><methodResponse><fault><value><struct>' +
+    `<member><name>faultCode</name><value><i4>${faultCode}</i4></value></member>` +
+    `<member><name>faultString</name><value><string>${xmlText(faultString)}</string></value></member>` +
+    '</struct></value></fault></methodResponse>'
+  );
+}
+
+/** Sends `err` as an XML-RPC fault; its headers (Retry-After, connection: close) go along. */
+export function sendXmlRpcFault(
+  res: ServerResponse,
+  err: HttpError,
+  requestId: string,
+  extraHeaders?: OutgoingHttpHeaders,
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers = extraHeaders === undefined ? err.headers : { ...extraHeaders, ...err.headers };
+  if (headers.connection === 'close') markAnsweredClosing(res.socket);
+  const { faultCode, faultString } = faultFor(err);
+  const body = faultXml(faultCode, faultString);
+  res.writeHead(200, {
+    ...headers,
+    'content-type': 'text/xml; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    ...(requestId !== '' ? { 'x-request-id': requestId } : {}),
+  });
+  res.end(body);
+}
+
+/** Text as XML 1.0 may hold it: characters it forbids (most controls, lone surrogates) are dropped, the rest escaped. */
+function xmlText(s: string): string {
+  return escapeXml(
+    s.replace(
+      // eslint-disable-next-line no-control-regex -- these are the characters XML 1.0 forbids
+      /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
+      '',
+    ),
+  );
+}
