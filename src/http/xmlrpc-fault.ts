@@ -65,10 +65,10 @@ export function sendXmlRpcFault(
 }
 
 /** Text as XML 1.0 may hold it: characters it forbids (most controls, lone surrogates) are dropped, the rest escaped. */
+// The pattern: controls XML 1.0 forbids, U+FFFE/U+FFFF, and surrogates without their pair.
 function xmlText(s: string): string {
   return escapeXml(
     s.replace(
-      // eslint-disable-next-line no-control-regex -- these are the characters XML 1.0 forbids
       /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
       '',
     ),
