@@ -15,7 +15,8 @@ export type Command =
     }
   | { kind: 'token-status'; configFile: string | undefined; json: boolean }
   | { kind: 'token-export'; configFile: string | undefined; out: string | undefined }
-  | { kind: 'token-import'; configFile: string | undefined; from: string; force: boolean };
+  | { kind: 'token-import'; configFile: string | undefined; from: string; force: boolean }
+  | { kind: 'xmlrpc-report'; logs: string[]; json: boolean };
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -36,6 +37,8 @@ const OPTIONS = {
   'token-status': { ...CONFIG, json: { type: 'boolean' } },
   'token-export': { ...CONFIG, out: { type: 'string' } },
   'token-import': { ...CONFIG, from: { type: 'string' }, force: { type: 'boolean' } },
+  // Reads log files, not the configuration.
+  'xmlrpc-report': { log: { type: 'string', multiple: true }, json: { type: 'boolean' } },
 } as const satisfies Record<Kind, Options>;
 
 /** Every command's options at once: the first, lenient pass that finds the command. */
@@ -93,6 +96,14 @@ export function parseArgs(argv: readonly string[]): Command {
         );
       return { kind, configFile: configFileOf(values.config), from: values.from, force: values.force === true };
     }
+    case 'xmlrpc-report': {
+      const { values } = strictly(() =>
+        parseArgv({ args, options: OPTIONS['xmlrpc-report'], strict: true, allowPositionals: true }),
+      );
+      const logs = values.log ?? [];
+      if (logs.includes('')) throw new UsageError('--log needs a file name');
+      return { kind, logs, json: values.json === true };
+    }
     case 'auth': {
       const { values } = strictly(() =>
         parseArgv({ args, options: OPTIONS.auth, strict: true, allowPositionals: true }),
@@ -126,6 +137,9 @@ function commandOf(positionals: string[]): Kind {
     if (second === 'export') return 'token-export';
     if (second === 'import') return 'token-import';
   }
+  if (first === 'xmlrpc' && second === 'report' && rest.length === 0) return 'xmlrpc-report';
+  if (first === 'xmlrpc')
+    throw new UsageError(`unknown command "${positionals.join(' ')}"; did you mean "xmlrpc report"?`);
   if (first === 'token')
     throw new UsageError(
       `unknown command "${positionals.join(' ')}"; did you mean "token status", "token export" or "token import"?`,

@@ -4,8 +4,11 @@ import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { helpText } from './cli-help.js';
 import { parseArgs, UsageError, type Command } from './cli-args.js';
 import { AuthError, runAuth } from './auth-command.js';
+import path from 'node:path';
 import { runTokenStatus, type Output } from './token-status.js';
 import { runTokenExport, runTokenImport, TransferError } from './token-transfer.js';
+import { ReportError, runXmlRpcReport } from './xmlrpc-report.js';
+import { Readable } from 'node:stream';
 import { TokenStoreError } from '../tokens/token-store.js';
 
 export interface CliInput {
@@ -17,6 +20,8 @@ export interface CliInput {
   cwd?: string;
   /** All of standard input, for `token import --from -`. */
   stdin?: () => Promise<string>;
+  /** Standard input as a stream, for `xmlrpc report` reading a log piped in. */
+  stdinStream?: () => Readable;
   /** Runs the proxy until it is stopped (the process's signals are src/cli/cli.ts's business). */
   serve: (config: Config) => Promise<void>;
 }
@@ -32,6 +37,14 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
       stdout.write(helpText() + '\n');
       return 0;
     }
+    // The report reads log files: it needs no configuration, and works where there is none.
+    if (command.kind === 'xmlrpc-report')
+      return await runXmlRpcReport({
+        files: command.logs.map((f) => path.resolve(input.cwd ?? process.cwd(), f)),
+        stdin: input.stdinStream ?? (() => Readable.from([])),
+        out: stdout,
+        json: command.json,
+      });
     config = loadConfig({ env: input.env, configFile: command.configFile, cwd: input.cwd });
     switch (command.kind) {
       case 'serve':
@@ -66,7 +79,7 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
       stderr.write(`keap-proxy: ${err.message}\n`);
       return 2;
     }
-    if (err instanceof AuthError || err instanceof TransferError) {
+    if (err instanceof AuthError || err instanceof TransferError || err instanceof ReportError) {
       stderr.write(`keap-proxy: ${err.message}\n`);
       return 1;
     }

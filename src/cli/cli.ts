@@ -27,6 +27,7 @@ void runCli({
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
     return Buffer.concat(chunks).toString('utf8');
   },
+  stdinStream: () => process.stdin,
   serve,
 }).then(
   (code) => {

@@ -188,6 +188,8 @@ type OtherChild = { kind: 'other'; name: string; compound: boolean; segments: Se
 type Wrap = 'params' | 'param' | 'value' | 'string' | 'none';
 
 interface Plan {
+  /** The <methodName>'s text, as it stands between the tags (trimmed). */
+  methodName: string;
   /** Byte span to replace with the key, wrapped in the elements named by `wrap`. */
   start: number;
   end: number;
@@ -267,24 +269,25 @@ class Parser {
     }
     if (!nameHasText) fail('<methodName> is empty');
     const afterMethodName = mnClose.end;
+    const methodName = s.slice(mn.end, mnClose.start).trim();
 
     const p = this.nextSignificant();
     if (p.t === 'close' && p.name === 'methodCall') {
       this.finish([]);
-      return { start: afterMethodName, end: afterMethodName, wrap: 'params', read: { kind: 'none' } };
+      return { methodName, start: afterMethodName, end: afterMethodName, wrap: 'params', read: { kind: 'none' } };
     }
     if (p.t !== 'open' || p.name !== 'params') {
       fail(`expected <params> or </methodCall> after </methodName>, found ${describe(s, p)}`);
     }
     if (p.selfClosing) {
       this.finish(['methodCall']);
-      return { start: p.start, end: p.end, wrap: 'params', read: { kind: 'none' } };
+      return { methodName, start: p.start, end: p.end, wrap: 'params', read: { kind: 'none' } };
     }
 
     const param = this.nextSignificant();
     if (param.t === 'close' && param.name === 'params') {
       this.finish(['methodCall']);
-      return { start: p.end, end: p.end, wrap: 'param', read: { kind: 'none' } };
+      return { methodName, start: p.end, end: p.end, wrap: 'param', read: { kind: 'none' } };
     }
     if (param.t !== 'open' || param.name !== 'param') {
       fail(`expected <param> or </params>, found ${describe(s, param)}`);
@@ -302,11 +305,11 @@ class Parser {
       fail(`expected </param> after the first param's <value>, found ${describe(s, paramClose)}`);
     }
     this.finish(['methodCall', 'params']);
-    return plan;
+    return { methodName, ...plan };
   }
 
   /** The first param's `<value>` (its opening tag just read). */
-  private parseValue(value: Extract<Token, { t: 'open' }>): Plan {
+  private parseValue(value: Extract<Token, { t: 'open' }>): Omit<Plan, 'methodName'> {
     const s = this.s;
     if (value.selfClosing) {
       return { start: value.start, end: value.end, wrap: 'value', read: { kind: 'text', segments: [] } };
@@ -519,6 +522,11 @@ function readSegments(buf: Buffer, segments: Segment[]): string {
     out += seg.cdata ? raw : decodeEntities(raw);
   }
   return out;
+}
+
+/** The call's <methodName> (its text as sent, trimmed). Throws XmlRpcError when malformed. */
+export function readMethodName(body: Buffer): string {
+  return plan(toBuffer(body)).methodName;
 }
 
 /** First <param>'s value of a methodCall, entities decoded; undefined when the call has no params. Throws XmlRpcError when malformed. */

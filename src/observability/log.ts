@@ -83,6 +83,8 @@ export interface RequestRecord {
   durationMs: number;
   outcome: string | undefined;
   cache: string | undefined;
+  /** An XML-RPC call's methodName (the migration inventory reads it). */
+  xmlrpcMethod?: string | undefined;
 }
 
 /**
@@ -123,6 +125,7 @@ function formatRequestLine(r: RequestRecord, bindings: string): string {
     `,"attempts":${r.attempts},"durationMs":${r.durationMs}` +
     (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
     (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
+    (r.xmlrpcMethod === undefined ? '' : `,"xmlrpcMethod":${str(r.xmlrpcMethod)}`) +
     `,"msg":"request"}\n`
   );
 }

@@ -36,6 +36,11 @@ export interface MetricsOptions {
   defaultMetrics?: boolean;
 }
 
+/** Keap's method names: `Service.method`, letters and digits. */
+const METHOD_NAME = /^[A-Za-z][A-Za-z0-9_]{0,63}\.[A-Za-z][A-Za-z0-9_]{0,63}$/;
+/** Distinct XML-RPC method labels kept; Keap's whole API has about 150 methods. */
+export const XMLRPC_METHODS_MAX = 300;
+
 type CounterChild = Counter.Internal;
 
 const ROUTES: readonly Route[] = ['rest', 'xmlrpc', 'local', 'oauth'];
@@ -73,6 +78,9 @@ export class Metrics {
   private readonly queueDepth: Gauge<'tenant'>;
   private readonly rateLimitedTotal: Counter<'tenant' | 'outcome'>;
   private readonly tokenRefreshes: Counter<'outcome'>;
+  private readonly xmlrpcCalls: Counter<'method' | 'outcome'>;
+  /** methodName label values seen so far (bounded: clients choose them). */
+  private readonly xmlrpcMethods = new Set<string>();
 
   /** Requests answered, by route and then status (a number at the call site: no String() per request). */
   private readonly requestCounts = new Map<Route, Map<number, number>>();
@@ -137,6 +145,12 @@ export class Metrics {
       name: 'keap_proxy_token_refreshes_total',
       help: 'OAuth token refreshes, by outcome; reloaded means a grant another process stored was adopted.',
       labelNames: ['outcome'],
+      registers,
+    });
+    this.xmlrpcCalls = new Counter({
+      name: 'keap_proxy_xmlrpc_calls_total',
+      help: "XML-RPC calls by methodName and outcome: relayed (Keap's answer went to the client), client_closed, or the code of the proxy's own fault. The inventory to migrate before Keap retires XML-RPC.",
+      labelNames: ['method', 'outcome'],
       registers,
     });
     const bodyBuffer = (): { inUse: number; limit: number } | undefined => this.bodyBufferSource?.();
@@ -256,6 +270,20 @@ export class Metrics {
       this.rateLimitedChildren.set(tenant, byOutcome);
     }
     byOutcome.get(outcome)?.inc();
+  }
+
+  /**
+   * Counts an XML-RPC call. Clients choose method names: one that is not `Service.method` is
+   * counted as `invalid`, and past XMLRPC_METHODS_MAX distinct names the rest as `other`, so
+   * no client can grow the metrics without bound.
+   */
+  xmlrpcCall(method: string | undefined, outcome: string): void {
+    let label = method === undefined ? 'unread' : METHOD_NAME.test(method) ? method : 'invalid';
+    if (!this.xmlrpcMethods.has(label)) {
+      if (this.xmlrpcMethods.size >= XMLRPC_METHODS_MAX) label = 'other';
+      else this.xmlrpcMethods.add(label);
+    }
+    this.xmlrpcCalls.labels(label, outcome).inc();
   }
 
   tokenRefresh(outcome: TokenRefreshOutcome): void {

@@ -17,6 +17,10 @@ export interface Exchange {
   account: Account | undefined;
   /** XML-RPC calls have their body rewritten; REST calls pass through. */
   xmlrpc: boolean;
+  /** An XML-RPC call's methodName, once its body is read. */
+  xmlrpcMethod: string | undefined;
+  /** The code of the error the proxy answered with, if it did (for the XML-RPC inventory). */
+  errorCode: string | undefined;
   /** How the client framed its body (and its declared length), from the parsed request. */
   framing: Framing;
   declaredLength: number | undefined;

@@ -25,6 +25,7 @@ import {
   copyEndToEndHeaders,
   decideFraming,
   obtainCredential,
+  nameXmlRpcCall,
   pace,
   resolveAccount,
   refuseAmbiguousPaths,
@@ -78,6 +79,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ...(deps.cache.enabled ? [serveFromCache(deps.cache)] : []),
     addForwardedHeaders,
     bufferBody(config, deps.bodyBudget),
+    nameXmlRpcCall,
     ...(clientKeys.enabled ? [authorizeClientByPrivateKey(clientKeys)] : []),
     obtainCredential,
     rewriteXmlRpcKey,
@@ -119,6 +121,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       );
     }
     let err = answerFor(thrown, limits);
+    ex.errorCode = err?.code ?? 'internal_error';
     const rateLimited = err !== undefined ? rateLimitOutcome[err.code] : undefined;
     if (rateLimited !== undefined && ex.account !== undefined)
       deps.metrics.rateLimited(ex.account.label(), rateLimited);
@@ -199,6 +202,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ex.bodyReserved = 0;
     ex.bodyStream?.destroy();
     deps.metrics.requestDone(ex.xmlrpc ? 'xmlrpc' : 'rest', ex.res.writableFinished ? ex.res.statusCode : 499);
+    if (ex.xmlrpc) deps.metrics.xmlrpcCall(ex.xmlrpcMethod, xmlrpcOutcome(ex));
     over(ex);
     nextOnConnection(ex);
   }
@@ -222,6 +226,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         id: '',
         account: undefined,
         xmlrpc: false,
+        xmlrpcMethod: undefined,
+        errorCode: undefined,
         framing: 'none',
         declaredLength: undefined,
         body: undefined,
@@ -310,5 +316,12 @@ function logExchange(log: RequestLog, ex: Exchange): void {
     durationMs: Math.round((performance.now() - ex.startedAt) * 10) / 10,
     outcome: ex.outcome ?? (finished ? undefined : 'client_closed'),
     cache: ex.cache,
+    xmlrpcMethod: ex.xmlrpcMethod,
   });
+}
+
+/** What became of an XML-RPC call: Keap's answer relayed, or the code of the proxy's own answer. */
+function xmlrpcOutcome(ex: Exchange): string {
+  if (ex.errorCode !== undefined) return ex.errorCode;
+  return ex.res.writableFinished ? 'relayed' : 'client_closed';
 }

@@ -9,7 +9,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { type GetCache, serveCached } from '../cache/get-cache.js';
 import { HttpError } from '../http/http-error.js';
 import { framingOf, readBody, type BodyBudget, BufferedBody } from '../http/body.js';
-import { readPrivateKey, rewritePrivateKey, XmlRpcError } from '../keap/xmlrpc.js';
+import { readMethodName, readPrivateKey, rewritePrivateKey, XmlRpcError } from '../keap/xmlrpc.js';
 import { accountOf, clientSignal, type Exchange, type Stage } from './exchange.js';
 
 /** Only Keap is ever contacted: absolute-form targets and `//host` paths never pass. */
@@ -276,6 +276,16 @@ export function bufferBody(config: Config, budget: BodyBudget): Stage {
     ex.bodyStream = body.stream;
   };
   return (ex) => (ex.framing !== 'none' ? read(ex) : undefined);
+}
+
+/** Longest methodName kept for the log and the inventory: Keap's are under 60 characters. */
+const METHOD_NAME_MAX = 128;
+
+/** An XML-RPC call's methodName, for its log line and the migration inventory; a malformed call is refused here. */
+export function nameXmlRpcCall(ex: Exchange): void {
+  if (!ex.xmlrpc || ex.body === undefined) return;
+  const body = ex.body.whole();
+  ex.xmlrpcMethod = xmlrpc(() => readMethodName(body)).slice(0, METHOD_NAME_MAX);
 }
 
 export function authorizeClientByPrivateKey(keys: ClientKeys): Stage {
