@@ -18,6 +18,8 @@ export interface BenchRedis {
   cpuUs(): Promise<number>;
   /** INFO server's redis_version. */
   version(): Promise<string>;
+  /** One PING's round trip from this process, in ms. */
+  pingMs(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -84,6 +86,11 @@ async function serve(port: number): Promise<BenchRedis> {
       const info = await client.info('cpu');
       const field = (name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
       return Math.round((field('used_cpu_user') + field('used_cpu_sys')) * 1e6);
+    },
+    async pingMs() {
+      const t = performance.now();
+      await client.ping();
+      return performance.now() - t;
     },
     async version() {
       return /^redis_version:(\S+)/m.exec(await client.info('server'))?.[1] ?? 'unknown';

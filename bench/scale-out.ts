@@ -108,6 +108,12 @@ export interface PacingCostRound {
   shared: CostFigures & {
     /** redis-server's CPU over the shared proxy's timed part, per request it completed. */
     redisCpuUsPerRequest: number;
+    /**
+     * PING round trips from the bench's process (core 0, with the proxies) to Redis during the
+     * timed part, one every 100 ms: median and 90th percentile, ms. What a booking's round trip
+     * waits for on this box, Redis's core being busy with the simulator and the load generators.
+     */
+    redisPingMs: { p50: number; p90: number; count: number };
     modeAfter: string;
     fallbacks: number;
   };
@@ -346,6 +352,11 @@ async function runPacingCost(
         shared: {
           ...costFigures(s, sharedPeak),
           redisCpuUsPerRequest: s.sample.completed > 0 ? (s.redisCpuUs ?? NaN) / s.sample.completed : NaN,
+          redisPingMs: {
+            p50: percentile(s.redisPings, 0.5),
+            p90: percentile(s.redisPings, 0.9),
+            count: s.redisPings.length,
+          },
           modeAfter,
           fallbacks: countFallbacks(dir, `paced-shared-${round}`),
         },
@@ -373,20 +384,61 @@ interface ServerLoad {
   cpuUs: number;
   /** redis-server's CPU over the same timed part, when asked for. */
   redisCpuUs: number | undefined;
+  /** PING round trips to Redis over the timed part (ms), when asked for. */
+  redisPings: number[];
 }
 
-/** Loads one server; its CPU (and Redis's, when given) is read when the timed part starts and when it ends. */
+/** PINGs Redis every 100 ms (one at a time) until stopped; answers the round trips. */
+function samplePings(redis: BenchRedis): { stop(): number[] } {
+  const pings: number[] = [];
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    void redis
+      .pingMs()
+      .then((ms) => pings.push(ms))
+      .catch(() => undefined)
+      .finally(() => (busy = false));
+  }, 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      return pings;
+    },
+  };
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number;
+}
+
+/**
+ * Loads one server; its CPU (and Redis's, when given) is read when the timed part starts and
+ * when it ends, and Redis's round trip sampled in between.
+ */
 async function loadServer(server: ServerChild, request: LoadRequest, redis?: BenchRedis): Promise<ServerLoad> {
   let atStart: Promise<[NodeJS.CpuUsage, number | undefined]> | undefined;
+  let pings: { stop(): number[] } | undefined;
   const read = (): Promise<[NodeJS.CpuUsage, number | undefined]> => Promise.all([server.cpu(), redis?.cpuUs()]);
-  const done = await runLoadChild(request, () => {
-    atStart = read();
-  });
+  let done: LoadDone;
+  try {
+    done = await runLoadChild(request, () => {
+      atStart = read();
+      if (redis !== undefined) pings = samplePings(redis);
+    });
+  } finally {
+    pings?.stop();
+  }
+  const redisPings = pings?.stop() ?? [];
   const [[cpuA, redisA], [cpuB, redisB]] = await Promise.all([atStart ?? read(), read()]);
   return {
     sample: done.sample,
     cpuUs: cpuB.user + cpuB.system - (cpuA.user + cpuA.system),
     redisCpuUs: redisA !== undefined && redisB !== undefined ? redisB - redisA : undefined,
+    redisPings,
   };
 }
 
@@ -505,7 +557,7 @@ function logGlobalLimit(g: GlobalLimitSummary): void {
 function logCostRound(round: number, rounds: number, r: PacingCostRound): void {
   console.error(
     `  pacing cost ${round}/${rounds}  local ${r.local.requestsPerSecond.toFixed(0)} req/s ${r.local.cpuUsPerRequest.toFixed(0)} µs/req, ` +
-      `shared ${r.shared.requestsPerSecond.toFixed(0)} req/s ${r.shared.cpuUsPerRequest.toFixed(0)} µs/req (+ Redis ${r.shared.redisCpuUsPerRequest.toFixed(0)} µs/req)` +
+      `shared ${r.shared.requestsPerSecond.toFixed(0)} req/s ${r.shared.cpuUsPerRequest.toFixed(0)} µs/req (+ Redis ${r.shared.redisCpuUsPerRequest.toFixed(0)} µs/req; PING p50 ${r.shared.redisPingMs.p50.toFixed(2)} ms p90 ${r.shared.redisPingMs.p90.toFixed(2)} ms)` +
       `${r.local.bad + r.shared.bad > 0 ? `  (${r.local.bad + r.shared.bad} bad answers)` : ''}`,
   );
 }
@@ -564,6 +616,7 @@ export function formatScaleOut(s: ScaleOutSummary): string {
     `  RATE_LIMIT_PER_SECOND ${c.ratePerSecond}, minute and day limits (configured and reported) 10^9: no limit holds a call back; what caps both is the pacing queue itself, one booking at a time`,
     `  local pacing   ${med((r) => r.local.requestsPerSecond)} req/s  ${med((r) => r.local.cpuUsPerRequest)} µs CPU/req  p50 ${med((r) => r.local.p50Ms)} ms  p99 ${med((r) => r.local.p99Ms)} ms  RSS peak ${mib(median(c.rounds.map((r) => r.local.rssPeak)))} MiB`,
     `  shared pacing  ${med((r) => r.shared.requestsPerSecond)} req/s  ${med((r) => r.shared.cpuUsPerRequest)} µs CPU/req (+ ${med((r) => r.shared.redisCpuUsPerRequest)} µs in redis-server)  p50 ${med((r) => r.shared.p50Ms)} ms  p99 ${med((r) => r.shared.p99Ms)} ms  RSS peak ${mib(median(c.rounds.map((r) => r.shared.rssPeak)))} MiB`,
+    `  Redis PING round trip from core 0 while loaded (one every 100 ms): p50 ${med((r) => r.shared.redisPingMs.p50, 2)} ms, p90 ${med((r) => r.shared.redisPingMs.p90, 2)} ms (medians over rounds)`,
     `  shared / local, throughput  ${c.throughputRatio.toFixed(3)}x  (per round ${c.rounds.map((r) => (r.shared.requestsPerSecond / r.local.requestsPerSecond).toFixed(2)).join(' / ')})`,
     `  shared / local, keap-proxy CPU per request  ${c.cpuRatio.toFixed(3)}x  (per round ${c.rounds.map((r) => (r.shared.cpuUsPerRequest / r.local.cpuUsPerRequest).toFixed(2)).join(' / ')})`,
   ].join('\n');
