@@ -4,7 +4,8 @@ declare module 'autocannon' {
   import type { EventEmitter } from 'node:events';
 
   interface Options {
-    url: string;
+    /** Several: connection i goes to url[i % url.length]. */
+    url: string | string[];
     connections?: number;
     pipelining?: number;
     /** Seconds. */

@@ -14,9 +14,19 @@ import type { ServerMessage, ServerOptions, ServerRequest } from './server-proce
 import type { LoadMessage, LoadRequest, LoadSample } from './load.js';
 import { median } from './report.js';
 
+export interface HeadToHeadFigures {
+  requestsPerSecond: number;
+  cpuUsPerRequest: number;
+  p50Ms: number;
+  p99Ms: number;
+  bad: number;
+  /** The server process's highest RSS sampled (every RSS_SAMPLE_MS) while loaded, warm-up included; bytes. */
+  rssPeak: number;
+}
+
 export interface HeadToHeadRound {
-  bare: { requestsPerSecond: number; cpuUsPerRequest: number; p50Ms: number; p99Ms: number; bad: number };
-  keap: { requestsPerSecond: number; cpuUsPerRequest: number; p50Ms: number; p99Ms: number; bad: number };
+  bare: HeadToHeadFigures;
+  keap: HeadToHeadFigures;
 }
 
 export interface HeadToHeadSummary {
@@ -144,18 +154,21 @@ export async function runHeadToHead(opts: {
         seconds: opts.seconds,
         warmupSeconds: opts.warmupSeconds,
       });
+      await Promise.all([bare.watchRss(), keap.watchRss()]);
       const [b, k] = await Promise.all([loadOne(bare, request(bare)), loadOne(keap, request(keap))]);
-      const figures = (r: { sample: LoadSample; cpuUs: number }) => ({
+      const [bareRss, keapRss] = await Promise.all([bare.rss(), keap.rss()]);
+      const figures = (r: { sample: LoadSample; cpuUs: number }, rss: { peak: number }): HeadToHeadFigures => ({
         requestsPerSecond: r.sample.requestsPerSecond,
         cpuUsPerRequest: r.sample.completed > 0 ? r.cpuUs / r.sample.completed : NaN,
         p50Ms: r.sample.p50Ms,
         p99Ms: r.sample.p99Ms,
         bad: r.sample.errors + r.sample.timeouts + r.sample.non2xx,
+        rssPeak: rss.peak,
       });
-      rounds.push({ bare: figures(b), keap: figures(k) });
+      rounds.push({ bare: figures(b, bareRss), keap: figures(k, keapRss) });
       const last = rounds[rounds.length - 1] as HeadToHeadRound;
       console.error(
-        `  head-to-head ${round}/${opts.rounds}  bare ${last.bare.requestsPerSecond.toFixed(0)} req/s ${last.bare.cpuUsPerRequest.toFixed(0)} µs/req, keap-proxy ${last.keap.requestsPerSecond.toFixed(0)} req/s ${last.keap.cpuUsPerRequest.toFixed(0)} µs/req`,
+        `  head-to-head ${round}/${opts.rounds}  bare ${last.bare.requestsPerSecond.toFixed(0)} req/s ${last.bare.cpuUsPerRequest.toFixed(0)} µs/req, keap-proxy ${last.keap.requestsPerSecond.toFixed(0)} req/s ${last.keap.cpuUsPerRequest.toFixed(0)} µs/req, RSS peak ${(last.keap.rssPeak / 2 ** 20).toFixed(1)} MiB`,
       );
     } finally {
       await Promise.all([bare.close(), keap.close()]);
@@ -168,10 +181,12 @@ export async function runHeadToHead(opts: {
 
 export function formatHeadToHead(h: HeadToHeadSummary): string {
   const med = (pick: (r: HeadToHeadRound) => number): string => median(h.rounds.map(pick)).toFixed(0);
+  const mib = (pick: (r: HeadToHeadRound) => number): string => (median(h.rounds.map(pick)) / 2 ** 20).toFixed(1);
+  const max = (pick: (r: HeadToHeadRound) => number): string => (Math.max(...h.rounds.map(pick)) / 2 ** 20).toFixed(1);
   return [
     `head-to-head: bare forwarder and keap-proxy in two processes sharing core 0, loaded at the same time (${h.rounds.length} rounds)`,
-    `  bare forwarder  ${med((r) => r.bare.requestsPerSecond)} req/s  ${med((r) => r.bare.cpuUsPerRequest)} µs CPU/req  p50 ${med((r) => r.bare.p50Ms)} ms  p99 ${med((r) => r.bare.p99Ms)} ms`,
-    `  keap-proxy      ${med((r) => r.keap.requestsPerSecond)} req/s  ${med((r) => r.keap.cpuUsPerRequest)} µs CPU/req  p50 ${med((r) => r.keap.p50Ms)} ms  p99 ${med((r) => r.keap.p99Ms)} ms`,
+    `  bare forwarder  ${med((r) => r.bare.requestsPerSecond)} req/s  ${med((r) => r.bare.cpuUsPerRequest)} µs CPU/req  p50 ${med((r) => r.bare.p50Ms)} ms  p99 ${med((r) => r.bare.p99Ms)} ms  RSS peak ${mib((r) => r.bare.rssPeak)} MiB (highest ${max((r) => r.bare.rssPeak)})`,
+    `  keap-proxy      ${med((r) => r.keap.requestsPerSecond)} req/s  ${med((r) => r.keap.cpuUsPerRequest)} µs CPU/req  p50 ${med((r) => r.keap.p50Ms)} ms  p99 ${med((r) => r.keap.p99Ms)} ms  RSS peak ${mib((r) => r.keap.rssPeak)} MiB (highest ${max((r) => r.keap.rssPeak)})`,
     `  keap-proxy / bare forwarder, throughput  ${h.throughputRatio.toFixed(3)}x  (per round ${h.rounds.map((r) => (r.keap.requestsPerSecond / r.bare.requestsPerSecond).toFixed(2)).join(' / ')})  ${h.met ? 'PASS' : 'FAIL'} (target >= ${h.target}x)`,
     `  bare forwarder / keap-proxy, CPU per request  ${h.costRatio.toFixed(3)}x`,
   ].join('\n');

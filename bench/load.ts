@@ -7,7 +7,8 @@
 import autocannon, { type Instance, type Result } from 'autocannon';
 
 export interface LoadRequest {
-  url: string;
+  /** Several: the connections are dealt out among them in turn (connection i to url[i % n]). */
+  url: string | string[];
   headers: Record<string, string>;
   connections: number;
   seconds: number;

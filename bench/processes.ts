@@ -30,6 +30,11 @@ export function pinServerProcess(): boolean {
   return pin(process.pid, SERVER_CORE);
 }
 
+/** A helper that is not a node child (redis-server) goes where the simulator and the load generator run. */
+export function pinHelperProcess(pid: number): boolean {
+  return pin(pid, HELPER_CORE);
+}
+
 /** Server children of a head-to-head run share core 0, as the in-process servers do. */
 export const SERVER_CORE_ID = SERVER_CORE;
 

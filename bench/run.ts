@@ -3,7 +3,9 @@
 // then ("pacing") how close keap-proxy with pacing on gets to the rate it allows itself
 // under a burst far beyond it, and whether Keap (a simulator enforcing the spike limit)
 // ever has to answer 429; then ("uploads") the peak memory of keap-proxy and of the bare
-// forwarder under a burst of large uploads to a slow Keap, and how many keap-proxy refused.
+// forwarder under a burst of large uploads to a slow Keap, and how many keap-proxy refused;
+// then ("scale-out", scale-out.ts) three keap-proxy replicas sharing Keap's quota through one
+// Redis against a global limit, and the cost of pacing through Redis against pacing locally.
 //
 // Fairness on a small box:
 // - the servers run here, the load generator (autocannon) in a child process, so client and
@@ -17,18 +19,23 @@
 // BENCH_WARMUP_SECONDS (default 3: every measurement starts a fresh server, whose JIT needs that
 // long to settle; with 1 s keap-proxy, having more code to optimize, was measured half-warm), BENCH_ROUNDS (default 10), BENCH_CONNECTIONS (default 50),
 // BENCH_SCENARIOS (comma-separated names to run, default all: direct, bare-forwarder,
-// keap-proxy, head-to-head, pacing, uploads). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
+// keap-proxy, head-to-head, pacing, uploads, scale-out). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
 // OAuth), BENCH_PACING_SECONDS (burst length, default 10), BENCH_PACING_CONNECTIONS (default 50).
 // Uploads: BENCH_UPLOADS_CONNECTIONS (concurrent uploads, default 60), BENCH_UPLOADS_MIB (body
 // size, default 8), BENCH_UPLOADS_HOLD_MS (how long the upstream holds each answer, default 2000),
 // BENCH_UPLOADS_BURSTS (bursts through the same server process, one after the other, default 1).
 // keap-proxy runs with its defaults (REPLAY_BODY_BYTES 10 MiB, BODY_BUFFER_BUDGET_BYTES 192 MiB).
+// Scale-out (needs redis-server on the PATH): BENCH_SCALE_LIMIT (the spike limit, default 25),
+// BENCH_SCALE_SECONDS (burst length, default 10), BENCH_SCALE_CONNECTIONS (in all, rounded up to a
+// multiple of the 3 replicas; default 8 x the limit); its pacing-cost part uses BENCH_ROUNDS,
+// BENCH_SECONDS, BENCH_WARMUP_SECONDS and BENCH_CONNECTIONS as head-to-head does.
 //
 // Output: the table on stdout (progress on stderr), the same figures in bench/results/latest.json.
 // Exit status 1 when any answer was not 2xx (the figures would be meaningless), when the
 // simulator had to answer 429 during the pacing run, when an upload got neither 200 nor
-// (through keap-proxy) 503 body_budget_exhausted, or the run broke; a missed throughput or
-// pacing target is reported as FAIL in the verdict but does not change the status.
+// (through keap-proxy) 503 body_budget_exhausted, when the scale-out replicas drew more than a
+// few 429s from the simulator or did not pace through Redis all along, or the run broke; a missed
+// throughput or pacing target is reported as FAIL in the verdict but does not change the status.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -49,6 +56,15 @@ import {
   type ServerChild,
 } from './head-to-head.js';
 import type { UploadsMessage, UploadsRequest, UploadsSample } from './uploads-client.js';
+import {
+  formatScaleOut,
+  runScaleOut,
+  scaleOutClientFailures,
+  scaleOutUpstreamFailures,
+  SCALE_OUT,
+  type ScaleOutSettings,
+  type ScaleOutSummary,
+} from './scale-out.js';
 import { SETTINGS } from '../src/config/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
@@ -102,6 +118,7 @@ interface Settings {
   only: string[] | undefined;
   pacing: { limitPerSecond: number; seconds: number; connections: number };
   uploads: { connections: number; bytes: number; holdMs: number; bursts: number };
+  scaleOut: ScaleOutSettings;
 }
 
 function scenarios(ctx: BenchContext): Scenario[] {
@@ -125,11 +142,18 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
   const only = env.BENCH_SCENARIOS?.split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
+  const scaleLimit = Math.round(num('BENCH_SCALE_LIMIT', 25, 1));
+  // As many connections on each of the three replicas.
+  const scaleConnections = 3 * Math.ceil(num('BENCH_SCALE_CONNECTIONS', 8 * scaleLimit, 3) / 3);
+  const seconds = num('BENCH_SECONDS', 2, 1);
+  const warmupSeconds = num('BENCH_WARMUP_SECONDS', 3, 0);
+  const rounds = Math.round(num('BENCH_ROUNDS', 10, 1));
+  const connections = Math.round(num('BENCH_CONNECTIONS', 50, 1));
   return {
-    seconds: num('BENCH_SECONDS', 2, 1),
-    warmupSeconds: num('BENCH_WARMUP_SECONDS', 3, 0),
-    rounds: Math.round(num('BENCH_ROUNDS', 10, 1)),
-    connections: Math.round(num('BENCH_CONNECTIONS', 50, 1)),
+    seconds,
+    warmupSeconds,
+    rounds,
+    connections,
     only: only !== undefined && only.length > 0 ? only : undefined,
     pacing: {
       limitPerSecond: Math.round(num('BENCH_PACING_LIMIT', 25, 1)),
@@ -142,6 +166,13 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
       bytes: Math.round(num('BENCH_UPLOADS_MIB', 8, 0.001) * 2 ** 20),
       holdMs: Math.round(num('BENCH_UPLOADS_HOLD_MS', 2000, 0)),
       bursts: Math.round(num('BENCH_UPLOADS_BURSTS', 1, 1)),
+    },
+    scaleOut: {
+      limitPerSecond: scaleLimit,
+      // As the pacing run: a steady second after the start-up one, and more to be worth measuring.
+      seconds: num('BENCH_SCALE_SECONDS', 10, PACING_STEADY_AFTER_SECONDS + 2),
+      connections: scaleConnections,
+      cost: { rounds, seconds, warmupSeconds, connections },
     },
   };
 }
@@ -519,9 +550,10 @@ async function main(): Promise<void> {
     const pacingOn = selected(settings, PACING);
     const headToHeadOn = selected(settings, HEAD_TO_HEAD);
     const uploadsOn = selected(settings, UPLOADS);
-    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn)
+    const scaleOutOn = selected(settings, SCALE_OUT);
+    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn && !scaleOutOn)
       throw new Error(
-        `BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS].join(', ')}`,
+        `BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS, SCALE_OUT].join(', ')}`,
       );
     const perMeasurement = settings.warmupSeconds + settings.seconds;
     console.error(
@@ -574,6 +606,12 @@ async function main(): Promise<void> {
       uploads = await runUploads(settings, sim, dir);
     }
 
+    let scaleOut: ScaleOutSummary | undefined;
+    if (scaleOutOn) {
+      // Its own simulators and Redis: nothing the runs above counted reaches it.
+      scaleOut = await runScaleOut(settings.scaleOut, dir, REQUEST_PATH);
+    }
+
     const headToHeadBad =
       headToHead?.rounds.some((r) => r.bare.bad + r.keap.bad > 0) === true
         ? ['head-to-head: answers other than 2xx']
@@ -582,24 +620,37 @@ async function main(): Promise<void> {
       ...failures(summaries),
       ...headToHeadBad,
       ...(pacing !== undefined ? pacingClientFailures(pacing) : []),
+      ...(scaleOut !== undefined ? scaleOutClientFailures(scaleOut) : []),
     ];
     const uploadsBad = uploads !== undefined ? uploadsFailures(uploads) : [];
-    const bad = [...clientBad, ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : []), ...uploadsBad];
+    const bad = [
+      ...clientBad,
+      ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : []),
+      ...uploadsBad,
+      ...(scaleOut !== undefined ? scaleOutUpstreamFailures(scaleOut) : []),
+    ];
 
     if (summaries.length > 0) console.log('\n' + formatTable(summaries, comparisons));
     if (headToHead !== undefined) console.log('\n' + formatHeadToHead(headToHead));
     if (pacing !== undefined) console.log('\n' + formatPacing(pacing));
     if (uploads !== undefined) console.log('\n' + formatUploads(uploads));
+    if (scaleOut !== undefined) console.log('\n' + formatScaleOut(scaleOut));
     if (bad.length > 0) {
       console.log(
-        `\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, or uploads answered otherwise than expected:\n  ${bad.join('\n  ')}`,
+        `\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, uploads answered otherwise than expected, or replicas not pacing through Redis:\n  ${bad.join('\n  ')}`,
       );
       exitCode = 1;
     } else {
-      const throughputRan = summaries.length > 0 || headToHead !== undefined || pacing !== undefined;
+      const throughputRan =
+        summaries.length > 0 || headToHead !== undefined || pacing !== undefined || scaleOut !== undefined;
       const notes = [
         ...(throughputRan ? ['all responses 2xx (no errors, timeouts or non-2xx)'] : []),
-        ...(pacing !== undefined ? ['the simulator never answered 429'] : []),
+        ...(pacing !== undefined ? ['the simulator never answered 429 to the pacing run'] : []),
+        ...(scaleOut !== undefined
+          ? [
+              `the scale-out replicas drew ${scaleOut.globalLimit.upstream.throttled} 429s from the simulator (at most ${scaleOut.globalLimit.maxUpstream429} allowed) and paced through Redis all along`,
+            ]
+          : []),
         ...(uploads !== undefined ? [uploadsNote(uploads)] : []),
       ];
       console.log(`\n${notes.join('; ')}`);
@@ -612,6 +663,7 @@ async function main(): Promise<void> {
       headToHead,
       pacing,
       uploads,
+      scaleOut,
       bad,
       allResponses2xx: clientBad.length === 0,
     });
@@ -630,6 +682,7 @@ function writeResults(data: {
   headToHead: HeadToHeadSummary | undefined;
   pacing: PacingSummary | undefined;
   uploads: UploadsSummary | undefined;
+  scaleOut: ScaleOutSummary | undefined;
   bad: string[];
   allResponses2xx: boolean;
 }): string {
@@ -652,6 +705,7 @@ function writeResults(data: {
     headToHead: data.headToHead ?? null,
     pacing: data.pacing ?? null,
     uploads: data.uploads ?? null,
+    scaleOut: data.scaleOut ?? null,
     allResponses2xx: data.allResponses2xx,
     problems: data.bad,
   };

@@ -94,7 +94,7 @@ export function bareForwarder(ctx: BenchContext): Scenario {
  */
 export function keapProxy(
   ctx: BenchContext,
-  opts: { name?: string; label?: string; ratePerSecond?: number } = {},
+  opts: { name?: string; label?: string; ratePerSecond?: number; env?: Record<string, string> } = {},
 ): Scenario {
   const name = opts.name ?? 'keap-proxy';
   let instance = 0;
@@ -104,7 +104,7 @@ export function keapProxy(
     async start() {
       instance += 1;
       return startKeapProxy(
-        keapProxyConfig(ctx, opts.ratePerSecond ?? 0),
+        keapProxyConfig(ctx, opts.ratePerSecond ?? 0, opts.env),
         path.join(ctx.dir, `${name}-${instance}.log`),
       );
     },
@@ -158,8 +158,11 @@ export async function pacedKeapProxy(dir: string, limit: number): Promise<PacedS
   }
 }
 
-/** keap-proxy's settings against the given simulator; `ratePerSecond` 0 turns pacing off. */
-function keapProxyConfig(ctx: BenchContext, ratePerSecond: number): Config {
+/**
+ * keap-proxy's settings against the given simulator; `ratePerSecond` 0 turns pacing off. `env`
+ * adds to them or overrides them (the scale-out scenario's Redis, TOKEN_STORE, limits).
+ */
+export function keapProxyConfig(ctx: BenchContext, ratePerSecond: number, env: Record<string, string> = {}): Config {
   return loadConfig({
     cwd: ctx.dir,
     env: {
@@ -174,6 +177,7 @@ function keapProxyConfig(ctx: BenchContext, ratePerSecond: number): Config {
       RATE_LIMIT_PER_SECOND: String(ratePerSecond),
       PORT: '0',
       LOG_LEVEL: 'info',
+      ...env,
     },
   });
 }

@@ -5,6 +5,7 @@
 // The uploads scenario starts one at a time against a slow upstream, for its memory: the
 // child samples its own RSS (process.memoryUsage.rss(), as the pacing scenario reads keap-proxy's)
 // every RSS_SAMPLE_MS while watched, so the peak is seen from inside the process measured.
+// Head-to-head and scale-out watch it too, for the RSS under their load (both servers alike).
 //
 // Protocol: options as JSON in BENCH_SERVER; the child says { type: 'ready', url, headers };
 // { type: 'cpu' } is answered with { type: 'cpu', usage } (process.cpuUsage); { type: 'rss-watch' }
@@ -20,6 +21,10 @@ export interface ServerOptions {
   /** A live access token, for the bare forwarder's fixed header. */
   token: string;
   dir: string;
+  /** keap-proxy only: names its log file (`<name>-1.log` in `dir`), so several in one directory keep theirs apart. */
+  name?: string;
+  /** keap-proxy only: settings added to or overriding the bench's (scenarios.ts, keapProxyConfig). */
+  env?: Record<string, string>;
 }
 export type ServerRequest = { type: 'cpu' } | { type: 'rss-watch' } | { type: 'rss' } | { type: 'close' };
 export type ServerMessage =
@@ -38,7 +43,8 @@ const ctx: BenchContext = {
   },
   dir: options.dir,
 };
-const scenario = options.scenario === 'bare-forwarder' ? bareForwarder(ctx) : keapProxy(ctx);
+const scenario =
+  options.scenario === 'bare-forwarder' ? bareForwarder(ctx) : keapProxy(ctx, { name: options.name, env: options.env });
 const target = await scenario.start();
 const reply = (msg: ServerMessage): void => {
   process.send?.(msg);

@@ -546,6 +546,24 @@ describe('quotas and 429s', () => {
     expect(k.headers.get('x-keap-tenant-throttle-used')).toBe('3|3');
   });
 
+  it('reports the tenant limits it was started with (never enforced)', async () => {
+    const own = await KeapSimulator.start({ tenantLimits: { minute: 7, day: 9 } });
+    try {
+      const auth = { authorization: `Bearer ${own.issueAccessToken()}` };
+      // Past the minute limit: still 200. (Counts are read back, not assumed: a minute may roll over.)
+      for (let i = 1; i <= 8; i++) {
+        const r = await fetch(`${own.url}/crm/rest/v1/contacts`, { headers: auth });
+        expect(r.status).toBe(200);
+        expect(r.headers.get('x-keap-tenant-throttle-limit')).toBe('7|9');
+        const [minute = NaN, day = NaN] = (r.headers.get('x-keap-tenant-throttle-used') ?? '').split('|').map(Number);
+        expect(day).toBe(i);
+        expect(r.headers.get('x-keap-tenant-throttle-available')).toBe(`${Math.max(0, 7 - minute)}|${9 - day}`);
+      }
+    } finally {
+      await own.close();
+    }
+  });
+
   it('answers 429 SpikeArrestViolation over ratePerSecond, without then with Retry-After', async () => {
     // The spike window is judged on the simulator's clock: fake Date here, which the test moves.
     vi.useFakeTimers({ toFake: ['Date'] });

@@ -12,10 +12,10 @@ import {
 } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { QuotaTracker, SpikeArrest, type CredentialKind } from './quota.js';
+import { QuotaTracker, SpikeArrest, type CredentialKind, type TenantLimits } from './quota.js';
 import { methodResponseFault, methodResponseStruct, parseMethodCall, XmlParseError } from './xml.js';
 
-export type { CredentialKind } from './quota.js';
+export type { CredentialKind, TenantLimits } from './quota.js';
 
 // What the simulator accepts unless told otherwise: tests, the demo and the benchmark talk to it with these.
 export const SIM_CLIENT_ID = 'sim-client-id';
@@ -49,6 +49,11 @@ export interface SimulatorOptions {
   dailyQuota?: number;
   /** Enforced per-minute product throttle (429 QuotaViolation above it). Default: not enforced. */
   minuteQuota?: number;
+  /**
+   * The tenant's limits the headers report (never enforced). Default: Keap's, 10,000 a minute and
+   * 250,000 a day; the benchmark raises them where a proxy's pacing must not bind.
+   */
+  tenantLimits?: TenantLimits;
 }
 
 export interface RecordedRequest {
@@ -239,7 +244,7 @@ export class KeapSimulator {
     this.tenant = opts.tenant ?? SIM_TENANT_ID;
     this.scope = `full|${this.tenant}.infusionsoft.com`;
     this.retryAfterOn429 = opts.retryAfterOn429 ?? false;
-    this.quota = new QuotaTracker(this.tenant);
+    this.quota = new QuotaTracker(this.tenant, opts.tenantLimits);
     this.quota.dailyOverride = opts.dailyQuota ?? null;
     this.quota.minuteOverride = opts.minuteQuota ?? null;
     this.spike = new SpikeArrest(0);

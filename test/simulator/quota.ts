@@ -13,7 +13,13 @@ export interface ProductLimits {
 export const OAUTH_LIMITS: ProductLimits = { day: 150_000, minute: 1_500, spike: 25 };
 /** PAT / SAK, per key (legacy keys are counted the same way). */
 export const KEY_LIMITS: ProductLimits = { day: 30_000, minute: 240, spike: 10 };
-export const TENANT_LIMITS = { minute: 10_000, day: 250_000 };
+export const TENANT_LIMITS: TenantLimits = { minute: 10_000, day: 250_000 };
+
+/** The account's (tenant's) limits, reported in x-keap-tenant-throttle-* (never enforced here). */
+export interface TenantLimits {
+  minute: number;
+  day: number;
+}
 
 const DAY_MS = 86_400_000;
 const MINUTE_MS = 60_000;
@@ -65,8 +71,11 @@ export class QuotaTracker {
   private readonly buckets = new Map<string, UsageBucket>();
   private readonly tenantBucket: UsageBucket;
 
-  constructor(private readonly tenant: string) {
-    this.tenantBucket = new UsageBucket(tenant, { day: TENANT_LIMITS.day, minute: TENANT_LIMITS.minute, spike: 0 });
+  constructor(
+    private readonly tenant: string,
+    private readonly tenantLimits: TenantLimits = TENANT_LIMITS,
+  ) {
+    this.tenantBucket = new UsageBucket(tenant, { day: tenantLimits.day, minute: tenantLimits.minute, spike: 0 });
   }
 
   reset(): void {
@@ -142,13 +151,13 @@ export class QuotaTracker {
       'x-keap-tenant-id',
       this.tenant,
       'x-keap-tenant-throttle-limit',
-      `${TENANT_LIMITS.minute}|${TENANT_LIMITS.day}`,
+      `${this.tenantLimits.minute}|${this.tenantLimits.day}`,
       'x-keap-tenant-throttle-time-unit',
       'minute|day',
       'x-keap-tenant-throttle-interval',
       '1|1',
       'x-keap-tenant-throttle-available',
-      `${Math.max(0, TENANT_LIMITS.minute - t.minute)}|${Math.max(0, TENANT_LIMITS.day - t.day)}`,
+      `${Math.max(0, this.tenantLimits.minute - t.minute)}|${Math.max(0, this.tenantLimits.day - t.day)}`,
       'x-keap-tenant-throttle-used',
       `${t.minute}|${t.day}`,
     ];
