@@ -156,6 +156,14 @@ describe('deploy/kubernetes', () => {
       expect(get(sc, 'capabilities', 'drop'), file).toEqual(['ALL']);
       expect(get(pod, 'securityContext', 'runAsNonRoot'), file).toBe(true);
       expect(get(pod, 'securityContext', 'seccompProfile', 'type'), file).toBe('RuntimeDefault');
+      // The memory limit holds the body budget and the process besides (README, Memory).
+      const limit = String(get(container, 'resources', 'limits', 'memory'));
+      expect(limit, file).toMatch(/^\d+Mi$/);
+      const budget = Number(
+        envOf(container).find((e) => e.name === 'BODY_BUFFER_BUDGET_BYTES')?.value ??
+          SETTINGS.find((x) => x.name === 'BODY_BUFFER_BUDGET_BYTES')?.default,
+      );
+      expect(parseInt(limit, 10) * 1024 * 1024, file).toBeGreaterThanOrEqual(budget + 256 * 1024 * 1024);
       // SHUTDOWN_DELAY_MS + SHUTDOWN_GRACE_MS fit in the pod's grace period.
       const env = Object.fromEntries(envOf(container).map((e) => [e.name, Number(e.value)]));
       expect((env.SHUTDOWN_DELAY_MS ?? 0) + (env.SHUTDOWN_GRACE_MS ?? 0), file).toBeLessThan(
