@@ -14,8 +14,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { QuotaTracker, SpikeArrest, type CredentialKind, type TenantLimits } from './quota.js';
 import { methodResponseFault, methodResponseStruct, parseMethodCall, XmlParseError } from './xml.js';
+import { CrmStore } from './crm.js';
+import { handleRestV2 } from './rest-v2.js';
 
 export type { CredentialKind, TenantLimits } from './quota.js';
+export { CrmStore, type CustomFieldMeta } from './crm.js';
 
 // What the simulator accepts unless told otherwise: tests, the demo and the benchmark talk to it with these.
 export const SIM_CLIENT_ID = 'sim-client-id';
@@ -120,16 +123,6 @@ const CONTACTS_BODY = Buffer.from(
     count: 2,
   }),
 );
-const TAGS_BODY = Buffer.from(
-  JSON.stringify({
-    tags: [
-      { id: '1', name: 'Customer', description: 'Paying customer', category: { id: '10', name: 'Lifecycle' } },
-      { id: '2', name: 'Lead', description: 'Not yet a customer', category: { id: '10', name: 'Lifecycle' } },
-    ],
-    next_page_token: '',
-  }),
-);
-
 /** Deterministic pattern for __bytes (byte i = i % 251), grown on demand and sliced per request. */
 let bytesPattern = EMPTY;
 function patternBytes(size: number): Buffer {
@@ -188,6 +181,11 @@ export class KeapSimulator {
   lastRequests: RecordedRequest[] = [];
   /** Oldest first; the last 50 requests to /token (to check client auth style, form fields...). */
   lastTokenRequests: RecordedRequest[] = [];
+  /**
+   * Contacts, tags, email statuses and the contact model, shared by REST v2 (/crm/rest/v2/contacts...,
+   * /tags..., /emailAddresses/{email}/status) and the classic XML-RPC methods. `crm.reset()` empties it.
+   */
+  readonly crm = new CrmStore();
 
   private readonly server: Server;
   private readonly clientId: string;
@@ -573,6 +571,17 @@ export class KeapSimulator {
     if (path.startsWith('/crm/rest/v1/') || path.startsWith('/crm/rest/v2/')) {
       const rest = path.slice(13); // after '/crm/rest/vN/'
       const v1 = path[11] === '1'; // '/crm/rest/v' is 11 chars
+      if (!v1) {
+        const a = handleRestV2(this.crm, method, rest, query, body);
+        if (a !== undefined) {
+          if (a.body === undefined) {
+            res.writeHead(a.status, qh); // 204: no content-type, no content-length
+            res.end();
+            return;
+          }
+          return send(res, a.status, JSON_CT, Buffer.from(JSON.stringify(a.body)), qh);
+        }
+      }
       switch (rest) {
         case 'contacts':
           if (v1 && method === 'GET') return send(res, 200, JSON_CT, CONTACTS_BODY, qh);
@@ -583,9 +592,6 @@ export class KeapSimulator {
           break;
         case 'account/profile':
           if (v1 && method === 'GET') return send(res, 200, JSON_CT, this.profileBody(), qh);
-          break;
-        case 'tags':
-          if (!v1 && method === 'GET') return send(res, 200, JSON_CT, TAGS_BODY, qh);
           break;
         case '__stream':
           if (method === 'GET') return this.stream(res, query, qh);

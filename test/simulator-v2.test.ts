@@ -1,0 +1,266 @@
+// The simulator's stateful CRM over real HTTP: REST v2 contacts, tags, email opt status and the
+// contact model; the classic XML-RPC methods over the same store; the XML-RPC retirement and
+// brownout switches.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { KeapSimulator, SIM_API_KEY } from './simulator/keap-simulator.js';
+import { send, type Reply } from './harness.js';
+
+let sim: KeapSimulator;
+
+beforeAll(async () => {
+  sim = await KeapSimulator.start();
+});
+afterAll(async () => {
+  await sim.close();
+});
+beforeEach(() => {
+  sim.crm.reset();
+});
+
+const KEY = { 'x-keap-api-key': SIM_API_KEY };
+const V2 = '/crm/rest/v2';
+
+function v2(method: string, path: string, body?: unknown): Promise<Reply> {
+  return send(sim.url, method, `${V2}${path}`, {
+    headers: { ...KEY, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+}
+
+interface Contact {
+  id: string;
+  email_addresses: { email: string }[];
+  [k: string]: unknown;
+}
+
+const ada = {
+  given_name: 'Ada',
+  family_name: 'Lovelace',
+  email_addresses: [{ email: 'ada@example.com', field: 'EMAIL1' }],
+};
+
+async function create(body: unknown = ada): Promise<Contact> {
+  const r = await v2('POST', '/contacts', body);
+  expect(r.status).toBe(201);
+  return r.json();
+}
+
+describe('REST v2 contacts', () => {
+  it('creates with increasing string ids, reads back, 404s the absent, needs Apigee auth', async () => {
+    const a = await create();
+    expect(a).toMatchObject({
+      id: '1',
+      given_name: 'Ada',
+      family_name: 'Lovelace',
+      email_addresses: [
+        { email: 'ada@example.com', field: 'EMAIL1', email_opt_status: 'NON_MARKETABLE', is_opt_in: false },
+      ],
+      tag_ids: [],
+    });
+    expect(a.create_time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    const b = await create({ phone_numbers: [{ number: '555-0101', field: 'PHONE1', type: 'Mobile' }] });
+    expect(b.id).toBe('2');
+
+    const got = await v2('GET', '/contacts/1');
+    expect(got.status).toBe(200);
+    expect(got.headers['x-keap-product-quota-limit']).toBe('30000');
+    expect(got.json()).toEqual(a);
+
+    const missing = await v2('GET', '/contacts/99');
+    expect(missing.status).toBe(404);
+    expect(missing.json()).toMatchObject({ code: 404, status: 'NOT_FOUND' });
+
+    const anon = await send(sim.url, 'GET', `${V2}/contacts/1`);
+    expect(anon.status).toBe(401);
+    expect(anon.json()).toMatchObject({ fault: { detail: { errorcode: 'oauth.v2.InvalidAccessToken' } } });
+  });
+
+  it('refuses a contact with no email, phone or address, and a region without country_code', async () => {
+    const r = await v2('POST', '/contacts', { given_name: 'Nobody' });
+    expect(r.status).toBe(400);
+    expect(r.json()).toMatchObject({ code: 400, status: 'INVALID_ARGUMENT' });
+    expect(r.json<{ message: string }>().message).toContain('email_addresses');
+    const region = await v2('POST', '/contacts', { addresses: [{ field: 'BILLING', region: 'Arizona' }] });
+    expect(region.status).toBe(400);
+    expect((await v2('POST', '/contacts', '{not json')).status).toBe(400);
+    expect(sim.crm.contacts.size).toBe(0);
+  });
+
+  it('fields= narrows the answer (id always kept)', async () => {
+    await create();
+    const r = await v2('GET', '/contacts/1?fields=given_name,email_addresses');
+    expect(r.json()).toEqual({
+      id: '1',
+      given_name: 'Ada',
+      email_addresses: [
+        { email: 'ada@example.com', field: 'EMAIL1', email_opt_status: 'NON_MARKETABLE', is_opt_in: false },
+      ],
+    });
+  });
+
+  it('PATCH replaces arrays whole, leaves the rest, honours update_mask; DELETE answers 204 then 404', async () => {
+    await create({
+      ...ada,
+      email_addresses: [
+        { email: 'ada@example.com', field: 'EMAIL1' },
+        { email: 'ada2@example.com', field: 'EMAIL2' },
+      ],
+      phone_numbers: [{ number: '555-0101', field: 'PHONE1' }],
+    });
+    const p = await v2('PATCH', '/contacts/1', { email_addresses: [{ email: 'new@example.com', field: 'EMAIL1' }] });
+    expect(p.status).toBe(200);
+    const body = p.json<Contact>();
+    expect(body.email_addresses.map((e) => e.email)).toEqual(['new@example.com']);
+    expect(body.phone_numbers).toEqual([{ number: '555-0101', field: 'PHONE1' }]);
+    expect(body.given_name).toBe('Ada');
+
+    const masked = await v2('PATCH', '/contacts/1?update_mask=family_name', { given_name: 'X', family_name: 'King' });
+    expect(masked.json()).toMatchObject({ given_name: 'Ada', family_name: 'King' });
+    expect((await v2('PATCH', '/contacts/1', { nonsense: 1 })).status).toBe(400);
+    expect((await v2('PATCH', '/contacts/9', { given_name: 'x' })).status).toBe(404);
+
+    const d = await v2('DELETE', '/contacts/1');
+    expect(d.status).toBe(204);
+    expect(d.body.length).toBe(0);
+    expect((await v2('DELETE', '/contacts/1')).status).toBe(404);
+    expect((await v2('GET', '/contacts/1')).status).toBe(404);
+  });
+
+  it('lists with filter (==, prefix *, ;), order_by, page_size and page_token', async () => {
+    await create();
+    await create({
+      given_name: 'Alan',
+      family_name: 'Turing',
+      email_addresses: [{ email: 'alan@example.com', field: 'EMAIL1' }],
+    });
+    await create({
+      given_name: 'Grace',
+      family_name: 'Hopper',
+      email_addresses: [
+        { email: 'grace@navy.mil', field: 'EMAIL1' },
+        { email: 'ALAN@example.com', field: 'EMAIL3' },
+      ],
+    });
+    const ids = async (q: string) =>
+      (await v2('GET', `/contacts?${q}`)).json<{ contacts: { id: string }[] }>().contacts.map((c) => c.id);
+
+    expect(await ids(`filter=${encodeURIComponent('email==alan@example.com')}`)).toEqual(['2', '3']);
+    expect(await ids(`filter=${encodeURIComponent('given_name==A*')}`)).toEqual(['1', '2']);
+    expect(await ids(`filter=${encodeURIComponent('given_name==A*;family_name==Turing')}`)).toEqual(['2']);
+    expect(await ids(`filter=${encodeURIComponent('family_name==Hopper')}`)).toEqual(['3']);
+    expect(await ids(`filter=${encodeURIComponent('contact_id>1')}`)).toEqual(['2', '3']);
+    expect(await ids(`filter=${encodeURIComponent('ids==1,3')}`)).toEqual(['1', '3']);
+    expect(await ids('order_by=id%20desc')).toEqual(['3', '2', '1']);
+    expect((await v2('GET', `/contacts?filter=${encodeURIComponent('shoe==1')}`)).status).toBe(400);
+
+    const p1 = (await v2('GET', '/contacts?page_size=2')).json<{
+      contacts: { id: string }[];
+      next_page_token: string;
+    }>();
+    expect(p1.contacts.map((c) => c.id)).toEqual(['1', '2']);
+    expect(p1.next_page_token).not.toBe('');
+    const p2 = (await v2('GET', `/contacts?page_size=2&page_token=${encodeURIComponent(p1.next_page_token)}`)).json<{
+      contacts: { id: string }[];
+      next_page_token: string;
+    }>();
+    expect(p2.contacts.map((c) => c.id)).toEqual(['3']);
+    expect(p2.next_page_token).toBe('');
+  });
+
+  it('serves the contact model with configurable custom fields, and filters on them', async () => {
+    const m = (await v2('GET', '/contacts/model')).json<{ custom_fields: Record<string, unknown>[] }>();
+    expect(m.custom_fields).toEqual([
+      expect.objectContaining({ id: '6', field_name: 'FavouriteColour', field_type: 'TEXT', record_type: 'CONTACT' }),
+      expect.objectContaining({ id: '8', field_name: 'ShoeSize', field_type: 'WHOLE_NUMBER' }),
+    ]);
+    sim.crm.customFields.push({ id: '10', label: 'Pet', field_name: 'Pet', field_type: 'TEXT' });
+    expect((await v2('GET', '/contacts/model')).json<{ custom_fields: unknown[] }>().custom_fields).toHaveLength(3);
+
+    await create({
+      ...ada,
+      custom_fields: [
+        { id: '8', content: 42 },
+        { id: '10', content: 'Cat' },
+      ],
+    });
+    await create({ ...ada, custom_fields: [{ id: '8', content: 38 }] });
+    const list = (q: string) =>
+      v2('GET', `/contacts?filter=${encodeURIComponent(q)}`).then((r) =>
+        r.json<{ contacts: { id: string }[] }>().contacts.map((c) => c.id),
+      );
+    expect(await list('ShoeSize>40')).toEqual(['1']);
+    expect(await list('pet==ca*')).toEqual(['1']);
+    expect((await v2('POST', '/contacts', { ...ada, custom_fields: [{ id: '999', content: 1 }] })).status).toBe(400);
+  });
+});
+
+describe('REST v2 tags', () => {
+  it('lists tags, applies and removes them, and lists a contact\u2019s tags', async () => {
+    const tags = (await v2('GET', '/tags')).json<{ tags: Record<string, unknown>[]; next_page_token: string }>();
+    expect(tags.tags).toEqual([
+      expect.objectContaining({ id: '1', name: 'Customer', category: { id: '10' } }),
+      expect.objectContaining({ id: '2', name: 'Lead' }),
+    ]);
+    expect(tags.next_page_token).toBe('');
+    expect(
+      (await v2('GET', `/tags?filter=${encodeURIComponent('name==Lea*')}`)).json<{ tags: unknown[] }>().tags,
+    ).toHaveLength(1);
+
+    await create();
+    const applied = await v2('POST', '/tags/2/contacts:applyTags', { contact_ids: ['1', '77'] });
+    expect(applied.status).toBe(200);
+    expect(applied.json()).toEqual({ results: { '1': 'SUCCESS', '77': 'CONTACT_NOT_FOUND' } });
+    expect((await v2('POST', '/tags/2/contacts:applyTags', { contact_ids: ['1'] })).json()).toEqual({
+      results: { '1': 'DUPLICATE' },
+    });
+    expect((await v2('POST', '/tags/99/contacts:applyTags', { contact_ids: ['1'] })).status).toBe(404);
+    expect((await v2('POST', '/tags/2/contacts:applyTags', { contact_ids: [] })).status).toBe(400);
+
+    const mine = (await v2('GET', '/contacts/1/tags')).json<{
+      tags: { tag: { id: string }; applied_time: string }[];
+    }>();
+    expect(mine.tags.map((t) => t.tag.id)).toEqual(['2']);
+    expect(mine.tags[0]!.applied_time).toMatch(/Z$/);
+    expect((await v2('GET', '/contacts/1')).json()).toMatchObject({ tag_ids: ['2'] });
+    expect((await v2('GET', '/tags/2/contacts')).json()).toMatchObject({
+      contacts: [{ id: '1', email: 'ada@example.com' }],
+    });
+    expect((await v2('GET', '/contacts/5/tags')).status).toBe(404);
+
+    const removed = await v2('POST', '/tags/2/contacts:removeTags', { contact_ids: ['1'] });
+    expect(removed.status).toBe(204);
+    expect((await v2('GET', '/contacts/1/tags')).json()).toEqual({ tags: [], next_page_token: '' });
+  });
+});
+
+describe('REST v2 email opt status', () => {
+  it('reads and changes an address\u2019s status as the spec describes', async () => {
+    await create();
+    const enc = encodeURIComponent('ada@example.com');
+    const s0 = await v2('GET', `/emailAddresses/${enc}/status`);
+    expect(s0.status).toBe(200);
+    expect(s0.json()).toMatchObject({ email: 'ada@example.com', opted_in: false, status: 'NON_MARKETABLE' });
+
+    const on = await v2('PATCH', `/emailAddresses/${enc}/status`, { opted_in: true, reason: 'Signed up' });
+    expect(on.json()).toMatchObject({ opted_in: true, status: 'SINGLE_OPT_IN' });
+    const off = await v2('PATCH', `/emailAddresses/${enc}/status`, { opted_in: false, reason: 'Asked' });
+    expect(off.json()).toMatchObject({ opted_in: false, status: 'MANUAL' });
+    // Opt-Out: Manual is one of the statuses an opt-in may move.
+    expect(
+      (await v2('PATCH', `/emailAddresses/${enc}/status`, { opted_in: true, reason: 'Back' })).json(),
+    ).toMatchObject({
+      opted_in: true,
+    });
+    sim.crm.emailStatus('ada@example.com')!.status = 'LIST_UNSUBSCRIBE';
+    expect((await v2('PATCH', `/emailAddresses/${enc}/status`, { opted_in: true, reason: 'x' })).json()).toMatchObject({
+      opted_in: false,
+      status: 'LIST_UNSUBSCRIBE',
+    });
+
+    expect((await v2('PATCH', `/emailAddresses/${enc}/status`, { opted_in: true })).status).toBe(400);
+    expect((await v2('GET', '/emailAddresses/nobody%40example.com/status')).status).toBe(404);
+    // An opt_in_reason on create opts the address in.
+    const b = await create({ email_addresses: [{ email: 'b@example.com', field: 'EMAIL1', opt_in_reason: 'Form' }] });
+    expect(b.email_addresses[0]).toMatchObject({ is_opt_in: true, email_opt_status: 'SINGLE_OPT_IN' });
+  });
+});
