@@ -3,6 +3,7 @@
 // brownout switches.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { KeapSimulator, SIM_API_KEY } from './simulator/keap-simulator.js';
+import { RpcDateTime, parseMethodResponse } from './simulator/xml.js';
 import { send, type Reply } from './harness.js';
 
 let sim: KeapSimulator;
@@ -262,5 +263,253 @@ describe('REST v2 email opt status', () => {
     // An opt_in_reason on create opts the address in.
     const b = await create({ email_addresses: [{ email: 'b@example.com', field: 'EMAIL1', opt_in_reason: 'Form' }] });
     expect(b.email_addresses[0]).toMatchObject({ is_opt_in: true, email_opt_status: 'SINGLE_OPT_IN' });
+  });
+});
+
+// ---------------------------------------------------------------- classic XML-RPC
+
+type Arg = string | number | boolean | Arg[] | { [k: string]: Arg } | RpcDateTime;
+
+function enc(v: Arg): string {
+  if (typeof v === 'string') return `<value><string>${v.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</string></value>`;
+  if (typeof v === 'number') return `<value><int>${v}</int></value>`;
+  if (typeof v === 'boolean') return `<value><boolean>${v ? 1 : 0}</boolean></value>`;
+  if (v instanceof RpcDateTime) return `<value><dateTime.iso8601>${v.text}</dateTime.iso8601></value>`;
+  if (Array.isArray(v)) return `<value><array><data>${v.map(enc).join('')}</data></array></value>`;
+  return `<value><struct>${Object.entries(v)
+    .map(([k, m]) => `<member><name>${k}</name>${enc(m)}</member>`)
+    .join('')}</struct></value>`;
+}
+
+async function rpcRaw(method: string, ...args: Arg[]): Promise<Reply> {
+  const body =
+    `<?xml version="1.0"?><methodCall><methodName>${method}</methodName><params>` +
+    ['placeholder', ...args].map((a) => `<param>${enc(a)}</param>`).join('') +
+    '</params></methodCall>';
+  return send(sim.url, 'POST', '/crm/xmlrpc/v1', { headers: { ...KEY, 'content-type': 'text/xml' }, body });
+}
+
+// A decoded XML-RPC value, read by the test and checked with expect(): typing it would say nothing.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function rpc(method: string, ...args: Arg[]): Promise<any> {
+  const r = await rpcRaw(method, ...args);
+  expect(r.status).toBe(200);
+  expect(r.headers['content-type']).toContain('text/xml');
+  const parsed = parseMethodResponse(r.text());
+  if (parsed.fault) throw new Error(`fault ${parsed.fault.code}: ${parsed.fault.string}`);
+  return parsed.value;
+}
+
+async function rpcFault(method: string, ...args: Arg[]): Promise<{ code: number; string: string }> {
+  const r = await rpcRaw(method, ...args);
+  expect(r.status).toBe(200);
+  const parsed = parseMethodResponse(r.text());
+  if (!parsed.fault) throw new Error(`expected a fault, got ${r.text()}`);
+  return parsed.fault;
+}
+
+describe('classic XML-RPC over the same store', () => {
+  beforeEach(() => sim.setXmlRpcMode('keap'));
+  afterAll(() => sim.setXmlRpcMode('echo'));
+
+  it('ContactService.add/load/update with Keap value types; v2 reads what XML-RPC wrote', async () => {
+    const add = await rpcRaw('ContactService.add', {
+      FirstName: 'Severus',
+      LastName: 'Snape',
+      Email: 'sev@hogwarts.edu',
+    });
+    expect(add.text()).toBe(
+      '<?xml version="1.0" encoding="utf-8"?><methodResponse><params><param><value><i4>1</i4></value></param></params></methodResponse>',
+    );
+    // XML-RPC takes a name-only contact (v2 would refuse it).
+    expect(await rpc('ContactService.add', { FirstName: 'Nameonly' })).toBe(2);
+
+    const load = await rpcRaw('ContactService.load', 1, ['Id', 'FirstName', 'LastName', 'Email', 'Company']);
+    expect(load.text()).toBe(
+      '<?xml version="1.0" encoding="utf-8"?><methodResponse><params><param><value><struct>' +
+        '<member><name>Id</name><value><i4>1</i4></value></member>' +
+        '<member><name>FirstName</name><value>Severus</value></member>' +
+        '<member><name>LastName</name><value>Snape</value></member>' +
+        '<member><name>Email</name><value>sev@hogwarts.edu</value></member>' +
+        '</struct></value></param></params></methodResponse>',
+    );
+
+    const v = (await v2('GET', '/contacts/1')).json<Contact>();
+    expect(v).toMatchObject({ id: '1', given_name: 'Severus', family_name: 'Snape' });
+    expect(v.email_addresses).toEqual([expect.objectContaining({ email: 'sev@hogwarts.edu', field: 'EMAIL1' })]);
+
+    expect(
+      await rpc('ContactService.update', 1, {
+        Phone1: '555-0100',
+        Phone1Type: 'Work',
+        City: 'Hogsmeade',
+        _ShoeSize: 44,
+        Birthday: new RpcDateTime('19600109T00:00:00'),
+      }),
+    ).toBe(1);
+    const after = (await v2('GET', '/contacts/1')).json<Contact>();
+    expect(after).toMatchObject({
+      phone_numbers: [{ number: '555-0100', field: 'PHONE1', type: 'Work' }],
+      addresses: [{ field: 'BILLING', locality: 'Hogsmeade' }],
+      custom_fields: [{ id: '8', content: 44 }],
+      birth_date: '1960-01-09',
+    });
+    const l2 = await rpc('ContactService.load', 1, ['_ShoeSize', 'Birthday', 'DateCreated', 'Phone1']);
+    expect(l2._ShoeSize).toBe(44);
+    expect(l2.Birthday).toEqual(new RpcDateTime('19600109T00:00:00'));
+    expect(l2.DateCreated).toBeInstanceOf(RpcDateTime);
+    expect(l2.Phone1).toBe('555-0100');
+  });
+
+  it('dates are US Eastern wall time', async () => {
+    const saved = sim.crm.now;
+    try {
+      sim.crm.now = () => new Date('2026-07-01T16:30:00Z'); // EDT, UTC-4
+      await create();
+      sim.crm.now = () => new Date('2026-01-15T16:30:00Z'); // EST, UTC-5
+      await create();
+    } finally {
+      sim.crm.now = saved;
+    }
+    expect((await rpc('ContactService.load', 1, ['DateCreated'])).DateCreated).toEqual(
+      new RpcDateTime('20260701T12:30:00'),
+    );
+    expect((await rpc('ContactService.load', 2, ['DateCreated'])).DateCreated).toEqual(
+      new RpcDateTime('20260115T11:30:00'),
+    );
+  });
+
+  it('faults: RecordNotFound 5, NoFields 11, NoFieldFound 10, no such handler, no matching arguments', async () => {
+    expect(await rpcFault('ContactService.load', 9, ['Id'])).toEqual({
+      code: 5,
+      string: '[RecordNotFound]Record not found for Id:9',
+    });
+    expect(await rpcFault('ContactService.update', 9, { FirstName: 'x' })).toEqual({
+      code: 5,
+      string: '[RecordNotFound]Unable to perform update. Record not found for Id:9',
+    });
+    await rpc('ContactService.add', { FirstName: 'A' });
+    expect(await rpcFault('ContactService.update', 1, {})).toEqual({
+      code: 11,
+      string: '[NoFields]No fields sent for update',
+    });
+    expect(await rpcFault('ContactService.add', { Bogus: 'x' })).toEqual({
+      code: 10,
+      string: '[NoFieldFound]No field found: Contact.Bogus',
+    });
+    expect(await rpcFault('ContactService.load', 1, ['Nope'])).toMatchObject({ code: 10 });
+    expect(await rpcFault('APIEmailService.sendTemplate', 'x')).toEqual({
+      code: 0,
+      string: 'No such handler: APIEmailService.sendTemplate',
+    });
+    expect(await rpcFault('ContactService.load', '1', ['Id'])).toEqual({
+      code: 0,
+      string: 'No method matching arguments: java.lang.String, java.lang.String, [Ljava.lang.Object;',
+    });
+    // The echo method still echoes, and parse errors keep their fault.
+    const echo = await rpcRaw('DataService.echo');
+    expect(echo.text()).toContain('<name>methodName</name><value><string>DataService.echo</string>');
+    const broken = await send(sim.url, 'POST', '/crm/xmlrpc/v1', { headers: KEY, body: '<methodCall>' });
+    expect(broken.text()).toContain('Failed to parse XML-RPC request');
+  });
+
+  it('findByEmail searches Email, EmailAddress2 and EmailAddress3; v2-created contacts included', async () => {
+    await create();
+    await rpc('ContactService.add', { FirstName: 'B', EmailAddress3: 'ADA@example.com' });
+    await rpc('ContactService.add', { FirstName: 'C', Email: 'c@example.com' });
+    expect(await rpc('ContactService.findByEmail', 'ada@example.com', ['Id', 'FirstName'])).toEqual([
+      { Id: 1, FirstName: 'Ada' },
+      { Id: 2, FirstName: 'B' },
+    ]);
+    expect(await rpc('ContactService.findByEmail', 'none@example.com', ['Id'])).toEqual([]);
+  });
+
+  it('addToGroup/removeFromGroup share tags with v2; ContactGroup and ContactGroupAssign queries', async () => {
+    await create();
+    expect(await rpc('ContactService.addToGroup', 1, 1)).toBe(true);
+    await v2('POST', '/tags/2/contacts:applyTags', { contact_ids: ['1'] });
+    expect(
+      (await v2('GET', '/contacts/1/tags')).json<{ tags: { tag: { id: string } }[] }>().tags.map((t) => t.tag.id),
+    ).toEqual(['1', '2']);
+    expect((await rpc('ContactService.load', 1, ['Groups'])).Groups).toBe('1,2');
+    const assigns = await rpc('DataService.query', 'ContactGroupAssign', 100, 0, { ContactId: 1 }, [
+      'GroupId',
+      'ContactGroup',
+      'DateCreated',
+    ]);
+    expect(assigns).toEqual([
+      { GroupId: 1, ContactGroup: 'Customer', DateCreated: expect.any(RpcDateTime) },
+      { GroupId: 2, ContactGroup: 'Lead', DateCreated: expect.any(RpcDateTime) },
+    ]);
+    expect(
+      await rpc('DataService.query', 'ContactGroup', 10, 0, { GroupName: 'Lea%' }, [
+        'Id',
+        'GroupName',
+        'GroupCategoryId',
+      ]),
+    ).toEqual([{ Id: 2, GroupName: 'Lead', GroupCategoryId: 10 }]);
+    expect(await rpc('ContactService.removeFromGroup', 1, 1)).toBe(true);
+    expect((await v2('GET', '/contacts/1')).json()).toMatchObject({ tag_ids: ['2'] });
+    expect(await rpcFault('ContactService.addToGroup', 7, 1)).toMatchObject({ code: 5 });
+  });
+
+  it('DataService.query/findByField/count/load/add/update/delete on Contact', async () => {
+    for (const [f, l, e] of [
+      ['Mary', 'Smith', 'mary@example.com'],
+      ['Mark', 'Jones', 'mark@gmail.com'],
+      ['Zoe', 'Smith', 'zoe@gmail.com'],
+    ])
+      await rpc('DataService.add', 'Contact', { FirstName: f!, LastName: l!, Email: e! });
+    const q = (data: Record<string, Arg>, ...rest: Arg[]) =>
+      rpc('DataService.query', 'Contact', 1000, 0, data, ['Id'], ...rest).then((rows: { Id: number }[]) =>
+        rows.map((r) => r.Id),
+      );
+    expect(await q({ LastName: 'smith' })).toEqual([1, 3]);
+    expect(await q({ FirstName: 'Mar%' })).toEqual([1, 2]);
+    expect(await q({ Email: '%@gmail.com' })).toEqual([2, 3]);
+    expect(await q({ Id: [1, 3] })).toEqual([1, 3]);
+    expect(await q({ Id: '~>~ 1' })).toEqual([2, 3]);
+    expect(await q({ Id: '~<>~2' })).toEqual([1, 3]);
+    expect(await q({ Company: '~null~' })).toEqual([1, 2, 3]);
+    expect(await q({ Id: '%' }, 'Id', false)).toEqual([3, 2, 1]);
+    expect(await q({ Id: '%' }, 'FirstName', true)).toEqual([2, 1, 3]);
+    expect(await rpc('DataService.query', 'Contact', 2, 1, { Id: '%' }, ['Id'])).toEqual([{ Id: 3 }]);
+    expect(await rpc('DataService.findByField', 'Contact', 10, 0, 'LastName', 'Smith', ['Id', 'Email'])).toEqual([
+      { Id: 1, Email: 'mary@example.com' },
+      { Id: 3, Email: 'zoe@gmail.com' },
+    ]);
+    expect(await rpc('DataService.count', 'Contact', { LastName: 'Smith' })).toBe(2);
+    expect(await rpc('DataService.load', 'Contact', 2, ['FirstName'])).toEqual({ FirstName: 'Mark' });
+    expect(await rpc('DataService.update', 'Contact', 2, { FirstName: 'Marcus' })).toBe(2);
+    expect((await v2('GET', '/contacts/2')).json()).toMatchObject({ given_name: 'Marcus' });
+    expect(await rpc('DataService.delete', 'Contact', 2)).toBe(true);
+    expect((await v2('GET', '/contacts/2')).status).toBe(404);
+    expect(await rpcFault('DataService.delete', 'Contact', 2)).toMatchObject({ code: 5 });
+    expect(await rpcFault('DataService.query', 'Nope', 10, 0, {}, ['Id'])).toMatchObject({ code: 9 });
+    expect(await rpcFault('DataService.query', 'Contact', 10, 0, { Nope: 1 }, ['Id'])).toMatchObject({ code: 10 });
+
+    // v2 deletes are seen by XML-RPC and vice versa.
+    expect((await v2('DELETE', '/contacts/1')).status).toBe(204);
+    expect(await rpc('DataService.count', 'Contact', {})).toBe(1);
+  });
+
+  it('APIEmailService.optIn/optOut/getOptStatus share the v2 email status', async () => {
+    await rpc('ContactService.add', { Email: 'x@example.com' });
+    expect(await rpc('APIEmailService.getOptStatus', 'x@example.com')).toBe(0);
+    expect(await rpc('APIEmailService.optIn', 'x@example.com', '')).toBe(true);
+    expect(await rpc('APIEmailService.optIn', 'x@example.com', 'again')).toBe(false); // only the first time
+    expect(await rpc('APIEmailService.getOptStatus', 'x@example.com')).toBe(1);
+    expect((await v2('GET', '/emailAddresses/x%40example.com/status')).json()).toMatchObject({
+      opted_in: true,
+      status: 'SINGLE_OPT_IN',
+    });
+    expect(sim.crm.emailStatus('x@example.com')!.reason).toBe('API Opt In');
+    expect(await rpc('APIEmailService.optOut', 'x@example.com', 'bye')).toBe(true);
+    expect((await v2('GET', '/emailAddresses/x%40example.com/status')).json()).toMatchObject({ opted_in: false });
+    await v2('PATCH', '/emailAddresses/x%40example.com/status', { opted_in: true, reason: 'back' });
+    expect(await rpc('APIEmailService.getOptStatus', 'x@example.com')).toBe(1);
+    sim.crm.emailStatus('x@example.com')!.status = 'DOUBLE_OPT_IN';
+    expect(await rpc('APIEmailService.getOptStatus', 'x@example.com')).toBe(2);
+    expect(await rpc('APIEmailService.getOptStatus', 'unknown@example.com')).toBe(0);
   });
 });
