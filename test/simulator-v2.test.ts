@@ -513,3 +513,53 @@ describe('classic XML-RPC over the same store', () => {
     expect(await rpc('APIEmailService.getOptStatus', 'unknown@example.com')).toBe(0);
   });
 });
+
+describe('XML-RPC retirement and brownouts', () => {
+  afterAll(() => {
+    sim.retireXmlRpc(false);
+    sim.setXmlRpcBrownout(false);
+  });
+
+  it('retireXmlRpc(true): every XML-RPC call 410 after auth and quota; REST v2 unaffected', async () => {
+    sim.retireXmlRpc(true);
+    for (const m of ['DataService.echo', 'ContactService.load']) {
+      const r = await rpcRaw(m, 1, ['Id']);
+      expect(r.status).toBe(410);
+      expect(r.json()).toMatchObject({ code: 410, status: 'GONE' });
+      expect(r.headers['x-keap-product-quota-limit']).toBe('30000');
+    }
+    const anon = await send(sim.url, 'POST', '/crm/xmlrpc', {
+      body: '<methodCall><methodName>x</methodName></methodCall>',
+    });
+    expect(anon.status).toBe(401); // the gateway still authenticates first
+    expect((await v2('GET', '/tags')).status).toBe(200);
+    sim.retireXmlRpc(false);
+    expect((await rpcRaw('DataService.echo')).status).toBe(200);
+  });
+
+  it('setXmlRpcBrownout: all, a fraction (evenly spread), or hanging calls', async () => {
+    sim.setXmlRpcBrownout(true);
+    const r = await rpcRaw('DataService.echo');
+    expect(r.status).toBe(503);
+    expect(r.json()).toMatchObject({ code: 503, status: 'UNAVAILABLE' });
+
+    sim.setXmlRpcBrownout(0.5);
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await rpcRaw('DataService.echo')).status);
+    expect(statuses).toEqual([200, 503, 200, 503]);
+    expect((await v2('GET', '/tags')).status).toBe(200);
+
+    sim.setXmlRpcBrownout(true, 'hang');
+    const hung = await Promise.race([
+      rpcRaw('DataService.echo').then(
+        () => 'answered',
+        () => 'reset', // when the simulator closes the socket at the end
+      ),
+      new Promise((resolve) => setTimeout(() => resolve('no answer'), 200)),
+    ]);
+    expect(hung).toBe('no answer');
+
+    sim.setXmlRpcBrownout(false);
+    expect((await rpcRaw('DataService.echo')).status).toBe(200);
+  });
+});
