@@ -13,9 +13,19 @@ import {
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { QuotaTracker, SpikeArrest, type CredentialKind, type TenantLimits } from './quota.js';
-import { methodResponseFault, methodResponseStruct, parseMethodCall, XmlParseError } from './xml.js';
+import {
+  methodResponseFault,
+  methodResponseStruct,
+  parseMethodCall,
+  parseMethodCallValues,
+  XmlParseError,
+} from './xml.js';
+import { runClassic } from './xmlrpc-classic.js';
+import { CrmStore } from './crm.js';
+import { handleRestV2 } from './rest-v2.js';
 
 export type { CredentialKind, TenantLimits } from './quota.js';
+export { CrmStore, type CustomFieldMeta } from './crm.js';
 
 // What the simulator accepts unless told otherwise: tests, the demo and the benchmark talk to it with these.
 export const SIM_CLIENT_ID = 'sim-client-id';
@@ -54,7 +64,45 @@ export interface SimulatorOptions {
    * 250,000 a day; the benchmark raises them where a proxy's pacing must not bind.
    */
   tenantLimits?: TenantLimits;
+  /**
+   * What XML-RPC methods do. 'echo' (default, what the proxy's tests rely on): every method answers a
+   * struct describing the call. 'keap': the classic ContactService/DataService/APIEmailService methods
+   * over the shared CRM store (see xmlrpc-classic.ts); other methods fault "No such handler".
+   * DataService.echo echoes in both modes.
+   */
+  xmlrpc?: XmlRpcMode;
 }
+
+export type XmlRpcMode = 'echo' | 'keap';
+export type BrownoutStyle = '503' | 'hang';
+
+/**
+ * Retired XML-RPC (retireXmlRpc(true)). Keap documents no retirement answer; this is a choice: the
+ * gateway still authenticates and counts the call (Apigee runs before routing), then the backend
+ * answers HTTP 410 Gone with REST v2's Error shape in JSON, not an XML-RPC fault: a fault would say
+ * the method ran, and Keap's official PHP SDK treats any non-200 as a transport error anyway.
+ */
+const XMLRPC_RETIRED_BODY = Buffer.from(
+  JSON.stringify({
+    code: 410,
+    message: 'The XML-RPC API has been retired. Use the REST v2 API: https://developer.keap.com/docs/restv2/',
+    status: 'GONE',
+    details: [],
+  }),
+);
+/**
+ * A brownout answer (setXmlRpcBrownout). Keap calls brownouts "brief, intentional system slowdowns"
+ * and documents no shape: a choice of HTTP 503 with the Error shape (style '503'), or no answer at
+ * all until the client gives up (style 'hang').
+ */
+const XMLRPC_BROWNOUT_BODY = Buffer.from(
+  JSON.stringify({
+    code: 503,
+    message: 'The XML-RPC API is temporarily unavailable (scheduled brownout). Migrate to the REST v2 API.',
+    status: 'UNAVAILABLE',
+    details: [],
+  }),
+);
 
 export interface RecordedRequest {
   method: string;
@@ -120,16 +168,6 @@ const CONTACTS_BODY = Buffer.from(
     count: 2,
   }),
 );
-const TAGS_BODY = Buffer.from(
-  JSON.stringify({
-    tags: [
-      { id: '1', name: 'Customer', description: 'Paying customer', category: { id: '10', name: 'Lifecycle' } },
-      { id: '2', name: 'Lead', description: 'Not yet a customer', category: { id: '10', name: 'Lifecycle' } },
-    ],
-    next_page_token: '',
-  }),
-);
-
 /** Deterministic pattern for __bytes (byte i = i % 251), grown on demand and sliced per request. */
 let bytesPattern = EMPTY;
 function patternBytes(size: number): Buffer {
@@ -188,6 +226,11 @@ export class KeapSimulator {
   lastRequests: RecordedRequest[] = [];
   /** Oldest first; the last 50 requests to /token (to check client auth style, form fields...). */
   lastTokenRequests: RecordedRequest[] = [];
+  /**
+   * Contacts, tags, email statuses and the contact model, shared by REST v2 (/crm/rest/v2/contacts...,
+   * /tags..., /emailAddresses/{email}/status) and the classic XML-RPC methods. `crm.reset()` empties it.
+   */
+  readonly crm = new CrmStore();
 
   private readonly server: Server;
   private readonly clientId: string;
@@ -212,6 +255,11 @@ export class KeapSimulator {
   private readonly routePaths = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private nextContactId = 1001;
+  private xmlrpcMode: XmlRpcMode;
+  private xmlrpcRetired = false;
+  private brownoutFraction = 0;
+  private brownoutStyle: BrownoutStyle = '503';
+  private brownoutCalls = 0;
   private closed = false;
 
   static async start(opts: SimulatorOptions = {}): Promise<KeapSimulator> {
@@ -247,6 +295,7 @@ export class KeapSimulator {
     this.quota = new QuotaTracker(this.tenant, opts.tenantLimits);
     this.quota.dailyOverride = opts.dailyQuota ?? null;
     this.quota.minuteOverride = opts.minuteQuota ?? null;
+    this.xmlrpcMode = opts.xmlrpc ?? 'echo';
     this.spike = new SpikeArrest(0);
     this.setRatePerSecond(opts.ratePerSecond ?? 0);
     server.on('request', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
@@ -342,6 +391,28 @@ export class KeapSimulator {
 
   setApproved(approved: boolean): void {
     this.approved = approved;
+  }
+
+  /** 'echo' (default) or 'keap' (classic methods over `crm`); see SimulatorOptions.xmlrpc. */
+  setXmlRpcMode(mode: XmlRpcMode): void {
+    this.xmlrpcMode = mode;
+  }
+
+  /** true: every XML-RPC call (authenticated, within quota) is answered 410 Gone. */
+  retireXmlRpc(retired: boolean): void {
+    this.xmlrpcRetired = retired;
+  }
+
+  /**
+   * A brownout: `on` true/1 = every XML-RPC call fails, false/0 = none, a fraction f in between = f of
+   * calls, spread evenly and deterministically (with 0.5, the 2nd, 4th, ... calls). Style '503'
+   * (default) answers 503; 'hang' never answers (the client times out).
+   */
+  setXmlRpcBrownout(on: boolean | number, style: BrownoutStyle = '503'): void {
+    const f = typeof on === 'boolean' ? (on ? 1 : 0) : on;
+    this.brownoutFraction = Math.min(1, Math.max(0, Number.isFinite(f) ? f : 0));
+    this.brownoutStyle = style;
+    this.brownoutCalls = 0;
   }
 
   /**
@@ -568,11 +639,32 @@ export class KeapSimulator {
       return this.runRoute(custom, req, res, body);
     }
 
-    if (isXmlrpc) return this.handleXmlrpc(req, res, method, body, auth.kind, qh);
+    if (isXmlrpc) {
+      if (this.xmlrpcRetired) return send(res, 410, JSON_CT, XMLRPC_RETIRED_BODY, qh);
+      if (this.brownoutFraction > 0) {
+        const n = ++this.brownoutCalls;
+        if (Math.floor(n * this.brownoutFraction) > Math.floor((n - 1) * this.brownoutFraction)) {
+          if (this.brownoutStyle === 'hang') return; // never answered; close() destroys the socket
+          return send(res, 503, JSON_CT, XMLRPC_BROWNOUT_BODY, qh);
+        }
+      }
+      return this.handleXmlrpc(req, res, method, body, auth.kind, qh);
+    }
 
     if (path.startsWith('/crm/rest/v1/') || path.startsWith('/crm/rest/v2/')) {
       const rest = path.slice(13); // after '/crm/rest/vN/'
       const v1 = path[11] === '1'; // '/crm/rest/v' is 11 chars
+      if (!v1) {
+        const a = handleRestV2(this.crm, method, rest, query, body);
+        if (a !== undefined) {
+          if (a.body === undefined) {
+            res.writeHead(a.status, qh); // 204: no content-type, no content-length
+            res.end();
+            return;
+          }
+          return send(res, a.status, JSON_CT, Buffer.from(JSON.stringify(a.body)), qh);
+        }
+      }
       switch (rest) {
         case 'contacts':
           if (v1 && method === 'GET') return send(res, 200, JSON_CT, CONTACTS_BODY, qh);
@@ -583,9 +675,6 @@ export class KeapSimulator {
           break;
         case 'account/profile':
           if (v1 && method === 'GET') return send(res, 200, JSON_CT, this.profileBody(), qh);
-          break;
-        case 'tags':
-          if (!v1 && method === 'GET') return send(res, 200, JSON_CT, TAGS_BODY, qh);
           break;
         case '__stream':
           if (method === 'GET') return this.stream(res, query, qh);
@@ -684,6 +773,16 @@ export class KeapSimulator {
     let xml: string;
     try {
       const call = parseMethodCall(body.toString('utf8'));
+      if (this.xmlrpcMode === 'keap' && call.methodName !== 'DataService.echo') {
+        const typed = parseMethodCallValues(body.toString('utf8'));
+        return send(
+          res,
+          200,
+          'text/xml;charset=UTF-8',
+          Buffer.from(runClassic(this.crm, typed.methodName, typed.params)),
+          qh,
+        );
+      }
       xml = methodResponseStruct([
         ['methodName', 'string', call.methodName],
         ['privateKey', 'string', call.firstParam ?? ''],

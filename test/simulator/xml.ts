@@ -153,3 +153,132 @@ export function methodResponseFault(faultCode: number, faultString: string): str
     '</struct></value></fault></methodResponse>'
   );
 }
+
+// ---------------------------------------------------------------- typed values (classic methods)
+
+/** An XML-RPC dateTime.iso8601, kept as its wire text (YYYYMMDDTHH:MM:SS, Keap: US Eastern). */
+export class RpcDateTime {
+  constructor(readonly text: string) {}
+}
+/** A double, so 5.0 is not written back as an int. */
+export class RpcDouble {
+  constructor(readonly value: number) {}
+}
+export type RpcValue = string | number | boolean | RpcDateTime | RpcDouble | RpcValue[] | RpcStruct;
+export interface RpcStruct {
+  [member: string]: RpcValue;
+}
+
+function readValue(value: XmlElement): RpcValue {
+  const typed = value.children[0];
+  if (!typed) return value.text; // bare <value>x</value>: a string
+  switch (typed.name) {
+    case 'string':
+      return typed.text;
+    case 'i4':
+    case 'int':
+    case 'i8': {
+      const t = typed.text.trim();
+      if (!/^[+-]?\d+$/.test(t)) throw new XmlParseError(`For input string: "${t}"`);
+      return Number(t);
+    }
+    case 'boolean': {
+      const t = typed.text.trim();
+      if (t !== '0' && t !== '1') throw new XmlParseError(`Failed to parse boolean value: ${t}`);
+      return t === '1';
+    }
+    case 'double': {
+      const n = Number(typed.text.trim());
+      if (!Number.isFinite(n)) throw new XmlParseError(`Failed to parse double value: ${typed.text}`);
+      return new RpcDouble(n);
+    }
+    case 'dateTime.iso8601':
+      return new RpcDateTime(typed.text.trim());
+    case 'base64':
+      return Buffer.from(typed.text.trim(), 'base64').toString('utf8');
+    case 'nil':
+      return '';
+    case 'array': {
+      const data = typed.children.find((c) => c.name === 'data');
+      return (data?.children ?? []).filter((c) => c.name === 'value').map(readValue);
+    }
+    case 'struct': {
+      const out: RpcStruct = {};
+      for (const m of typed.children) {
+        if (m.name !== 'member') continue;
+        const name = m.children.find((c) => c.name === 'name')?.text ?? '';
+        const v = m.children.find((c) => c.name === 'value');
+        if (!v) throw new XmlParseError('member without value.');
+        out[name] = readValue(v);
+      }
+      return out;
+    }
+    default:
+      throw new XmlParseError(`Unknown type: ${typed.name}`);
+  }
+}
+
+/** Reads a methodCall with every param's value typed. Throws XmlParseError when malformed. */
+export function parseMethodCallValues(body: string): { methodName: string; params: RpcValue[] } {
+  const root = parseXml(body);
+  if (root.name !== 'methodCall') throw new XmlParseError(`Expected methodCall, got ${root.name}.`);
+  const methodName = root.children.find((c) => c.name === 'methodName')?.text.trim() ?? '';
+  if (!methodName) throw new XmlParseError('Missing methodName.');
+  const paramsEl = root.children.find((c) => c.name === 'params');
+  const params = (paramsEl?.children ?? [])
+    .filter((c) => c.name === 'param')
+    .map((p) => {
+      const v = p.children.find((c) => c.name === 'value');
+      if (!v) throw new XmlParseError('param without value.');
+      return readValue(v);
+    });
+  return { methodName, params };
+}
+
+/** Keap's wire style (VCR recordings): untyped strings, <i4> ints, <boolean>0|1</boolean>. */
+export function writeValue(v: RpcValue): string {
+  if (typeof v === 'string') return `<value>${escapeXml(v)}</value>`;
+  if (typeof v === 'number') return `<value><i4>${v}</i4></value>`;
+  if (typeof v === 'boolean') return `<value><boolean>${v ? 1 : 0}</boolean></value>`;
+  if (v instanceof RpcDateTime) return `<value><dateTime.iso8601>${v.text}</dateTime.iso8601></value>`;
+  if (v instanceof RpcDouble) return `<value><double>${v.value}</double></value>`;
+  if (Array.isArray(v)) return `<value><array><data>${v.map(writeValue).join('')}</data></array></value>`;
+  let s = '<value><struct>';
+  for (const [k, m] of Object.entries(v)) s += `<member><name>${escapeXml(k)}</name>${writeValue(m)}</member>`;
+  return s + '</struct></value>';
+}
+
+const KEAP_PROLOG = '<?xml version="1.0" encoding="utf-8"?>';
+
+export function keapResponse(v: RpcValue): string {
+  return `${KEAP_PROLOG}<methodResponse><params><param>${writeValue(v)}</param></params></methodResponse>`;
+}
+
+/** A fault as Keap writes it (VCR data_auth_user_failure): <i4> code, untyped string. */
+export function keapFault(code: number, faultString: string): string {
+  return (
+    `${KEAP_PROLOG}<methodResponse><fault><value><struct>` +
+    `<member><name>faultCode</name><value><i4>${code}</i4></value></member>` +
+    `<member><name>faultString</name><value>${escapeXml(faultString)}</value></member>` +
+    '</struct></value></fault></methodResponse>'
+  );
+}
+
+/** Reads a methodResponse (for tests): its value, or its fault's code and string. */
+export function parseMethodResponse(body: string): { value?: RpcValue; fault?: { code: number; string: string } } {
+  const root = parseXml(body);
+  if (root.name !== 'methodResponse') throw new XmlParseError(`Expected methodResponse, got ${root.name}.`);
+  const f = root.children.find((c) => c.name === 'fault');
+  if (f) {
+    const v = f.children.find((c) => c.name === 'value');
+    if (!v) throw new XmlParseError('fault without value.');
+    const s = readValue(v) as RpcStruct;
+    return { fault: { code: s.faultCode as number, string: s.faultString as string } };
+  }
+  const v = root.children
+    .find((c) => c.name === 'params')
+    ?.children.find((c) => c.name === 'param')
+    ?.children.find((c) => c.name === 'value');
+  if (!v) throw new XmlParseError('methodResponse without a value.');
+  return { value: readValue(v) };
+}
