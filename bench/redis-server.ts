@@ -3,8 +3,12 @@
 // with the simulator and the load generator (as a Redis on another host would be, it does not
 // take the proxies' core). It is stopped at the end of the scenario, also when the scenario
 // fails, and killed with the bench if the bench exits without stopping it.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import {
+  freeRedisPort as freePort,
+  launchRedisServer,
+  REDIS_HOST as HOST,
+  terminate,
+} from '../test/simulator/redis-process.js';
 import { Redis } from 'ioredis';
 import { pinHelperProcess } from './processes.js';
 
@@ -23,8 +27,6 @@ export interface BenchRedis {
   stop(): Promise<void>;
 }
 
-const HOST = '127.0.0.1';
-
 export async function startBenchRedis(): Promise<BenchRedis> {
   // A port that was free a moment ago may be taken by the time redis-server binds it: try another.
   for (let tries = 1; ; tries++) {
@@ -38,44 +40,9 @@ export async function startBenchRedis(): Promise<BenchRedis> {
 }
 
 async function serve(port: number): Promise<BenchRedis> {
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  running.add(child);
-  child.once('exit', () => running.delete(child));
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  const exited = new Promise<Error>((resolve) => {
-    child.once('error', (err) => resolve(new Error(`redis-server cannot be started: ${err.message}`)));
-    child.once('exit', (code, signal) =>
-      resolve(new Error(`redis-server on port ${port} exited (${code ?? signal}): ${stderr.trim()}`)),
-    );
-  });
-  if (child.pid !== undefined) pinHelperProcess(child.pid);
+  const child = await launchRedisServer(port, pinHelperProcess);
   const client = new Redis({ host: HOST, port, lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
   client.on('error', () => undefined);
-  try {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const outcome = await Promise.race([
-        client.ping().then(
-          () => 'up' as const,
-          () => 'not yet' as const,
-        ),
-        exited,
-      ]);
-      if (outcome === 'up') break;
-      if (outcome instanceof Error) throw outcome;
-      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  } catch (err) {
-    client.disconnect();
-    await terminate(child, 'SIGKILL');
-    throw err;
-  }
   return {
     url: `redis://${HOST}:${port}/0`,
     port,
@@ -100,39 +67,4 @@ async function serve(port: number): Promise<BenchRedis> {
       await terminate(child, 'SIGTERM');
     },
   };
-}
-
-function terminate(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    // A server that does not stop when asked is killed.
-    const hard = setTimeout(() => child.kill('SIGKILL'), 2_000);
-    child.once('exit', () => {
-      clearTimeout(hard);
-      resolve();
-    });
-    child.kill(signal);
-  });
-}
-
-/** Servers still running when the bench exits (it failed before stop()) go with it. */
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => {
-        // Never the well-known port, whatever the system hands out.
-        if (port === 6379) freePort().then(resolve, reject);
-        else resolve(port);
-      });
-    });
-  });
 }

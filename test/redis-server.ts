@@ -1,8 +1,13 @@
 // A real redis-server of the test's own, on a spare loopback port (never 6379, which CI and
 // people use), with nothing written to disk. It can be killed and started again on the same
 // port, to test what happens while Redis is away.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, connect } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import {
+  freeRedisPort as freePort,
+  launchRedisServer,
+  REDIS_HOST as HOST,
+  terminate,
+} from './simulator/redis-process.js';
 import { Redis, type RedisOptions } from 'ioredis';
 
 export interface RedisServer {
@@ -19,8 +24,6 @@ export interface RedisServer {
   /** Closes the clients made by client() and stops the server. */
   stop(): Promise<void>;
 }
-
-const HOST = '127.0.0.1';
 
 export async function startRedisServer(): Promise<RedisServer> {
   // A port that was free a moment ago may be taken by the time redis-server binds it: try another.
@@ -68,85 +71,6 @@ async function serve(port: number): Promise<RedisServer> {
   };
 }
 
-async function launch(port: number): Promise<ChildProcess> {
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  running.add(child);
-  child.once('exit', () => running.delete(child));
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  const exited = new Promise<Error>((resolve) => {
-    child.once('error', (err) => resolve(new Error(`redis-server cannot be started: ${err.message}`)));
-    child.once('exit', (code, signal) =>
-      resolve(new Error(`redis-server on port ${port} exited (${code ?? signal}): ${stderr.trim()}`)),
-    );
-  });
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const outcome = await Promise.race([ping(port).then((ok) => (ok ? 'up' : 'not yet')), exited]);
-    if (outcome === 'up') return child;
-    if (outcome instanceof Error) throw outcome;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function terminate(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    // A server that does not stop when asked is killed.
-    const hard = setTimeout(() => child.kill('SIGKILL'), 2_000);
-    child.once('exit', () => {
-      clearTimeout(hard);
-      resolve();
-    });
-    child.kill(signal);
-  });
-}
-
-/** Servers still running when the test process exits (a test that never reached stop()) go with it. */
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-
-/** True when the server at `port` answers PING with PONG. */
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: HOST, port });
-    let reply = '';
-    const done = (ok: boolean): void => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(500, () => done(false));
-    socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk) => {
-      reply += chunk.toString('utf8');
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
-    });
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => {
-        // Never the well-known port, whatever the system hands out.
-        if (port === 6379) freePort().then(resolve, reject);
-        else resolve(port);
-      });
-    });
-  });
+function launch(port: number): Promise<ChildProcess> {
+  return launchRedisServer(port);
 }
