@@ -3,12 +3,7 @@
 // with the simulator and the load generator (as a Redis on another host would be, it does not
 // take the proxies' core). It is stopped at the end of the scenario, also when the scenario
 // fails, and killed with the bench if the bench exits without stopping it.
-import {
-  freeRedisPort as freePort,
-  launchRedisServer,
-  REDIS_HOST as HOST,
-  terminate,
-} from '../test/simulator/redis-process.js';
+import { onFreePort, launchRedisServer, REDIS_HOST as HOST, terminate } from '../test/simulator/redis-process.js';
 import { Redis } from 'ioredis';
 import { pinHelperProcess } from './processes.js';
 
@@ -27,16 +22,8 @@ export interface BenchRedis {
   stop(): Promise<void>;
 }
 
-export async function startBenchRedis(): Promise<BenchRedis> {
-  // A port that was free a moment ago may be taken by the time redis-server binds it: try another.
-  for (let tries = 1; ; tries++) {
-    const port = await freePort();
-    try {
-      return await serve(port);
-    } catch (err) {
-      if (tries >= 5) throw err;
-    }
-  }
+export function startBenchRedis(): Promise<BenchRedis> {
+  return onFreePort(serve);
 }
 
 async function serve(port: number): Promise<BenchRedis> {

@@ -2,12 +2,7 @@
 // people use), with nothing written to disk. It can be killed and started again on the same
 // port, to test what happens while Redis is away.
 import type { ChildProcess } from 'node:child_process';
-import {
-  freeRedisPort as freePort,
-  launchRedisServer,
-  REDIS_HOST as HOST,
-  terminate,
-} from './simulator/redis-process.js';
+import { onFreePort, launchRedisServer, REDIS_HOST as HOST, terminate } from './simulator/redis-process.js';
 import { Redis, type RedisOptions } from 'ioredis';
 
 export interface RedisServer {
@@ -25,16 +20,8 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-export async function startRedisServer(): Promise<RedisServer> {
-  // A port that was free a moment ago may be taken by the time redis-server binds it: try another.
-  for (let tries = 1; ; tries++) {
-    const port = await freePort();
-    try {
-      return await serve(port);
-    } catch (err) {
-      if (tries >= 5) throw err;
-    }
-  }
+export function startRedisServer(): Promise<RedisServer> {
+  return onFreePort(serve);
 }
 
 async function serve(port: number): Promise<RedisServer> {

@@ -56,7 +56,19 @@ export function terminate(child: ChildProcess, signal: NodeJS.Signals): Promise<
   });
 }
 
-/** A loopback port free a moment ago (never 6379); the caller retries if it is taken by then. */
+/** Runs `serve` on a free port; a port free a moment ago may be taken by the time redis-server binds it: then another. */
+export async function onFreePort<T>(serve: (port: number) => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    const port = await freeRedisPort();
+    try {
+      return await serve(port);
+    } catch (err) {
+      if (tries >= 5) throw err;
+    }
+  }
+}
+
+/** A loopback port free a moment ago (never 6379). */
 export function freeRedisPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
