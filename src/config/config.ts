@@ -43,6 +43,8 @@ export interface Config {
   redis: { url: string | undefined; prefix: string; lockLeaseMs: number };
   /** Replicas sharing the quota: each paces to limit ÷ replicas while Redis is unreachable. */
   replicas: number;
+  /** How XML-RPC calls are served: passed through to Keap, or translated to REST v2. */
+  xmlrpcMode: 'passthrough' | 'translate';
   /** Port of the probes-only listener on all interfaces; 0: none. */
   probePort: number;
   shutdown: { delayMs: number; graceMs: number };
@@ -333,6 +335,7 @@ export function loadConfig(input: LoadConfigInput): Config {
     },
     replicas: s.REPLICAS,
     probePort: s.PROBE_PORT,
+    xmlrpcMode: s.XMLRPC_MODE,
     shutdown: { delayMs: s.SHUTDOWN_DELAY_MS, graceMs: s.SHUTDOWN_GRACE_MS },
     pacing: {
       perSecond: s.RATE_LIMIT_PER_SECOND[mode],

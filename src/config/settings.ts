@@ -411,6 +411,12 @@ const DEFINITIONS = {
     meaning:
       "`true` passes Keap's `Access-Control-Allow-*`, `Access-Control-Expose-Headers` and `Access-Control-Max-Age` response headers on to clients (and keeps them in the GET cache); by default they are dropped, so no web page on another origin can read answers through the proxy.",
   }),
+  XMLRPC_MODE: oneOf({
+    default: 'passthrough',
+    values: ['passthrough', 'translate'] as const,
+    meaning:
+      "`passthrough` sends XML-RPC calls to Keap's XML-RPC endpoint. `translate` answers the calls it can translate from Keap's REST v2 and any other with a fault naming the method (see [Legacy apps](#legacy-apps-and-xml-rpc)).",
+  }),
   PROBE_PORT: wholeNumber({
     default: 0,
     min: 0,

@@ -85,6 +85,8 @@ export interface RequestRecord {
   cache: string | undefined;
   /** An XML-RPC call's methodName (the migration inventory reads it). */
   xmlrpcMethod?: string | undefined;
+  /** The REST calls a translated XML-RPC call made, with their statuses. */
+  rest?: string | undefined;
 }
 
 /**
@@ -126,6 +128,7 @@ function formatRequestLine(r: RequestRecord, bindings: string): string {
     (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
     (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
     (r.xmlrpcMethod === undefined ? '' : `,"xmlrpcMethod":${str(r.xmlrpcMethod)}`) +
+    (r.rest === undefined ? '' : `,"rest":${str(r.rest)}`) +
     `,"msg":"request"}\n`
   );
 }

@@ -19,6 +19,8 @@ export interface Exchange {
   xmlrpc: boolean;
   /** An XML-RPC call's methodName, once its body is read. */
   xmlrpcMethod: string | undefined;
+  /** The REST calls a translated XML-RPC call made, `METHOD /path status` each, for its log line. */
+  restCalls: string[] | undefined;
   /** The code of the error the proxy answered with, if it did (for the XML-RPC inventory). */
   errorCode: string | undefined;
   /** How the client framed its body (and its declared length), from the parsed request. */

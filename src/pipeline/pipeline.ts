@@ -7,6 +7,7 @@ import { RequestLog, type Logger } from '../observability/log.js';
 import type { AccountRegistry } from '../accounts/registry.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 import { forwardToKeap } from '../upstream/response-side.js';
+import { translateXmlRpc } from '../upstream/translate-xmlrpc.js';
 import { RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
 import type { Metrics, RateLimitOutcome } from '../observability/metrics.js';
 import type { GetCache } from '../cache/get-cache.js';
@@ -64,6 +65,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, logger } = deps;
   const requestLog = new RequestLog(logger);
   const clientKeys = new ClientKeys(config.proxyClientKeys);
+  const rateLimitReplays = deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts };
   const stages: Stage[] = [
     assignRequestId,
     setDeadline(config.requestDeadlineMs),
@@ -84,6 +86,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     obtainCredential,
     rewriteXmlRpcKey,
     injectCredential,
+    // Translated XML-RPC calls are answered here, from REST calls that are each paced on their own.
+    ...(config.xmlrpcMode === 'translate' ? [translateXmlRpc(deps.forwarder, rateLimitReplays)] : []),
     ...(deps.accounts.all().some((a) => a.pacer.enabled) ? [pace(deps.metrics)] : []),
     forwardToKeap({
       forwarder: deps.forwarder,
@@ -91,7 +95,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       cache: deps.cache,
       logger,
       replayBodyBytes: config.replayBodyBytes,
-      rateLimitReplays: deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts },
+      rateLimitReplays,
     }),
   ];
 
@@ -227,6 +231,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         account: undefined,
         xmlrpc: false,
         xmlrpcMethod: undefined,
+        restCalls: undefined,
         errorCode: undefined,
         framing: 'none',
         declaredLength: undefined,
@@ -317,6 +322,7 @@ function logExchange(log: RequestLog, ex: Exchange): void {
     outcome: ex.outcome ?? (finished ? undefined : 'client_closed'),
     cache: ex.cache,
     xmlrpcMethod: ex.xmlrpcMethod,
+    rest: ex.restCalls?.join('; '),
   });
 }
 

@@ -213,9 +213,10 @@ export class UnusableResponse extends Error {
 
 export class Forwarder {
   private readonly proxy: ProxyServer;
-  private readonly agent: http.Agent;
+  /** Keap's connections, shared with the calls the proxy makes itself (XML-RPC translation). */
+  readonly agent: http.Agent;
 
-  constructor(private readonly options: ForwarderOptions) {
+  constructor(readonly options: ForwarderOptions) {
     const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? 256, scheduling: 'lifo' as const };
     this.agent = options.target.protocol === 'https:' ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
     this.proxy = createProxyServer({

@@ -1,0 +1,104 @@
+// Contact fields of Keap's XML-RPC (ContactService, DataService on Contact) read from a REST v2
+// contact, per the mapping in keap-xmlrpc-to-rest-v2.md section 10. Dates are written as Keap's
+// XML-RPC wrote them: dateTime.iso8601 in US Eastern wall time, with no zone.
+import type { XmlRpcValue } from '../xmlrpc-codec.js';
+
+type V2 = Record<string, unknown>;
+type Reader = (c: V2) => XmlRpcValue | undefined;
+
+const EASTERN = new Intl.DateTimeFormat('en-CA', {
+  timeZone: 'America/New_York',
+  year: 'numeric',
+  month: '2-digit',
+  day: '2-digit',
+  hour: '2-digit',
+  minute: '2-digit',
+  second: '2-digit',
+  hourCycle: 'h23',
+});
+
+/** An ISO-8601 instant as Keap's XML-RPC dateTime: YYYYMMDDTHH:MM:SS, US Eastern wall time. */
+export function easternDateTime(iso: string): XmlRpcValue | undefined {
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return undefined;
+  const p: Record<string, string> = {};
+  for (const part of EASTERN.formatToParts(at)) p[part.type] = part.value;
+  return { type: 'dateTime', value: `${p.year}${p.month}${p.day}T${p.hour}:${p.minute}:${p.second}` };
+}
+
+const str = (v: unknown): XmlRpcValue | undefined =>
+  typeof v === 'string' && v !== ''
+    ? { type: 'string', value: v }
+    : typeof v === 'number'
+      ? { type: 'string', value: String(v) }
+      : undefined;
+const int = (v: unknown): XmlRpcValue | undefined => {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^-?\d+$/.test(v) ? Number(v) : NaN;
+  return Number.isSafeInteger(n) ? { type: 'int', value: n } : undefined;
+};
+const list = (c: V2, prop: string): V2[] => (Array.isArray(c[prop]) ? (c[prop] as V2[]) : []);
+const item =
+  (prop: string, field: string, key: string): Reader =>
+  (c) =>
+    str(list(c, prop).find((x) => x.field === field)?.[key]);
+
+export const CONTACT_FIELDS = new Map<string, Reader>();
+{
+  const F = CONTACT_FIELDS;
+  F.set('Id', (c) => int(c.id));
+  F.set('DateCreated', (c) => (typeof c.create_time === 'string' ? easternDateTime(c.create_time) : undefined));
+  F.set('LastUpdated', (c) => (typeof c.update_time === 'string' ? easternDateTime(c.update_time) : undefined));
+  F.set('Groups', (c) => str(Array.isArray(c.tag_ids) ? (c.tag_ids as unknown[]).join(',') : undefined));
+  const scalars: [string, string][] = [
+    ['FirstName', 'given_name'],
+    ['LastName', 'family_name'],
+    ['MiddleName', 'middle_name'],
+    ['Nickname', 'preferred_name'],
+    ['Title', 'prefix'],
+    ['Suffix', 'suffix'],
+    ['SpouseName', 'spouse_name'],
+    ['JobTitle', 'job_title'],
+    ['Website', 'website'],
+    ['TimeZone', 'time_zone'],
+    ['Language', 'preferred_locale'],
+    ['ContactType', 'contact_type'],
+  ];
+  for (const [name, prop] of scalars) F.set(name, (c) => str(c[prop]));
+  F.set('Company', (c) => str((c.company as V2 | undefined)?.company_name));
+  F.set('CompanyID', (c) => int((c.company as V2 | undefined)?.id));
+  for (const [name, field] of [
+    ['Email', 'EMAIL1'],
+    ['EmailAddress2', 'EMAIL2'],
+    ['EmailAddress3', 'EMAIL3'],
+  ] as const)
+    F.set(name, item('email_addresses', field, 'email'));
+  for (let n = 1; n <= 5; n++) {
+    F.set(`Phone${n}`, item('phone_numbers', `PHONE${n}`, 'number'));
+    F.set(`Phone${n}Ext`, item('phone_numbers', `PHONE${n}`, 'extension'));
+    F.set(`Phone${n}Type`, item('phone_numbers', `PHONE${n}`, 'type'));
+  }
+  const keys = ['line1', 'line2', 'locality', 'region', 'postal_code', 'zip_four', 'country_code'];
+  const blocks: [string, string[]][] = [
+    ['BILLING', ['StreetAddress1', 'StreetAddress2', 'City', 'State', 'PostalCode', 'ZipFour1', 'Country']],
+    ['SHIPPING', ['Address2Street1', 'Address2Street2', 'City2', 'State2', 'PostalCode2', 'ZipFour2', 'Country2']],
+    ['OTHER', ['Address3Street1', 'Address3Street2', 'City3', 'State3', 'PostalCode3', 'ZipFour3', 'Country3']],
+  ];
+  for (const [field, names] of blocks)
+    names.forEach((name, i) => F.set(name, item('addresses', field, keys[i] as string)));
+}
+
+/** The requested fields of a contact, as Keap's XML-RPC answers them: only the non-empty ones. Unknown names are returned. */
+export function contactStruct(c: V2, fields: readonly string[]): { struct: XmlRpcValue; unknown: string[] } {
+  const members = new Map<string, XmlRpcValue>();
+  const unknown: string[] = [];
+  for (const name of fields) {
+    const read = CONTACT_FIELDS.get(name);
+    if (read === undefined) {
+      unknown.push(name);
+      continue;
+    }
+    const v = read(c);
+    if (v !== undefined) members.set(name, v);
+  }
+  return { struct: { type: 'struct', value: members }, unknown };
+}

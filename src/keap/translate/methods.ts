@@ -1,0 +1,84 @@
+// The XML-RPC methods the proxy answers itself, by calls to Keap's REST v2 (XMLRPC_MODE=translate).
+// Each takes the call's params (privateKey first, ignored: the proxy holds the credential) and
+// answers a value or raises an XmlRpcFault, as Keap's XML-RPC did.
+import type { XmlRpcValue } from '../xmlrpc-codec.js';
+import { contactStruct } from './contact-fields.js';
+import { XmlRpcFault, type RestCaller } from './rest.js';
+
+export type Translation = (params: readonly XmlRpcValue[], rest: RestCaller) => Promise<XmlRpcValue>;
+
+const V2 = '/crm/rest/v2';
+
+function arg(params: readonly XmlRpcValue[], i: number, type: XmlRpcValue['type'], method: string): XmlRpcValue {
+  const p = params[i];
+  if (p?.type !== type && !(type === 'string' && p !== undefined && p.type === 'int')) {
+    // Keap's own words for a call with the wrong arguments.
+    throw new XmlRpcFault(
+      0,
+      `No method matching arguments for ${method}: parameter ${i + 1} must be ${type === 'int' ? 'an int' : `a ${type}`}`,
+    );
+  }
+  return p;
+}
+
+function text(v: XmlRpcValue): string {
+  return v.type === 'string' ? v.value : v.type === 'int' ? String(v.value) : '';
+}
+
+function names(v: XmlRpcValue): string[] {
+  return v.type === 'array' ? v.value.map(text) : [];
+}
+
+function fieldsOf(contact: Record<string, unknown>, fields: string[]): XmlRpcValue {
+  const { struct, unknown } = contactStruct(contact, fields);
+  if (unknown.length > 0) throw new XmlRpcFault(10, `[NoFieldFound]No field found: Contact.${unknown[0]}`);
+  return struct;
+}
+
+export const TRANSLATIONS = new Map<string, Translation>([
+  [
+    'ContactService.load',
+    async (params, rest) => {
+      const id = arg(params, 1, 'int', 'ContactService.load');
+      const fields = names(arg(params, 2, 'array', 'ContactService.load'));
+      const answer = await rest.call('GET', `${V2}/contacts/${id.type === 'int' ? id.value : 0}`);
+      if (answer.status === 404)
+        throw new XmlRpcFault(5, `[RecordNotFound]Record not found for Id:${id.type === 'int' ? id.value : ''}`);
+      return fieldsOf(expectOk(answer.status, answer.body), fields);
+    },
+  ],
+  [
+    'ContactService.findByEmail',
+    async (params, rest) => {
+      const email = text(arg(params, 1, 'string', 'ContactService.findByEmail'));
+      const fields = names(arg(params, 2, 'array', 'ContactService.findByEmail'));
+      const query = new URLSearchParams({ filter: `email==${email}`, page_size: '1000' });
+      const answer = await rest.call('GET', `${V2}/contacts?${query.toString()}`);
+      const body = expectOk(answer.status, answer.body);
+      const contacts = Array.isArray(body.contacts) ? (body.contacts as Record<string, unknown>[]) : [];
+      return { type: 'array', value: contacts.map((c) => fieldsOf(c, fields)) };
+    },
+  ],
+  [
+    'APIEmailService.getOptStatus',
+    async (params, rest) => {
+      const email = text(arg(params, 1, 'string', 'APIEmailService.getOptStatus'));
+      const answer = await rest.call('GET', `${V2}/emailAddresses/${encodeURIComponent(email)}/status`);
+      // Keap's XML-RPC: 0 opted out or unknown, 1 single opt-in, 2 double opt-in (confirmed).
+      if (answer.status === 404) return { type: 'int', value: 0 };
+      const body = expectOk(answer.status, answer.body);
+      if (body.opted_in !== true) return { type: 'int', value: 0 };
+      return { type: 'int', value: body.status === 'DOUBLE_OPT_IN' || body.status === 'CONFIRMED' ? 2 : 1 };
+    },
+  ],
+]);
+
+/** A REST answer the translation can read; any other is Keap's failure, reported as its faults report one. */
+function expectOk(status: number, body: unknown): Record<string, unknown> {
+  if (status >= 200 && status < 300 && typeof body === 'object' && body !== null)
+    return body as Record<string, unknown>;
+  throw new XmlRpcFault(
+    3,
+    `[Unexpected]Keap's REST API answered ${status} to a translated call; try again, or set XMLRPC_MODE=passthrough`,
+  );
+}

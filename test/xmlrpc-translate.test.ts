@@ -1,0 +1,149 @@
+// XMLRPC_MODE=translate: the same legacy calls answered by Keap's classic XML-RPC (the
+// simulator's) and by the proxy's translation to REST v2 give the same answers, field for
+// field; the REST calls go through the proxy's machinery and are listed on the call's log line.
+import { describe, it, expect, afterEach } from 'vitest';
+import { parseMethodResponse, writeMethodCall, type XmlRpcValue } from '../src/keap/xmlrpc-codec.js';
+import { harnessPerTest, send, SIM_API_KEY, type Harness } from './harness.js';
+
+const startHarness = harnessPerTest(afterEach);
+
+const s = (value: string): XmlRpcValue => ({ type: 'string', value });
+const i = (value: number): XmlRpcValue => ({ type: 'int', value });
+const a = (...values: string[]): XmlRpcValue => ({ type: 'array', value: values.map(s) });
+
+const FIELDS = a(
+  'Id',
+  'FirstName',
+  'LastName',
+  'Email',
+  'EmailAddress2',
+  'Phone1',
+  'City',
+  'Country',
+  'Company',
+  'DateCreated',
+  'JobTitle',
+);
+
+/** The same call, to Keap's XML-RPC directly (the simulator's classic behaviour) and through the translating proxy. */
+async function both(
+  h: Harness,
+  methodName: string,
+  ...params: XmlRpcValue[]
+): Promise<{ keap: unknown; proxy: unknown }> {
+  const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
+  const keap = await send(h.sim.url, 'POST', '/crm/xmlrpc/v1', { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
+  const proxy = await send(h.proxy.url, 'POST', '/api/xmlrpc', { body });
+  expect(keap.status).toBe(200);
+  expect(proxy.status).toBe(200);
+  expect(proxy.headers['content-type']).toBe('text/xml; charset=utf-8');
+  return { keap: parseMethodResponse(keap.body), proxy: parseMethodResponse(proxy.body) };
+}
+
+async function translating(): Promise<Harness> {
+  const h = await startHarness({
+    mode: 'key',
+    env: { XMLRPC_MODE: 'translate', LOG_LEVEL: 'info' },
+    sim: { xmlrpc: 'keap' },
+  });
+  h.sim.crm.createContact({
+    given_name: 'Ada',
+    family_name: 'Lovelace',
+    job_title: 'Analyst',
+    company: { company_name: 'Engines & Co' },
+    email_addresses: [
+      { email: 'ada@example.com', field: 'EMAIL1' },
+      { email: 'ada2@example.com', field: 'EMAIL2' },
+    ],
+    phone_numbers: [{ number: '555-0100', field: 'PHONE1' }],
+    fax_numbers: [],
+    addresses: [{ field: 'BILLING', locality: 'London', country_code: 'GBR' }],
+    custom_fields: [],
+  });
+  return h;
+}
+
+describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
+  it('ContactService.load: the same struct, field for field; the call reaches Keap only as REST v2', async () => {
+    const h = await translating();
+    const xmlrpcBefore = h.sim.counters.xmlrpcCalls;
+    const { keap, proxy } = await both(h, 'ContactService.load', i(1), FIELDS);
+    expect(proxy).toEqual(keap);
+    const members = (proxy as { value: { value: Map<string, XmlRpcValue> } }).value.value;
+    expect([...members.keys()].sort()).toEqual(
+      [
+        'City',
+        'Company',
+        'Country',
+        'DateCreated',
+        'Email',
+        'EmailAddress2',
+        'FirstName',
+        'Id',
+        'JobTitle',
+        'LastName',
+        'Phone1',
+      ].sort(),
+    );
+    expect(members.get('Id')).toEqual(i(1));
+    expect(members.get('Company')).toEqual(s('Engines & Co'));
+    expect(members.get('DateCreated')?.type).toBe('dateTime');
+    // One XML-RPC call went to Keap: ours, directly. The proxy's went as REST.
+    expect(h.sim.counters.xmlrpcCalls - xmlrpcBefore).toBe(1);
+    const line = h.logs.entries.find((e) => e.event === 'request' && e.xmlrpcMethod === 'ContactService.load');
+    expect(line).toMatchObject({ status: 200, rest: 'GET /crm/rest/v2/contacts/1 200' });
+  });
+
+  it('ContactService.load of a contact that does not exist: the same RecordNotFound fault', async () => {
+    const h = await translating();
+    const { keap, proxy } = await both(h, 'ContactService.load', i(99), FIELDS);
+    expect(proxy).toEqual(keap);
+    expect(proxy).toMatchObject({ kind: 'fault', faultCode: 5 });
+  });
+
+  it('ContactService.findByEmail: the same list', async () => {
+    const h = await translating();
+    const { keap, proxy } = await both(
+      h,
+      'ContactService.findByEmail',
+      s('ada@example.com'),
+      a('Id', 'FirstName', 'Email'),
+    );
+    expect(proxy).toEqual(keap);
+    expect((proxy as { value: { value: unknown[] } }).value.value).toHaveLength(1);
+    const none = await both(h, 'ContactService.findByEmail', s('nobody@example.com'), a('Id'));
+    expect(none.proxy).toEqual(none.keap);
+  });
+
+  it('APIEmailService.getOptStatus: the same answer for an opted-in and an unknown address', async () => {
+    const h = await translating();
+    for (const email of ['ada@example.com', 'nobody@example.com']) {
+      const { keap, proxy } = await both(h, 'APIEmailService.getOptStatus', s(email));
+      expect(proxy).toEqual(keap);
+    }
+  });
+
+  it('an unknown field: the same NoFieldFound fault', async () => {
+    const h = await translating();
+    const { keap, proxy } = await both(h, 'ContactService.load', i(1), a('Id', 'NoSuchField'));
+    expect(proxy).toEqual(keap);
+    expect(proxy).toMatchObject({ kind: 'fault', faultCode: 10 });
+  });
+
+  it('a method the proxy cannot translate: a fault that names it, and nothing sent to Keap', async () => {
+    const h = await translating();
+    const before = { xmlrpc: h.sim.counters.xmlrpcCalls, api: h.sim.counters.apiCalls };
+    const body = writeMethodCall({ methodName: 'InvoiceService.createBlankOrder', params: [s('k')] });
+    const r = await send(h.proxy.url, 'POST', '/api/xmlrpc', { body });
+    expect(r.status).toBe(200);
+    expect(parseMethodResponse(r.body)).toMatchObject({
+      kind: 'fault',
+      faultCode: 3,
+      faultString: expect.stringMatching(
+        /^\[Unexpected\]InvoiceService\.createBlankOrder cannot be translated .*XMLRPC_MODE=passthrough.*\(keap-proxy: not_translatable\)$/,
+      ),
+    });
+    expect(h.sim.counters.xmlrpcCalls).toBe(before.xmlrpc);
+    expect(h.sim.counters.apiCalls).toBe(before.api);
+  });
+});
