@@ -147,3 +147,56 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
     expect(h.sim.counters.apiCalls).toBe(before.api);
   });
 });
+
+describe('translated calls go through the same machinery', () => {
+  it("Keap's token 401 on a REST call: one refresh, the call replayed, the client sees only the answer", async () => {
+    const h = await startHarness({
+      mode: 'oauth',
+      env: { XMLRPC_MODE: 'translate', LOG_LEVEL: 'info' },
+      sim: { xmlrpc: 'keap' },
+    });
+    h.sim.crm.createContact({
+      given_name: 'Grace',
+      email_addresses: [{ email: 'grace@example.com', field: 'EMAIL1' }],
+      phone_numbers: [],
+      fax_numbers: [],
+      addresses: [],
+      custom_fields: [],
+    } as Parameters<Harness['sim']['crm']['createContact']>[0]);
+    const body = writeMethodCall({ methodName: 'ContactService.load', params: [s('k'), i(1), a('Id', 'FirstName')] });
+    expect(parseMethodResponse((await send(h.proxy.url, 'POST', '/api/xmlrpc', { body })).body)).toMatchObject({
+      kind: 'value',
+    });
+    const refreshes = h.sim.counters.refreshGrants;
+    h.sim.expireAccessTokens();
+    const r = await send(h.proxy.url, 'POST', '/api/xmlrpc', { body });
+    const answer = parseMethodResponse(r.body);
+    expect(answer).toMatchObject({ kind: 'value' });
+    expect(h.sim.counters.refreshGrants - refreshes).toBe(1);
+    const lines = h.logs.entries.filter((e) => e.event === 'request' && e.xmlrpcMethod === 'ContactService.load');
+    expect(lines.at(-1)).toMatchObject({
+      status: 200,
+      attempts: 2,
+      rest: 'GET /crm/rest/v2/contacts/1 401; GET /crm/rest/v2/contacts/1 200',
+    });
+  });
+
+  it('with pacing on, each REST call of a translated call takes a turn', async () => {
+    const h = await startHarness({
+      mode: 'key',
+      env: { XMLRPC_MODE: 'translate', RATE_LIMIT_PER_SECOND: '1000', LOG_LEVEL: 'info' },
+      sim: { xmlrpc: 'keap' },
+    });
+    const body = writeMethodCall({
+      methodName: 'ContactService.findByEmail',
+      params: [s('k'), s('x@example.com'), a('Id')],
+    });
+    expect(parseMethodResponse((await send(h.proxy.url, 'POST', '/api/xmlrpc', { body })).body)).toEqual({
+      kind: 'value',
+      value: { type: 'array', value: [] },
+    });
+    const metrics = (await send(h.proxy.url, 'GET', '/metrics')).text();
+    // One REST call, one turn in the queue (the XML-RPC call itself takes none).
+    expect(metrics).toMatch(/keap_proxy_queue_wait_seconds_count\{tenant="key"\} 1\n/);
+  });
+});

@@ -87,7 +87,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     rewriteXmlRpcKey,
     injectCredential,
     // Translated XML-RPC calls are answered here, from REST calls that are each paced on their own.
-    ...(config.xmlrpcMode === 'translate' ? [translateXmlRpc(deps.forwarder, rateLimitReplays)] : []),
+    ...(config.xmlrpcMode === 'translate' ? [translateXmlRpc(deps.forwarder, rateLimitReplays, deps.metrics)] : []),
     ...(deps.accounts.all().some((a) => a.pacer.enabled) ? [pace(deps.metrics)] : []),
     forwardToKeap({
       forwarder: deps.forwarder,

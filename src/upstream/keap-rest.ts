@@ -13,24 +13,36 @@ import { DailyQuotaSpent } from '../pacing/pacing-errors.js';
 import { accountOf, clientSignal, type Exchange } from '../pipeline/exchange.js';
 import { RateLimitedByKeap, rateLimitWait, type RateLimitReplayPolicy } from './back-off-on-rate-limit.js';
 import { UpstreamError, type Forwarder } from './forwarder.js';
+import type { Metrics } from '../observability/metrics.js';
 
 /** The most of a REST answer a translation reads: a page of 1000 contacts is a few MiB. */
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
 
-export function restCallerFor(ex: Exchange, forwarder: Forwarder, policy: RateLimitReplayPolicy): RestCaller {
+export function restCallerFor(
+  ex: Exchange,
+  forwarder: Forwarder,
+  policy: RateLimitReplayPolicy,
+  metrics: Metrics,
+): RestCaller {
   return {
     async call(method: RestMethod, path: string, body?: unknown): Promise<RestAnswer> {
       const account = accountOf(ex);
       let refreshed = false;
       let first = true;
       for (;;) {
-        if (account.pacer.enabled) await account.pacer.acquire(ex.deadline, first ? 'new' : 'replay', clientSignal(ex));
+        if (account.pacer.enabled) {
+          const waited = performance.now();
+          await account.pacer.acquire(ex.deadline, first ? 'new' : 'replay', clientSignal(ex));
+          metrics.queueWait(account.label(), (performance.now() - waited) / 1000);
+        }
         first = false;
         if (ex.clientGone) throw new UpstreamError('client_closed');
         const credential = ex.credential ?? (await account.credentials.get());
         ex.credential = credential;
         ex.attempts += 1;
+        const started = performance.now();
         const res = await send(forwarder, method, path, body, credential, ex.id);
+        metrics.upstreamDone('xmlrpc', (performance.now() - started) / 1000);
         (ex.restCalls ??= []).push(`${method} ${path.split('?', 1)[0]} ${res.status}`);
         const report = parseQuotaHeaders(res.headers);
         if (report !== undefined) account.pacer.observe(report);

@@ -11,8 +11,9 @@ import type { Exchange, Stage } from '../pipeline/exchange.js';
 import type { RateLimitReplayPolicy } from './back-off-on-rate-limit.js';
 import type { Forwarder } from './forwarder.js';
 import { restCallerFor } from './keap-rest.js';
+import type { Metrics } from '../observability/metrics.js';
 
-export function translateXmlRpc(forwarder: Forwarder, policy: RateLimitReplayPolicy): Stage {
+export function translateXmlRpc(forwarder: Forwarder, policy: RateLimitReplayPolicy, metrics: Metrics): Stage {
   const answer = async (ex: Exchange, body: Buffer): Promise<'done'> => {
     let call;
     try {
@@ -31,7 +32,7 @@ export function translateXmlRpc(forwarder: Forwarder, policy: RateLimitReplayPol
     }
     let document: string;
     try {
-      document = writeMethodResponse(await translation(call.params, restCallerFor(ex, forwarder, policy)));
+      document = writeMethodResponse(await translation(call.params, restCallerFor(ex, forwarder, policy, metrics)));
     } catch (err) {
       if (!(err instanceof XmlRpcFault)) throw err;
       document = writeFault(err.faultCode, err.faultString);
