@@ -162,7 +162,7 @@ describe('translated calls go through the same machinery', () => {
       fax_numbers: [],
       addresses: [],
       custom_fields: [],
-    } as Parameters<Harness['sim']['crm']['createContact']>[0]);
+    });
     const body = writeMethodCall({ methodName: 'ContactService.load', params: [s('k'), i(1), a('Id', 'FirstName')] });
     expect(parseMethodResponse((await send(h.proxy.url, 'POST', '/api/xmlrpc', { body })).body)).toMatchObject({
       kind: 'value',
