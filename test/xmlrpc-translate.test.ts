@@ -123,6 +123,34 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
     }
   });
 
+  it('APIEmailService.optIn and optOut: the same answers and the same state afterwards', async () => {
+    const h = await translating();
+    // The script changes state, so Keap's classic XML-RPC runs it on one simulator and the
+    // translation on another that starts the same.
+    const script: [string, XmlRpcValue[]][] = [
+      ['APIEmailService.optOut', [s('ada@example.com'), s('')]],
+      ['APIEmailService.getOptStatus', [s('ada@example.com')]],
+      ['APIEmailService.optIn', [s('ada@example.com'), s('')]],
+      ['APIEmailService.optIn', [s('nobody@example.com'), s('')]],
+      ['APIEmailService.optOut', [s('nobody@example.com'), s('why')]],
+      ['APIEmailService.getOptStatus', [s('ada2@example.com')]],
+    ];
+    const run = async (base: string, path: string): Promise<unknown[]> => {
+      const out: unknown[] = [];
+      for (const [methodName, params] of script) {
+        const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
+        const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
+        out.push(parseMethodResponse(r.body));
+      }
+      return out;
+    };
+    const keap = await run(h.sim.url, '/crm/xmlrpc/v1');
+    const other = await translating();
+    const proxy = await run(other.proxy.url, '/api/xmlrpc');
+    expect(proxy).toEqual(keap);
+    expect(other.sim.crm.emailStatus('ada@example.com')?.status).toBe(h.sim.crm.emailStatus('ada@example.com')?.status);
+  });
+
   it('an unknown field: the same NoFieldFound fault', async () => {
     const h = await translating();
     const { keap, proxy } = await both(h, 'ContactService.load', i(1), a('Id', 'NoSuchField'));

@@ -60,6 +60,35 @@ export const TRANSLATIONS = new Map<string, Translation>([
     },
   ],
   [
+    'APIEmailService.optIn',
+    async (params, rest) => {
+      const email = text(arg(params, 1, 'string', 'APIEmailService.optIn'));
+      // Keap's XML-RPC took a blank reason as "API Opt In"; v2 requires one.
+      const reason = text(params[2] ?? { type: 'string', value: '' }) || 'API Opt In';
+      const path = `${V2}/emailAddresses/${encodeURIComponent(email)}/status`;
+      const before = await rest.call('GET', path);
+      if (before.status === 404) return { type: 'boolean', value: false };
+      const was = expectOk(before.status, before.body).status;
+      const after = await rest.call('PATCH', path, { opted_in: true, reason });
+      // "Only works the first time an email address opts in": true when the status changed.
+      return { type: 'boolean', value: expectOk(after.status, after.body).status !== was };
+    },
+  ],
+  [
+    'APIEmailService.optOut',
+    async (params, rest) => {
+      const email = text(arg(params, 1, 'string', 'APIEmailService.optOut'));
+      const reason = text(params[2] ?? { type: 'string', value: '' }) || 'API Opt Out';
+      const answer = await rest.call('PATCH', `${V2}/emailAddresses/${encodeURIComponent(email)}/status`, {
+        opted_in: false,
+        reason,
+      });
+      if (answer.status === 404) return { type: 'boolean', value: false };
+      expectOk(answer.status, answer.body);
+      return { type: 'boolean', value: true };
+    },
+  ],
+  [
     'APIEmailService.getOptStatus',
     async (params, rest) => {
       const email = text(arg(params, 1, 'string', 'APIEmailService.getOptStatus'));
