@@ -151,6 +151,60 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
     expect(other.sim.crm.emailStatus('ada@example.com')?.status).toBe(h.sim.crm.emailStatus('ada@example.com')?.status);
   });
 
+  it('ContactService.add and update: the same ids, faults and contacts; an update merges, so a new LastName keeps the Email', async () => {
+    const struct = (fields: Record<string, string>): XmlRpcValue => ({
+      type: 'struct',
+      value: new Map(Object.entries(fields).map(([k, v]) => [k, s(v)])),
+    });
+    const ALL = a('Id', 'FirstName', 'LastName', 'Email', 'EmailAddress2', 'Phone1', 'City', 'Company', 'JobTitle');
+    const script: [string, XmlRpcValue[]][] = [
+      ['ContactService.add', [struct({ FirstName: 'Alan', Email: 'alan@example.com', Phone1: '555-0199' })]],
+      ['ContactService.update', [i(2), struct({ LastName: 'Turing' })]],
+      ['ContactService.load', [i(2), ALL]],
+      [
+        'ContactService.update',
+        [i(2), struct({ EmailAddress2: 'alan2@example.com', City: 'Wilmslow', Company: 'NPL' })],
+      ],
+      ['ContactService.load', [i(2), ALL]],
+      ['ContactService.update', [i(2), struct({ Phone1: '' })]],
+      ['ContactService.load', [i(2), ALL]],
+      ['ContactService.update', [i(99), struct({ LastName: 'X' })]],
+      ['ContactService.update', [i(2), struct({})]],
+      ['ContactService.update', [i(2), struct({ NoSuchField: 'x' })]],
+    ];
+    const run = async (base: string, path: string): Promise<unknown[]> => {
+      const out: unknown[] = [];
+      for (const [methodName, params] of script) {
+        const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
+        const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
+        out.push(parseMethodResponse(r.body));
+      }
+      return out;
+    };
+    const keapSide = await translating();
+    const keap = await run(keapSide.sim.url, '/crm/xmlrpc/v1');
+    const proxySide = await translating();
+    const proxy = await run(proxySide.proxy.url, '/api/xmlrpc');
+    expect(proxy).toEqual(keap);
+    // The merge, spelled out: after the LastName update, the Email is still there.
+    const afterLastName = proxy[2] as { value: { value: Map<string, XmlRpcValue> } };
+    expect(afterLastName.value.value.get('LastName')).toEqual(s('Turing'));
+    expect(afterLastName.value.value.get('Email')).toEqual(s('alan@example.com'));
+    expect(proxy.slice(7).map((r) => (r as { faultCode: number }).faultCode)).toEqual([5, 11, 10]);
+  });
+
+  it('the documented difference: v2 refuses a contact with no email, phone or address, which XML-RPC took', async () => {
+    const h = await translating();
+    const noContactInfo: XmlRpcValue = { type: 'struct', value: new Map([['FirstName', s('Nobody')]]) };
+    const { keap, proxy } = await both(h, 'ContactService.add', noContactInfo);
+    expect(keap).toMatchObject({ kind: 'value', value: { type: 'int' } });
+    expect(proxy).toMatchObject({
+      kind: 'fault',
+      faultCode: 12,
+      faultString: expect.stringMatching(/^\[InvalidParameter\]/),
+    });
+  });
+
   it('an unknown field: the same NoFieldFound fault', async () => {
     const h = await translating();
     const { keap, proxy } = await both(h, 'ContactService.load', i(1), a('Id', 'NoSuchField'));

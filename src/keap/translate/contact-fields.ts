@@ -102,3 +102,110 @@ export function contactStruct(c: V2, fields: readonly string[]): { struct: XmlRp
   }
   return { struct: { type: 'struct', value: members }, unknown };
 }
+
+// ---------------------------------------------------------------- writing
+
+type Writer = (draft: V2, value: string) => void;
+
+/** Keap's XML-RPC fields a client may not write; Keap ignored them on add and update. */
+const READ_ONLY = new Set(['Id', 'DateCreated', 'LastUpdated', 'Groups']);
+
+/** Sets `key` of the array item of `prop` whose field is `field`, making the item if need be; an empty value clears it. */
+const setItem =
+  (prop: string, field: string, key: string): Writer =>
+  (draft, value) => {
+    const items = list(draft, prop).map((x) => ({ ...x }));
+    let target = items.find((x) => x.field === field);
+    if (target === undefined) {
+      if (value === '') return;
+      target = { field };
+      items.push(target);
+    }
+    if (value === '') delete target[key];
+    else target[key] = value;
+    // An item left with nothing but its field (an email without an address) is dropped.
+    draft[prop] = items.filter((x) =>
+      Object.keys(x).some((k) => k !== 'field' && k !== 'type' && x[k] !== undefined && x[k] !== ''),
+    );
+  };
+
+const WRITERS = new Map<string, Writer>();
+{
+  const W = WRITERS;
+  const scalars: [string, string][] = [
+    ['FirstName', 'given_name'],
+    ['LastName', 'family_name'],
+    ['MiddleName', 'middle_name'],
+    ['Nickname', 'preferred_name'],
+    ['Title', 'prefix'],
+    ['Suffix', 'suffix'],
+    ['SpouseName', 'spouse_name'],
+    ['JobTitle', 'job_title'],
+    ['Website', 'website'],
+    ['TimeZone', 'time_zone'],
+    ['Language', 'preferred_locale'],
+    ['ContactType', 'contact_type'],
+  ];
+  for (const [name, prop] of scalars)
+    W.set(name, (d, v) => {
+      if (v === '') delete d[prop];
+      else d[prop] = v;
+    });
+  W.set('Company', (d, v) => {
+    d.company = { ...(d.company as V2 | undefined), company_name: v };
+  });
+  for (const [name, field] of [
+    ['Email', 'EMAIL1'],
+    ['EmailAddress2', 'EMAIL2'],
+    ['EmailAddress3', 'EMAIL3'],
+  ] as const)
+    W.set(name, setItem('email_addresses', field, 'email'));
+  for (let n = 1; n <= 5; n++) {
+    W.set(`Phone${n}`, setItem('phone_numbers', `PHONE${n}`, 'number'));
+    W.set(`Phone${n}Ext`, setItem('phone_numbers', `PHONE${n}`, 'extension'));
+    W.set(`Phone${n}Type`, setItem('phone_numbers', `PHONE${n}`, 'type'));
+  }
+  const keys = ['line1', 'line2', 'locality', 'region', 'postal_code', 'zip_four', 'country_code'];
+  const blocks: [string, string[]][] = [
+    ['BILLING', ['StreetAddress1', 'StreetAddress2', 'City', 'State', 'PostalCode', 'ZipFour1', 'Country']],
+    ['SHIPPING', ['Address2Street1', 'Address2Street2', 'City2', 'State2', 'PostalCode2', 'ZipFour2', 'Country2']],
+    ['OTHER', ['Address3Street1', 'Address3Street2', 'City3', 'State3', 'PostalCode3', 'ZipFour3', 'Country3']],
+  ];
+  for (const [field, names] of blocks)
+    names.forEach((name, i) => W.set(name, setItem('addresses', field, keys[i] as string)));
+}
+
+/** The array properties a change may touch: v2 replaces them whole, so they are sent whole. */
+const ARRAYS = ['email_addresses', 'phone_numbers', 'addresses'];
+
+/**
+ * Applies XML-RPC contact data to a copy of `current` (v2 shape) and answers what to send: the
+ * changed properties, each array whole as merged (so changing LastName never wipes Email).
+ * Unknown field names are returned, read-only ones ignored.
+ */
+export function contactChanges(current: V2, data: Map<string, XmlRpcValue>): { changes: V2; unknown: string[] } {
+  const draft: V2 = structuredClone(current);
+  const unknown: string[] = [];
+  for (const [name, value] of data) {
+    if (READ_ONLY.has(name)) continue;
+    const write = WRITERS.get(name);
+    if (write === undefined) {
+      unknown.push(name);
+      continue;
+    }
+    write(
+      draft,
+      value.type === 'string'
+        ? value.value
+        : value.type === 'int' || value.type === 'double'
+          ? String(value.value)
+          : '',
+    );
+  }
+  const changes: V2 = {};
+  for (const key of new Set([...Object.keys(draft), ...Object.keys(current)])) {
+    if (JSON.stringify(draft[key]) === JSON.stringify(current[key])) continue;
+    changes[key] = draft[key] ?? (ARRAYS.includes(key) ? [] : null);
+  }
+  return { changes, unknown };
+}

@@ -2,7 +2,7 @@
 // Each takes the call's params (privateKey first, ignored: the proxy holds the credential) and
 // answers a value or raises an XmlRpcFault, as Keap's XML-RPC did.
 import type { XmlRpcValue } from '../xmlrpc-codec.js';
-import { contactStruct } from './contact-fields.js';
+import { contactChanges, contactStruct } from './contact-fields.js';
 import { XmlRpcFault, type RestCaller } from './rest.js';
 
 export type Translation = (params: readonly XmlRpcValue[], rest: RestCaller) => Promise<XmlRpcValue>;
@@ -35,7 +35,52 @@ function fieldsOf(contact: Record<string, unknown>, fields: string[]): XmlRpcVal
   return struct;
 }
 
+function data(v: XmlRpcValue, method: string): Map<string, XmlRpcValue> {
+  if (v.type !== 'struct')
+    throw new XmlRpcFault(0, `No method matching arguments for ${method}: the data must be a struct`);
+  return v.value;
+}
+
+function changesOf(current: Record<string, unknown>, fields: Map<string, XmlRpcValue>): Record<string, unknown> {
+  const { changes, unknown } = contactChanges(current, fields);
+  if (unknown.length > 0) throw new XmlRpcFault(10, `[NoFieldFound]No field found: Contact.${unknown[0]}`);
+  return changes;
+}
+
 export const TRANSLATIONS = new Map<string, Translation>([
+  [
+    'ContactService.add',
+    async (params, rest) => {
+      const fields = data(arg(params, 1, 'struct', 'ContactService.add'), 'ContactService.add');
+      const body = changesOf({}, fields);
+      const answer = await rest.call('POST', `${V2}/contacts`, body);
+      // v2 refuses a contact with no email, phone or address, which Keap's XML-RPC took.
+      if (answer.status === 400) throw new XmlRpcFault(12, `[InvalidParameter]${restMessage(answer.body)}`);
+      const created = expectOk(answer.status, answer.body);
+      return { type: 'int', value: Number(created.id) };
+    },
+  ],
+  [
+    'ContactService.update',
+    async (params, rest) => {
+      const idArg = arg(params, 1, 'int', 'ContactService.update');
+      const id = idArg.type === 'int' ? idArg.value : 0;
+      const fields = data(arg(params, 2, 'struct', 'ContactService.update'), 'ContactService.update');
+      if (fields.size === 0) throw new XmlRpcFault(11, '[NoFields]No fields sent for update');
+      // v2 replaces arrays whole: read, merge, write only what changed.
+      const current = await rest.call('GET', `${V2}/contacts/${id}`);
+      if (current.status === 404)
+        throw new XmlRpcFault(5, `[RecordNotFound]Unable to perform update. Record not found for Id:${id}`);
+      const changes = changesOf(expectOk(current.status, current.body), fields);
+      if (Object.keys(changes).length === 0) return { type: 'int', value: id };
+      const answer = await rest.call('PATCH', `${V2}/contacts/${id}`, changes);
+      if (answer.status === 404)
+        throw new XmlRpcFault(5, `[RecordNotFound]Unable to perform update. Record not found for Id:${id}`);
+      if (answer.status === 400) throw new XmlRpcFault(12, `[InvalidParameter]${restMessage(answer.body)}`);
+      expectOk(answer.status, answer.body);
+      return { type: 'int', value: id };
+    },
+  ],
   [
     'ContactService.load',
     async (params, rest) => {
@@ -101,6 +146,11 @@ export const TRANSLATIONS = new Map<string, Translation>([
     },
   ],
 ]);
+
+function restMessage(body: unknown): string {
+  const m = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).message : undefined;
+  return typeof m === 'string' ? m : "Keap's REST API refused the data";
+}
 
 /** A REST answer the translation can read; any other is Keap's failure, reported as its faults report one. */
 function expectOk(status: number, body: unknown): Record<string, unknown> {
