@@ -68,12 +68,13 @@ describe('the XML-RPC inventory', () => {
         l
           .trim()
           .split(/\s+/)
-          .filter((_, i) => i === 0 || i === 3),
+          .filter((_, i) => i === 0 || i === 3 || i === 4),
       ),
     ).toEqual([
-      ['2', 'ContactService.load'],
-      ['1', 'DataService.query'],
+      ['2', 'yes', 'ContactService.load'],
+      ['1', 'no', 'DataService.query'],
     ]);
+    expect(r.out).toContain('1 of 2 can be answered by the proxy from REST v2 (XMLRPC_MODE=translate)');
     const json = await report(['--json'], h.logs.lines);
     expect(JSON.parse(json.out)).toMatchObject({
       methods: [
@@ -108,6 +109,7 @@ describe('the XML-RPC inventory', () => {
           method: 'APIEmailService.optIn',
           calls: 2,
           relayed: 2,
+          translatable: true,
           firstSeen: new Date(1000).toISOString(),
           lastSeen: new Date(3000).toISOString(),
         },
@@ -115,6 +117,7 @@ describe('the XML-RPC inventory', () => {
           method: 'ContactService.add',
           calls: 1,
           relayed: 1,
+          translatable: true,
           firstSeen: new Date(2000).toISOString(),
           lastSeen: new Date(2000).toISOString(),
         },

@@ -5,6 +5,7 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Output } from './token-status.js';
+import { TRANSLATIONS } from '../keap/translate/methods.js';
 
 /** A log file could not be read; the message names it. */
 export class ReportError extends Error {
@@ -19,6 +20,8 @@ export interface MethodUse {
   calls: number;
   /** Calls whose answer was Keap's (status 200, no outcome of the proxy's own). */
   relayed: number;
+  /** Whether the proxy can answer it from REST v2 (XMLRPC_MODE=translate). */
+  translatable: boolean;
   firstSeen: string;
   lastSeen: string;
 }
@@ -66,6 +69,7 @@ export class Tally {
         method,
         calls: u.calls,
         relayed: u.relayed,
+        translatable: TRANSLATIONS.has(method),
         firstSeen: new Date(u.first).toISOString(),
         lastSeen: new Date(u.last).toISOString(),
       }))
@@ -109,12 +113,15 @@ export function formatInventory(inv: Inventory): string {
     return `${head}No XML-RPC call in these logs: nothing to migrate (look at logs that cover a full business cycle).\n`;
   const width = Math.max(...inv.methods.map((m) => String(m.calls).length), 5);
   const rows = inv.methods.map(
-    (m) => `  ${String(m.calls).padStart(width)}  ${m.firstSeen}  ${m.lastSeen}  ${m.method}\n`,
+    (m) =>
+      `  ${String(m.calls).padStart(width)}  ${m.firstSeen}  ${m.lastSeen}  ${(m.translatable ? 'yes' : 'no').padEnd(9)}  ${m.method}\n`,
   );
+  const translatable = inv.methods.filter((m) => m.translatable).length;
   return (
     head +
-    `  ${'calls'.padStart(width)}  ${'first seen'.padEnd(24)}  ${'last seen'.padEnd(24)}  method\n` +
+    `  ${'calls'.padStart(width)}  ${'first seen'.padEnd(24)}  ${'last seen'.padEnd(24)}  translate  method\n` +
     rows.join('') +
+    `${translatable} of ${inv.methods.length} can be answered by the proxy from REST v2 (XMLRPC_MODE=translate); the rest must move to REST v2.\n` +
     'Keap retires XML-RPC on 31 December 2026: each of these methods must move to REST v2 before then (README, "Legacy apps and XML-RPC").\n'
   );
 }
