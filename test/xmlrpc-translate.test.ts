@@ -205,6 +205,42 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
     });
   });
 
+  it('ContactService.addToGroup and removeFromGroup: the same answers, faults and tags', async () => {
+    const script: [string, XmlRpcValue[]][] = [
+      ['ContactService.addToGroup', [i(1), i(1)]],
+      ['ContactService.addToGroup', [i(1), i(1)]],
+      ['ContactService.addToGroup', [i(1), i(2)]],
+      ['ContactService.load', [i(1), a('Id', 'Groups')]],
+      ['ContactService.removeFromGroup', [i(1), i(1)]],
+      ['ContactService.load', [i(1), a('Id', 'Groups')]],
+      ['ContactService.addToGroup', [i(1), i(404)]],
+      ['ContactService.addToGroup', [i(99), i(1)]],
+      ['ContactService.addToGroup', [i(99), i(404)]],
+      ['ContactService.removeFromGroup', [i(1), i(404)]],
+      ['ContactService.removeFromGroup', [i(99), i(1)]],
+    ];
+    const run = async (base: string, path: string): Promise<unknown[]> => {
+      const out: unknown[] = [];
+      for (const [methodName, params] of script) {
+        const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
+        const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
+        out.push(parseMethodResponse(r.body));
+      }
+      return out;
+    };
+    const keap = await run((await translating()).sim.url, '/crm/xmlrpc/v1');
+    const proxy = await run((await translating()).proxy.url, '/api/xmlrpc');
+    expect(proxy).toEqual(keap);
+    expect(proxy[3]).toMatchObject({ kind: 'value' });
+    expect(proxy.slice(6).map((r) => (r as { kind: string; faultString?: string }).faultString ?? 'ok')).toEqual([
+      '[RecordNotFound]Record not found for Id:404',
+      '[RecordNotFound]Record not found for Id:99',
+      '[RecordNotFound]Record not found for Id:99',
+      'ok',
+      '[RecordNotFound]Record not found for Id:99',
+    ]);
+  });
+
   it('an unknown field: the same NoFieldFound fault', async () => {
     const h = await translating();
     const { keap, proxy } = await both(h, 'ContactService.load', i(1), a('Id', 'NoSuchField'));

@@ -105,6 +105,40 @@ export const TRANSLATIONS = new Map<string, Translation>([
     },
   ],
   [
+    'ContactService.addToGroup',
+    async (params, rest) => {
+      const contactId = intOf(arg(params, 1, 'int', 'ContactService.addToGroup'));
+      const tagId = intOf(arg(params, 2, 'int', 'ContactService.addToGroup'));
+      const answer = await rest.call('POST', `${V2}/tags/${tagId}/contacts:applyTags`, {
+        contact_ids: [String(contactId)],
+      });
+      if (answer.status === 404) {
+        // No such tag, or no such contact as well: Keap's XML-RPC named the contact first.
+        const contact = await rest.call('GET', `${V2}/contacts/${contactId}`);
+        throw recordNotFound(contact.status === 404 ? contactId : tagId);
+      }
+      const results = expectOk(answer.status, answer.body).results as Record<string, unknown> | undefined;
+      if (results?.[String(contactId)] === 'CONTACT_NOT_FOUND') throw recordNotFound(contactId);
+      return { type: 'boolean', value: true };
+    },
+  ],
+  [
+    'ContactService.removeFromGroup',
+    async (params, rest) => {
+      const contactId = intOf(arg(params, 1, 'int', 'ContactService.removeFromGroup'));
+      const tagId = intOf(arg(params, 2, 'int', 'ContactService.removeFromGroup'));
+      // Keap's XML-RPC refused an unknown contact, and took an unknown tag as nothing to remove.
+      const contact = await rest.call('GET', `${V2}/contacts/${contactId}`);
+      if (contact.status === 404) throw recordNotFound(contactId);
+      expectOk(contact.status, contact.body);
+      const answer = await rest.call('POST', `${V2}/tags/${tagId}/contacts:removeTags`, {
+        contact_ids: [String(contactId)],
+      });
+      if (answer.status !== 404 && (answer.status < 200 || answer.status >= 300)) expectOk(answer.status, answer.body);
+      return { type: 'boolean', value: true };
+    },
+  ],
+  [
     'APIEmailService.optIn',
     async (params, rest) => {
       const email = text(arg(params, 1, 'string', 'APIEmailService.optIn'));
@@ -146,6 +180,14 @@ export const TRANSLATIONS = new Map<string, Translation>([
     },
   ],
 ]);
+
+function intOf(v: XmlRpcValue): number {
+  return v.type === 'int' ? v.value : 0;
+}
+
+function recordNotFound(id: number): XmlRpcFault {
+  return new XmlRpcFault(5, `[RecordNotFound]Record not found for Id:${id}`);
+}
 
 function restMessage(body: unknown): string {
   const m = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).message : undefined;
