@@ -12,6 +12,8 @@ declare module 'autocannon' {
     duration?: number;
     method?: string;
     headers?: Record<string, string>;
+    /** The request body, sent with every request. */
+    body?: string | Buffer;
     /** Seconds before a request counts as a timeout. */
     timeout?: number;
   }
