@@ -42,13 +42,16 @@ const item =
   (c) =>
     str(list(c, prop).find((x) => x.field === field)?.[key]);
 
-export const CONTACT_FIELDS = new Map<string, Reader>();
+/**
+ * The writable fields, each once: where it lives in a v2 contact. A scalar property, a
+ * property of an object (`company`), or a property of the item of an array whose `field` is
+ * given (`email_addresses[field=EMAIL1].email`). Both the readers and the writers come from here.
+ */
+type Place = { prop: string } | { prop: string; key: string } | { prop: string; field: string; key: string };
+
+const PLACES = new Map<string, Place>();
 {
-  const F = CONTACT_FIELDS;
-  F.set('Id', (c) => int(c.id));
-  F.set('DateCreated', (c) => (typeof c.create_time === 'string' ? easternDateTime(c.create_time) : undefined));
-  F.set('LastUpdated', (c) => (typeof c.update_time === 'string' ? easternDateTime(c.update_time) : undefined));
-  F.set('Groups', (c) => str(Array.isArray(c.tag_ids) ? (c.tag_ids as unknown[]).join(',') : undefined));
+  const P = PLACES;
   const scalars: [string, string][] = [
     ['FirstName', 'given_name'],
     ['LastName', 'family_name'],
@@ -63,19 +66,18 @@ export const CONTACT_FIELDS = new Map<string, Reader>();
     ['Language', 'preferred_locale'],
     ['ContactType', 'contact_type'],
   ];
-  for (const [name, prop] of scalars) F.set(name, (c) => str(c[prop]));
-  F.set('Company', (c) => str((c.company as V2 | undefined)?.company_name));
-  F.set('CompanyID', (c) => int((c.company as V2 | undefined)?.id));
+  for (const [name, prop] of scalars) P.set(name, { prop });
+  P.set('Company', { prop: 'company', key: 'company_name' });
   for (const [name, field] of [
     ['Email', 'EMAIL1'],
     ['EmailAddress2', 'EMAIL2'],
     ['EmailAddress3', 'EMAIL3'],
   ] as const)
-    F.set(name, item('email_addresses', field, 'email'));
+    P.set(name, { prop: 'email_addresses', field, key: 'email' });
   for (let n = 1; n <= 5; n++) {
-    F.set(`Phone${n}`, item('phone_numbers', `PHONE${n}`, 'number'));
-    F.set(`Phone${n}Ext`, item('phone_numbers', `PHONE${n}`, 'extension'));
-    F.set(`Phone${n}Type`, item('phone_numbers', `PHONE${n}`, 'type'));
+    P.set(`Phone${n}`, { prop: 'phone_numbers', field: `PHONE${n}`, key: 'number' });
+    P.set(`Phone${n}Ext`, { prop: 'phone_numbers', field: `PHONE${n}`, key: 'extension' });
+    P.set(`Phone${n}Type`, { prop: 'phone_numbers', field: `PHONE${n}`, key: 'type' });
   }
   const keys = ['line1', 'line2', 'locality', 'region', 'postal_code', 'zip_four', 'country_code'];
   const blocks: [string, string[]][] = [
@@ -84,8 +86,24 @@ export const CONTACT_FIELDS = new Map<string, Reader>();
     ['OTHER', ['Address3Street1', 'Address3Street2', 'City3', 'State3', 'PostalCode3', 'ZipFour3', 'Country3']],
   ];
   for (const [field, names] of blocks)
-    names.forEach((name, i) => F.set(name, item('addresses', field, keys[i] as string)));
+    names.forEach((name, i) => P.set(name, { prop: 'addresses', field, key: keys[i] as string }));
 }
+
+function readerOf(place: Place): Reader {
+  if ('field' in place) return item(place.prop, place.field, place.key);
+  if ('key' in place) return (c) => str((c[place.prop] as V2 | undefined)?.[place.key]);
+  return (c) => str(c[place.prop]);
+}
+
+export const CONTACT_FIELDS = new Map<string, Reader>([
+  ['Id', (c) => int(c.id)],
+  ['DateCreated', (c) => (typeof c.create_time === 'string' ? easternDateTime(c.create_time) : undefined)],
+  ['LastUpdated', (c) => (typeof c.update_time === 'string' ? easternDateTime(c.update_time) : undefined)],
+  ['Groups', (c) => str(Array.isArray(c.tag_ids) ? (c.tag_ids as unknown[]).join(',') : undefined)],
+  ...[...PLACES].map(([name, place]): [string, Reader] => [name, readerOf(place)]),
+  // Readable, not writable here: a company is linked by REST v2's own calls.
+  ['CompanyID', (c) => int((c.company as V2 | undefined)?.id)],
+]);
 
 /** The requested fields of a contact, as Keap's XML-RPC answers them: only the non-empty ones. Unknown names are returned. */
 export function contactStruct(c: V2, fields: readonly string[]): { struct: XmlRpcValue; unknown: string[] } {
@@ -129,51 +147,19 @@ const setItem =
     );
   };
 
-const WRITERS = new Map<string, Writer>();
-{
-  const W = WRITERS;
-  const scalars: [string, string][] = [
-    ['FirstName', 'given_name'],
-    ['LastName', 'family_name'],
-    ['MiddleName', 'middle_name'],
-    ['Nickname', 'preferred_name'],
-    ['Title', 'prefix'],
-    ['Suffix', 'suffix'],
-    ['SpouseName', 'spouse_name'],
-    ['JobTitle', 'job_title'],
-    ['Website', 'website'],
-    ['TimeZone', 'time_zone'],
-    ['Language', 'preferred_locale'],
-    ['ContactType', 'contact_type'],
-  ];
-  for (const [name, prop] of scalars)
-    W.set(name, (d, v) => {
-      if (v === '') delete d[prop];
-      else d[prop] = v;
-    });
-  W.set('Company', (d, v) => {
-    d.company = { ...(d.company as V2 | undefined), company_name: v };
-  });
-  for (const [name, field] of [
-    ['Email', 'EMAIL1'],
-    ['EmailAddress2', 'EMAIL2'],
-    ['EmailAddress3', 'EMAIL3'],
-  ] as const)
-    W.set(name, setItem('email_addresses', field, 'email'));
-  for (let n = 1; n <= 5; n++) {
-    W.set(`Phone${n}`, setItem('phone_numbers', `PHONE${n}`, 'number'));
-    W.set(`Phone${n}Ext`, setItem('phone_numbers', `PHONE${n}`, 'extension'));
-    W.set(`Phone${n}Type`, setItem('phone_numbers', `PHONE${n}`, 'type'));
-  }
-  const keys = ['line1', 'line2', 'locality', 'region', 'postal_code', 'zip_four', 'country_code'];
-  const blocks: [string, string[]][] = [
-    ['BILLING', ['StreetAddress1', 'StreetAddress2', 'City', 'State', 'PostalCode', 'ZipFour1', 'Country']],
-    ['SHIPPING', ['Address2Street1', 'Address2Street2', 'City2', 'State2', 'PostalCode2', 'ZipFour2', 'Country2']],
-    ['OTHER', ['Address3Street1', 'Address3Street2', 'City3', 'State3', 'PostalCode3', 'ZipFour3', 'Country3']],
-  ];
-  for (const [field, names] of blocks)
-    names.forEach((name, i) => W.set(name, setItem('addresses', field, keys[i] as string)));
+function writerOf(place: Place): Writer {
+  if ('field' in place) return setItem(place.prop, place.field, place.key);
+  if ('key' in place)
+    return (d, v) => {
+      d[place.prop] = { ...(d[place.prop] as V2 | undefined), [place.key]: v };
+    };
+  return (d, v) => {
+    if (v === '') delete d[place.prop];
+    else d[place.prop] = v;
+  };
 }
+
+const WRITERS = new Map<string, Writer>([...PLACES].map(([name, place]): [string, Writer] => [name, writerOf(place)]));
 
 /** The array properties a change may touch: v2 replaces them whole, so they are sent whole. */
 const ARRAYS = ['email_addresses', 'phone_numbers', 'addresses'];
