@@ -40,6 +40,32 @@ async function both(
   return { keap: parseMethodResponse(keap.body), proxy: parseMethodResponse(proxy.body) };
 }
 
+/**
+ * A script of calls that changes state: Keap's classic XML-RPC runs it on one simulator and the
+ * translation on another that starts the same; the answers, in order, of each.
+ */
+async function runOnBoth(
+  script: readonly [string, XmlRpcValue[]][],
+): Promise<{ keap: unknown[]; proxy: unknown[]; keapSide: Harness; proxySide: Harness }> {
+  const run = async (base: string, path: string): Promise<unknown[]> => {
+    const out: unknown[] = [];
+    for (const [methodName, params] of script) {
+      const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
+      const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
+      out.push(parseMethodResponse(r.body));
+    }
+    return out;
+  };
+  const keapSide = await translating();
+  const proxySide = await translating();
+  return {
+    keap: await run(keapSide.sim.url, '/crm/xmlrpc/v1'),
+    proxy: await run(proxySide.proxy.url, '/api/xmlrpc'),
+    keapSide,
+    proxySide,
+  };
+}
+
 async function translating(): Promise<Harness> {
   const h = await startHarness({
     mode: 'key',
@@ -124,9 +150,6 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
   });
 
   it('APIEmailService.optIn and optOut: the same answers and the same state afterwards', async () => {
-    const h = await translating();
-    // The script changes state, so Keap's classic XML-RPC runs it on one simulator and the
-    // translation on another that starts the same.
     const script: [string, XmlRpcValue[]][] = [
       ['APIEmailService.optOut', [s('ada@example.com'), s('')]],
       ['APIEmailService.getOptStatus', [s('ada@example.com')]],
@@ -135,20 +158,11 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
       ['APIEmailService.optOut', [s('nobody@example.com'), s('why')]],
       ['APIEmailService.getOptStatus', [s('ada2@example.com')]],
     ];
-    const run = async (base: string, path: string): Promise<unknown[]> => {
-      const out: unknown[] = [];
-      for (const [methodName, params] of script) {
-        const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
-        const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
-        out.push(parseMethodResponse(r.body));
-      }
-      return out;
-    };
-    const keap = await run(h.sim.url, '/crm/xmlrpc/v1');
-    const other = await translating();
-    const proxy = await run(other.proxy.url, '/api/xmlrpc');
+    const { keap, proxy, keapSide, proxySide } = await runOnBoth(script);
     expect(proxy).toEqual(keap);
-    expect(other.sim.crm.emailStatus('ada@example.com')?.status).toBe(h.sim.crm.emailStatus('ada@example.com')?.status);
+    expect(proxySide.sim.crm.emailStatus('ada@example.com')?.status).toBe(
+      keapSide.sim.crm.emailStatus('ada@example.com')?.status,
+    );
   });
 
   it('ContactService.add and update: the same ids, faults and contacts; an update merges, so a new LastName keeps the Email', async () => {
@@ -172,19 +186,7 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
       ['ContactService.update', [i(2), struct({})]],
       ['ContactService.update', [i(2), struct({ NoSuchField: 'x' })]],
     ];
-    const run = async (base: string, path: string): Promise<unknown[]> => {
-      const out: unknown[] = [];
-      for (const [methodName, params] of script) {
-        const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
-        const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
-        out.push(parseMethodResponse(r.body));
-      }
-      return out;
-    };
-    const keapSide = await translating();
-    const keap = await run(keapSide.sim.url, '/crm/xmlrpc/v1');
-    const proxySide = await translating();
-    const proxy = await run(proxySide.proxy.url, '/api/xmlrpc');
+    const { keap, proxy } = await runOnBoth(script);
     expect(proxy).toEqual(keap);
     // The merge, spelled out: after the LastName update, the Email is still there.
     const afterLastName = proxy[2] as { value: { value: Map<string, XmlRpcValue> } };
@@ -219,17 +221,7 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
       ['ContactService.removeFromGroup', [i(1), i(404)]],
       ['ContactService.removeFromGroup', [i(99), i(1)]],
     ];
-    const run = async (base: string, path: string): Promise<unknown[]> => {
-      const out: unknown[] = [];
-      for (const [methodName, params] of script) {
-        const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
-        const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
-        out.push(parseMethodResponse(r.body));
-      }
-      return out;
-    };
-    const keap = await run((await translating()).sim.url, '/crm/xmlrpc/v1');
-    const proxy = await run((await translating()).proxy.url, '/api/xmlrpc');
+    const { keap, proxy } = await runOnBoth(script);
     expect(proxy).toEqual(keap);
     expect(proxy[3]).toMatchObject({ kind: 'value' });
     expect(proxy.slice(6).map((r) => (r as { kind: string; faultString?: string }).faultString ?? 'ok')).toEqual([
