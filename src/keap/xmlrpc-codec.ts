@@ -9,7 +9,7 @@
 // No DTD is accepted (so no entity is ever expanded), nesting is bounded, and anything that is
 // not a well-formed methodCall or methodResponse is an XmlRpcError.
 import { SaxesParser } from 'saxes';
-import { escapeXml, XmlRpcError } from './xmlrpc.js';
+import { escapeXml, withoutNonXml, XmlRpcError } from './xmlrpc.js';
 
 export type XmlRpcValue =
   | { type: 'int'; value: number }
@@ -212,13 +212,7 @@ const XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>';
 
 /** Text as XML 1.0 may hold it: the characters it forbids (most controls, lone surrogates) are dropped, the rest escaped. */
 export function xmlText(s: string): string {
-  // The pattern: controls XML 1.0 forbids, U+FFFE/U+FFFF, and surrogates without their pair.
-  return escapeXml(
-    s.replace(
-      /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
-      '',
-    ),
-  );
+  return escapeXml(withoutNonXml(s));
 }
 
 export function writeValue(v: XmlRpcValue): string {

@@ -544,8 +544,14 @@ export function readPrivateKey(body: Buffer): string | undefined {
 }
 
 // Characters XML 1.0 cannot carry at all, and lone surrogates (which UTF-8 cannot encode).
-const NOT_XML =
-  /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/u;
+const NOT_XML_CHARS =
+  /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/gu;
+const NOT_XML = new RegExp(NOT_XML_CHARS.source, 'u');
+
+/** `s` without the characters XML 1.0 cannot carry. */
+export function withoutNonXml(s: string): string {
+  return s.replace(NOT_XML_CHARS, '');
+}
 
 /**
  * Body with the first param's value replaced by `key` (XML-escaped, written as
