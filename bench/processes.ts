@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { SimulatorCounters, SimulatorOptions } from '../test/simulator/keap-simulator.js';
 import type { SimAnswer, SimMessage, SimRequest } from './sim-process.js';
 import type { UpstreamCounters, UpstreamMessage, UpstreamRequest } from './slow-upstream-process.js';
+import type { LoadMessage, LoadRequest } from './load.js';
 
 /** The environment variable sim-process.js reads its SimulatorOptions (JSON) from. */
 export const SIM_OPTIONS_ENV = 'BENCH_SIM_OPTIONS';
@@ -153,5 +154,41 @@ export function startSlowUpstream(holdMs: number): Promise<SlowUpstream> {
           }),
       });
     });
+  });
+}
+
+export type LoadDone = Extract<LoadMessage, { type: 'done' }>;
+
+/**
+ * Runs the load generator (load.ts) in a child process on the helpers' core and resolves with
+ * its result once it has exited. `onTimedStart` is called when its timed part starts, `onDone`
+ * the moment its result arrives (before the child exits), for readings that must end with it.
+ */
+export function runLoadChild(
+  request: LoadRequest,
+  hooks: { onTimedStart?: () => void; onDone?: (done: LoadDone) => void } = {},
+): Promise<LoadDone> {
+  return new Promise((resolve, reject) => {
+    const child = forkScript('load.js');
+    let result: LoadDone | undefined;
+    let failure: string | undefined;
+    child.on('message', (msg: LoadMessage) => {
+      if (msg.type === 'timed-start') hooks.onTimedStart?.();
+      else if (msg.type === 'done') {
+        result = msg;
+        hooks.onDone?.(msg);
+      } else failure = msg.error;
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (result !== undefined) resolve(result);
+      else
+        reject(
+          new Error(
+            `load generator ${failure !== undefined ? `failed: ${failure}` : `exited with code ${code} without a result`}`,
+          ),
+        );
+    });
+    child.send(request);
   });
 }

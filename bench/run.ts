@@ -47,6 +47,7 @@ import {
   startSimulator,
   startSlowUpstream,
   type RemoteSimulator,
+  runLoadChild,
 } from './processes.js';
 import {
   formatHeadToHead,
@@ -68,7 +69,7 @@ import {
 import { SETTINGS } from '../src/config/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
-import type { LoadMessage, LoadRequest, LoadSample, SteadyRate } from './load.js';
+import type { LoadRequest, LoadSample, SteadyRate } from './load.js';
 import { bareForwarder, direct, keapProxy, pacedKeapProxy, type BenchContext, type Scenario } from './scenarios.js';
 import {
   compare,
@@ -193,40 +194,24 @@ interface LoadOutcome {
  * timed part runs is the servers' cost (nothing else runs here meanwhile); its event-loop
  * utilisation says whether the servers were the bottleneck (near 100%) or the client was.
  */
-function runLoad(request: LoadRequest): Promise<LoadOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = forkScript('load.js');
-    let timed: { cpu: NodeJS.CpuUsage; wall: number; loop: EventLoopUtilization } | undefined;
-    let result: LoadOutcome | undefined;
-    let failure: string | undefined;
-    child.on('message', (msg: LoadMessage) => {
-      if (msg.type === 'timed-start') {
-        timed = { cpu: process.cpuUsage(), wall: performance.now(), loop: performance.eventLoopUtilization() };
-      } else if (msg.type === 'done' && timed !== undefined) {
-        const cpu = process.cpuUsage(timed.cpu);
-        const serverCpu = (cpu.user + cpu.system) / 1000 / (performance.now() - timed.wall);
-        const serverLoopBusy = performance.eventLoopUtilization(timed.loop).utilization;
-        result = {
-          measurement: { sample: msg.sample, serverCpu, serverLoopBusy, clientCpu: msg.clientCpu },
-          warmup: msg.warmup,
-          steady: msg.steady,
-        };
-      } else if (msg.type === 'failed') {
-        failure = msg.error;
-      }
-    });
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      if (result !== undefined) resolve(result);
-      else
-        reject(
-          new Error(
-            `load generator ${failure !== undefined ? `failed: ${failure}` : `exited with code ${code} without a result`}`,
-          ),
-        );
-    });
-    child.send(request);
+async function runLoad(request: LoadRequest): Promise<LoadOutcome> {
+  let timed: { cpu: NodeJS.CpuUsage; wall: number; loop: EventLoopUtilization } | undefined;
+  let measurement: Measurement | undefined;
+  const done = await runLoadChild(request, {
+    onTimedStart: () => {
+      timed = { cpu: process.cpuUsage(), wall: performance.now(), loop: performance.eventLoopUtilization() };
+    },
+    // Read when the result arrives, not when the child has exited: the timed part ends here.
+    onDone: (msg) => {
+      if (timed === undefined) return;
+      const cpu = process.cpuUsage(timed.cpu);
+      const serverCpu = (cpu.user + cpu.system) / 1000 / (performance.now() - timed.wall);
+      const serverLoopBusy = performance.eventLoopUtilization(timed.loop).utilization;
+      measurement = { sample: msg.sample, serverCpu, serverLoopBusy, clientCpu: msg.clientCpu };
+    },
   });
+  if (measurement === undefined) throw new Error('load generator answered without a timed part');
+  return { measurement, warmup: done.warmup, steady: done.steady };
 }
 
 /** One measurement: start the scenario, load it, close it (also when the load fails). */

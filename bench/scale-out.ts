@@ -29,8 +29,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../src/config/config.js';
 import { SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SEED } from '../test/simulator/keap-simulator.js';
 import { startServer, type ServerChild } from './head-to-head.js';
-import type { LoadMessage, LoadRequest, LoadSample, SteadyRate } from './load.js';
-import { forkScript, startSimulator } from './processes.js';
+import type { LoadRequest, LoadSample, SteadyRate } from './load.js';
+import { runLoadChild, startSimulator, type LoadDone } from './processes.js';
 import { startBenchRedis, type BenchRedis } from './redis-server.js';
 import { median } from './report.js';
 import type { ServerOptions } from './server-process.js';
@@ -425,9 +425,11 @@ async function loadServer(server: ServerChild, request: LoadRequest, redis?: Ben
   const read = (): Promise<[NodeJS.CpuUsage, number | undefined]> => Promise.all([server.cpu(), redis?.cpuUs()]);
   let done: LoadDone;
   try {
-    done = await runLoadChild(request, () => {
-      atStart = read();
-      if (redis !== undefined) pings = samplePings(redis);
+    done = await runLoadChild(request, {
+      onTimedStart: () => {
+        atStart = read();
+        if (redis !== undefined) pings = samplePings(redis);
+      },
     });
   } finally {
     pings?.stop();
@@ -451,33 +453,6 @@ function costFigures(r: ServerLoad, rssPeak: number): CostFigures {
     bad: r.sample.errors + r.sample.timeouts + r.sample.non2xx,
     rssPeak,
   };
-}
-
-type LoadDone = Extract<LoadMessage, { type: 'done' }>;
-
-/** Runs the load generator (load.ts) in a child process on the helpers' core; `onTimedStart` when its timed part starts. */
-function runLoadChild(request: LoadRequest, onTimedStart?: () => void): Promise<LoadDone> {
-  return new Promise((resolve, reject) => {
-    const child = forkScript('load.js');
-    let result: LoadDone | undefined;
-    let failure: string | undefined;
-    child.on('message', (msg: LoadMessage) => {
-      if (msg.type === 'timed-start') onTimedStart?.();
-      else if (msg.type === 'done') result = msg;
-      else failure = msg.error;
-    });
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      if (result !== undefined) resolve(result);
-      else
-        reject(
-          new Error(
-            `load generator ${failure !== undefined ? `failed: ${failure}` : `exited with code ${code} without a result`}`,
-          ),
-        );
-    });
-    child.send(request);
-  });
 }
 
 /** The bench's keap-proxy settings with `env` (what the server processes load), for the figures they imply. */
