@@ -9,9 +9,9 @@
 // server side by side differed by up to 5% for the life of the pair. New processes each
 // round turn that into noise the median over rounds absorbs.
 import type { ChildProcess } from 'node:child_process';
-import { forkScript, SERVER_CORE_ID, type RemoteSimulator } from './processes.js';
+import { forkScript, runLoadChild, SERVER_CORE_ID, type RemoteSimulator } from './processes.js';
 import type { ServerMessage, ServerOptions, ServerRequest } from './server-process.js';
-import type { LoadMessage, LoadRequest, LoadSample } from './load.js';
+import type { LoadRequest, LoadSample } from './load.js';
 import { median } from './report.js';
 
 export interface HeadToHeadFigures {
@@ -104,21 +104,19 @@ export function startServer(options: ServerOptions): Promise<ServerChild> {
 }
 
 /** Loads one server; the server's CPU is read when the timed part starts and when it ends. */
-function loadOne(server: ServerChild, request: LoadRequest): Promise<{ sample: LoadSample; cpuUs: number }> {
-  return new Promise((resolve, reject) => {
-    const child = forkScript('load.js');
-    let cpuAtStart: Promise<NodeJS.CpuUsage> | undefined;
-    child.on('message', (msg: LoadMessage) => {
-      if (msg.type === 'timed-start') cpuAtStart = server.cpu();
-      else if (msg.type === 'done') {
-        void Promise.all([cpuAtStart ?? server.cpu(), server.cpu()]).then(([a, b]) =>
-          resolve({ sample: msg.sample, cpuUs: b.user + b.system - (a.user + a.system) }),
-        );
-      } else if (msg.type === 'failed') reject(new Error(msg.error));
-    });
-    child.once('error', reject);
-    child.send(request);
+async function loadOne(server: ServerChild, request: LoadRequest): Promise<{ sample: LoadSample; cpuUs: number }> {
+  let cpuAtStart: Promise<NodeJS.CpuUsage> | undefined;
+  let cpuAtEnd: Promise<NodeJS.CpuUsage> | undefined;
+  const done = await runLoadChild(request, {
+    onTimedStart: () => {
+      cpuAtStart = server.cpu();
+    },
+    onDone: () => {
+      cpuAtEnd = server.cpu();
+    },
   });
+  const [a, b] = await Promise.all([cpuAtStart ?? server.cpu(), cpuAtEnd ?? server.cpu()]);
+  return { sample: done.sample, cpuUs: b.user + b.system - (a.user + a.system) };
 }
 
 export async function runHeadToHead(opts: {

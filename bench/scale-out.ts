@@ -28,7 +28,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../src/config/config.js';
 import { SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SEED } from '../test/simulator/keap-simulator.js';
-import { startServer, type ServerChild } from './head-to-head.js';
+import { startServer, type HeadToHeadFigures, type ServerChild } from './head-to-head.js';
 import type { LoadRequest, LoadSample, SteadyRate } from './load.js';
 import { runLoadChild, startSimulator, type LoadDone } from './processes.js';
 import { startBenchRedis, type BenchRedis } from './redis-server.js';
@@ -92,16 +92,8 @@ export interface GlobalLimitSummary {
   met: boolean;
 }
 
-export interface CostFigures {
-  requestsPerSecond: number;
-  /** keap-proxy's own CPU (user + system) over the timed part, per request completed. */
-  cpuUsPerRequest: number;
-  p50Ms: number;
-  p99Ms: number;
-  bad: number;
-  /** Highest RSS sampled while loaded (warm-up included), bytes. */
-  rssPeak: number;
-}
+/** The same figures head-to-head reports, for keap-proxy with local or shared pacing. */
+export type CostFigures = HeadToHeadFigures;
 
 export interface PacingCostRound {
   local: CostFigures;
