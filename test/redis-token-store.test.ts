@@ -5,6 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { Redis } from 'ioredis';
 import type { Grant } from '../src/tokens/grant.js';
+import { testGrant } from './grants.js';
 import { TokenStoreError } from '../src/tokens/token-store.js';
 import {
   RedisTokenStore,
@@ -22,16 +23,7 @@ const ACCESS = 'access-token-that-must-not-show';
 const REFRESH = 'refresh-token-that-must-not-show';
 
 function grant(extra: Partial<Grant> = {}): Grant {
-  return {
-    accessToken: ACCESS,
-    refreshToken: REFRESH,
-    tokenType: 'bearer',
-    scope: 'full|ab123.infusionsoft.com',
-    accessExpiresAt: 2e12,
-    issuedAt: 1e12,
-    refreshIssuedAt: 1e12,
-    ...extra,
-  };
+  return testGrant({ accessToken: ACCESS, refreshToken: REFRESH, ...extra });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

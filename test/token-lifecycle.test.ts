@@ -16,6 +16,7 @@ import {
   SIM_TENANT,
 } from './harness.js';
 import type { Grant } from '../src/tokens/grant.js';
+import { grantIssuedAt } from './grants.js';
 import { APP_UNAUTHORIZED_BODY, KeapSimulator } from './simulator/keap-simulator.js';
 import { createLogger } from '../src/observability/log.js';
 import { loadConfig } from '../src/config/config.js';
@@ -771,15 +772,8 @@ describe('the refresh floor', () => {
 });
 
 describe('which of two grants supersedes the other (clocks of replicas disagree)', () => {
-  const at = (refreshIssuedAt: number, refreshToken: string, accessToken = 'at'): Grant => ({
-    accessToken,
-    refreshToken,
-    tokenType: 'bearer',
-    scope: 'full|ab123.infusionsoft.com',
-    accessExpiresAt: refreshIssuedAt + 86_400_000,
-    issuedAt: refreshIssuedAt,
-    refreshIssuedAt,
-  });
+  const at = (refreshIssuedAt: number, refreshToken: string, accessToken = 'at'): Grant =>
+    grantIssuedAt(refreshIssuedAt, { accessToken, refreshToken });
   const T = Date.UTC(2026, 10, 30, 12);
   it('a stored grant dated up to ten minutes before ours still wins: another replica saved it under the lock', () => {
     expect(supersedes(at(T - 9 * 60_000, 'theirs'), at(T, 'ours'))).toBe(true);

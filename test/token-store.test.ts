@@ -19,6 +19,7 @@ import path from 'node:path';
 import ts from 'typescript';
 import { FileTokenStore, TokenStoreError, type TokenStoreWarning } from '../src/tokens/token-store.js';
 import type { Grant } from '../src/tokens/grant.js';
+import { testGrant } from './grants.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
 import { loadConfig } from '../src/config/config.js';
 import { storeFile } from './store-path.js';
@@ -29,16 +30,7 @@ const REFRESH = 'refresh-token-that-must-not-show';
 const posix = process.platform !== 'win32';
 
 function grant(extra: Partial<Grant> = {}): Grant {
-  return {
-    accessToken: 'access-token',
-    refreshToken: REFRESH,
-    tokenType: 'bearer',
-    scope: 'full|ab123.infusionsoft.com',
-    accessExpiresAt: 2e12,
-    issuedAt: 1e12,
-    refreshIssuedAt: 1e12,
-    ...extra,
-  };
+  return testGrant({ refreshToken: REFRESH, ...extra });
 }
 
 /** A store in a fresh 0700 directory, and that directory. */

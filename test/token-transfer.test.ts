@@ -9,21 +9,14 @@ import { parseArgs, UsageError } from '../src/cli/cli-args.js';
 import { FileTokenStore } from '../src/tokens/token-store.js';
 import { RedisTokenStore } from '../src/tokens/redis-token-store.js';
 import type { Grant } from '../src/tokens/grant.js';
+import { grantIssuedAt } from './grants.js';
 import { Out, tempDir } from './harness.js';
 import { startRedisServer, type RedisServer } from './redis-server.js';
 
 const REFRESH = 'refresh-token-live-one';
 
 function grant(refreshIssuedAt: number, refreshToken = REFRESH): Grant {
-  return {
-    accessToken: 'access-token-x',
-    refreshToken,
-    tokenType: 'bearer',
-    scope: 'full|ab123.infusionsoft.com',
-    accessExpiresAt: refreshIssuedAt + 86_400_000,
-    issuedAt: refreshIssuedAt,
-    refreshIssuedAt,
-  };
+  return grantIssuedAt(refreshIssuedAt, { accessToken: 'access-token-x', refreshToken });
 }
 
 async function cli(
