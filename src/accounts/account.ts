@@ -3,6 +3,7 @@
 // every later stage and response handler takes the account's parts from there.
 import type { CredentialSource } from '../tokens/credentials.js';
 import type { Pacer } from '../pacing/pacer.js';
+import { ContactModel } from '../keap/translate/contact-model.js';
 
 export class Account {
   constructor(
@@ -12,6 +13,8 @@ export class Account {
     readonly credentials: CredentialSource,
     /** This account's share of Keap's quotas. */
     readonly pacer: Pacer,
+    /** The account's custom contact fields, for translated XML-RPC calls that name one. */
+    readonly contactModel: ContactModel = new ContactModel(),
   ) {}
 
   /** Names the account in logs and metrics: the Keap tenant behind its credential once known. */

@@ -7,7 +7,7 @@ import { parseMethodCall, writeFault, writeMethodResponse } from '../keap/xmlrpc
 import { XmlRpcError } from '../keap/xmlrpc.js';
 import { TRANSLATIONS } from '../keap/translate/methods.js';
 import { XmlRpcFault } from '../keap/translate/rest.js';
-import type { Exchange, Stage } from '../pipeline/exchange.js';
+import { accountOf, type Exchange, type Stage } from '../pipeline/exchange.js';
 import type { RateLimitReplayPolicy } from './back-off-on-rate-limit.js';
 import type { Forwarder } from './forwarder.js';
 import { restCallerFor } from './keap-rest.js';
@@ -32,7 +32,12 @@ export function translateXmlRpc(forwarder: Forwarder, policy: RateLimitReplayPol
     }
     let document: string;
     try {
-      document = writeMethodResponse(await translation(call.params, restCallerFor(ex, forwarder, policy, metrics)));
+      document = writeMethodResponse(
+        await translation(call.params, {
+          rest: restCallerFor(ex, forwarder, policy, metrics),
+          model: accountOf(ex).contactModel,
+        }),
+      );
     } catch (err) {
       if (!(err instanceof XmlRpcFault)) throw err;
       document = writeFault(err.faultCode, err.faultString);

@@ -1,0 +1,63 @@
+// Reading an XML-RPC call's arguments and Keap's REST answers, the same way in every
+// translation: a wrong argument is Keap's "No method matching arguments" fault, an answer the
+// translation cannot read is Keap's failure.
+import type { XmlRpcValue } from '../xmlrpc-codec.js';
+import { XmlRpcFault } from './rest.js';
+
+export const V2 = '/crm/rest/v2';
+
+/** Params[i], which must be of `type` (a string param also takes an int, as Keap's did). */
+export function arg(params: readonly XmlRpcValue[], i: number, type: XmlRpcValue['type'], method: string): XmlRpcValue {
+  const p = params[i];
+  if (p?.type !== type && !(type === 'string' && p !== undefined && p.type === 'int')) {
+    // Keap's own words for a call with the wrong arguments.
+    throw new XmlRpcFault(
+      0,
+      `No method matching arguments for ${method}: parameter ${i + 1} must be ${type === 'int' ? 'an int' : `a ${type}`}`,
+    );
+  }
+  return p;
+}
+
+/** An int param (Keap's XML-RPC, in Java, matched methods by type: a string is not an int). */
+export function intArg(params: readonly XmlRpcValue[], i: number, method: string): number {
+  const v = arg(params, i, 'int', method);
+  return v.type === 'int' ? v.value : 0;
+}
+
+export function text(v: XmlRpcValue): string {
+  return v.type === 'string' ? v.value : v.type === 'int' || v.type === 'double' ? String(v.value) : '';
+}
+
+export function names(v: XmlRpcValue): string[] {
+  return v.type === 'array' ? v.value.map(text) : [];
+}
+
+export function struct(v: XmlRpcValue, method: string): Map<string, XmlRpcValue> {
+  if (v.type !== 'struct')
+    throw new XmlRpcFault(0, `No method matching arguments for ${method}: the data must be a struct`);
+  return v.value;
+}
+
+export function recordNotFound(id: number | string): XmlRpcFault {
+  return new XmlRpcFault(5, `[RecordNotFound]Record not found for Id:${id}`);
+}
+
+export function invalidParameter(message: string): XmlRpcFault {
+  return new XmlRpcFault(12, `[InvalidParameter]${message}`);
+}
+
+export function restMessage(body: unknown): string {
+  const m = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).message : undefined;
+  return typeof m === 'string' ? m : "Keap's REST API refused the data";
+}
+
+/** A REST answer the translation can read; any other is Keap's failure, reported as its faults report one. */
+export function expectOk(status: number, body: unknown): Record<string, unknown> {
+  if (status >= 200 && status < 300 && typeof body === 'object' && body !== null)
+    return body as Record<string, unknown>;
+  throw new XmlRpcFault(
+    3,
+    `[Unexpected]Keap's REST API answered ${status} to a translated call; try again, or set XMLRPC_MODE=passthrough`,
+  );
+}
