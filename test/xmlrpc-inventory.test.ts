@@ -62,7 +62,7 @@ describe('the XML-RPC inventory', () => {
     const r = await report([], h.logs.lines);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^XML-RPC calls in \d+ log lines: 2 methods, 3 calls\.\n/);
-    const rows = r.out.split('\n').filter((l) => /Service\./.test(l));
+    const rows = r.out.split('\n').filter((l) => /^ +\d/.test(l));
     expect(
       rows.map((l) =>
         l
@@ -72,9 +72,14 @@ describe('the XML-RPC inventory', () => {
       ),
     ).toEqual([
       ['2', 'yes', 'ContactService.load'],
-      ['1', 'no', 'DataService.query'],
+      ['1', 'partly', 'DataService.query'],
     ]);
-    expect(r.out).toContain('1 of 2 can be answered by the proxy from REST v2 (XMLRPC_MODE=translate)');
+    expect(r.out).toContain(
+      '2 of 2 can be answered by the proxy from REST v2 (XMLRPC_MODE=translate), 1 of them in part',
+    );
+    expect(r.out).toContain(
+      '  DataService.query: translated on the Contact, ContactGroup, ContactGroupAssign and ContactGroupCategory tables only.\n',
+    );
     const json = await report(['--json'], h.logs.lines);
     expect(JSON.parse(json.out)).toMatchObject({
       methods: [

@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Output } from './token-status.js';
-import { TRANSLATIONS } from '../keap/translate/methods.js';
+import { TRANSLATED_IN_PART, TRANSLATIONS } from '../keap/translate/methods.js';
 
 /** A log file could not be read; the message names it. */
 export class ReportError extends Error {
@@ -22,6 +22,8 @@ export interface MethodUse {
   relayed: number;
   /** Whether the proxy can answer it from REST v2 (XMLRPC_MODE=translate). */
   translatable: boolean;
+  /** When it is translated for some arguments only: which (e.g. DataService on the Contact table). */
+  translatedFor?: string;
   firstSeen: string;
   lastSeen: string;
 }
@@ -70,6 +72,7 @@ export class Tally {
         calls: u.calls,
         relayed: u.relayed,
         translatable: TRANSLATIONS.has(method),
+        ...(TRANSLATED_IN_PART.has(method) ? { translatedFor: TRANSLATED_IN_PART.get(method) } : {}),
         firstSeen: new Date(u.first).toISOString(),
         lastSeen: new Date(u.last).toISOString(),
       }))
@@ -114,14 +117,17 @@ export function formatInventory(inv: Inventory): string {
   const width = Math.max(...inv.methods.map((m) => String(m.calls).length), 5);
   const rows = inv.methods.map(
     (m) =>
-      `  ${String(m.calls).padStart(width)}  ${m.firstSeen}  ${m.lastSeen}  ${(m.translatable ? 'yes' : 'no').padEnd(9)}  ${m.method}\n`,
+      `  ${String(m.calls).padStart(width)}  ${m.firstSeen}  ${m.lastSeen}  ${(!m.translatable ? 'no' : m.translatedFor !== undefined ? 'partly' : 'yes').padEnd(9)}  ${m.method}\n`,
   );
   const translatable = inv.methods.filter((m) => m.translatable).length;
+  const partly = inv.methods.filter((m) => m.translatedFor !== undefined);
+  const limits = partly.map((m) => `  ${m.method}: translated on ${m.translatedFor} only.\n`).join('');
   return (
     head +
     `  ${'calls'.padStart(width)}  ${'first seen'.padEnd(24)}  ${'last seen'.padEnd(24)}  translate  method\n` +
     rows.join('') +
-    `${translatable} of ${inv.methods.length} can be answered by the proxy from REST v2 (XMLRPC_MODE=translate); the rest must move to REST v2.\n` +
+    `${translatable} of ${inv.methods.length} can be answered by the proxy from REST v2 (XMLRPC_MODE=translate)${partly.length > 0 ? `, ${partly.length} of them in part` : ''}; the rest must move to REST v2.\n` +
+    limits +
     'Keap retires XML-RPC on 31 December 2026: each of these methods must move to REST v2 before then (README, "Legacy apps and XML-RPC").\n'
   );
 }

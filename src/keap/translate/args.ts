@@ -61,3 +61,11 @@ export function expectOk(status: number, body: unknown): Record<string, unknown>
     `[Unexpected]Keap's REST API answered ${status} to a translated call; try again, or set XMLRPC_MODE=passthrough`,
   );
 }
+
+/** A call the proxy cannot answer from REST v2: Keap's [Unexpected], with our own code, as the translate stage says it. */
+export function notTranslatable(what: string): XmlRpcFault {
+  return new XmlRpcFault(
+    3,
+    `[Unexpected]${what} cannot be translated to Keap's REST API by this proxy; move the call to REST v2, or set XMLRPC_MODE=passthrough while Keap still serves XML-RPC (keap-proxy: not_translatable)`,
+  );
+}

@@ -154,6 +154,23 @@ export const CONTACT_FIELDS = new Map<string, Reader>([
   ...[...PLACES].map(([name, place]): [string, Reader] => [name, readerOf(place)]),
 ]);
 
+/**
+ * The v2 properties that carry the given XML-RPC fields, for a list call's `fields`: v2 does
+ * not document which properties a list returns by default. Unknown names are left out.
+ */
+export function v2Properties(fields: Iterable<string>): string[] {
+  const props = new Set<string>(['id']);
+  for (const name of fields) {
+    const place = PLACES.get(name);
+    if (place !== undefined) props.add(place.prop);
+    else if (name === 'DateCreated') props.add('create_time');
+    else if (name === 'LastUpdated') props.add('update_time');
+    else if (name === 'Groups') props.add('tag_ids');
+    else if (isCustomName(name)) props.add('custom_fields');
+  }
+  return [...props];
+}
+
 /** The requested fields of a contact, as Keap's XML-RPC answers them: only the non-empty ones. Unknown names are returned. */
 export function contactStruct(
   c: V2,

@@ -8,3 +8,14 @@ import type { Translation } from './rest.js';
 export type { Translation } from './rest.js';
 
 export const TRANSLATIONS = new Map<string, Translation>([...CONTACT_SERVICE, ...DATA_SERVICE, ...API_EMAIL_SERVICE]);
+
+/** Methods translated for some of their arguments only: what the inventory report tells an operator. */
+export const TRANSLATED_IN_PART = new Map<string, string>([
+  ['DataService.query', 'the Contact, ContactGroup, ContactGroupAssign and ContactGroupCategory tables'],
+  ['DataService.count', 'the Contact table'],
+  ['DataService.findByField', 'the Contact table'],
+  ['DataService.load', 'the Contact table'],
+  ['DataService.add', 'the Contact table'],
+  ['DataService.update', 'the Contact table'],
+  ['DataService.delete', 'the Contact table'],
+]);
