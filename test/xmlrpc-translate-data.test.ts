@@ -234,6 +234,22 @@ describe('DataService.query on Contact, translated', () => {
     expect(sent.every((r) => !r.url.includes('ids'))).toBe(true);
   });
 
+  it("findByEmail: an address with v2's grammar in it finds nothing and is not sent; v2's `*` is held to the exact address", async () => {
+    const h = await translating(seedPeople);
+    const before = h.sim.lastRequests.length;
+    for (const email of ['ann@example.com;ids==2', 'ann@example.com,bob@example.com']) {
+      const { keap, proxy } = await both(h, 'ContactService.findByEmail', s(email), a('Id'));
+      expect(proxy).toEqual(keap);
+      expect(ids(proxy)).toEqual([]);
+    }
+    const { keap, proxy } = await both(h, 'ContactService.findByEmail', s('ann*'), a('Id'));
+    expect(proxy).toEqual(keap);
+    expect(ids(proxy)).toEqual([]);
+    // Only the proxy lists contacts over REST, and only for `ann*`.
+    const lists = h.sim.lastRequests.slice(before).filter((r) => r.url.startsWith('/crm/rest/v2/contacts?'));
+    expect(lists.map((r) => new URL(r.url, 'http://x').searchParams.get('filter'))).toEqual(['email==ann*']);
+  });
+
   it('queryData and selected fields are checked before any REST call: unknown fields are NoFieldFound, as Keap classic', async () => {
     const h = await translating(seedPeople);
     for (const params of [query({ Nope: 'x' }), [s('Contact'), i(5), i(0), st({ Id: 1 }), a('Id', 'Nope')]]) {

@@ -100,6 +100,35 @@ export async function updateContact(
 
 const DUPLICATE_OPTIONS: readonly DuplicateOption[] = ['Email', 'EmailAndName', 'EmailAndNameAndCompany'];
 
+/** The first contact (lowest Id) whose Email, and per the option name and company, are the data's, without regard to case. */
+async function findDuplicate(
+  keap: TranslationContext,
+  data: Map<string, XmlRpcValue>,
+  option: DuplicateOption,
+): Promise<number | undefined> {
+  const value = (name: string): string => {
+    const v = data.get(name);
+    return v === undefined ? '' : text(v).toLowerCase();
+  };
+  const email = value('Email');
+  // A value holding v2's filter grammar is not sent as a filter: duplicate_option matches it then.
+  if (email === '' || /[;,*]/.test(email)) return undefined;
+  const query = new URLSearchParams({ filter: `email==${email}`, page_size: '1000', order_by: 'id asc' });
+  const answer = await keap.rest.call('GET', `${V2}/contacts?${query.toString()}`);
+  const body = expectOk(answer.status, answer.body);
+  const same = (a: unknown, b: string): boolean => (typeof a === 'string' ? a.toLowerCase() : '') === b;
+  const match = (Array.isArray(body.contacts) ? (body.contacts as Contact[]) : []).find((c) => {
+    const email1 = (Array.isArray(c.email_addresses) ? (c.email_addresses as Contact[]) : []).find(
+      (e) => e.field === 'EMAIL1',
+    );
+    if (!same(email1?.email, email)) return false;
+    if (option === 'Email') return true;
+    if (!same(c.given_name, value('FirstName')) || !same(c.family_name, value('LastName'))) return false;
+    return option === 'EmailAndName' || same((c.company as Contact | undefined)?.company_name, value('Company'));
+  });
+  return match === undefined ? undefined : Number(match.id);
+}
+
 export const CONTACT_SERVICE: [string, Translation][] = [
   [
     'ContactService.add',
@@ -107,7 +136,7 @@ export const CONTACT_SERVICE: [string, Translation][] = [
   ],
   [
     'ContactService.addWithDupCheck',
-    (params, keap) => {
+    async (params, keap) => {
       const method = 'ContactService.addWithDupCheck';
       const data = struct(arg(params, 1, 'struct', method), method);
       const option = text(arg(params, 2, 'string', method));
@@ -116,7 +145,12 @@ export const CONTACT_SERVICE: [string, Translation][] = [
         throw invalidParameter(
           `dupCheckType must be one of ${DUPLICATE_OPTIONS.join(', ')}, not ${option.slice(0, 40)}`,
         );
-      return addContact(keap, data, duplicate);
+      // v2's duplicate_option would update a match by replacing its arrays whole (a second
+      // sign-up without a phone would drop the phone): a match is found first and updated
+      // field by field, as Keap's XML-RPC did; only a contact not found is created, still
+      // with duplicate_option, so one made meanwhile is matched rather than doubled.
+      const match = await findDuplicate(keap, data, duplicate);
+      return match === undefined ? addContact(keap, data, duplicate) : updateContact(keap, match, data);
     },
   ],
   [
@@ -143,11 +177,20 @@ export const CONTACT_SERVICE: [string, Translation][] = [
       const email = text(arg(params, 1, 'string', 'ContactService.findByEmail'));
       const fields = names(arg(params, 2, 'array', 'ContactService.findByEmail'));
       const custom = await customFieldsFor(keap, fields);
-      // v2's email filter matches EMAIL1 to EMAIL3, as findByEmail searched all three.
+      // `;` and `,` are v2's filter grammar, and no address Keap stores holds one unquoted:
+      // such a value finds nothing rather than reach Keap as a filter of its own.
+      if (email === '' || /[;,]/.test(email)) return { type: 'array', value: [] };
+      // v2's email filter matches EMAIL1 to EMAIL3, as findByEmail searched all three; a `*`
+      // there is v2's wildcard, so what comes back is held to the exact address.
       const query = new URLSearchParams({ filter: `email==${email}`, page_size: '1000' });
       const answer = await keap.rest.call('GET', `${V2}/contacts?${query.toString()}`);
       const body = expectOk(answer.status, answer.body);
-      const contacts = Array.isArray(body.contacts) ? (body.contacts as Contact[]) : [];
+      const wanted = email.toLowerCase();
+      const contacts = (Array.isArray(body.contacts) ? (body.contacts as Contact[]) : []).filter((c) =>
+        (Array.isArray(c.email_addresses) ? (c.email_addresses as Contact[]) : []).some(
+          (e) => typeof e.email === 'string' && e.email.toLowerCase() === wanted,
+        ),
+      );
       return { type: 'array', value: contacts.map((c) => contactFields(c, fields, custom)) };
     },
   ],
