@@ -3,6 +3,7 @@
 // every later stage and response handler takes the account's parts from there.
 import type { CredentialSource } from '../tokens/credentials.js';
 import type { Pacer } from '../pacing/pacer.js';
+import { XmlRpcEndpoint } from './xmlrpc-endpoint.js';
 
 export class Account {
   constructor(
@@ -12,6 +13,8 @@ export class Account {
     readonly credentials: CredentialSource,
     /** This account's share of Keap's quotas. */
     readonly pacer: Pacer,
+    /** What was seen of Keap's XML-RPC endpoint for this account (XMLRPC_MODE=fallback). */
+    readonly xmlrpcEndpoint: XmlRpcEndpoint = new XmlRpcEndpoint(),
   ) {}
 
   /** Names the account in logs and metrics: the Keap tenant behind its credential once known. */

@@ -400,6 +400,8 @@ export function configSummary(config: Config): Record<string, unknown> {
     rateLimitMaxAttempts: config.rateLimitMaxAttempts,
     clientKeys: config.proxyClientKeys.length,
     relayCorsHeaders: config.relayCorsHeaders,
+    xmlrpcMode: config.xmlrpcMode,
+    xmlrpcFallbackDownMs: config.xmlrpcMode === 'fallback' ? config.xmlrpcFallbackDownMs : undefined,
     configFile: config.configFile,
   };
 }

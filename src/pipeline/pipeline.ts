@@ -8,6 +8,7 @@ import type { AccountRegistry } from '../accounts/registry.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 import { forwardToKeap } from '../upstream/response-side.js';
 import { translateXmlRpc, XmlRpcTranslation } from '../upstream/translate-xmlrpc.js';
+import { FallBackToTranslation, XMLRPC_FALLBACK } from '../upstream/fall-back-to-translation.js';
 import { RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
 import type { Metrics, RateLimitOutcome } from '../observability/metrics.js';
 import type { GetCache } from '../cache/get-cache.js';
@@ -48,6 +49,8 @@ export interface PipelineDeps {
   bodyBudget: BodyBudget;
   /** How Keap's 429s are replayed; RATE_LIMIT_REPLAYS with RATE_LIMIT_MAX_ATTEMPTS unless given. */
   rateLimitReplays?: RateLimitReplayPolicy;
+  /** The clock of XMLRPC_MODE=fallback's down window (tests move it); Date.now unless given. */
+  now?: (() => number) | undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -70,6 +73,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const xmlrpcMode = config.xmlrpcMode;
   const translation =
     xmlrpcMode !== 'passthrough' ? new XmlRpcTranslation(deps.forwarder, rateLimitReplays, deps.metrics) : undefined;
+  const fallback =
+    xmlrpcMode === 'fallback' && translation !== undefined
+      ? new FallBackToTranslation({
+          translation,
+          logger,
+          policy: { ...XMLRPC_FALLBACK, downMs: config.xmlrpcFallbackDownMs },
+          now: deps.now,
+        })
+      : undefined;
   const stages: Stage[] = [
     assignRequestId,
     setDeadline(config.requestDeadlineMs),
@@ -92,8 +104,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ...(translation !== undefined ? [keepClientXmlRpcCall] : []),
     rewriteXmlRpcKey,
     injectCredential,
-    // Translated XML-RPC calls are answered here, from REST calls that are each paced on their own.
+    // Translated XML-RPC calls are answered here, from REST calls that are each paced on their own:
+    // every call in translate mode; in fallback mode, those that can be while Keap's XML-RPC is down.
     ...(xmlrpcMode === 'translate' && translation !== undefined ? [translateXmlRpc(translation)] : []),
+    ...(fallback !== undefined ? [fallback.whileDown] : []),
     ...(deps.accounts.all().some((a) => a.pacer.enabled) ? [pace(deps.metrics)] : []),
     forwardToKeap({
       forwarder: deps.forwarder,
@@ -102,6 +116,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       logger,
       replayBodyBytes: config.replayBodyBytes,
       rateLimitReplays,
+      fallback,
     }),
   ];
 
