@@ -310,7 +310,7 @@ async function waitForCredential(ex: Exchange): Promise<void> {
 /**
  * Where calls may be translated (XMLRPC_MODE translate or fallback), the call as the client
  * sent it is kept before rewriteXmlRpcKey splices the key in: a translation reads that one.
- * Passthrough keeps nothing (each XML-RPC body would be held twice).
+ * Passthrough keeps nothing (in key mode each XML-RPC body would be held twice).
  */
 export function keepClientXmlRpcCall(ex: Exchange): void {
   if (ex.xmlrpc && ex.body !== undefined) ex.clientCall = ex.body.whole();

@@ -157,6 +157,8 @@ export class FallBackToTranslation {
     )
       throw err;
     this.down(ex, err.failure);
+    // No answer proves nothing: the call may have reached Keap and may still run, even after
+    // the app's next call, so only a read is run again (by translation); a write is not.
     if (!this.mayTranslate(ex, 'unknown', err.failure)) throw err;
     return this.translation.answer(ex);
   }
