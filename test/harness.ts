@@ -86,6 +86,8 @@ export async function startHarness(opts: {
   mode: 'oauth' | 'key';
   env?: Record<string, string>;
   sim?: SimulatorOptions;
+  /** Collaborators the proxy takes instead of its own (a clock, shorter replay delays). */
+  overrides?: Omit<ProxyOverrides, 'logger'>;
 }): Promise<Harness> {
   const sim = await KeapSimulator.start(opts.sim);
   const dir = tempDir();
@@ -95,7 +97,7 @@ export async function startHarness(opts: {
   let proxy: RunningProxy;
   try {
     config = loadConfig({ env: { ...base, ...opts.env }, cwd: dir });
-    proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
+    proxy = await startProxy(config, { ...opts.overrides, logger: createLogger(config.logLevel, logs) });
   } catch (err) {
     await sim.close();
     throw err;

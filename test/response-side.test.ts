@@ -93,6 +93,45 @@ describe('composeResponseSide', () => {
   });
 });
 
+describe('composeResponseSide: a handler that answers the client itself', () => {
+  it("returns 'done': nothing is relayed, and no handler outside it sees the response", async () => {
+    const log: string[] = [];
+    const relayed: number[] = [];
+    const answering: ResponseHandler = (_ex, res) => {
+      log.push(`answering saw #${nOf(res)}`);
+      return res.statusCode === 410 ? Promise.resolve('done' as const) : res;
+    };
+    const outer: ResponseHandler = (_ex, res) => {
+      log.push(`outer saw #${nOf(res)}`);
+      return res;
+    };
+    const stage = composeResponseSide(
+      scriptedSend([410, 200], log),
+      [replaysOn('inner', 401, log), answering, outer],
+      (_ex, res) => relayed.push(nOf(res)),
+    );
+    await stage({} as Exchange);
+    expect(log).toEqual(['send#1:410', 'inner saw #1', 'answering saw #1']);
+    expect(relayed).toEqual([]);
+    await stage({} as Exchange);
+    expect(log.slice(3)).toEqual(['send#2:200', 'inner saw #2', 'answering saw #2', 'outer saw #2']);
+    expect(relayed).toEqual([2]);
+  });
+
+  it("inside a replay, 'done' is a composition mistake: the exchange fails, nothing is relayed", async () => {
+    const log: string[] = [];
+    const relayed: number[] = [];
+    const answering: ResponseHandler = (_ex, res) => (res.statusCode === 410 ? 'done' : res);
+    const stage = composeResponseSide(
+      scriptedSend([429, 410], log),
+      [answering, replaysOn('outer', 429, log)],
+      (_ex, res) => relayed.push(nOf(res)),
+    );
+    await expect(stage({} as Exchange)).rejects.toThrow(/answered inside a replay/);
+    expect(relayed).toEqual([]);
+  });
+});
+
 describe('the error edge (http/error-answers.ts)', () => {
   const limits = { maxBodyBytes: 1234 };
   const cases: [string, unknown, number, string, string | undefined][] = [

@@ -4,6 +4,7 @@
 import type { CredentialSource } from '../tokens/credentials.js';
 import type { Pacer } from '../pacing/pacer.js';
 import { ContactModel } from '../keap/translate/contact-model.js';
+import { XmlRpcEndpoint } from './xmlrpc-endpoint.js';
 
 export class Account {
   constructor(
@@ -15,6 +16,8 @@ export class Account {
     readonly pacer: Pacer,
     /** The account's custom contact fields, for translated XML-RPC calls that name one. */
     readonly contactModel: ContactModel = new ContactModel(),
+    /** What was seen of Keap's XML-RPC endpoint for this account (XMLRPC_MODE=fallback). */
+    readonly xmlrpcEndpoint: XmlRpcEndpoint = new XmlRpcEndpoint(),
   ) {}
 
   /** Names the account in logs and metrics: the Keap tenant behind its credential once known. */

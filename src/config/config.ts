@@ -43,8 +43,10 @@ export interface Config {
   redis: { url: string | undefined; prefix: string; lockLeaseMs: number };
   /** Replicas sharing the quota: each paces to limit ÷ replicas while Redis is unreachable. */
   replicas: number;
-  /** How XML-RPC calls are served: passed through to Keap, or translated to REST v2. */
-  xmlrpcMode: 'passthrough' | 'translate';
+  /** How XML-RPC calls are served: passed through to Keap, translated to REST v2, or passed through with translation as the fallback. */
+  xmlrpcMode: 'passthrough' | 'translate' | 'fallback';
+  /** Fallback mode: how long translatable calls skip Keap's XML-RPC endpoint after it answered as down. */
+  xmlrpcFallbackDownMs: number;
   /** Port of the probes-only listener on all interfaces; 0: none. */
   probePort: number;
   shutdown: { delayMs: number; graceMs: number };
@@ -336,6 +338,7 @@ export function loadConfig(input: LoadConfigInput): Config {
     replicas: s.REPLICAS,
     probePort: s.PROBE_PORT,
     xmlrpcMode: s.XMLRPC_MODE,
+    xmlrpcFallbackDownMs: s.XMLRPC_FALLBACK_DOWN_MS,
     shutdown: { delayMs: s.SHUTDOWN_DELAY_MS, graceMs: s.SHUTDOWN_GRACE_MS },
     pacing: {
       perSecond: s.RATE_LIMIT_PER_SECOND[mode],
@@ -397,6 +400,8 @@ export function configSummary(config: Config): Record<string, unknown> {
     rateLimitMaxAttempts: config.rateLimitMaxAttempts,
     clientKeys: config.proxyClientKeys.length,
     relayCorsHeaders: config.relayCorsHeaders,
+    xmlrpcMode: config.xmlrpcMode,
+    xmlrpcFallbackDownMs: config.xmlrpcMode === 'fallback' ? config.xmlrpcFallbackDownMs : undefined,
     configFile: config.configFile,
   };
 }

@@ -413,9 +413,16 @@ const DEFINITIONS = {
   }),
   XMLRPC_MODE: oneOf({
     default: 'passthrough',
-    values: ['passthrough', 'translate'] as const,
+    values: ['passthrough', 'translate', 'fallback'] as const,
     meaning:
-      "`passthrough` sends XML-RPC calls to Keap's XML-RPC endpoint. `translate` answers the calls it can translate from Keap's REST v2 and any other with a fault naming the method (see [Legacy apps](#legacy-apps-and-xml-rpc)).",
+      "`passthrough` sends XML-RPC calls to Keap's XML-RPC endpoint. `translate` answers the calls it can translate from Keap's REST v2 and any other with a fault naming the method. `fallback` sends them to Keap's XML-RPC endpoint and, when it answers as retired or browned out (404, 410, 5xx, an answer that is not XML, none in time), translates the calls it can, as far as that is safe for a call Keap may have run; calls it cannot translate always get Keap's answer (see [Legacy apps](#legacy-apps-and-xml-rpc)).",
+  }),
+  XMLRPC_FALLBACK_DOWN_MS: wholeNumber({
+    default: 300_000,
+    min: 0,
+    max: 86_400_000,
+    meaning:
+      "With `XMLRPC_MODE=fallback`: after Keap's XML-RPC endpoint answers as retired or down, the calls the proxy can translate skip it for this long and are translated at once; then the next one tries it again. `0`: every call tries it first.",
   }),
   PROBE_PORT: wholeNumber({
     default: 0,

@@ -32,7 +32,10 @@ export interface ProxyOverrides {
   store?: TokenStore;
   /** Keap 429 replays (tests shorten the delays; the defaults are in upstream/back-off-on-rate-limit.ts). */
   rateLimitReplays?: RateLimitReplayPolicy;
-  /** The token broker's clock (tests cross the refresh floor and token lifetimes without waiting). */
+  /**
+   * The clock of the token broker and of XMLRPC_MODE=fallback's down window (tests cross the
+   * refresh floor, token lifetimes and the window without waiting).
+   */
   now?: () => number;
 }
 
@@ -186,6 +189,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     cache,
     bodyBudget,
     rateLimitReplays: overrides.rateLimitReplays,
+    now: overrides.now,
   });
   const allowedHosts = new AllowedHosts(config.allowedHosts);
   const refuseHost = hostRefusal(logger);

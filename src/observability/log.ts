@@ -85,6 +85,8 @@ export interface RequestRecord {
   cache: string | undefined;
   /** An XML-RPC call's methodName (the migration inventory reads it). */
   xmlrpcMethod?: string | undefined;
+  /** Where the proxy may translate XML-RPC: whether Keap's XML-RPC (`keap`) or the translation answered. */
+  xmlrpcServedBy?: string | undefined;
   /** The REST calls a translated XML-RPC call made, with their statuses. */
   rest?: string | undefined;
 }
@@ -128,6 +130,7 @@ function formatRequestLine(r: RequestRecord, bindings: string): string {
     (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
     (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
     (r.xmlrpcMethod === undefined ? '' : `,"xmlrpcMethod":${str(r.xmlrpcMethod)}`) +
+    (r.xmlrpcServedBy === undefined ? '' : `,"xmlrpcServedBy":${str(r.xmlrpcServedBy)}`) +
     (r.rest === undefined ? '' : `,"rest":${str(r.rest)}`) +
     `,"msg":"request"}\n`
   );

@@ -149,7 +149,7 @@ export class Metrics {
     });
     this.xmlrpcCalls = new Counter({
       name: 'keap_proxy_xmlrpc_calls_total',
-      help: "XML-RPC calls by methodName and outcome: relayed (Keap's answer went to the client), client_closed, or the code of the proxy's own fault. The inventory to migrate before Keap retires XML-RPC.",
+      help: "XML-RPC calls by methodName and outcome: relayed (Keap's answer went to the client), translated (the proxy answered from REST v2), client_closed, or the code of the proxy's own fault. The inventory to migrate before Keap retires XML-RPC.",
       labelNames: ['method', 'outcome'],
       registers,
     });

@@ -19,6 +19,13 @@ export interface Exchange {
   xmlrpc: boolean;
   /** An XML-RPC call's methodName, once its body is read. */
   xmlrpcMethod: string | undefined;
+  /**
+   * An XML-RPC call's body as the client sent it, before rewriteXmlRpcKey spliced the key in:
+   * what a translation reads (kept only where calls may be translated; see clientXmlRpcCall).
+   */
+  clientCall: Buffer | undefined;
+  /** Who answered an XML-RPC call where the proxy may translate: Keap's XML-RPC, or the translation. */
+  xmlrpcServedBy: 'keap' | 'translation' | undefined;
   /** The REST calls a translated XML-RPC call made, `METHOD /path status` each, for its log line. */
   restCalls: string[] | undefined;
   /** The code of the error the proxy answered with, if it did (for the XML-RPC inventory). */
@@ -80,6 +87,14 @@ export function injectCredential(ex: Exchange): void {
  */
 export function bodyUnread(ex: Exchange): boolean {
   return ex.bodyStarted && !ex.req.complete;
+}
+
+/**
+ * The XML-RPC call as the client sent it: never the body with Keap's key spliced into its
+ * privateKey, so nothing a translation reads, answers or logs can carry the key.
+ */
+export function clientXmlRpcCall(ex: Exchange): Buffer | undefined {
+  return ex.clientCall ?? ex.body?.whole();
 }
 
 /** Aborted when the client goes away: a queued request whose client is gone is never sent. */

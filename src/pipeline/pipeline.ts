@@ -7,7 +7,8 @@ import { RequestLog, type Logger } from '../observability/log.js';
 import type { AccountRegistry } from '../accounts/registry.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 import { forwardToKeap } from '../upstream/response-side.js';
-import { translateXmlRpc } from '../upstream/translate-xmlrpc.js';
+import { translateXmlRpc, XmlRpcTranslation } from '../upstream/translate-xmlrpc.js';
+import { FallBackToTranslation, XMLRPC_FALLBACK } from '../upstream/fall-back-to-translation.js';
 import { RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
 import type { Metrics, RateLimitOutcome } from '../observability/metrics.js';
 import type { GetCache } from '../cache/get-cache.js';
@@ -25,6 +26,7 @@ import {
   ClientKeys,
   copyEndToEndHeaders,
   decideFraming,
+  keepClientXmlRpcCall,
   obtainCredential,
   nameXmlRpcCall,
   pace,
@@ -47,6 +49,8 @@ export interface PipelineDeps {
   bodyBudget: BodyBudget;
   /** How Keap's 429s are replayed; RATE_LIMIT_REPLAYS with RATE_LIMIT_MAX_ATTEMPTS unless given. */
   rateLimitReplays?: RateLimitReplayPolicy;
+  /** The clock of XMLRPC_MODE=fallback's down window (tests move it); Date.now unless given. */
+  now?: (() => number) | undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -66,6 +70,18 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const requestLog = new RequestLog(logger);
   const clientKeys = new ClientKeys(config.proxyClientKeys);
   const rateLimitReplays = deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts };
+  const xmlrpcMode = config.xmlrpcMode;
+  const translation =
+    xmlrpcMode !== 'passthrough' ? new XmlRpcTranslation(deps.forwarder, rateLimitReplays, deps.metrics) : undefined;
+  const fallback =
+    xmlrpcMode === 'fallback' && translation !== undefined
+      ? new FallBackToTranslation({
+          translation,
+          logger,
+          policy: { ...XMLRPC_FALLBACK, downMs: config.xmlrpcFallbackDownMs },
+          now: deps.now,
+        })
+      : undefined;
   const stages: Stage[] = [
     assignRequestId,
     setDeadline(config.requestDeadlineMs),
@@ -84,10 +100,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     nameXmlRpcCall,
     ...(clientKeys.enabled ? [authorizeClientByPrivateKey(clientKeys)] : []),
     obtainCredential,
+    // A translation reads the call as the client sent it, never the one with Keap's key in it.
+    ...(translation !== undefined ? [keepClientXmlRpcCall] : []),
     rewriteXmlRpcKey,
     injectCredential,
-    // Translated XML-RPC calls are answered here, from REST calls that are each paced on their own.
-    ...(config.xmlrpcMode === 'translate' ? [translateXmlRpc(deps.forwarder, rateLimitReplays, deps.metrics)] : []),
+    // Translated XML-RPC calls are answered here, from REST calls that are each paced on their own:
+    // every call in translate mode; in fallback mode, those that can be while Keap's XML-RPC is down.
+    ...(xmlrpcMode === 'translate' && translation !== undefined ? [translateXmlRpc(translation)] : []),
+    ...(fallback !== undefined ? [fallback.whileDown] : []),
     ...(deps.accounts.all().some((a) => a.pacer.enabled) ? [pace(deps.metrics)] : []),
     forwardToKeap({
       forwarder: deps.forwarder,
@@ -96,6 +116,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       logger,
       replayBodyBytes: config.replayBodyBytes,
       rateLimitReplays,
+      fallback,
     }),
   ];
 
@@ -231,6 +252,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         account: undefined,
         xmlrpc: false,
         xmlrpcMethod: undefined,
+        clientCall: undefined,
+        xmlrpcServedBy: undefined,
         restCalls: undefined,
         errorCode: undefined,
         framing: 'none',
@@ -322,12 +345,14 @@ function logExchange(log: RequestLog, ex: Exchange): void {
     outcome: ex.outcome ?? (finished ? undefined : 'client_closed'),
     cache: ex.cache,
     xmlrpcMethod: ex.xmlrpcMethod,
+    xmlrpcServedBy: ex.xmlrpcServedBy,
     rest: ex.restCalls?.join('; '),
   });
 }
 
-/** What became of an XML-RPC call: Keap's answer relayed, or the code of the proxy's own answer. */
+/** What became of an XML-RPC call: Keap's answer relayed, the translation's, or the code of the proxy's own answer. */
 function xmlrpcOutcome(ex: Exchange): string {
   if (ex.errorCode !== undefined) return ex.errorCode;
-  return ex.res.writableFinished ? 'relayed' : 'client_closed';
+  if (!ex.res.writableFinished) return 'client_closed';
+  return ex.xmlrpcServedBy === 'translation' ? 'translated' : 'relayed';
 }

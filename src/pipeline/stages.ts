@@ -307,6 +307,15 @@ async function waitForCredential(ex: Exchange): Promise<void> {
   ex.credential = await accountOf(ex).credentials.get();
 }
 
+/**
+ * Where calls may be translated (XMLRPC_MODE translate or fallback), the call as the client
+ * sent it is kept before rewriteXmlRpcKey splices the key in: a translation reads that one.
+ * Passthrough keeps nothing (in key mode each XML-RPC body would be held twice).
+ */
+export function keepClientXmlRpcCall(ex: Exchange): void {
+  if (ex.xmlrpc && ex.body !== undefined) ex.clientCall = ex.body.whole();
+}
+
 /** Placeholder written over a client key that came in privateKey, so it never reaches Keap. */
 const PRIVATE_KEY_PLACEHOLDER = 'keap-proxy';
 

@@ -12,6 +12,7 @@ import { refreshOnUnauthorized } from './refresh-on-unauthorized.js';
 import { relay } from './relay.js';
 import { composeResponseSide } from './response-handlers.js';
 import { createSend } from './send.js';
+import type { FallBackToTranslation } from './fall-back-to-translation.js';
 
 export interface ResponseSideDeps {
   forwarder: Forwarder;
@@ -21,17 +22,23 @@ export interface ResponseSideDeps {
   /** Bodies up to this size are held, so a 401 can be replayed; named in the log when one could not be. */
   replayBodyBytes: number;
   rateLimitReplays?: RateLimitReplayPolicy;
+  /** XMLRPC_MODE=fallback only: Keap's XML-RPC answers that say it is retired or down are translated. */
+  fallback?: FallBackToTranslation | undefined;
 }
 
 export function forwardToKeap(deps: ResponseSideDeps): Stage {
-  return composeResponseSide(
+  const fallback = deps.fallback;
+  const stage = composeResponseSide(
     createSend(deps.forwarder, deps.metrics),
     // Innermost first: every answer, each replay's too, is observed before anything reacts to it.
     [
       observeQuota(deps.metrics),
       refreshOnUnauthorized(deps.logger, deps.replayBodyBytes),
       backOffOnRateLimit(deps.logger, deps.metrics, deps.rateLimitReplays ?? RATE_LIMIT_REPLAYS),
+      // Outermost: it judges the answer the client would get (after a refresh, after Keap's 429s), and may answer itself.
+      ...(fallback !== undefined ? [fallback.onAnswer] : []),
     ],
     relay(deps.forwarder, deps.cache),
   );
+  return fallback !== undefined ? fallback.orOnFailure(stage) : stage;
 }
