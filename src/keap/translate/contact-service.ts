@@ -100,6 +100,48 @@ export async function updateContact(
 
 const DUPLICATE_OPTIONS: readonly DuplicateOption[] = ['Email', 'EmailAndName', 'EmailAndNameAndCompany'];
 
+/**
+ * The contact `data` duplicates, found before writing: v2's POST with duplicate_option would
+ * update a match with the arrays sent replacing its own (an Email sent would drop EmailAddress2),
+ * where Keap's XML-RPC changed only the fields sent. Matched as the duplicate options read: the
+ * same Email (EMAIL1), then the same FirstName and LastName, then the same Company, without
+ * regard to case, an empty value matching an empty one (inferred); the first by id.
+ */
+async function findDuplicate(
+  keap: TranslationContext,
+  data: Map<string, XmlRpcValue>,
+  option: DuplicateOption,
+): Promise<number | undefined> {
+  const wanted = changesOf({}, data, await customFieldsFor(keap, data.keys()));
+  const first = (c: Contact) =>
+    Array.isArray(c.email_addresses)
+      ? (c.email_addresses as Contact[]).find((e) => e.field === 'EMAIL1')?.email
+      : undefined;
+  const email = first(wanted);
+  if (typeof email !== 'string' || email === '') return undefined;
+  const query = new URLSearchParams({
+    filter: `email==${email}`,
+    fields: 'email_addresses,given_name,family_name,company',
+    page_size: '1000',
+  });
+  const answer = await keap.rest.call('GET', `${V2}/contacts?${query.toString()}`);
+  const body = expectOk(answer.status, answer.body);
+  const eq = (a: unknown, b: unknown) =>
+    (typeof a === 'string' ? a : '').toLowerCase() === (typeof b === 'string' ? b : '').toLowerCase();
+  const company = (c: Contact) => (c.company as Contact | undefined)?.company_name;
+  const match = (Array.isArray(body.contacts) ? (body.contacts as Contact[]) : [])
+    .sort((a, b) => Number(a.id) - Number(b.id))
+    .find(
+      (c) =>
+        eq(first(c), email) &&
+        (option === 'Email' ||
+          (eq(c.given_name, wanted.given_name) &&
+            eq(c.family_name, wanted.family_name) &&
+            (option === 'EmailAndName' || eq(company(c), company(wanted))))),
+    );
+  return match === undefined ? undefined : Number(match.id);
+}
+
 export const CONTACT_SERVICE: [string, Translation][] = [
   [
     'ContactService.add',
@@ -107,7 +149,7 @@ export const CONTACT_SERVICE: [string, Translation][] = [
   ],
   [
     'ContactService.addWithDupCheck',
-    (params, keap) => {
+    async (params, keap) => {
       const method = 'ContactService.addWithDupCheck';
       const data = struct(arg(params, 1, 'struct', method), method);
       const option = text(arg(params, 2, 'string', method));
@@ -116,6 +158,9 @@ export const CONTACT_SERVICE: [string, Translation][] = [
         throw invalidParameter(
           `dupCheckType must be one of ${DUPLICATE_OPTIONS.join(', ')}, not ${option.slice(0, 40)}`,
         );
+      const match = await findDuplicate(keap, data, duplicate);
+      if (match !== undefined) return updateContact(keap, match, data);
+      // No match: created, with duplicate_option still, should one have appeared meanwhile.
       return addContact(keap, data, duplicate);
     },
   ],
