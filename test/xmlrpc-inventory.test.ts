@@ -38,7 +38,7 @@ async function report(
 describe('the XML-RPC inventory', () => {
   it('names each call in its log line and counts it by method and outcome; `xmlrpc report` reads the lines back', async () => {
     const h = await startHarness({ mode: 'key', env: { LOG_LEVEL: 'info' } });
-    for (const m of ['ContactService.load', 'ContactService.load', 'DataService.query'])
+    for (const m of ['ContactService.load', 'ContactService.load', 'InvoiceService.createBlankOrder'])
       expect((await send(h.proxy.url, 'POST', '/api/xmlrpc', { body: call(m) })).status).toBe(200);
     // A malformed call: the proxy's own fault, counted under what could be read of it.
     await send(h.proxy.url, 'POST', '/crm/xmlrpc/v1', { body: '<methodCall><methodName>Broken.call' });
@@ -48,7 +48,7 @@ describe('the XML-RPC inventory', () => {
     expect(lines.map((e) => e.xmlrpcMethod)).toEqual([
       'ContactService.load',
       'ContactService.load',
-      'DataService.query',
+      'InvoiceService.createBlankOrder',
       undefined,
       undefined,
     ]);
@@ -56,7 +56,7 @@ describe('the XML-RPC inventory', () => {
     const count = (method: string, outcome: string): number | undefined =>
       sample(metrics, 'keap_proxy_xmlrpc_calls_total', { method, outcome });
     expect(count('ContactService.load', 'relayed')).toBe(2);
-    expect(count('DataService.query', 'relayed')).toBe(1);
+    expect(count('InvoiceService.createBlankOrder', 'relayed')).toBe(1);
     expect(count('unread', 'malformed_xmlrpc')).toBe(1);
 
     const r = await report([], h.logs.lines);
@@ -72,14 +72,14 @@ describe('the XML-RPC inventory', () => {
       ),
     ).toEqual([
       ['2', 'yes', 'ContactService.load'],
-      ['1', 'no', 'DataService.query'],
+      ['1', 'no', 'InvoiceService.createBlankOrder'],
     ]);
     expect(r.out).toContain('1 of 2 can be answered by the proxy from REST v2 (XMLRPC_MODE=translate)');
     const json = await report(['--json'], h.logs.lines);
     expect(JSON.parse(json.out)).toMatchObject({
       methods: [
         { method: 'ContactService.load', calls: 2, relayed: 2 },
-        { method: 'DataService.query', calls: 1, relayed: 1 },
+        { method: 'InvoiceService.createBlankOrder', calls: 1, relayed: 1 },
       ],
       unreadable: 0,
     });
