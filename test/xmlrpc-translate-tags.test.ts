@@ -417,16 +417,23 @@ describe('XMLRPC_MODE=translate: DataService.query and count on the tag tables, 
     ]);
   });
 
-  it('the documented difference: ContactGroupAssign without ContactId or GroupId ids, which Keap answered, is InvalidParameter through the translation', async () => {
+  it('the documented difference: ContactGroupAssign without ContactId or GroupId ids (or with more than 100), which Keap answered, is InvalidParameter through the translation', async () => {
     const script: Call[] = [
       query('ContactGroupAssign', {}, ASSIGN),
       query('ContactGroupAssign', { ContactGroup: 'Customer' }, ASSIGN),
       query('ContactGroupAssign', { ContactId: '~>~ 1' }, ASSIGN),
       ['DataService.count', [s('ContactGroupAssign'), struct({})]],
+      // More ids than MAX_ASSIGN_IDS (100): each would be a REST call.
+      query('ContactGroupAssign', { ContactId: ints(...Array.from({ length: 101 }, (_, n) => n + 1)) }, ASSIGN),
     ];
     const { keap, proxy, proxySide } = await runOnBoth(script);
-    expect(keap.map((r) => gist(r, 'ContactId'))).toEqual([[1, 1, 2, 2, 3], [1, 2, 3], [2, 2, 3], 5]);
-    for (const r of proxy)
+    expect(keap.map((r) => gist(r, 'ContactId'))).toEqual([[1, 1, 2, 2, 3], [1, 2, 3], [2, 2, 3], 5, [1, 1, 2, 2, 3]]);
+    expect(proxy[4]).toEqual({
+      kind: 'fault',
+      faultCode: 12,
+      faultString: '[InvalidParameter]ContactGroupAssign is read for at most 100 ContactId or GroupId ids at once',
+    });
+    for (const r of proxy.slice(0, 4))
       expect(r).toMatchObject({
         kind: 'fault',
         faultCode: 12,
@@ -436,6 +443,6 @@ describe('XMLRPC_MODE=translate: DataService.query and count on the tag tables, 
       });
     // Refused before any REST call.
     const lines = proxySide.logs.entries.filter((e) => e.event === 'request' && e.xmlrpcMethod !== undefined);
-    expect(lines.map((e) => e.rest ?? '')).toEqual(['', '', '', '']);
+    expect(lines.map((e) => e.rest ?? '')).toEqual(['', '', '', '', '']);
   });
 });
