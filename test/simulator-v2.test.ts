@@ -234,6 +234,80 @@ describe('REST v2 tags', () => {
   });
 });
 
+describe('REST v2 tag categories, tag creation and contacts:merge', () => {
+  it('lists and reads tag categories (the default tags\u2019 category 10 is one), creates tags and categories', async () => {
+    const list = (await v2('GET', '/tags/categories')).json<{ tag_categories: Record<string, unknown>[] }>();
+    expect(list).toEqual({
+      tag_categories: [
+        expect.objectContaining({ id: '10', name: 'Customer Lifecycle', create_time: expect.any(String) }),
+      ],
+      next_page_token: '',
+    });
+    expect((await v2('GET', '/tags/categories/10')).json()).toMatchObject({ id: '10', name: 'Customer Lifecycle' });
+    expect((await v2('GET', '/tags/categories/99')).status).toBe(404);
+    const made = await v2('POST', '/tags/categories', { name: 'Interests' });
+    expect(made.status).toBe(201);
+    expect(made.json()).toMatchObject({ id: '11', name: 'Interests', description: '' });
+    expect((await v2('POST', '/tags/categories', { name: 'interests' })).status).toBe(409);
+    expect((await v2('POST', '/tags/categories', {})).status).toBe(400);
+    const page1 = (await v2('GET', '/tags/categories?page_size=1')).json<{
+      tag_categories: { id: string }[];
+      next_page_token: string;
+    }>();
+    expect(page1.tag_categories.map((c) => c.id)).toEqual(['10']);
+    const page2 = (await v2('GET', `/tags/categories?page_size=1&page_token=${page1.next_page_token}`)).json<{
+      tag_categories: { id: string }[];
+    }>();
+    expect(page2.tag_categories.map((c) => c.id)).toEqual(['11']);
+    expect(
+      (await v2('GET', `/tags/categories?filter=${encodeURIComponent('description==NONE')}`))
+        .json<{ tag_categories: { id: string }[] }>()
+        .tag_categories.map((c) => c.id),
+    ).toEqual(['11']);
+
+    const tag = await v2('POST', '/tags', { name: 'Golf', description: 'Plays golf', category: { id: '11' } });
+    expect(tag.status).toBe(201);
+    expect(tag.json()).toMatchObject({ id: '3', name: 'Golf', category: { id: '11' } });
+    expect((await v2('POST', '/tags', { name: 'X', category: { id: '99' } })).status).toBe(400);
+    expect((await v2('POST', '/tags', { description: 'no name' })).status).toBe(400);
+  });
+
+  it('merges a duplicate into the kept contact: empty fields filled, tags united, the duplicate deleted', async () => {
+    await create({
+      given_name: 'Ada',
+      email_addresses: [{ email: 'ada@example.com', field: 'EMAIL1' }],
+    });
+    await create({
+      given_name: 'Augusta',
+      family_name: 'King',
+      email_addresses: [
+        { email: 'augusta@example.com', field: 'EMAIL1' },
+        { email: 'ak@example.com', field: 'EMAIL2' },
+      ],
+      phone_numbers: [{ number: '555-0101', field: 'PHONE1' }],
+    });
+    await v2('POST', '/tags/1/contacts:applyTags', { contact_ids: ['1'] });
+    await v2('POST', '/tags/2/contacts:applyTags', { contact_ids: ['2'] });
+    const merged = await v2('POST', '/contacts:merge', { contact_id: '1', duplicate_contact_id: '2' });
+    expect(merged.status).toBe(200);
+    expect(merged.json()).toMatchObject({
+      id: '1',
+      given_name: 'Ada',
+      family_name: 'King',
+      email_addresses: [
+        expect.objectContaining({ email: 'ada@example.com', field: 'EMAIL1' }),
+        expect.objectContaining({ email: 'ak@example.com', field: 'EMAIL2' }),
+      ],
+      phone_numbers: [{ number: '555-0101', field: 'PHONE1' }],
+      tag_ids: ['1', '2'],
+    });
+    expect((await v2('GET', '/contacts/2')).status).toBe(404);
+    expect((await v2('POST', '/contacts:merge', { contact_id: '1', duplicate_contact_id: '2' })).status).toBe(404);
+    expect((await v2('POST', '/contacts:merge', { contact_id: '1', duplicate_contact_id: '1' })).status).toBe(400);
+    expect((await v2('POST', '/contacts:merge', { contact_id: '1' })).status).toBe(400);
+  });
+});
+
 describe('REST v2 email opt status', () => {
   it('reads and changes an address\u2019s status as the spec describes', async () => {
     await create();
@@ -451,6 +525,34 @@ describe('classic XML-RPC over the same store', () => {
     expect(await rpc('ContactService.removeFromGroup', 1, 1)).toBe(true);
     expect((await v2('GET', '/contacts/1')).json()).toMatchObject({ tag_ids: ['2'] });
     expect(await rpcFault('ContactService.addToGroup', 7, 1)).toMatchObject({ code: 5 });
+  });
+
+  it('addWithDupCheck updates the match or adds; merge answers true; ContactGroupCategory rows', async () => {
+    await create();
+    expect(await rpc('ContactService.addWithDupCheck', { Email: 'ADA@example.com', Company: 'NPL' }, 'Email')).toBe(1);
+    expect(await rpc('ContactService.load', 1, ['Company', 'FirstName'])).toEqual({ Company: 'NPL', FirstName: 'Ada' });
+    expect(
+      await rpc('ContactService.addWithDupCheck', { Email: 'ada@example.com', FirstName: 'Bea' }, 'EmailAndName'),
+    ).toBe(2);
+    expect(
+      await rpc(
+        'ContactService.addWithDupCheck',
+        { Email: 'ada@example.com', FirstName: 'Ada', LastName: 'Lovelace', Company: 'npl' },
+        'EmailAndNameAndCompany',
+      ),
+    ).toBe(1);
+    expect(await rpcFault('ContactService.addWithDupCheck', { Email: 'x@example.com' }, 'Phone')).toMatchObject({
+      code: 12,
+    });
+    expect(await rpc('ContactService.merge', 1, 2)).toBe(true);
+    expect(await rpcFault('ContactService.merge', 1, 2)).toEqual({
+      code: 5,
+      string: '[RecordNotFound]Record not found for Id:2',
+    });
+    expect(await rpcFault('ContactService.merge', 1, 1)).toMatchObject({ code: 12 });
+    expect(await rpc('DataService.query', 'ContactGroupCategory', 10, 0, {}, ['Id', 'CategoryName'])).toEqual([
+      { Id: 10, CategoryName: 'Customer Lifecycle' },
+    ]);
   });
 
   it('DataService.query/findByField/count/load/add/update/delete on Contact', async () => {

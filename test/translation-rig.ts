@@ -82,6 +82,7 @@ export function translationRig(hook: typeof afterEach) {
       for (const [methodName, params] of script) {
         const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
         const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
+        expect(r.status).toBe(200);
         out.push(parseMethodResponse(r.body));
       }
       return out;

@@ -3,13 +3,10 @@
 // field; the REST calls go through the proxy's machinery and are listed on the call's log line.
 import { describe, it, expect, afterEach } from 'vitest';
 import { parseMethodResponse, writeMethodCall, type XmlRpcValue } from '../src/keap/xmlrpc-codec.js';
-import { harnessPerTest, send, SIM_API_KEY, type Harness } from './harness.js';
+import { send } from './harness.js';
+import { a, i, s, translationRig } from './translation-rig.js';
 
-const startHarness = harnessPerTest(afterEach);
-
-const s = (value: string): XmlRpcValue => ({ type: 'string', value });
-const i = (value: number): XmlRpcValue => ({ type: 'int', value });
-const a = (...values: string[]): XmlRpcValue => ({ type: 'array', value: values.map(s) });
+const { startHarness, translating, both, runOnBoth } = translationRig(afterEach);
 
 const FIELDS = a(
   'Id',
@@ -24,70 +21,6 @@ const FIELDS = a(
   'DateCreated',
   'JobTitle',
 );
-
-/** The same call, to Keap's XML-RPC directly (the simulator's classic behaviour) and through the translating proxy. */
-async function both(
-  h: Harness,
-  methodName: string,
-  ...params: XmlRpcValue[]
-): Promise<{ keap: unknown; proxy: unknown }> {
-  const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
-  const keap = await send(h.sim.url, 'POST', '/crm/xmlrpc/v1', { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
-  const proxy = await send(h.proxy.url, 'POST', '/api/xmlrpc', { body });
-  expect(keap.status).toBe(200);
-  expect(proxy.status).toBe(200);
-  expect(proxy.headers['content-type']).toBe('text/xml; charset=utf-8');
-  return { keap: parseMethodResponse(keap.body), proxy: parseMethodResponse(proxy.body) };
-}
-
-/**
- * A script of calls that changes state: Keap's classic XML-RPC runs it on one simulator and the
- * translation on another that starts the same; the answers, in order, of each.
- */
-async function runOnBoth(
-  script: readonly [string, XmlRpcValue[]][],
-): Promise<{ keap: unknown[]; proxy: unknown[]; keapSide: Harness; proxySide: Harness }> {
-  const run = async (base: string, path: string): Promise<unknown[]> => {
-    const out: unknown[] = [];
-    for (const [methodName, params] of script) {
-      const body = writeMethodCall({ methodName, params: [s(SIM_API_KEY), ...params] });
-      const r = await send(base, 'POST', path, { body, headers: { 'x-keap-api-key': SIM_API_KEY } });
-      out.push(parseMethodResponse(r.body));
-    }
-    return out;
-  };
-  const keapSide = await translating();
-  const proxySide = await translating();
-  return {
-    keap: await run(keapSide.sim.url, '/crm/xmlrpc/v1'),
-    proxy: await run(proxySide.proxy.url, '/api/xmlrpc'),
-    keapSide,
-    proxySide,
-  };
-}
-
-async function translating(): Promise<Harness> {
-  const h = await startHarness({
-    mode: 'key',
-    env: { XMLRPC_MODE: 'translate', LOG_LEVEL: 'info' },
-    sim: { xmlrpc: 'keap' },
-  });
-  h.sim.crm.createContact({
-    given_name: 'Ada',
-    family_name: 'Lovelace',
-    job_title: 'Analyst',
-    company: { company_name: 'Engines & Co' },
-    email_addresses: [
-      { email: 'ada@example.com', field: 'EMAIL1' },
-      { email: 'ada2@example.com', field: 'EMAIL2' },
-    ],
-    phone_numbers: [{ number: '555-0100', field: 'PHONE1' }],
-    fax_numbers: [],
-    addresses: [{ field: 'BILLING', locality: 'London', country_code: 'GBR' }],
-    custom_fields: [],
-  });
-  return h;
-}
 
 describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
   it('ContactService.load: the same struct, field for field; the call reaches Keap only as REST v2', async () => {

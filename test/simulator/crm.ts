@@ -126,6 +126,20 @@ export const DEFAULT_CUSTOM_FIELDS: CustomFieldMeta[] = [
   { id: '8', label: 'Shoe Size', field_name: 'ShoeSize', field_type: 'WHOLE_NUMBER' },
 ];
 
+/** TagCategory as GET /rest/v2/tags/categories answers it (XML-RPC's ContactGroupCategory). */
+export interface TagCategory {
+  id: string;
+  name: string;
+  description: string;
+  create_time: string;
+  update_time: string;
+}
+
+/** (choice) One category, id 10 as the default tags name it; later categories count on from 11. */
+export const DEFAULT_TAG_CATEGORIES: { id: string; name: string; description: string }[] = [
+  { id: '10', name: 'Customer Lifecycle', description: 'Where a contact is in the sales funnel' },
+];
+
 export const DEFAULT_TAGS: { name: string; description: string; categoryId: string }[] = [
   { name: 'Customer', description: 'Paying customer', categoryId: '10' },
   { name: 'Lead', description: 'Not yet a customer', categoryId: '10' },
@@ -173,11 +187,22 @@ const OPT_IN_FROM: ReadonlySet<EmailStatus> = new Set([
   'MANUAL',
 ]);
 
+export type DuplicateOption = 'Email' | 'EmailAndName' | 'EmailAndNameAndCompany';
+export const DUPLICATE_OPTIONS: readonly DuplicateOption[] = ['Email', 'EmailAndName', 'EmailAndNameAndCompany'];
+
+/** (choice) The words of a refused merge; REST v2's 400 message, and XML-RPC's InvalidParameter fault after "[InvalidParameter]". */
+export const MERGE_IDS_REQUIRED = 'contact_id and duplicate_contact_id are required';
+export const MERGE_SAME_IDS = 'contact_id and duplicate_contact_id must be different contacts';
+
+export type MergeResult =
+  { merged: StoredContact } | { error: 'invalid'; message: string } | { error: 'not_found'; id: string };
+
 export const isMarketable = (s: EmailStatus): boolean => MARKETABLE.has(s);
 
 export class CrmStore {
   readonly contacts = new Map<string, StoredContact>();
   readonly tags = new Map<string, Tag>();
+  readonly tagCategories = new Map<string, TagCategory>();
   /** contact id -> (tag id -> applied time, ISO). */
   readonly assignments = new Map<string, Map<string, string>>();
   /** lower-cased email -> status. */
@@ -185,6 +210,7 @@ export class CrmStore {
   customFields: CustomFieldMeta[] = DEFAULT_CUSTOM_FIELDS.map((f) => ({ ...f }));
   private nextContactId = 1;
   private nextTagId = 1;
+  private nextCategoryId = 1;
   /** Clock, replaceable by tests; every timestamp is whole seconds (XML-RPC dates have no fraction). */
   now: () => Date = () => new Date(Math.floor(Date.now() / 1000) * 1000);
 
@@ -192,15 +218,18 @@ export class CrmStore {
     this.reset();
   }
 
-  /** Empties everything, restarts ids at 1 and seeds the default tags (ids 1 and 2). */
+  /** Empties everything, restarts ids at 1 and seeds the default tag category (id 10) and tags (ids 1 and 2). */
   reset(): void {
     this.contacts.clear();
     this.tags.clear();
+    this.tagCategories.clear();
     this.assignments.clear();
     this.emailStatuses.clear();
     this.customFields = DEFAULT_CUSTOM_FIELDS.map((f) => ({ ...f }));
     this.nextContactId = 1;
     this.nextTagId = 1;
+    this.nextCategoryId = 1;
+    for (const c of DEFAULT_TAG_CATEGORIES) this.addTagCategory(c.name, c.description, c.id);
     for (const t of DEFAULT_TAGS) this.addTag(t.name, t.description, t.categoryId);
   }
 
@@ -220,6 +249,16 @@ export class CrmStore {
     };
     this.tags.set(tag.id, tag);
     return tag;
+  }
+
+  /** A new tag category; `id` only for seeding (later ids count on from the highest). */
+  addTagCategory(name: string, description = '', id?: string): TagCategory {
+    const t = this.iso();
+    const cid = id ?? String(this.nextCategoryId);
+    this.nextCategoryId = Math.max(this.nextCategoryId, Number(cid) + 1);
+    const category: TagCategory = { id: cid, name, description, create_time: t, update_time: t };
+    this.tagCategories.set(category.id, category);
+    return category;
   }
 
   /** Stores a new contact (already validated by the caller) and registers its email addresses. */
@@ -304,6 +343,71 @@ export class CrmStore {
     const c = this.contacts.get(contactId);
     if (c) c.update_time = this.iso();
     return true;
+  }
+
+  /**
+   * The first contact (in id order) that `draft` duplicates under Keap's duplicate options, used
+   * by REST v2's `duplicate_option` and XML-RPC's addWithDupCheck alike: the same EMAIL1 (choice:
+   * only the primary address, as XML-RPC's Email field is EMAIL1), then the same first and last
+   * name, then the same company name; all without regard to case, an empty value matching an
+   * empty one (choice). No EMAIL1, no duplicate.
+   */
+  findDuplicate(
+    draft: Pick<StoredContact, 'email_addresses' | 'given_name' | 'family_name' | 'company'>,
+    option: DuplicateOption,
+  ): StoredContact | undefined {
+    const email = draft.email_addresses.find((e) => e.field === 'EMAIL1')?.email;
+    if (email === undefined || email === '') return undefined;
+    const eq = (a: string | undefined, b: string | undefined) => (a ?? '').toLowerCase() === (b ?? '').toLowerCase();
+    return this.allContacts().find((x) => {
+      if (!eq(x.email_addresses.find((e) => e.field === 'EMAIL1')?.email, email)) return false;
+      if (option === 'Email') return true;
+      if (!eq(x.given_name, draft.given_name) || !eq(x.family_name, draft.family_name)) return false;
+      return option === 'EmailAndName' || eq(x.company?.company_name, draft.company?.company_name);
+    });
+  }
+
+  /**
+   * Merges contact `duplicateId` into `keepId`, for REST v2's contacts:merge and XML-RPC's
+   * ContactService.merge alike. (choice; Keap documents only "the duplicate contact will be
+   * merged into the primary contact") The kept contact keeps every value it has; each of its
+   * empty values is filled from the duplicate: scalar properties, the company, and each array
+   * item by its slot (EMAIL2, PHONE3, SHIPPING, a custom field's id). The tags are the union;
+   * a tag both had keeps the kept contact's applied time. The duplicate is then deleted.
+   */
+  mergeContacts(keepId: string, duplicateId: string): MergeResult {
+    if (keepId === '' || duplicateId === '') return { error: 'invalid', message: MERGE_IDS_REQUIRED };
+    if (keepId === duplicateId) return { error: 'invalid', message: MERGE_SAME_IDS };
+    const keep = this.contacts.get(keepId);
+    if (keep === undefined) return { error: 'not_found', id: keepId };
+    const dup = this.contacts.get(duplicateId);
+    if (dup === undefined) return { error: 'not_found', id: duplicateId };
+    for (const p of SCALAR_PROPS) if ((keep[p] ?? '') === '' && (dup[p] ?? '') !== '') keep[p] = dup[p];
+    if (dup.company !== undefined) {
+      const company = { ...keep.company };
+      if ((company.id ?? '') === '' && (dup.company.id ?? '') !== '') company.id = dup.company.id;
+      if ((company.company_name ?? '') === '' && (dup.company.company_name ?? '') !== '')
+        company.company_name = dup.company.company_name;
+      if (company.id !== undefined || company.company_name !== undefined) keep.company = company;
+    }
+    const fill = <T>(mine: T[], theirs: T[], slot: (x: T) => string): void => {
+      const taken = new Set(mine.map(slot));
+      for (const x of theirs) if (!taken.has(slot(x))) mine.push(structuredClone(x));
+    };
+    fill(keep.email_addresses, dup.email_addresses, (x) => x.field);
+    fill(keep.phone_numbers, dup.phone_numbers, (x) => x.field);
+    fill(keep.fax_numbers, dup.fax_numbers, (x) => x.field);
+    fill(keep.addresses, dup.addresses, (x) => x.field);
+    fill(keep.custom_fields, dup.custom_fields, (x) => x.id);
+    const dupTags = this.tagsOf(duplicateId);
+    if (dupTags.size > 0) {
+      let mine = this.assignments.get(keepId);
+      if (mine === undefined) this.assignments.set(keepId, (mine = new Map()));
+      for (const [tagId, applied] of dupTags) if (!mine.has(tagId)) mine.set(tagId, applied);
+    }
+    this.deleteContact(duplicateId);
+    this.touch(keep);
+    return { merged: keep };
   }
 
   customFieldById(id: string): CustomFieldMeta | undefined {

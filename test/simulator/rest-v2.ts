@@ -7,6 +7,7 @@
 
 import {
   ARRAY_PROPS,
+  DUPLICATE_OPTIONS,
   SCALAR_PROPS,
   contactView,
   isMarketable,
@@ -51,6 +52,10 @@ export function handleRestV2(
       if (method === 'POST') return createContact(store, params, body);
       return err(405, 'METHOD_NOT_ALLOWED', 'Method Not Allowed');
     }
+    if (rest === 'contacts:merge') {
+      if (method === 'POST') return mergeContacts(store, params, body);
+      return err(405, 'METHOD_NOT_ALLOWED', 'Method Not Allowed');
+    }
     if (rest === 'contacts/model') {
       if (method === 'GET') return { status: 200, body: contactModel(store) };
       return err(405, 'METHOD_NOT_ALLOWED', 'Method Not Allowed');
@@ -68,7 +73,19 @@ export function handleRestV2(
     }
     if (rest === 'tags') {
       if (method === 'GET') return listTags(store, params);
+      if (method === 'POST') return createTag(store, body);
       return undefined;
+    }
+    if (rest === 'tags/categories') {
+      if (method === 'GET') return listTagCategories(store, params);
+      if (method === 'POST') return createTagCategory(store, body);
+      return err(405, 'METHOD_NOT_ALLOWED', 'Method Not Allowed');
+    }
+    if (seg[0] === 'tags' && seg[1] === 'categories' && seg.length === 3) {
+      const category = store.tagCategories.get(decodeURIComponent(seg[2]!));
+      if (method !== 'GET') return undefined;
+      if (category === undefined) return notFound(`Tag category with id ${seg[2]!} not found`);
+      return { status: 200, body: category };
     }
     if (seg[0] === 'tags' && seg.length === 3 && seg[2] !== undefined) {
       const tagId = decodeURIComponent(seg[1]!);
@@ -286,8 +303,8 @@ function createContact(store: CrmStore, params: URLSearchParams, body: Buffer): 
   }
   const dup = params.get('duplicate_option');
   if (dup !== null) {
-    const option = enumIn(dup, ['Email', 'EmailAndName', 'EmailAndNameAndCompany'] as const, 'duplicate_option');
-    const match = findDuplicate(store, c, option);
+    const option = enumIn(dup, DUPLICATE_OPTIONS, 'duplicate_option');
+    const match = store.findDuplicate(c, option);
     if (match) {
       applyRequest(store, match, req, undefined);
       store.touch(match);
@@ -296,22 +313,6 @@ function createContact(store: CrmStore, params: URLSearchParams, body: Buffer): 
   }
   const created = store.createContact(c);
   return { status: 201, body: project(contactView(store, created), params) };
-}
-
-function findDuplicate(
-  store: CrmStore,
-  c: Omit<StoredContact, 'id' | 'create_time' | 'update_time'>,
-  option: 'Email' | 'EmailAndName' | 'EmailAndNameAndCompany',
-): StoredContact | undefined {
-  const email = c.email_addresses.find((e) => e.field === 'EMAIL1')?.email.toLowerCase();
-  if (email === undefined) return undefined;
-  const eq = (a: string | undefined, b: string | undefined) => (a ?? '').toLowerCase() === (b ?? '').toLowerCase();
-  return store.allContacts().find((x) => {
-    if (!eq(x.email_addresses.find((e) => e.field === 'EMAIL1')?.email, email)) return false;
-    if (option === 'Email') return true;
-    if (!eq(x.given_name, c.given_name) || !eq(x.family_name, c.family_name)) return false;
-    return option === 'EmailAndName' || eq(x.company?.company_name, c.company?.company_name);
-  });
 }
 
 function updateContact(store: CrmStore, id: string, params: URLSearchParams, body: Buffer): V2Answer {
@@ -331,6 +332,16 @@ function updateContact(store: CrmStore, id: string, params: URLSearchParams, bod
   if (draft.company === undefined) delete c.company;
   store.touch(c);
   return { status: 200, body: project(contactView(store, c), params) };
+}
+
+/** POST /contacts:merge {contact_id, duplicate_contact_id}: the merged contact (CrmStore.mergeContacts). */
+function mergeContacts(store: CrmStore, params: URLSearchParams, body: Buffer): V2Answer {
+  const req = jsonBody(body);
+  const id = (k: string): string => (req[k] === undefined || req[k] === null ? '' : str(req[k], k));
+  const result = store.mergeContacts(id('contact_id'), id('duplicate_contact_id'));
+  if ('merged' in result) return { status: 200, body: project(contactView(store, result.merged), params) };
+  if (result.error === 'invalid') return badRequest(result.message);
+  return contactNotFound(result.id);
 }
 
 function contactModel(store: CrmStore): unknown {
@@ -543,6 +554,64 @@ function listTags(store: CrmStore, params: URLSearchParams): V2Answer {
   );
   const p = page(sorted, params);
   return { status: 200, body: { tags: p.items, next_page_token: p.next } };
+}
+
+/** POST /tags (CreateUpdateTagRequest): 201 Tag. (choice) A name is required; a category must exist (400). */
+function createTag(store: CrmStore, body: Buffer): V2Answer {
+  const req = jsonBody(body);
+  const name = optStr(req, 'name', 'tag');
+  if (name === undefined || name.trim() === '') return badRequest('name is required');
+  const description = optStr(req, 'description', 'tag') ?? '';
+  let categoryId = '';
+  if (req.category !== undefined && req.category !== null) {
+    if (typeof req.category !== 'object' || Array.isArray(req.category))
+      return badRequest('category must be an object');
+    categoryId = optStr(req.category as Record<string, unknown>, 'id', 'category') ?? '';
+    if (categoryId !== '' && !store.tagCategories.has(categoryId))
+      return badRequest(`Tag category with id ${categoryId} not found`);
+  }
+  return { status: 201, body: store.addTag(name.slice(0, 255), description, categoryId) };
+}
+
+/** GET /tags/categories: filter name, description (`NONE` = empty); order_by name, create_time, update_time. */
+function listTagCategories(store: CrmStore, params: URLSearchParams): V2Answer {
+  const conds = parseFilter(params.get('filter'));
+  const categories = [...store.tagCategories.values()].filter((t) =>
+    conds.every((c) => {
+      if (c.op !== '==') throw new BadRequest(`Operator ${c.op} is not supported for ${c.field}`);
+      switch (c.field) {
+        case 'name':
+        case 'description':
+          // (choice) exact and case-insensitive; the spec documents no wildcard here.
+          return c.value === 'NONE' ? t[c.field] === '' : textMatch(t[c.field], c.value, false);
+        default:
+          throw new BadRequest(`Invalid filter field: ${c.field}`);
+      }
+    }),
+  );
+  const sorted = orderBy(
+    categories,
+    params.get('order_by'),
+    {
+      name: (t) => t.name.toLowerCase(),
+      create_time: (t) => t.create_time,
+      update_time: (t) => t.update_time,
+      id: (t) => Number(t.id),
+    },
+    'id asc', // (choice) the spec names no default order
+  );
+  const p = page(sorted, params);
+  return { status: 200, body: { tag_categories: p.items, next_page_token: p.next } };
+}
+
+/** POST /tags/categories (CreateUpdateTagCategoryRequest): 201 TagCategory; (choice) a taken name is 409. */
+function createTagCategory(store: CrmStore, body: Buffer): V2Answer {
+  const req = jsonBody(body);
+  const name = optStr(req, 'name', 'tag category');
+  if (name === undefined || name.trim() === '') return badRequest('name is required');
+  if ([...store.tagCategories.values()].some((c) => c.name.toLowerCase() === name.toLowerCase()))
+    return err(409, 'ALREADY_EXISTS', `Tag category named ${name} already exists`);
+  return { status: 201, body: store.addTagCategory(name, optStr(req, 'description', 'tag category') ?? '') };
 }
 
 function contactIdsBody(body: Buffer): string[] {

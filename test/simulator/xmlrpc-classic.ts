@@ -1,5 +1,5 @@
 // The classic XML-RPC behaviour (ContactService, DataService on Contact/ContactGroup/
-// ContactGroupAssign, APIEmailService) over the simulator's CrmStore, so state written through
+// ContactGroupAssign/ContactGroupCategory, APIEmailService) over the simulator's CrmStore, so state written through
 // one API is read through the other. Field names follow /work/shared/keap-xmlrpc-to-rest-v2.md §10
 // (XML-RPC Contact field -> v2 property); wire typing, dates and faults follow §4: ints as <i4>,
 // untyped strings, dates as dateTime.iso8601 in US Eastern time (America/New_York, DST-aware:
@@ -7,6 +7,7 @@
 // unknown the string is marked "(choice)".
 
 import {
+  DUPLICATE_OPTIONS,
   isMarketable,
   type Address,
   type CrmStore,
@@ -286,6 +287,25 @@ function addContact(store: CrmStore, data: RpcStruct): number {
   return Number(store.createContact(fields).id);
 }
 
+/**
+ * "Adds or updates a contact record based on matching data" (DOC2012): the contact `data`
+ * describes is matched as REST v2's duplicate_option matches (CrmStore.findDuplicate); a match
+ * is updated with `data` (only the fields sent, VCR contact_add_dup_check_with_dup) and its Id
+ * answered, otherwise a new contact is added.
+ */
+function addWithDupCheck(store: CrmStore, data: RpcStruct, dupCheckType: string): number {
+  const option = DUPLICATE_OPTIONS.find((o) => o === dupCheckType);
+  if (option === undefined)
+    throw new Fault(
+      12,
+      `[InvalidParameter]dupCheckType must be one of ${DUPLICATE_OPTIONS.join(', ')}, not ${dupCheckType.slice(0, 40)}`,
+    ); // (choice) Keap's words unknown; the translation's
+  const draft = { ...blankContact(), id: '', create_time: '', update_time: '' };
+  applyContactData(store, draft, data);
+  const match = store.findDuplicate(draft, option);
+  return match === undefined ? addContact(store, data) : updateContact(store, Number(match.id), data);
+}
+
 function updateContact(store: CrmStore, id: number, data: RpcStruct): number {
   if (Object.keys(data).length === 0) throw new Fault(11, '[NoFields]No fields sent for update');
   const c = store.contacts.get(String(id));
@@ -326,15 +346,31 @@ const TABLES: Record<string, Table> = {
   ContactGroupAssign: {
     name: 'ContactGroupAssign',
     fields: () => ['GroupId', 'ContactGroup', 'DateCreated', 'ContactId'],
+    // (choice) in ContactId then GroupId order: the table has no Id of its own to order by.
     rows: (s) =>
       s.allContacts().flatMap((c) =>
-        [...s.tagsOf(c.id)].map(([tagId, applied]) => ({
-          GroupId: Number(tagId),
-          ContactGroup: s.tags.get(tagId)?.name ?? '',
-          DateCreated: toEastern(applied),
-          ContactId: Number(c.id),
-        })),
+        [...s.tagsOf(c.id)]
+          .sort(([a], [b]) => Number(a) - Number(b))
+          .map(([tagId, applied]) => ({
+            GroupId: Number(tagId),
+            ContactGroup: s.tags.get(tagId)?.name ?? '',
+            DateCreated: toEastern(applied),
+            ContactId: Number(c.id),
+          })),
       ),
+  },
+  ContactGroupCategory: {
+    name: 'ContactGroupCategory',
+    fields: () => ['Id', 'CategoryName', 'CategoryDescription'],
+    rows: (s) =>
+      [...s.tagCategories.values()]
+        .sort((a, b) => Number(a.id) - Number(b.id))
+        .map((c) => {
+          const r: RpcStruct = { Id: Number(c.id) };
+          if (c.name !== '') r.CategoryName = c.name;
+          if (c.description !== '') r.CategoryDescription = c.description;
+          return r;
+        }),
   },
 };
 
@@ -489,6 +525,24 @@ const METHODS = new Map<string, (store: CrmStore, p: RpcValue[]) => RpcValue>([
     (s, p) => {
       expect(p, ['struct']);
       return addContact(s, ST(p[1]));
+    },
+  ],
+  [
+    'ContactService.addWithDupCheck',
+    (s, p) => {
+      expect(p, ['struct', 'string']);
+      return addWithDupCheck(s, ST(p[1]), S(p[2]));
+    },
+  ],
+  [
+    'ContactService.merge',
+    (s, p) => {
+      expect(p, ['int', 'int']);
+      // The same merge as REST v2's contacts:merge (CrmStore.mergeContacts); the kept id is checked first.
+      const result = s.mergeContacts(String(I(p[1])), String(I(p[2])));
+      if ('merged' in result) return true;
+      if (result.error === 'invalid') throw new Fault(12, `[InvalidParameter]${result.message}`); // (choice)
+      throw recordNotFound(Number(result.id));
     },
   ],
   [

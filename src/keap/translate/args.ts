@@ -7,21 +7,36 @@ import { XmlRpcFault } from './rest.js';
 export const V2 = '/crm/rest/v2';
 
 /** Params[i], which must be of `type` (a string param also takes an int, as Keap's did). */
-export function arg(params: readonly XmlRpcValue[], i: number, type: XmlRpcValue['type'], method: string): XmlRpcValue {
+export function arg(params: readonly XmlRpcValue[], i: number, type: XmlRpcValue['type']): XmlRpcValue {
   const p = params[i];
-  if (p?.type !== type && !(type === 'string' && p !== undefined && p.type === 'int')) {
-    // Keap's own words for a call with the wrong arguments.
-    throw new XmlRpcFault(
-      0,
-      `No method matching arguments for ${method}: parameter ${i + 1} must be ${type === 'int' ? 'an int' : `a ${type}`}`,
-    );
-  }
+  if (p?.type !== type && !(type === 'string' && p !== undefined && p.type === 'int')) throw noMatchingMethod(params);
   return p;
 }
 
+const JAVA_TYPES: Record<XmlRpcValue['type'], string> = {
+  string: 'java.lang.String',
+  int: 'java.lang.Integer',
+  boolean: 'java.lang.Boolean',
+  double: 'java.lang.Double',
+  dateTime: 'java.util.Date',
+  base64: '[B',
+  nil: 'null',
+  array: '[Ljava.lang.Object;',
+  struct: 'java.util.HashMap',
+};
+
+/**
+ * Keap's own fault for a call whose arguments match no signature of the method: its Java
+ * server named the types it was given (nateleavitt/infusionsoft #76), and legacy code may
+ * look for these words.
+ */
+export function noMatchingMethod(params: readonly XmlRpcValue[]): XmlRpcFault {
+  return new XmlRpcFault(0, `No method matching arguments: ${params.map((p) => JAVA_TYPES[p.type]).join(', ')}`);
+}
+
 /** An int param (Keap's XML-RPC, in Java, matched methods by type: a string is not an int). */
-export function intArg(params: readonly XmlRpcValue[], i: number, method: string): number {
-  const v = arg(params, i, 'int', method);
+export function intArg(params: readonly XmlRpcValue[], i: number): number {
+  const v = arg(params, i, 'int');
   return v.type === 'int' ? v.value : 0;
 }
 
@@ -33,10 +48,8 @@ export function names(v: XmlRpcValue): string[] {
   return v.type === 'array' ? v.value.map(text) : [];
 }
 
-export function struct(v: XmlRpcValue, method: string): Map<string, XmlRpcValue> {
-  if (v.type !== 'struct')
-    throw new XmlRpcFault(0, `No method matching arguments for ${method}: the data must be a struct`);
-  return v.value;
+export function struct(v: XmlRpcValue): Map<string, XmlRpcValue> {
+  return v.type === 'struct' ? v.value : new Map<string, XmlRpcValue>();
 }
 
 export function recordNotFound(id: number | string): XmlRpcFault {

@@ -12,6 +12,7 @@ import type { XmlRpcValue } from '../xmlrpc-codec.js';
 import { V2, expectOk, invalidParameter } from './args.js';
 import { CONTACT_FIELDS, contactStruct, v2Properties } from './contact-fields.js';
 import { customFieldsFor } from './contact-service.js';
+import { cmpText, compareValues, matches } from './query-data.js';
 import { XmlRpcFault, type CustomField, type CustomFields, type TranslationContext } from './rest.js';
 
 export const CONTACT_QUERY = {
@@ -122,18 +123,18 @@ function planOf(conditions: Map<string, XmlRpcValue>, custom: CustomFields | und
   }
   return {
     filters,
-    checks: [...conditions].filter(([, cond]) => !matchesAll(cond)),
+    checks: [...conditions].filter(([, cond]) => !matchesEverything(cond)),
     ...(narrowed || loose === undefined ? {} : { unbounded: loose }),
   };
 }
 
 /** `%` alone matches every row (Keap's idiom for "all": `Id => '%'`). */
-function matchesAll(cond: XmlRpcValue): boolean {
+function matchesEverything(cond: XmlRpcValue): boolean {
   return cond.type === 'string' && /^%+$/.test(cond.value);
 }
 
 function narrow(name: string, cond: XmlRpcValue, custom: CustomFields | undefined): Narrowing | 'all' {
-  if (matchesAll(cond)) return 'all';
+  if (matchesEverything(cond)) return 'all';
   if (name === 'Id') return narrowId(cond);
   if (name === 'CompanyID') return cond.type === 'int' ? { filter: `company_id==${cond.value}` } : undefined;
   if (name === 'LastUpdated') return narrowUpdated(cond);
@@ -269,69 +270,10 @@ function select(values: Map<string, XmlRpcValue>, fields: readonly string[]): Xm
   return { type: 'struct', value: out };
 }
 
-// ---------------------------------------------------------------- Keap's XML-RPC matching rules
-
-/** A value as queryData compares it: dates as 'YYYY-MM-DD HH:MM:SS'. */
-function comparable(v: XmlRpcValue | undefined): string {
-  if (v === undefined) return '';
-  switch (v.type) {
-    case 'dateTime': {
-      const m = /^(\d{4})(\d\d)(\d\d)T(.*)$/.exec(v.value);
-      return m ? `${m[1]}-${m[2]}-${m[3]} ${m[4]}` : v.value;
-    }
-    case 'string':
-      return v.value;
-    case 'int':
-    case 'double':
-      return String(v.value);
-    case 'boolean':
-      return v.value ? '1' : '0';
-    default:
-      return '';
-  }
-}
-
-function compare(a: string, b: string): number {
-  const x = Number(a);
-  const y = Number(b);
-  if (a !== '' && b !== '' && Number.isFinite(x) && Number.isFinite(y)) return x - y;
-  const l = a.toLowerCase();
-  const r = b.toLowerCase();
-  return l < r ? -1 : l > r ? 1 : 0;
-}
-
-function like(pattern: string): RegExp {
-  const body = pattern
-    .split('%')
-    .map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-    .join('.*');
-  return new RegExp(`^${body}$`, 'is');
-}
-
-/** One queryData condition on one row's value (DOC2012, F-OPS). */
-export function matches(value: XmlRpcValue | undefined, cond: XmlRpcValue): boolean {
-  const actual = comparable(value);
-  if (cond.type === 'array') return actual !== '' && cond.value.some((c) => compare(actual, comparable(c)) === 0);
-  if (cond.type === 'int') return actual !== '' && compare(actual, String(cond.value)) === 0;
-  if (cond.type === 'struct' || cond.type === 'base64' || cond.type === 'nil')
-    throw invalidParameter(`A queryData value cannot be a ${cond.type}`);
-  const q = comparable(cond);
-  if (q === '~null~') return actual === '';
-  const op = OPERATOR.exec(q);
-  if (op) {
-    const d = compare(actual, op[2] as string);
-    if (op[1] === '<>') return d !== 0;
-    if (actual === '') return false;
-    return op[1] === '>' ? d > 0 : op[1] === '>=' ? d >= 0 : op[1] === '<' ? d < 0 : d <= 0;
-  }
-  if (q.includes('%')) return like(q).test(actual);
-  return actual.toLowerCase() === q.toLowerCase();
-}
-
 function sortRows(rows: Row[], field: string, ascending: boolean): void {
   // Keap's XML-RPC: descending unless `ascending`; rows that compare equal keep Id order.
   const sign = ascending ? 1 : -1;
-  rows.sort((a, b) => compare(comparable(a.values.get(field)), comparable(b.values.get(field))) * sign || a.id - b.id);
+  rows.sort((a, b) => compareValues(cmpText(a.values.get(field)), cmpText(b.values.get(field))) * sign || a.id - b.id);
 }
 
 // ---------------------------------------------------------------- Eastern wall time

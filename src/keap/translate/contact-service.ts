@@ -130,16 +130,12 @@ async function findDuplicate(
 }
 
 export const CONTACT_SERVICE: [string, Translation][] = [
-  [
-    'ContactService.add',
-    (params, keap) => addContact(keap, struct(arg(params, 1, 'struct', 'ContactService.add'), 'ContactService.add')),
-  ],
+  ['ContactService.add', (params, keap) => addContact(keap, struct(arg(params, 1, 'struct')))],
   [
     'ContactService.addWithDupCheck',
     async (params, keap) => {
-      const method = 'ContactService.addWithDupCheck';
-      const data = struct(arg(params, 1, 'struct', method), method);
-      const option = text(arg(params, 2, 'string', method));
+      const data = struct(arg(params, 1, 'struct'));
+      const option = text(arg(params, 2, 'string'));
       const duplicate = DUPLICATE_OPTIONS.find((o) => o === option);
       if (duplicate === undefined)
         throw invalidParameter(
@@ -153,29 +149,13 @@ export const CONTACT_SERVICE: [string, Translation][] = [
       return match === undefined ? addContact(keap, data, duplicate) : updateContact(keap, match, data);
     },
   ],
-  [
-    'ContactService.update',
-    (params, keap) =>
-      updateContact(
-        keap,
-        intArg(params, 1, 'ContactService.update'),
-        struct(arg(params, 2, 'struct', 'ContactService.update'), 'ContactService.update'),
-      ),
-  ],
-  [
-    'ContactService.load',
-    (params, keap) =>
-      loadContact(
-        keap,
-        intArg(params, 1, 'ContactService.load'),
-        names(arg(params, 2, 'array', 'ContactService.load')),
-      ),
-  ],
+  ['ContactService.update', (params, keap) => updateContact(keap, intArg(params, 1), struct(arg(params, 2, 'struct')))],
+  ['ContactService.load', (params, keap) => loadContact(keap, intArg(params, 1), names(arg(params, 2, 'array')))],
   [
     'ContactService.findByEmail',
     async (params, keap) => {
-      const email = text(arg(params, 1, 'string', 'ContactService.findByEmail'));
-      const fields = names(arg(params, 2, 'array', 'ContactService.findByEmail'));
+      const email = text(arg(params, 1, 'string'));
+      const fields = names(arg(params, 2, 'array'));
       const custom = await customFieldsFor(keap, fields);
       // `;` and `,` are v2's filter grammar, and no address Keap stores holds one unquoted:
       // such a value finds nothing rather than reach Keap as a filter of its own.
@@ -197,8 +177,8 @@ export const CONTACT_SERVICE: [string, Translation][] = [
   [
     'ContactService.merge',
     async (params, keap) => {
-      const contactId = intArg(params, 1, 'ContactService.merge');
-      const duplicateId = intArg(params, 2, 'ContactService.merge');
+      const contactId = intArg(params, 1);
+      const duplicateId = intArg(params, 2);
       const answer = await keap.rest.call('POST', `${V2}/contacts:merge`, {
         contact_id: String(contactId),
         duplicate_contact_id: String(duplicateId),
@@ -216,8 +196,8 @@ export const CONTACT_SERVICE: [string, Translation][] = [
   [
     'ContactService.addToGroup',
     async (params, keap) => {
-      const contactId = intArg(params, 1, 'ContactService.addToGroup');
-      const tagId = intArg(params, 2, 'ContactService.addToGroup');
+      const contactId = intArg(params, 1);
+      const tagId = intArg(params, 2);
       const answer = await keap.rest.call('POST', `${V2}/tags/${tagId}/contacts:applyTags`, {
         contact_ids: [String(contactId)],
       });
@@ -234,8 +214,8 @@ export const CONTACT_SERVICE: [string, Translation][] = [
   [
     'ContactService.removeFromGroup',
     async (params, keap) => {
-      const contactId = intArg(params, 1, 'ContactService.removeFromGroup');
-      const tagId = intArg(params, 2, 'ContactService.removeFromGroup');
+      const contactId = intArg(params, 1);
+      const tagId = intArg(params, 2);
       // Keap's XML-RPC refused an unknown contact, and took an unknown tag as nothing to remove.
       const contact = await keap.rest.call('GET', `${V2}/contacts/${contactId}`);
       if (contact.status === 404) throw recordNotFound(contactId);

@@ -1,64 +1,127 @@
 // DataService answered from REST v2: the Contact table (keap-xmlrpc-to-rest-v2.md §3.2, §9, §11)
-// through the contact translations, and the tag tables (§5, §7.2) through tag-tables.ts.
+// through the contact translations, and the tag tables ContactGroup, ContactGroupAssign and
+// ContactGroupCategory (§5, §7.2) through tag-tables.ts.
 import type { XmlRpcValue } from '../xmlrpc-codec.js';
-import { V2, arg, expectOk, intArg, names, notTranslatable, recordNotFound, struct, text } from './args.js';
+import {
+  V2,
+  arg,
+  expectOk,
+  intArg,
+  names,
+  noMatchingMethod,
+  notTranslatable,
+  recordNotFound,
+  struct,
+  text,
+} from './args.js';
 import { addContact, loadContact, updateContact } from './contact-service.js';
 import { countContacts, queryContacts } from './contact-query.js';
 import { XmlRpcFault, type Translation, type TranslationContext } from './rest.js';
+import { countTagTable, queryTagTable } from './tag-tables.js';
 
-/** The table a DataService call names; only Contact has every method translated. */
+/** Keap's XML-RPC tables the translation does not answer (yet), as against a table Keap has not. */
+const KEAP_TABLES = new Set([
+  'Contact',
+  'ContactGroup',
+  'ContactGroupAssign',
+  'ContactGroupCategory',
+  'Company',
+  'Lead',
+  'Job',
+  'Invoice',
+  'RecurringOrder',
+  'ContactAction',
+  'DataFormField',
+  'EmailAddStatus',
+  'Product',
+]);
+
+function otherTable(method: string, table: string): XmlRpcFault {
+  if (KEAP_TABLES.has(table)) return notTranslatable(`${method} on the ${table} table`);
+  return new XmlRpcFault(9, `[NoTableFound]No table found: ${table.slice(0, 100)}`);
+}
+
+function tableOf(params: readonly XmlRpcValue[]): string {
+  return text(arg(params, 1, 'string'));
+}
+
+/** The table a DataService call names, which must be Contact: the other methods are translated on it alone. */
 function contactTable(params: readonly XmlRpcValue[], method: string): void {
-  const table = text(arg(params, 1, 'string', method));
-  if (table !== 'Contact') throw notTranslatable(`${method} on the ${table.slice(0, 60)} table`);
+  const table = tableOf(params);
+  if (table !== 'Contact') throw otherTable(method, table);
 }
 
-function optional(params: readonly XmlRpcValue[], i: number, type: XmlRpcValue['type'], method: string) {
-  return params.length > i ? arg(params, i, type, method) : undefined;
+function optional(params: readonly XmlRpcValue[], i: number, type: XmlRpcValue['type']) {
+  return params.length > i ? arg(params, i, type) : undefined;
 }
 
-async function query(params: readonly XmlRpcValue[], keap: TranslationContext): Promise<XmlRpcValue> {
-  const method = 'DataService.query';
-  contactTable(params, method);
-  const orderBy = optional(params, 6, 'string', method);
-  const ascending = optional(params, 7, 'boolean', method);
-  return queryContacts(keap, {
-    limit: intArg(params, 2, method),
-    page: intArg(params, 3, method),
-    conditions: struct(arg(params, 4, 'struct', method), method),
-    fields: names(arg(params, 5, 'array', method)),
-    ...(orderBy !== undefined ? { orderBy: text(orderBy) } : {}),
-    ...(ascending?.type === 'boolean' ? { ascending: ascending.value } : {}),
-  });
+interface Query {
+  limit: number;
+  page: number;
+  conditions: Map<string, XmlRpcValue>;
+  fields: string[];
+  orderBy?: string;
+  ascending?: boolean;
+}
+
+function queryTable(method: string, table: string, q: Query, keap: TranslationContext): Promise<XmlRpcValue> {
+  if (table === 'Contact') return queryContacts(keap, q);
+  const answer = queryTagTable(table, q.limit, q.page, q.conditions, q.fields, q.orderBy, q.ascending, keap);
+  if (answer === undefined) throw otherTable(method, table);
+  return answer;
 }
 
 export const DATA_SERVICE: [string, Translation][] = [
-  ['DataService.query', query],
+  [
+    'DataService.query',
+    async (params, keap) => {
+      const method = 'DataService.query';
+      const orderBy = optional(params, 6, 'string');
+      const ascending = optional(params, 7, 'boolean');
+      return queryTable(
+        method,
+        tableOf(params),
+        {
+          limit: intArg(params, 2),
+          page: intArg(params, 3),
+          conditions: struct(arg(params, 4, 'struct')),
+          fields: names(arg(params, 5, 'array')),
+          ...(orderBy !== undefined ? { orderBy: text(orderBy) } : {}),
+          ...(ascending?.type === 'boolean' ? { ascending: ascending.value } : {}),
+        },
+        keap,
+      );
+    },
+  ],
   [
     'DataService.findByField',
-    (params, keap) => {
+    async (params, keap) => {
       const method = 'DataService.findByField';
-      contactTable(params, method);
       const value = params[5];
-      if (value === undefined || value.type === 'struct' || value.type === 'array')
-        throw new XmlRpcFault(
-          0,
-          `No method matching arguments for ${method}: parameter 6 must be a value, not a ${value?.type ?? 'missing one'}`,
-        );
-      return queryContacts(keap, {
-        limit: intArg(params, 2, method),
-        page: intArg(params, 3, method),
-        conditions: new Map([[text(arg(params, 4, 'string', method)), value]]),
-        fields: names(arg(params, 6, 'array', method)),
-      });
+      if (value === undefined || value.type === 'struct' || value.type === 'array') throw noMatchingMethod(params);
+      return queryTable(
+        method,
+        tableOf(params),
+        {
+          limit: intArg(params, 2),
+          page: intArg(params, 3),
+          conditions: new Map([[text(arg(params, 4, 'string')), value]]),
+          fields: names(arg(params, 6, 'array')),
+        },
+        keap,
+      );
     },
   ],
   [
     'DataService.count',
     async (params, keap) => {
       const method = 'DataService.count';
-      contactTable(params, method);
-      const count = await countContacts(keap, struct(arg(params, 2, 'struct', method), method));
-      return { type: 'int', value: count };
+      const table = tableOf(params);
+      const conditions = struct(arg(params, 2, 'struct'));
+      if (table === 'Contact') return { type: 'int', value: await countContacts(keap, conditions) };
+      const answer = countTagTable(table, conditions, keap);
+      if (answer === undefined) throw otherTable(method, table);
+      return answer;
     },
   ],
   [
@@ -66,7 +129,7 @@ export const DATA_SERVICE: [string, Translation][] = [
     (params, keap) => {
       const method = 'DataService.load';
       contactTable(params, method);
-      return loadContact(keap, intArg(params, 2, method), names(arg(params, 3, 'array', method)));
+      return loadContact(keap, intArg(params, 2), names(arg(params, 3, 'array')));
     },
   ],
   [
@@ -74,7 +137,7 @@ export const DATA_SERVICE: [string, Translation][] = [
     (params, keap) => {
       const method = 'DataService.add';
       contactTable(params, method);
-      return addContact(keap, struct(arg(params, 2, 'struct', method), method));
+      return addContact(keap, struct(arg(params, 2, 'struct')));
     },
   ],
   [
@@ -82,7 +145,7 @@ export const DATA_SERVICE: [string, Translation][] = [
     (params, keap) => {
       const method = 'DataService.update';
       contactTable(params, method);
-      return updateContact(keap, intArg(params, 2, method), struct(arg(params, 3, 'struct', method), method));
+      return updateContact(keap, intArg(params, 2), struct(arg(params, 3, 'struct')));
     },
   ],
   [
@@ -90,7 +153,7 @@ export const DATA_SERVICE: [string, Translation][] = [
     async (params, keap) => {
       const method = 'DataService.delete';
       contactTable(params, method);
-      const id = intArg(params, 2, method);
+      const id = intArg(params, 2);
       const answer = await keap.rest.call('DELETE', `${V2}/contacts/${id}`);
       if (answer.status === 404) throw recordNotFound(id);
       if (answer.status !== 204) expectOk(answer.status, answer.body);

@@ -8,7 +8,7 @@ export const API_EMAIL_SERVICE: [string, Translation][] = [
   [
     'APIEmailService.optIn',
     async (params, { rest }) => {
-      const email = text(arg(params, 1, 'string', 'APIEmailService.optIn'));
+      const email = text(arg(params, 1, 'string'));
       // Keap's XML-RPC took a blank reason as "API Opt In"; v2 requires one.
       const reason = text(params[2] ?? { type: 'string', value: '' }) || 'API Opt In';
       const before = await rest.call('GET', statusPath(email));
@@ -22,7 +22,7 @@ export const API_EMAIL_SERVICE: [string, Translation][] = [
   [
     'APIEmailService.optOut',
     async (params, { rest }) => {
-      const email = text(arg(params, 1, 'string', 'APIEmailService.optOut'));
+      const email = text(arg(params, 1, 'string'));
       const reason = text(params[2] ?? { type: 'string', value: '' }) || 'API Opt Out';
       const answer = await rest.call('PATCH', statusPath(email), { opted_in: false, reason });
       if (answer.status === 404) return { type: 'boolean', value: false };
@@ -33,7 +33,7 @@ export const API_EMAIL_SERVICE: [string, Translation][] = [
   [
     'APIEmailService.getOptStatus',
     async (params, { rest }) => {
-      const email = text(arg(params, 1, 'string', 'APIEmailService.getOptStatus'));
+      const email = text(arg(params, 1, 'string'));
       const answer = await rest.call('GET', statusPath(email));
       // Keap's XML-RPC: 0 opted out or unknown, 1 single opt-in, 2 double opt-in (confirmed).
       if (answer.status === 404) return { type: 'int', value: 0 };

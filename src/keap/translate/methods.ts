@@ -12,8 +12,8 @@ export const TRANSLATIONS = new Map<string, Translation>([...CONTACT_SERVICE, ..
 /** Methods translated for some of their arguments only: what the inventory report tells an operator. */
 export const TRANSLATED_IN_PART = new Map<string, string>([
   ['DataService.query', 'the Contact, ContactGroup, ContactGroupAssign and ContactGroupCategory tables'],
-  ['DataService.count', 'the Contact table'],
-  ['DataService.findByField', 'the Contact table'],
+  ['DataService.count', 'the Contact, ContactGroup, ContactGroupAssign and ContactGroupCategory tables'],
+  ['DataService.findByField', 'the Contact, ContactGroup, ContactGroupAssign and ContactGroupCategory tables'],
   ['DataService.load', 'the Contact table'],
   ['DataService.add', 'the Contact table'],
   ['DataService.update', 'the Contact table'],
