@@ -3,8 +3,8 @@
 // field; the REST calls go through the proxy's machinery and are listed on the call's log line.
 import { describe, it, expect, afterEach } from 'vitest';
 import { parseMethodResponse, writeMethodCall, type XmlRpcValue } from '../src/keap/xmlrpc-codec.js';
-import { send } from './harness.js';
-import { a, i, s, translationRig } from './translation-rig.js';
+import { send, SIM_API_KEY } from './harness.js';
+import { a, i, s, seedAda, translationRig } from './translation-rig.js';
 
 const { startHarness, translating, both, runOnBoth } = translationRig(afterEach);
 
@@ -192,6 +192,95 @@ describe('XMLRPC_MODE=translate, against Keap classic XML-RPC', () => {
 });
 
 describe('translated calls go through the same machinery', () => {
+  it("key mode: each REST call carries the account's key in X-Keap-API-Key, and no byte of the app's call", async () => {
+    const h = await translating();
+    h.sim.lastRequests.length = 0;
+    const body = writeMethodCall({
+      methodName: 'ContactService.update',
+      params: [s('the-apps-placeholder-key'), i(1), { type: 'struct', value: new Map([['LastName', s('Byron')]]) }],
+    });
+    expect(parseMethodResponse((await send(h.proxy.url, 'POST', '/api/xmlrpc', { body })).body)).toEqual({
+      kind: 'value',
+      value: i(1),
+    });
+    const rest = h.sim.lastRequests;
+    expect(rest.map((r) => `${r.method} ${r.url}`)).toEqual([
+      'GET /crm/rest/v2/contacts/1',
+      'PATCH /crm/rest/v2/contacts/1',
+    ]);
+    for (const r of rest) {
+      expect(r.headers['x-keap-api-key']).toBe(SIM_API_KEY);
+      expect(r.headers.authorization).toBeUndefined();
+      expect(r.body.toString()).not.toContain('the-apps-placeholder-key');
+    }
+    expect(JSON.parse(rest[1]!.body.toString())).toEqual({ family_name: 'Byron' });
+  });
+
+  it("Keap's 429 on a REST call is absorbed: the call waits, is replayed, and the app sees only the answer", async () => {
+    const h = await startHarness({
+      mode: 'key',
+      env: { XMLRPC_MODE: 'translate', LOG_LEVEL: 'info' },
+      sim: { xmlrpc: 'keap' },
+      overrides: {
+        rateLimitReplays: {
+          maxAttempts: 5,
+          minDelayMs: 1,
+          spike: { baseMs: 1, maxMs: 1 },
+          throttle: { baseMs: 1, maxMs: 1 },
+          jitter: 0,
+        },
+      },
+    });
+    seedAda(h.sim.crm);
+    let throttled = 0;
+    h.sim.route('GET', '/crm/rest/v2/contacts/1', (_req, res) => {
+      throttled += 1;
+      h.sim.unroute('GET', '/crm/rest/v2/contacts/1');
+      res.writeHead(429, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          fault: {
+            faultstring: 'Spike arrest violation',
+            detail: { errorcode: 'policies.ratelimit.SpikeArrestViolation' },
+          },
+        }),
+      );
+    });
+    const body = writeMethodCall({ methodName: 'ContactService.load', params: [s('k'), i(1), a('Id', 'FirstName')] });
+    const answer = parseMethodResponse((await send(h.proxy.url, 'POST', '/api/xmlrpc', { body })).body);
+    expect(answer).toEqual({
+      kind: 'value',
+      value: {
+        type: 'struct',
+        value: new Map([
+          ['Id', i(1)],
+          ['FirstName', s('Ada')],
+        ]),
+      },
+    });
+    expect(throttled).toBe(1);
+    const line = h.logs.entries.find((e) => e.event === 'request' && e.xmlrpcMethod === 'ContactService.load');
+    expect(line).toMatchObject({
+      status: 200,
+      rest: 'GET /crm/rest/v2/contacts/1 429; GET /crm/rest/v2/contacts/1 200',
+    });
+  });
+
+  it('a REST call Keap does not answer in time: the app gets a timeout fault, not a hang', async () => {
+    const h = await translating(seedAda, { UPSTREAM_TIMEOUT_MS: '200' });
+    h.sim.route('GET', '/crm/rest/v2/contacts/1', () => {
+      // never answers
+    });
+    const body = writeMethodCall({ methodName: 'ContactService.load', params: [s('k'), i(1), a('Id')] });
+    const r = await send(h.proxy.url, 'POST', '/api/xmlrpc', { body });
+    expect(r.status).toBe(200);
+    expect(parseMethodResponse(r.body)).toMatchObject({
+      kind: 'fault',
+      faultCode: 3,
+      faultString: expect.stringMatching(/^\[Unexpected\].*\(keap-proxy: upstream_timeout\)$/),
+    });
+  });
+
   it("Keap's token 401 on a REST call: one refresh, the call replayed, the client sees only the answer", async () => {
     const h = await startHarness({
       mode: 'oauth',
