@@ -5,7 +5,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import type { XmlRpcValue } from '../src/keap/xmlrpc-codec.js';
 import type { CrmStore } from './simulator/crm.js';
-import { a, b, i, ints, s, st as struct, translationRig } from './translation-rig.js';
+import { a, b, i, ints, s, seedAda, st as struct, translationRig } from './translation-rig.js';
 
 const rig = translationRig(afterEach);
 const translating = () => rig.translating(seedTags);
@@ -24,19 +24,7 @@ function seedTags(crm: CrmStore): void {
   crm.now = () => NOW;
   crm.reset();
   const blank = { phone_numbers: [], fax_numbers: [], addresses: [], custom_fields: [] };
-  crm.createContact({
-    ...blank,
-    given_name: 'Ada',
-    family_name: 'Lovelace',
-    job_title: 'Analyst',
-    company: { company_name: 'Engines & Co' },
-    email_addresses: [
-      { email: 'ada@example.com', field: 'EMAIL1' },
-      { email: 'ada2@example.com', field: 'EMAIL2' },
-    ],
-    phone_numbers: [{ number: '555-0100', field: 'PHONE1' }],
-    addresses: [{ field: 'BILLING', locality: 'London', country_code: 'GBR' }],
-  });
+  seedAda(crm);
   crm.createContact({
     ...blank,
     given_name: 'Bob',
