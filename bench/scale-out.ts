@@ -164,9 +164,15 @@ async function runGlobalLimit(
     RATE_LIMIT_PER_SECOND: String(limit),
   };
   const config = benchConfig(dir, env);
-  const allowedPerSecond = config.pacing.perSecond * config.pacing.margin;
+  const allowedPerSecond = config.accounts[0]!.pacing.perSecond * config.accounts[0]!.pacing.margin;
   const perReplica = settings.connections / REPLICAS;
-  checkLoad(settings.connections, perReplica, allowedPerSecond, config.pacing.queueLimit, config.requestDeadlineMs);
+  checkLoad(
+    settings.connections,
+    perReplica,
+    allowedPerSecond,
+    config.accounts[0]!.pacing.queueLimit,
+    config.requestDeadlineMs,
+  );
   await redis.flush();
   const sim = await startSimulator({ ratePerSecond: limit });
   const replicas: { name: string; server: ServerChild }[] = [];
@@ -232,7 +238,7 @@ async function runGlobalLimit(
     return {
       replicas: REPLICAS,
       limitPerSecond: limit,
-      margin: config.pacing.margin,
+      margin: config.accounts[0]!.pacing.margin,
       allowedPerSecond,
       connections: settings.connections,
       connectionsPerReplica: perReplica,

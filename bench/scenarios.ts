@@ -141,9 +141,9 @@ export async function pacedKeapProxy(dir: string, limit: number): Promise<PacedS
     const proxy = await startKeapProxy(config, path.join(ctx.dir, 'keap-proxy-paced.log'));
     return {
       url: proxy.url,
-      allowedPerSecond: config.pacing.perSecond * config.pacing.margin,
-      margin: config.pacing.margin,
-      queueLimit: config.pacing.queueLimit,
+      allowedPerSecond: config.accounts[0]!.pacing.perSecond * config.accounts[0]!.pacing.margin,
+      margin: config.accounts[0]!.pacing.margin,
+      queueLimit: config.accounts[0]!.pacing.queueLimit,
       deadlineMs: config.requestDeadlineMs,
       async close() {
         await proxy.close();

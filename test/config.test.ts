@@ -30,7 +30,7 @@ function problemsOf(fn: () => unknown): string[] {
 describe('loadConfig', () => {
   it('applies the documented defaults in OAuth mode', () => {
     const c = loadConfig({ env: OAUTH, cwd: tempDir() });
-    expect(c.credentials).toEqual({
+    expect(c.accounts[0]!.credentials).toEqual({
       mode: 'oauth',
       clientId: 'id-123',
       clientSecret: 'secret-456',
@@ -45,7 +45,7 @@ describe('loadConfig', () => {
     expect(c.upstreamTimeoutMs).toBe(60_000);
     expect(c.maxBodyBytes).toBe(50 * 1024 * 1024);
     expect(c.replayBodyBytes).toBe(10 * 1024 * 1024);
-    expect(c.pacing).toEqual({
+    expect(c.accounts[0]!.pacing).toEqual({
       perSecond: 25,
       perMinute: 1500,
       perDay: 150_000,
@@ -55,7 +55,7 @@ describe('loadConfig', () => {
       queueLimit: 1000,
     });
     expect(c.requestDeadlineMs).toBe(30_000);
-    expect(c.cacheRules).toBe('');
+    expect(c.accounts[0]!.cacheRules).toBe('');
     expect(c.proxyClientKeys).toEqual([]);
     expect(c.allowedHosts).toEqual([]);
     expect(c.relayCorsHeaders).toBe(false);
@@ -70,25 +70,25 @@ describe('loadConfig', () => {
   it('keeps the grant in Redis when TOKEN_STORE says so, and never shows the Redis password', () => {
     const url = 'redis://:s3cret-pass@cache.internal:6380/2';
     const byUrl = loadConfig({ env: { ...OAUTH, TOKEN_STORE: url }, cwd: tempDir() });
-    expect(byUrl.tokenStore).toEqual({ kind: 'redis', url });
+    expect(byUrl.accounts[0]!.tokenStore).toEqual({ kind: 'redis', url });
     // The store's Redis is the shared one too (pacing), unless REDIS_URL names another.
     expect(byUrl.redis.url).toBe(url);
     const byName = loadConfig({
       env: { ...OAUTH, TOKEN_STORE: 'redis', REDIS_URL: url, REDIS_PREFIX: 'kp1:' },
       cwd: tempDir(),
     });
-    expect(byName.tokenStore).toEqual({ kind: 'redis', url });
+    expect(byName.accounts[0]!.tokenStore).toEqual({ kind: 'redis', url });
     expect(byName.redis).toEqual({ url, prefix: 'kp1:', lockLeaseMs: 15_000 });
     const summary = JSON.stringify(configSummary(byName));
     expect(summary).toContain('redis://cache.internal:6380/2');
     expect(summary).not.toContain('s3cret-pass');
-    expect(storeLocation(byName.tokenStore)).toBe('redis://cache.internal:6380/2');
+    expect(storeLocation(byName.accounts[0]!.tokenStore)).toBe('redis://cache.internal:6380/2');
   });
 
   it('a key alone is key mode, with the key-mode pace', () => {
     const c = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-abc' }, cwd: tempDir() });
-    expect(c.credentials).toEqual({ mode: 'key', apiKey: 'KeapAK-abc' });
-    expect(c.pacing).toMatchObject({ perSecond: 10, perMinute: 240, perDay: 30_000 });
+    expect(c.accounts[0]!.credentials).toEqual({ mode: 'key', apiKey: 'KeapAK-abc' });
+    expect(c.accounts[0]!.pacing).toMatchObject({ perSecond: 10, perMinute: 240, perDay: 30_000 });
   });
 
   it('refuses to start without credentials and names what to set', () => {
@@ -170,7 +170,9 @@ describe('loadConfig', () => {
       env: { KEAP_CLIENT_ID: 'id', KEAP_CLIENT_SECRET_FILE: 'secret', PROXY_CLIENT_KEYS_FILE: path.join(dir, 'keys') },
       cwd: dir,
     });
-    expect(c.credentials.mode === 'oauth' && c.credentials.clientSecret).toBe('from-file-secret');
+    expect(c.accounts[0]!.credentials.mode === 'oauth' && c.accounts[0]!.credentials.clientSecret).toBe(
+      'from-file-secret',
+    );
     expect(c.proxyClientKeys).toEqual(['client-key-aaaaaaaaaaaa', 'client-key-bbbbbbbbbbbb']);
     expect(
       problemsOf(() => loadConfig({ env: { ...OAUTH, KEAP_CLIENT_SECRET_FILE: 'secret' }, cwd: dir })).join(),
@@ -192,7 +194,7 @@ describe('loadConfig', () => {
       ].join('\n'),
     );
     const c = loadConfig({ env: { PORT: '9001' }, configFile: 'my.properties', cwd: dir });
-    expect(c.credentials).toMatchObject({
+    expect(c.accounts[0]!.credentials).toMatchObject({
       mode: 'oauth',
       clientId: 'sap-id',
       clientSecret: 'sap-secret',
@@ -203,7 +205,7 @@ describe('loadConfig', () => {
     expect(c.configFile).toBe('my.properties');
 
     writeFileSync(path.join(dir, 'legacy.properties'), 'infusionsoft.private.key=legacy-key\n');
-    expect(loadConfig({ env: { KEAP_PROXY_CONFIG: 'legacy.properties' }, cwd: dir }).credentials).toEqual({
+    expect(loadConfig({ env: { KEAP_PROXY_CONFIG: 'legacy.properties' }, cwd: dir }).accounts[0]!.credentials).toEqual({
       mode: 'key',
       apiKey: 'legacy-key',
     });
@@ -255,11 +257,13 @@ describe('the documented defaults', () => {
     const withFile = loadConfig({ env: OAUTH, cwd: repo });
     const without = loadConfig({ env: OAUTH, cwd: tempDir() });
     expect(withFile.configFile).toBe(DEFAULT_CONFIG_FILE);
-    expect({ ...withFile, configFile: undefined, tokenStore: undefined }).toEqual({
-      ...without,
+    // The grant file is relative to each cwd; everything else is the same.
+    const apart = (c: typeof withFile) => ({
+      ...c,
       configFile: undefined,
-      tokenStore: undefined,
+      accounts: c.accounts.map((a) => ({ ...a, tokenStore: undefined })),
     });
+    expect(apart(withFile)).toEqual(apart(without));
   });
 
   it('README and --help name every setting', () => {

@@ -112,7 +112,7 @@ describe('deploy/kubernetes', () => {
         env[name] = stand;
       }
       const config = loadConfig({ env, cwd: dir });
-      expect(config.credentials.mode, file).toBe('oauth');
+      expect(config.accounts[0]!.credentials.mode, file).toBe('oauth');
       const ports = ((container.ports as Obj[]) ?? []).map((p) => Number(p.containerPort));
       expect(ports.length, file).toBeGreaterThan(0);
       for (const p of ports) expect([config.port, config.probePort], `${file}: containerPort ${p}`).toContain(p);

@@ -170,7 +170,7 @@ describe('the token store', () => {
     await h.proxy.close();
     const config = {
       ...h.config,
-      credentials: { ...h.config.credentials, seedRefreshToken: undefined },
+      credentials: { ...h.config.accounts[0]!.credentials, seedRefreshToken: undefined },
     } as typeof h.config;
     const restarted = await startProxy(config, { logger: createLogger('silent') });
     extraProxies.push(restarted);

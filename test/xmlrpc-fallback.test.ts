@@ -399,7 +399,7 @@ describe('XMLRPC_MODE=fallback: the policy and its settings', () => {
 
   it('XMLRPC_MODE=fallback is accepted, with XMLRPC_FALLBACK_DOWN_MS (default 300000)', () => {
     const dflt = loadConfig({ env: { ...KEY, XMLRPC_MODE: 'fallback' }, cwd: tempDir() });
-    expect([dflt.xmlrpcMode, dflt.xmlrpcFallbackDownMs]).toEqual(['fallback', 300_000]);
+    expect([dflt.accounts[0]!.xmlrpcMode, dflt.xmlrpcFallbackDownMs]).toEqual(['fallback', 300_000]);
     const set = loadConfig({ env: { ...KEY, XMLRPC_MODE: 'fallback', XMLRPC_FALLBACK_DOWN_MS: '0' }, cwd: tempDir() });
     expect(set.xmlrpcFallbackDownMs).toBe(0);
     expect(configSummary(dflt)).toMatchObject({ xmlrpcMode: 'fallback', xmlrpcFallbackDownMs: 300_000 });

@@ -7,9 +7,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { ConfigError, storeLocation, type Config, type OAuthCredentials } from '../config/config.js';
+import { accountNamed, ConfigError, storeLocation, type Config, type OAuthCredentials } from '../config/config.js';
 import type { Grant } from '../tokens/grant.js';
-import { tenantOf } from '../tokens/grant.js';
+import { checkGrantApp, tenantOf } from '../tokens/grant.js';
 import { HttpError } from '../http/http-error.js';
 import { OAuthFlow, StateTable, STATE_TTL_MS } from '../oauth/oauth-flow.js';
 import { sendPage } from '../oauth/oauth-page.js';
@@ -39,6 +39,8 @@ export interface AuthOptions {
   timeoutMs?: number;
   store?: TokenStore;
   now?: () => number;
+  /** The account to authorize (`--account`); needed when ACCOUNTS_FILE names several. */
+  account?: string | undefined;
   /** Called once the callback listener is up (tests play the browser from here). */
   onListening?: (info: { authorizeUrl: URL; state: string; callbackUrl: string }) => void;
 }
@@ -56,7 +58,8 @@ export type AuthResult =
 
 export async function runAuth(options: AuthOptions): Promise<AuthResult> {
   const { config, out } = options;
-  const credentials = oauthCredentials(config);
+  const credentials = oauthCredentials(config, options.account);
+  const account = accountNamed(config, options.account);
   const redirectUri = credentials.redirectUri;
   if (redirectUri === undefined) {
     throw new ConfigError([
@@ -65,9 +68,13 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
   }
   const opened =
     options.store === undefined
-      ? openTokenStore(config.tokenStore, config.redis, {
-          onWarning: (w) => out.write(`Warning: ${w.message}\n`),
-        })
+      ? openTokenStore(
+          account.tokenStore,
+          { ...config.redis, prefix: account.redisPrefix },
+          {
+            onWarning: (w) => out.write(`Warning: ${w.message}\n`),
+          },
+        )
       : undefined;
   try {
     return await authorize(options, redirectUri, credentials, options.store ?? (opened as OpenedTokenStore).store);
@@ -83,7 +90,7 @@ async function authorize(
   store: TokenStore,
 ): Promise<AuthResult> {
   const { config, out } = options;
-  const pending = new PendingState(pendingStateFile(config), options.now ?? Date.now);
+  const pending = new PendingState(pendingStateFile(config, options.account), options.now ?? Date.now);
   const states = new StateTable({ max: 1, now: options.now });
   const flow = new OAuthFlow({
     authorizeUrl: config.keapAuthorizeUrl,
@@ -94,7 +101,11 @@ async function authorize(
       clientId: credentials.clientId,
       clientSecret: credentials.clientSecret,
     }),
-    keep: (grant) => store.withLock(() => store.save(grant)),
+    keep: (grant) => {
+      // A grant for another Keap app than the account's is refused before it is stored.
+      checkGrantApp(grant, accountNamed(options.config, options.account).app);
+      return store.withLock(() => store.save(grant));
+    },
     states,
     restartHint: 'run `keap-proxy auth` again',
   });
@@ -145,8 +156,8 @@ async function authorize(
 }
 
 /** Where `auth` remembers the state of an authorize URL it printed, until `auth --code --state` comes back with it. */
-function pendingStateFile(config: Config): string {
-  const store = config.tokenStore;
+function pendingStateFile(config: Config, account?: string): string {
+  const store = accountNamed(config, account).tokenStore;
   if (store.kind === 'file') return `${store.path}.oauth-state`;
   // One file per Redis store (its location carries no password), private to this user.
   const id = createHash('sha256')
@@ -156,13 +167,14 @@ function pendingStateFile(config: Config): string {
   return path.join(tmpdir(), `keap-proxy-${process.getuid?.() ?? 'user'}`, `${id}.oauth-state`);
 }
 
-function oauthCredentials(config: Config): OAuthCredentials {
-  if (config.credentials.mode !== 'oauth') {
+function oauthCredentials(config: Config, account?: string): OAuthCredentials {
+  const { credentials } = accountNamed(config, account);
+  if (credentials.mode !== 'oauth') {
     throw new ConfigError([
       '`keap-proxy auth` needs OAuth mode: set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (KEAP_API_KEY is key mode, which needs no authorization)',
     ]);
   }
-  return config.credentials;
+  return credentials;
 }
 
 async function exchange(flow: OAuthFlow, code: string): Promise<Grant> {

@@ -1,7 +1,7 @@
 // `keap-proxy token status`: what the stored grant looks like, for a person or a script.
 // Only times, tenant and scope are shown: a token never leaves the store through here.
 import type { Config } from '../config/config.js';
-import { ConfigError } from '../config/config.js';
+import { accountNamed, ConfigError } from '../config/config.js';
 import { tenantOf, type Grant } from '../tokens/grant.js';
 import type { TokenStore } from '../tokens/token-store.js';
 import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
@@ -117,19 +117,26 @@ export interface TokenStatusOptions {
   json?: boolean;
   store?: TokenStore;
   now?: () => number;
+  /** The account (`--account`); needed when ACCOUNTS_FILE names several. */
+  account?: string | undefined;
 }
 
 /** Prints the status; resolves to the exit code: 0 with a grant, 1 without. */
 export async function runTokenStatus(options: TokenStatusOptions): Promise<number> {
   const { config } = options;
-  if (config.credentials.mode !== 'oauth') {
+  const account = accountNamed(config, options.account);
+  if (account.credentials.mode !== 'oauth') {
     throw new ConfigError([
       'token status: this configuration is key mode (KEAP_API_KEY), which uses no OAuth grant; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET for OAuth mode',
     ]);
   }
   const opened =
     options.store === undefined
-      ? openTokenStore(config.tokenStore, config.redis, { onWarning: () => undefined })
+      ? openTokenStore(
+          account.tokenStore,
+          { ...config.redis, prefix: account.redisPrefix },
+          { onWarning: () => undefined },
+        )
       : undefined;
   try {
     return await printStatus(options, options.store ?? (opened as OpenedTokenStore).store);

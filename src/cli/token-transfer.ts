@@ -4,7 +4,7 @@
 // is created with mode 0600), and import never replaces a newer grant unless forced.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, storeLocation, type Config } from '../config/config.js';
+import { accountNamed, ConfigError, storeLocation, type Config, type TokenStoreConfig } from '../config/config.js';
 import { isGrant, tenantOf, type Grant } from '../tokens/grant.js';
 import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
 import type { TokenStore } from '../tokens/token-store.js';
@@ -25,40 +25,47 @@ export interface ExportOptions {
   file: string | undefined;
   cwd: string;
   store?: TokenStore;
+  /** The account (`--account`); needed when ACCOUNTS_FILE names several. */
+  account?: string | undefined;
 }
 
 /** Resolves to the exit code: 0 exported, 1 no grant. */
 export async function runTokenExport(options: ExportOptions): Promise<number> {
   const { config } = options;
-  requireOAuth(config, 'token export');
-  return withStore(config, options.store, async (store) => {
-    const grant = await store.load();
-    if (grant === undefined) {
-      options.err.write(`No grant in ${store.location}: nothing to export.\n`);
-      return 1;
-    }
-    const text = JSON.stringify(grant, null, 2) + '\n';
-    if (options.file === undefined) {
-      options.out.write(text);
-    } else {
-      const file = path.resolve(options.cwd, options.file);
-      try {
-        await fs.writeFile(file, text, { mode: 0o600, flag: 'wx' });
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        throw new TransferError(
-          code === 'EEXIST'
-            ? `${file} exists; export writes only a new file (it holds the live refresh token): choose another name or remove it`
-            : `${file} cannot be written (${code ?? 'error'})`,
-        );
+  requireOAuth(config, 'token export', options.account);
+  return withStore(
+    config,
+    options.store,
+    async (store) => {
+      const grant = await store.load();
+      if (grant === undefined) {
+        options.err.write(`No grant in ${store.location}: nothing to export.\n`);
+        return 1;
       }
-    }
-    options.err.write(
-      `Exported the grant${describe(grant)} from ${store.location}${options.file !== undefined ? ` to ${options.file}` : ''}. ` +
-        'It holds the live refresh token: keep it secret, import it, then delete it.\n',
-    );
-    return 0;
-  });
+      const text = JSON.stringify(grant, null, 2) + '\n';
+      if (options.file === undefined) {
+        options.out.write(text);
+      } else {
+        const file = path.resolve(options.cwd, options.file);
+        try {
+          await fs.writeFile(file, text, { mode: 0o600, flag: 'wx' });
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          throw new TransferError(
+            code === 'EEXIST'
+              ? `${file} exists; export writes only a new file (it holds the live refresh token): choose another name or remove it`
+              : `${file} cannot be written (${code ?? 'error'})`,
+          );
+        }
+      }
+      options.err.write(
+        `Exported the grant${describe(grant)} from ${store.location}${options.file !== undefined ? ` to ${options.file}` : ''}. ` +
+          'It holds the live refresh token: keep it secret, import it, then delete it.\n',
+      );
+      return 0;
+    },
+    options.account,
+  );
 }
 
 export interface ImportOptions {
@@ -70,42 +77,49 @@ export interface ImportOptions {
   cwd: string;
   stdin: () => Promise<string>;
   store?: TokenStore;
+  /** The account (`--account`); needed when ACCOUNTS_FILE names several. */
+  account?: string | undefined;
 }
 
 /** Resolves to the exit code: 0 imported (or already there), 1 refused. */
 export async function runTokenImport(options: ImportOptions): Promise<number> {
   const { config } = options;
-  requireOAuth(config, 'token import');
+  requireOAuth(config, 'token import', options.account);
   const grant = await readSource(options);
-  return withStore(config, options.store, async (store) => {
-    // Under the store's lock: no proxy refreshes between our read and our write.
-    const outcome = await store.withLock(async () => {
-      const current = await store.load().catch(() => undefined);
-      if (current?.refreshToken === grant.refreshToken) return 'same' as const;
-      if (current !== undefined && current.refreshIssuedAt > grant.refreshIssuedAt && !options.force)
-        return 'newer' as const;
-      await store.save(grant);
-      return 'saved' as const;
-    });
-    switch (outcome) {
-      case 'same':
-        options.out.write(`${store.location} already holds this grant${describe(grant)}: nothing to do.\n`);
-        return 0;
-      case 'newer':
-        options.out.write(
-          `${store.location} holds a newer grant (its refresh token was issued later): not replaced. ` +
-            'A proxy has refreshed since the export, and Keap has killed the exported refresh token; ' +
-            'use --force only if you know the stored grant is dead.\n',
-        );
-        return 1;
-      case 'saved':
-        options.out.write(
-          `Imported the grant${describe(grant)} into ${store.location}. Running proxies on this store pick it up by themselves; ` +
-            'stop the proxies that used the old store, which would otherwise go on refreshing with it.\n',
-        );
-        return 0;
-    }
-  });
+  return withStore(
+    config,
+    options.store,
+    async (store) => {
+      // Under the store's lock: no proxy refreshes between our read and our write.
+      const outcome = await store.withLock(async () => {
+        const current = await store.load().catch(() => undefined);
+        if (current?.refreshToken === grant.refreshToken) return 'same' as const;
+        if (current !== undefined && current.refreshIssuedAt > grant.refreshIssuedAt && !options.force)
+          return 'newer' as const;
+        await store.save(grant);
+        return 'saved' as const;
+      });
+      switch (outcome) {
+        case 'same':
+          options.out.write(`${store.location} already holds this grant${describe(grant)}: nothing to do.\n`);
+          return 0;
+        case 'newer':
+          options.out.write(
+            `${store.location} holds a newer grant (its refresh token was issued later): not replaced. ` +
+              'A proxy has refreshed since the export, and Keap has killed the exported refresh token; ' +
+              'use --force only if you know the stored grant is dead.\n',
+          );
+          return 1;
+        case 'saved':
+          options.out.write(
+            `Imported the grant${describe(grant)} into ${store.location}. Running proxies on this store pick it up by themselves; ` +
+              'stop the proxies that used the old store, which would otherwise go on refreshing with it.\n',
+          );
+          return 0;
+      }
+    },
+    options.account,
+  );
 }
 
 async function readSource(options: ImportOptions): Promise<Grant> {
@@ -120,7 +134,7 @@ async function readSource(options: ImportOptions): Promise<Grant> {
     if (!isGrant(parsed)) throw new TransferError('stdin is not a grant: give the output of `keap-proxy token export`');
     return parsed;
   }
-  const setting: Config['tokenStore'] = /^rediss?:/i.test(from)
+  const setting: TokenStoreConfig = /^rediss?:/i.test(from)
     ? { kind: 'redis', url: from }
     : { kind: 'file', path: path.resolve(options.cwd, from) };
   const source = openTokenStore(setting, options.config.redis, { onWarning: () => undefined });
@@ -137,9 +151,17 @@ async function withStore<T>(
   config: Config,
   given: TokenStore | undefined,
   fn: (store: TokenStore) => Promise<T>,
+  accountId?: string,
 ): Promise<T> {
+  const account = accountNamed(config, accountId);
   const opened: OpenedTokenStore | undefined =
-    given === undefined ? openTokenStore(config.tokenStore, config.redis, { onWarning: () => undefined }) : undefined;
+    given === undefined
+      ? openTokenStore(
+          account.tokenStore,
+          { ...config.redis, prefix: account.redisPrefix },
+          { onWarning: () => undefined },
+        )
+      : undefined;
   try {
     return await fn(given ?? (opened as OpenedTokenStore).store);
   } finally {
@@ -147,8 +169,8 @@ async function withStore<T>(
   }
 }
 
-function requireOAuth(config: Config, command: string): void {
-  if (config.credentials.mode !== 'oauth')
+function requireOAuth(config: Config, command: string, accountId?: string): void {
+  if (accountNamed(config, accountId).credentials.mode !== 'oauth')
     throw new ConfigError([
       `${command}: this configuration is key mode (KEAP_API_KEY), which uses no OAuth grant; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET for OAuth mode`,
     ]);

@@ -6,6 +6,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { PaceLimits } from '../pacing/pacer.js';
 import type { LogLevel } from '../observability/log.js';
+import { ACCOUNT_SETTINGS, INHERITED, readAccountsFile, type AccountSettingName } from './accounts-file.js';
 import { Invalid, SETTINGS, type SettingName, type SettingValues } from './settings.js';
 
 // The logger owns its levels; they are re-exported here as the settings' vocabulary.
@@ -29,6 +30,36 @@ export interface KeyCredentials {
 
 export type Credentials = OAuthCredentials | KeyCredentials;
 
+export type TokenStoreConfig = { kind: 'file'; path: string } | { kind: 'redis'; url: string };
+
+export type XmlRpcMode = 'passthrough' | 'translate' | 'fallback';
+
+/** The id of the account the settings themselves configure, served at `/`. */
+export const DEFAULT_ACCOUNT = 'default';
+
+/** One Keap account: what it is served with and how requests reach it. */
+export interface AccountConfig {
+  id: string;
+  credentials: Credentials;
+  tokenStore: TokenStoreConfig;
+  /** Prefix of this account's keys in Redis (the grant and its lock). */
+  redisPrefix: string;
+  /** Keap's limits the proxy paces to (each times `margin`); perSecond 0 turns pacing off. */
+  pacing: PaceLimits;
+  /** GET cache rules (`PATTERN=TTL_SECONDS,...`); empty: no cache. */
+  cacheRules: string;
+  /** How XML-RPC calls are served: passed through to Keap, translated to REST v2, or passed through with translation as the fallback. */
+  xmlrpcMode: XmlRpcMode;
+  /** The Keap app its grant must be for (`ab123.infusionsoft.com`); undefined: any. */
+  app: string | undefined;
+  /** Host names that reach it (besides `/accounts/<id>/`). */
+  hosts: string[];
+  /** A listener port of its own; undefined: none. */
+  port: number | undefined;
+  /** Its share of an OAuth client it shares with other accounts. */
+  weight: number;
+}
+
 export interface Config {
   host: string;
   port: number;
@@ -37,25 +68,26 @@ export interface Config {
   keapApiUrl: URL;
   keapTokenUrl: URL;
   keapAuthorizeUrl: URL;
-  credentials: Credentials;
-  tokenStore: { kind: 'file'; path: string } | { kind: 'redis'; url: string };
+  /**
+   * The Keap accounts served: the one the settings configure (`default`, at `/`) when they
+   * hold credentials, then ACCOUNTS_FILE's, in the file's order.
+   */
+  accounts: AccountConfig[];
+  /** ACCOUNTS_FILE as given; undefined: none. */
+  accountsFile: string | undefined;
+  /** Most accounts whose state is held at once. */
+  activeAccountsMax: number;
   /** Redis the replicas share; `url` undefined: none (pacing per process). */
   redis: { url: string | undefined; prefix: string; lockLeaseMs: number };
   /** Replicas sharing the quota: each paces to limit ÷ replicas while Redis is unreachable. */
   replicas: number;
-  /** How XML-RPC calls are served: passed through to Keap, translated to REST v2, or passed through with translation as the fallback. */
-  xmlrpcMode: 'passthrough' | 'translate' | 'fallback';
   /** Fallback mode: how long translatable calls skip Keap's XML-RPC endpoint after it answered as down. */
   xmlrpcFallbackDownMs: number;
   /** Port of the probes-only listener on all interfaces; 0: none. */
   probePort: number;
   shutdown: { delayMs: number; graceMs: number };
-  /** Keap's limits the proxy paces to (each times `margin`); perSecond 0 turns pacing off. */
-  pacing: PaceLimits;
   /** Longest a request may wait for Keap's rate limit, in all; a client may ask for less. */
   requestDeadlineMs: number;
-  /** GET cache rules (`PATTERN=TTL_SECONDS,...`); empty: no cache. */
-  cacheRules: string;
   cacheMaxBytes: number;
   upstreamTimeoutMs: number;
   maxBodyBytes: number;
@@ -257,49 +289,60 @@ export function loadConfig(input: LoadConfigInput): Config {
     }
   };
   // Every setting on its own, by its entry's parser; a value it refuses is left out.
-  const parsed: Partial<Record<SettingName, unknown>> = {};
-  for (const setting of SETTINGS) {
-    const given = raw(setting.name)?.trim();
-    const value = given === undefined || given === '' ? setting.default : given;
-    try {
-      parsed[setting.name as SettingName] = setting.parse(value, { show: (text) => shown(setting.name, text) });
-    } catch (err) {
-      if (!(err instanceof Invalid)) throw err;
-      problems.push(...err.messages.map((message) => `${setting.name}: ${message}`));
-    }
-  }
-  const v = parsed as Partial<SettingValues>;
+  const v = parseSettings(
+    (name) => raw(name)?.trim(),
+    (message) => problems.push(message),
+  );
 
   // Then what involves several settings at once.
-  const clientId = v.KEAP_CLIENT_ID;
-  const clientSecret = v.KEAP_CLIENT_SECRET;
-  const apiKey = v.KEAP_API_KEY;
-  const seedRefreshToken = v.KEAP_REFRESH_TOKEN;
-  let credentials: Credentials | undefined;
-  if (clientId !== undefined || clientSecret !== undefined) {
-    if (clientId === undefined)
-      problems.push("KEAP_CLIENT_ID: required with KEAP_CLIENT_SECRET; set it to your Keap app's client id");
-    if (clientSecret === undefined)
-      problems.push(
-        "KEAP_CLIENT_SECRET: required with KEAP_CLIENT_ID; set it (or KEAP_CLIENT_SECRET_FILE) to your Keap app's client secret",
-      );
-    if (apiKey !== undefined)
-      problems.push(
-        'KEAP_API_KEY: set together with OAuth client credentials; set either KEAP_CLIENT_ID + KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), not both',
-      );
-    if (clientId !== undefined && clientSecret !== undefined) {
-      credentials = { mode: 'oauth', clientId, clientSecret, redirectUri: v.KEAP_REDIRECT_URI, seedRefreshToken };
+  const accountsFile = v.ACCOUNTS_FILE;
+  const accounts: AccountConfig[] = [];
+  const hasTopCredentials = [v.KEAP_CLIENT_ID, v.KEAP_CLIENT_SECRET, v.KEAP_API_KEY].some((x) => x !== undefined);
+  if (accountsFile === undefined || hasTopCredentials) {
+    const top = accountOf(DEFAULT_ACCOUNT, v, cwd, (message) => problems.push(message), {
+      redisPrefix: v.REDIS_PREFIX ?? 'keap-proxy:',
+      hosts: [],
+      port: undefined,
+      weight: 1,
+    });
+    if (top !== undefined) accounts.push(top);
+  }
+  if (accountsFile !== undefined) {
+    const file = readAccountsFile(accountsFile, cwd, SECRET_NAMES, problems);
+    for (const entry of file?.entries ?? []) {
+      const say = (message: string) => problems.push(`ACCOUNTS_FILE account "${entry.id}": ${message}`);
+      if (entry.id === DEFAULT_ACCOUNT && hasTopCredentials) {
+        say('`default` is the account the settings configure at `/`; give this one another id');
+        continue;
+      }
+      const value = (name: string): string | undefined => {
+        const direct = entry.values.get(name);
+        const fileRef = SECRET_NAMES.includes(name) ? entry.values.get(`${name}_FILE`) : undefined;
+        if (fileRef !== undefined && fileRef !== '') {
+          if (direct !== undefined && direct !== '') say(`${name}: set both ${name} and ${name}_FILE; set only one`);
+          try {
+            return readFileSync(path.resolve(file?.dir ?? cwd, fileRef), 'utf8').trim();
+          } catch (err) {
+            say(
+              `${name}_FILE: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`,
+            );
+            return undefined;
+          }
+        }
+        if (direct !== undefined) return direct;
+        if (name === 'TOKEN_STORE') return defaultStoreOf(entry.id, raw('TOKEN_STORE')?.trim());
+        return INHERITED.has(name as AccountSettingName) ? raw(name)?.trim() : undefined;
+      };
+      const own = parseSettings(value, say, ACCOUNT_SETTINGS);
+      const account = accountOf(entry.id, { ...v, ...pick(own, ACCOUNT_SETTINGS) }, file?.dir ?? cwd, say, {
+        redisPrefix: `${v.REDIS_PREFIX ?? 'keap-proxy:'}accounts:${entry.id}:`,
+        hosts: entry.hosts,
+        port: entry.port,
+        weight: entry.weight,
+      });
+      if (account !== undefined) accounts.push(account);
     }
-  } else if (apiKey !== undefined) {
-    if (seedRefreshToken !== undefined)
-      problems.push(
-        'KEAP_REFRESH_TOKEN: only used in OAuth mode; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET too, or remove it',
-      );
-    credentials = { mode: 'key', apiKey };
-  } else {
-    problems.push(
-      'credentials: none configured; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), or run `npm run demo` to try the proxy against the built-in simulator',
-    );
+    problems.push(...routingProblems(accounts, v));
   }
 
   const { BODY_BUFFER_BUDGET_BYTES: budget, REPLAY_BODY_BYTES: replay, MAX_BODY_BYTES: maxBody } = v;
@@ -308,16 +351,9 @@ export function loadConfig(input: LoadConfigInput): Config {
       'BODY_BUFFER_BUDGET_BYTES: must be at least REPLAY_BODY_BYTES (one replayable body must fit); raise it or lower REPLAY_BODY_BYTES',
     );
 
-  const store = v.TOKEN_STORE;
-  if (store?.kind === 'redis' && store.url === undefined && v.REDIS_URL === undefined && 'REDIS_URL' in v)
-    problems.push(
-      'TOKEN_STORE: `redis` keeps the grant in REDIS_URL, which is not set; set REDIS_URL, or give TOKEN_STORE a redis:// URL or a file path',
-    );
-
-  if (problems.length > 0 || credentials === undefined) throw new ConfigError([...new Set(problems)]);
+  if (problems.length > 0 || accounts.length === 0) throw new ConfigError([...new Set(problems)]);
   // Every setting parsed: nothing was refused.
   const s = v as SettingValues;
-  const mode = credentials.mode;
   return {
     host: s.HOST,
     port: s.PORT,
@@ -325,32 +361,21 @@ export function loadConfig(input: LoadConfigInput): Config {
     keapApiUrl: s.KEAP_API_URL,
     keapTokenUrl: s.KEAP_TOKEN_URL,
     keapAuthorizeUrl: s.KEAP_AUTHORIZE_URL,
-    credentials,
-    tokenStore:
-      s.TOKEN_STORE.kind === 'file'
-        ? { kind: 'file', path: path.resolve(cwd, s.TOKEN_STORE.path) }
-        : { kind: 'redis', url: s.TOKEN_STORE.url ?? (s.REDIS_URL as string) },
+    accounts,
+    accountsFile,
+    activeAccountsMax: s.ACCOUNTS_ACTIVE_MAX,
     redis: {
-      url: s.REDIS_URL ?? (s.TOKEN_STORE.kind === 'redis' ? s.TOKEN_STORE.url : undefined),
+      url:
+        s.REDIS_URL ??
+        accounts.map((a) => (a.tokenStore.kind === 'redis' ? a.tokenStore.url : undefined)).find(Boolean),
       prefix: s.REDIS_PREFIX,
       lockLeaseMs: s.REDIS_LOCK_LEASE_MS,
     },
     replicas: s.REPLICAS,
     probePort: s.PROBE_PORT,
-    xmlrpcMode: s.XMLRPC_MODE,
     xmlrpcFallbackDownMs: s.XMLRPC_FALLBACK_DOWN_MS,
     shutdown: { delayMs: s.SHUTDOWN_DELAY_MS, graceMs: s.SHUTDOWN_GRACE_MS },
-    pacing: {
-      perSecond: s.RATE_LIMIT_PER_SECOND[mode],
-      perMinute: s.RATE_LIMIT_PER_MINUTE[mode],
-      perDay: s.RATE_LIMIT_PER_DAY[mode],
-      tenantPerMinute: s.TENANT_LIMIT_PER_MINUTE,
-      tenantPerDay: s.TENANT_LIMIT_PER_DAY,
-      margin: s.RATE_LIMIT_MARGIN,
-      queueLimit: s.QUEUE_LIMIT,
-    },
     requestDeadlineMs: s.REQUEST_DEADLINE_MS,
-    cacheRules: s.CACHE_RULES,
     cacheMaxBytes: s.CACHE_MAX_BYTES,
     upstreamTimeoutMs: s.UPSTREAM_TIMEOUT_MS,
     maxBodyBytes: s.MAX_BODY_BYTES,
@@ -364,8 +389,181 @@ export function loadConfig(input: LoadConfigInput): Config {
   };
 }
 
+/** Account settings that may be absent (unset optional values are parsed to undefined and kept, but a refused one is absent too). */
+const OPTIONAL_ACCOUNT_SETTINGS = new Set<string>([
+  'KEAP_CLIENT_ID',
+  'KEAP_CLIENT_SECRET',
+  'KEAP_REDIRECT_URI',
+  'KEAP_REFRESH_TOKEN',
+  'KEAP_API_KEY',
+  'KEAP_APP',
+]);
+
+/** Parses `names` (every setting by default) each by its entry's parser; a refused value is left out and said. */
+function parseSettings(
+  raw: (name: string) => string | undefined,
+  say: (message: string) => void,
+  names: readonly string[] = SETTINGS.map((s) => s.name),
+): Partial<SettingValues> {
+  const parsed: Partial<Record<SettingName, unknown>> = {};
+  for (const setting of SETTINGS) {
+    if (!names.includes(setting.name)) continue;
+    const given = raw(setting.name);
+    const value = given === undefined || given === '' ? setting.default : given;
+    try {
+      parsed[setting.name as SettingName] = setting.parse(value, { show: (text) => shown(setting.name, text) });
+    } catch (err) {
+      if (!(err instanceof Invalid)) throw err;
+      for (const message of err.messages) say(`${setting.name}: ${message}`);
+    }
+  }
+  return parsed as Partial<SettingValues>;
+}
+
+function pick(values: Partial<SettingValues>, names: readonly string[]): Partial<SettingValues> {
+  return Object.fromEntries(Object.entries(values).filter(([k]) => names.includes(k)));
+}
+
+/** A file account's grant, when it names no store: beside the process's, in `accounts/<id>.json`; in Redis, under its own keys. */
+function defaultStoreOf(id: string, topStore: string | undefined): string {
+  const store = topStore === undefined || topStore === '' ? './data/tokens.json' : topStore;
+  if (/^(redis|rediss):\/\//i.test(store) || store === 'redis') return store;
+  return path.join(path.dirname(store), 'accounts', `${id}.json`);
+}
+
+/** One account from parsed settings: its credentials (one mode, complete), store, limits and routes. */
+function accountOf(
+  id: string,
+  v: Partial<SettingValues>,
+  cwd: string,
+  say: (message: string) => void,
+  route: Pick<AccountConfig, 'redisPrefix' | 'hosts' | 'port' | 'weight'>,
+): AccountConfig | undefined {
+  const clientId = v.KEAP_CLIENT_ID;
+  const clientSecret = v.KEAP_CLIENT_SECRET;
+  const apiKey = v.KEAP_API_KEY;
+  const seedRefreshToken = v.KEAP_REFRESH_TOKEN;
+  let credentials: Credentials | undefined;
+  if (clientId !== undefined || clientSecret !== undefined) {
+    if (clientId === undefined)
+      say("KEAP_CLIENT_ID: required with KEAP_CLIENT_SECRET; set it to your Keap app's client id");
+    if (clientSecret === undefined)
+      say(
+        "KEAP_CLIENT_SECRET: required with KEAP_CLIENT_ID; set it (or KEAP_CLIENT_SECRET_FILE) to your Keap app's client secret",
+      );
+    if (apiKey !== undefined)
+      say(
+        'KEAP_API_KEY: set together with OAuth client credentials; set either KEAP_CLIENT_ID + KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), not both',
+      );
+    if (clientId !== undefined && clientSecret !== undefined)
+      credentials = { mode: 'oauth', clientId, clientSecret, redirectUri: v.KEAP_REDIRECT_URI, seedRefreshToken };
+  } else if (apiKey !== undefined) {
+    if (seedRefreshToken !== undefined)
+      say('KEAP_REFRESH_TOKEN: only used in OAuth mode; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET too, or remove it');
+    if (v.KEAP_APP !== undefined)
+      say('KEAP_APP: checks the app an OAuth grant is for; a key has no grant: remove it, or use OAuth mode');
+    credentials = { mode: 'key', apiKey };
+  } else {
+    say(
+      id === DEFAULT_ACCOUNT
+        ? 'credentials: none configured; set KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode), or ACCOUNTS_FILE, or run `npm run demo` to try the proxy against the built-in simulator'
+        : 'credentials: none configured; give the account KEAP_CLIENT_ID and KEAP_CLIENT_SECRET (OAuth mode) or KEAP_API_KEY (key mode)',
+    );
+  }
+  const store = v.TOKEN_STORE;
+  if (store?.kind === 'redis' && store.url === undefined && v.REDIS_URL === undefined && 'REDIS_URL' in v)
+    say(
+      'TOKEN_STORE: `redis` keeps the grant in REDIS_URL, which is not set; set REDIS_URL, or give TOKEN_STORE a redis:// URL or a file path',
+    );
+  if (credentials === undefined) return undefined;
+  const s = v as SettingValues;
+  // A value its parser refused is said already; the account is not made.
+  if (ACCOUNT_SETTINGS.some((name) => !(name in v) && !OPTIONAL_ACCOUNT_SETTINGS.has(name))) return undefined;
+  const mode = credentials.mode;
+  return {
+    id,
+    credentials,
+    tokenStore:
+      s.TOKEN_STORE.kind === 'file'
+        ? { kind: 'file', path: path.resolve(cwd, s.TOKEN_STORE.path) }
+        : { kind: 'redis', url: s.TOKEN_STORE.url ?? (s.REDIS_URL as string) },
+    pacing: {
+      perSecond: s.RATE_LIMIT_PER_SECOND[mode],
+      perMinute: s.RATE_LIMIT_PER_MINUTE[mode],
+      perDay: s.RATE_LIMIT_PER_DAY[mode],
+      tenantPerMinute: s.TENANT_LIMIT_PER_MINUTE,
+      tenantPerDay: s.TENANT_LIMIT_PER_DAY,
+      margin: s.RATE_LIMIT_MARGIN,
+      queueLimit: s.QUEUE_LIMIT,
+    },
+    cacheRules: s.CACHE_RULES,
+    xmlrpcMode: s.XMLRPC_MODE,
+    app: s.KEAP_APP,
+    ...route,
+  };
+}
+
+/** Two accounts may not share a host name, a port or a grant file, nor take the proxy's own ports. */
+function routingProblems(accounts: readonly AccountConfig[], v: Partial<SettingValues>): string[] {
+  const problems: string[] = [];
+  const hosts = new Map<string, string>();
+  const ports = new Map<number, string>();
+  const stores = new Map<string, string>();
+  for (const a of accounts) {
+    for (const host of a.hosts) {
+      const other = hosts.get(host);
+      if (other !== undefined)
+        problems.push(`ACCOUNTS_FILE account "${a.id}": hosts: ${host} is account "${other}"'s already`);
+      hosts.set(host, a.id);
+    }
+    if (a.port !== undefined) {
+      const other = ports.get(a.port);
+      if (other !== undefined)
+        problems.push(`ACCOUNTS_FILE account "${a.id}": port: ${a.port} is account "${other}"'s already`);
+      if (a.port === v.PORT || a.port === v.PROBE_PORT)
+        problems.push(`ACCOUNTS_FILE account "${a.id}": port: ${a.port} is the proxy's own (PORT or PROBE_PORT)`);
+      ports.set(a.port, a.id);
+    }
+    if (a.credentials.mode === 'oauth' && a.tokenStore.kind === 'file') {
+      const other = stores.get(a.tokenStore.path);
+      if (other !== undefined)
+        problems.push(
+          `ACCOUNTS_FILE account "${a.id}": TOKEN_STORE: the grant file of account "${other}" too; each account needs its own (Keap rotates the refresh token)`,
+        );
+      stores.set(a.tokenStore.path, a.id);
+    }
+  }
+  return problems;
+}
+
+/** The account a command is for: the one named, or the only one. */
+export function accountNamed(config: Config, id: string | undefined): AccountConfig {
+  if (id !== undefined) {
+    const found = config.accounts.find((a) => a.id === id);
+    if (found === undefined)
+      throw new ConfigError([
+        `--account: no account "${id.slice(0, 64)}"; configured: ${config.accounts
+          .map((a) => a.id)
+          .slice(0, 20)
+          .join(', ')}`,
+      ]);
+    return found;
+  }
+  const only =
+    config.accounts.find((a) => a.id === DEFAULT_ACCOUNT) ??
+    (config.accounts.length === 1 ? config.accounts[0] : undefined);
+  if (only === undefined)
+    throw new ConfigError([
+      `--account: ${config.accounts.length} accounts are configured; name one (${config.accounts
+        .map((a) => a.id)
+        .slice(0, 20)
+        .join(', ')})`,
+    ]);
+  return only;
+}
+
 /** Where the grant is, as a log line or `token status` may show it: a Redis URL without its credentials. */
-export function storeLocation(store: Config['tokenStore']): string {
+export function storeLocation(store: TokenStoreConfig): string {
   return store.kind === 'file' ? store.path : redactedUrl(store.url);
 }
 
@@ -378,21 +576,37 @@ function redactedUrl(value: string): string {
   }
 }
 
+/** What the start-up log line shows of one account, never a secret. */
+function accountSummary(a: AccountConfig, config: Config): Record<string, unknown> {
+  return {
+    mode: a.credentials.mode,
+    tokenStore: a.credentials.mode === 'oauth' ? storeLocation(a.tokenStore) : undefined,
+    seedRefreshToken: a.credentials.mode === 'oauth' ? a.credentials.seedRefreshToken !== undefined : undefined,
+    pacing: a.pacing,
+    cache: a.cacheRules !== '',
+    xmlrpcMode: a.xmlrpcMode,
+    xmlrpcFallbackDownMs: a.xmlrpcMode === 'fallback' ? config.xmlrpcFallbackDownMs : undefined,
+  };
+}
+
 /** What the start-up log line shows: the shape of the configuration, never a secret. */
 export function configSummary(config: Config): Record<string, unknown> {
+  const only = config.accounts.length === 1 ? config.accounts[0] : undefined;
   return {
-    mode: config.credentials.mode,
+    ...(only !== undefined
+      ? accountSummary(only, config)
+      : {
+          accounts: config.accounts.length,
+          accountIds: config.accounts.slice(0, 20).map((a) => a.id),
+          activeAccountsMax: config.activeAccountsMax,
+        }),
+    accountsFile: config.accountsFile,
     listen: `${config.host}:${config.port}`,
     allowedHosts: config.allowedHosts,
     keapApiUrl: config.keapApiUrl.origin + config.keapApiUrl.pathname,
     keapTokenUrl: config.keapTokenUrl.origin + config.keapTokenUrl.pathname,
-    tokenStore: config.credentials.mode === 'oauth' ? storeLocation(config.tokenStore) : undefined,
     redis: config.redis.url !== undefined ? redactedUrl(config.redis.url) : undefined,
-    seedRefreshToken:
-      config.credentials.mode === 'oauth' ? config.credentials.seedRefreshToken !== undefined : undefined,
-    pacing: config.pacing,
     requestDeadlineMs: config.requestDeadlineMs,
-    cache: config.cacheRules !== '',
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     replayBodyBytes: config.replayBodyBytes,
@@ -400,8 +614,6 @@ export function configSummary(config: Config): Record<string, unknown> {
     rateLimitMaxAttempts: config.rateLimitMaxAttempts,
     clientKeys: config.proxyClientKeys.length,
     relayCorsHeaders: config.relayCorsHeaders,
-    xmlrpcMode: config.xmlrpcMode,
-    xmlrpcFallbackDownMs: config.xmlrpcMode === 'fallback' ? config.xmlrpcFallbackDownMs : undefined,
     configFile: config.configFile,
   };
 }

@@ -67,6 +67,19 @@ function text(doc: Doc & { default: string }): Entry<string> {
   return entry(doc, doc.default, (value) => value);
 }
 
+/** A Keap app name, as grant scopes name it: `ab123` becomes `ab123.infusionsoft.com`; or nothing. */
+function keapApp(doc: Doc): Entry<string | undefined> {
+  return entry(doc, '', (value, ctx) => {
+    if (value === '') return undefined;
+    const host = value.toLowerCase();
+    if (!/^[a-z0-9][a-z0-9-]{0,62}(\.[a-z0-9][a-z0-9-]{0,62})*$/.test(host))
+      throw new Invalid(
+        `${ctx.show(value)} is not a Keap app name; give it as \`ab123\` or \`ab123.infusionsoft.com\``,
+      );
+    return host.includes('.') ? host : `${host}.infusionsoft.com`;
+  });
+}
+
 /** Any text, or nothing. */
 function optionalText(doc: Doc): Entry<string | undefined> {
   return entry(doc, '', (value) => (value === '' ? undefined : value));
@@ -283,6 +296,10 @@ const DEFINITIONS = {
     meaning: 'Seed refresh token, used only while the token store holds nothing newer (the store wins).',
     secret: true,
   }),
+  KEAP_APP: keapApp({
+    meaning:
+      'The Keap app (account) the grant must be for, e.g. `ab123` or `ab123.infusionsoft.com`: a grant whose scope names another app (`full|xy987.infusionsoft.com`) is refused, not stored. Empty: any.',
+  }),
   KEAP_API_KEY: optionalText({
     meaning: 'Personal Access Token, Service Account Key or legacy Encrypted Key. Alone: key mode.',
     secret: true,
@@ -291,6 +308,17 @@ const DEFINITIONS = {
     default: './data/tokens.json',
     meaning:
       'Where the OAuth grant is kept: a file (written atomically, mode 0600), or Redis for replicas sharing one grant: `redis://host:port/db`, `rediss://…`, or `redis` to use `REDIS_URL`. See [Replicas](#replicas).',
+  }),
+  ACCOUNTS_FILE: optionalText({
+    meaning:
+      'A JSON file of Keap accounts this proxy serves besides (or instead of) the one the settings above configure: `{ "accounts": { "<id>": { "<SETTING>": "value", … } } }`, each at `/accounts/<id>/` (see [Several accounts](#several-accounts)). Reloaded on SIGHUP.',
+  }),
+  ACCOUNTS_ACTIVE_MAX: wholeNumber({
+    default: 1000,
+    min: 1,
+    max: 1_000_000,
+    meaning:
+      'Most accounts whose state (grant, queue, connections to Redis) is held at once; the least recently used idle one is let go beyond it, and made again on its next request.',
   }),
   REDIS_URL: optionalRedisUrl({
     meaning:

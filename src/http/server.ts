@@ -3,16 +3,10 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { configSummary, isLoopback, type Config } from '../config/config.js';
+import { configSummary, DEFAULT_ACCOUNT, isLoopback, type Config } from '../config/config.js';
 import { createLogger, logWriterOf, type Logger } from '../observability/log.js';
-import { StaticKeySource, type CredentialSource, type Readiness } from '../tokens/credentials.js';
-import { TokenBroker } from '../tokens/token-broker.js';
-import { TokenClient } from '../tokens/token-client.js';
+import type { CredentialSource, Readiness } from '../tokens/credentials.js';
 import type { TokenStore } from '../tokens/token-store.js';
-import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
-import { createHash } from 'node:crypto';
-import { createPacer, type Pacer } from '../pacing/pacer.js';
-import { createSharedPacer } from '../pacing/shared-pacer.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import { createPipeline } from '../pipeline/pipeline.js';
 import { ClientKeys } from '../pipeline/stages.js';
@@ -25,6 +19,8 @@ import { BodyBudget } from './body.js';
 import type { RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
 import { Account } from '../accounts/account.js';
 import { AccountRegistry } from '../accounts/registry.js';
+import { openAccount } from '../accounts/open-account.js';
+import { accountsReadiness } from './readiness.js';
 import { AllowedHosts } from './host-check.js';
 
 export interface ProxyOverrides {
@@ -42,7 +38,9 @@ export interface ProxyOverrides {
 export interface RunningProxy {
   readonly url: string;
   readonly server: http.Server;
+  /** The default account's credential source (the one the settings configure). */
   readonly credentials: CredentialSource;
+  readonly accounts: AccountRegistry;
   readonly logger: Logger;
   /** Stops serving; requests in flight get up to `graceMs` (default 0) to finish first. */
   close(graceMs?: number): Promise<void>;
@@ -62,45 +60,20 @@ export interface ShutdownCounts {
   cut: number;
 }
 
-export interface CredentialParts {
-  credentials: CredentialSource;
-  /** OAuth mode only: the flow behind /oauth/start and /oauth/callback needs the broker itself. */
-  broker: TokenBroker | undefined;
-  client: TokenClient | undefined;
-}
-
-export function createCredentials(
-  config: Config,
-  logger: Logger,
-  store: TokenStore,
-  metrics?: Metrics,
-  now?: () => number,
-): CredentialParts {
-  const c = config.credentials;
-  if (c.mode === 'key')
-    return { credentials: new StaticKeySource(c.apiKey, logger), broker: undefined, client: undefined };
-  const client = new TokenClient({
-    tokenUrl: config.keapTokenUrl,
-    clientId: c.clientId,
-    clientSecret: c.clientSecret,
-    now,
-  });
-  const broker = new TokenBroker({
-    client,
-    store,
-    logger,
-    seedRefreshToken: c.seedRefreshToken,
-    now,
-    onRefresh: (outcome) => metrics?.tokenRefresh(outcome),
-  });
-  return { credentials: broker, broker, client };
-}
-
-export function createOAuthEndpoints(config: Config, logger: Logger, parts: CredentialParts): OAuthEndpoints {
+export function createOAuthEndpoints(config: Config, logger: Logger, account: Account | undefined): OAuthEndpoints {
   const clientKeys = new ClientKeys(config.proxyClientKeys);
-  const c = config.credentials;
-  const { broker, client } = parts;
-  if (c.mode !== 'oauth' || broker === undefined || client === undefined) {
+  const c = account?.parts.config?.credentials;
+  const broker = account?.parts.broker;
+  const client = account?.parts.tokenClient;
+  if (account === undefined) {
+    const unavailable = new HttpError(
+      404,
+      'not_found',
+      'This proxy serves several Keap accounts: authorize each with `keap-proxy auth --account <id>`.',
+    );
+    return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
+  }
+  if (c?.mode !== 'oauth' || broker === undefined || client === undefined) {
     const unavailable = new HttpError(
       404,
       'not_found',
@@ -129,47 +102,26 @@ export function createOAuthEndpoints(config: Config, logger: Logger, parts: Cred
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
-  // Made below, once the store exists; the store's Redis callbacks need the broker it feeds.
-  // eslint-disable-next-line prefer-const
-  let parts: CredentialParts | undefined;
-  // Key mode keeps no grant: no store is opened (and no Redis connection made) for it.
-  const opened: OpenedTokenStore | undefined =
-    overrides.store === undefined && config.credentials.mode === 'oauth'
-      ? openTokenStore(config.tokenStore, config.redis, {
-          onWarning: ({ message, ...fields }) => logger.warn(fields, message),
-          onRedisState: (state, reason) => {
-            if (state === 'down') {
-              logger.warn(
-                { event: 'redis_down', reason },
-                'Redis is unreachable: serving with the access token held; no refresh until Redis is back',
-              );
-              return;
-            }
-            logger.info({ event: 'redis_up' }, 'Redis is reachable');
-            // A Redis that restarted empty must get the live grant back before anyone needs it.
-            parts?.broker
-              ?.writeBackHeldGrant()
-              .catch((err: unknown) =>
-                logger.warn(
-                  { event: 'grant_write_back_failed', err: err instanceof Error ? err.message : String(err) },
-                  'the grant could not be written back to the token store; the next refresh tries again',
-                ),
-              );
-          },
-        })
-      : undefined;
-  const store = overrides.store ?? opened?.store ?? unusedStore;
   const metrics = new Metrics();
   const logWriter = logWriterOf(logger);
   if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);
-  parts = createCredentials(config, logger, store, metrics, overrides.now);
-  const credentials = parts.credentials;
-  const oauth = createOAuthEndpoints(config, logger, parts);
-  const pacer: Pacer = createAccountPacer(config, logger);
-  const accounts = new AccountRegistry([new Account('default', credentials, pacer)]);
+  const accounts = new AccountRegistry(config.accounts, {
+    maxActive: config.activeAccountsMax,
+    logger,
+    open: (spec) =>
+      openAccount(spec, {
+        config,
+        logger,
+        metrics,
+        store: spec.id === DEFAULT_ACCOUNT ? overrides.store : undefined,
+        now: overrides.now,
+      }),
+  });
+  const primary = accounts.primary;
+  const oauth = createOAuthEndpoints(config, logger, primary);
   metrics.onQueueDepth(() => accounts.all().map((a) => ({ tenant: a.label(), depth: a.pacer.depth() })));
   const cache = new GetCache({
-    rules: parseCacheRules(config.cacheRules),
+    rules: parseCacheRules(config.accounts[0]?.cacheRules ?? ''),
     maxBytes: config.cacheMaxBytes,
     relayCorsHeaders: config.relayCorsHeaders,
   });
@@ -195,15 +147,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const refuseHost = hostRefusal(logger);
 
   let stopping = false;
-  const readiness = (): Readiness => {
-    const r = accounts.primary.credentials.readiness();
-    const redisUp = opened?.connected();
-    const details = { ...r.details };
-    if (redisUp !== undefined) details.tokenStore = { kind: 'redis', connected: redisUp };
-    // Shared through Redis, or (Redis away) this replica's share: readiness stays green either way.
-    if (config.redis.url !== undefined) details.pacing = accounts.primary.pacer.mode();
-    return redisUp === undefined && config.redis.url === undefined ? r : { ...r, details };
-  };
+  const readiness = (query: URLSearchParams): Readiness => accountsReadiness(accounts, config, query);
   const probes: Probes = { readiness, stopping: () => stopping };
   const server = http.createServer((req, res) => {
     // A stopping proxy closes each connection after its answer: clients reconnect elsewhere.
@@ -252,20 +196,26 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     // Nothing of a proxy that could not listen may keep running (timers, the queue, sockets).
     server.close();
     probeServer?.close();
-    await Promise.all(accounts.all().map((a) => a.stop()));
-    await opened?.close();
+    await accounts.stop();
     forwarder.close();
     throw err;
   }
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger.info({ event: 'listening', url, mode: credentials.mode }, `keap-proxy listening on ${url}`);
+  logger.info(
+    { event: 'listening', url, mode: primary?.credentials.mode ?? 'accounts' },
+    `keap-proxy listening on ${url}`,
+  );
 
   return {
     url,
     server,
-    credentials,
+    get credentials(): CredentialSource {
+      if (primary === undefined) throw new Error('no default account: this proxy serves ACCOUNTS_FILE accounts only');
+      return primary.credentials;
+    },
+    accounts,
     logger,
     close(graceMs = 0) {
       return shutdown({ delayMs: 0, graceMs }).then(() => undefined);
@@ -290,13 +240,12 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     await closed;
     // Each cut request ends (and is counted) on its response's 'close', a tick after its socket's.
     await pipeline.drained();
-    await Promise.all(accounts.all().map((a) => a.stop()));
+    await accounts.stop();
     forwarder.close();
     if (probeServer !== undefined) {
       probeServer.closeAllConnections();
       await new Promise((resolve) => probeServer.close(resolve));
     }
-    await opened?.close();
     const { requests, cut } = pipeline.counts();
     return { requests, cut };
   }
@@ -333,23 +282,6 @@ function hostRefusal(logger: Logger): (req: http.IncomingMessage, res: http.Serv
   };
 }
 
-/**
- * With REDIS_URL, every replica of one Keap client shares its budgets through Redis: Keap's
- * client limits hold across all the accounts a client serves, so the budget is named by the
- * client id (a key's hash in key mode), never by the secret itself.
- */
-function createAccountPacer(config: Config, logger: Logger): Pacer {
-  if (config.redis.url === undefined) return createPacer(config.pacing, logger);
-  const c = config.credentials;
-  const identity = c.mode === 'oauth' ? `client:${c.clientId}` : `key:${c.apiKey}`;
-  return createSharedPacer(config.pacing, logger, {
-    redis: config.redis.url,
-    prefix: config.redis.prefix,
-    key: createHash('sha256').update(identity).digest('hex').slice(0, 24),
-    replicas: config.replicas,
-  });
-}
-
 function listen(server: http.Server, port: number, host: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -360,16 +292,8 @@ function listen(server: http.Server, port: number, host: string): Promise<void> 
   });
 }
 
-/** Key mode keeps no grant; nothing ever calls this store. */
-const unusedStore: TokenStore = {
-  location: '(none: key mode)',
-  load: () => Promise.resolve(undefined),
-  save: () => Promise.reject(new Error('key mode keeps no grant')),
-  withLock: (fn) => fn(),
-};
-
 interface Probes {
-  readiness(): Readiness;
+  readiness(query: URLSearchParams): Readiness;
   stopping(): boolean;
 }
 
@@ -417,7 +341,8 @@ function answerProbe(req: http.IncomingMessage, res: http.ServerResponse, probes
     });
     return true;
   }
-  const readiness = probes.readiness();
+  const q = url.indexOf('?');
+  const readiness = probes.readiness(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)));
   if (readiness.ready) sendJson(res, 200, { status: 'ready', ...readiness.details });
   else
     sendJson(

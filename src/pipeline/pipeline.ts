@@ -70,11 +70,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const requestLog = new RequestLog(logger);
   const clientKeys = new ClientKeys(config.proxyClientKeys);
   const rateLimitReplays = deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts };
-  const xmlrpcMode = config.xmlrpcMode;
+  // Each account has its own XML-RPC mode: the stages any of them needs are in, each asks the exchange's account.
+  const xmlrpcModes = deps.accounts.xmlrpcModes();
   const translation =
-    xmlrpcMode !== 'passthrough' ? new XmlRpcTranslation(deps.forwarder, rateLimitReplays, deps.metrics) : undefined;
+    xmlrpcModes.has('translate') || xmlrpcModes.has('fallback')
+      ? new XmlRpcTranslation(deps.forwarder, rateLimitReplays, deps.metrics)
+      : undefined;
   const fallback =
-    xmlrpcMode === 'fallback' && translation !== undefined
+    xmlrpcModes.has('fallback') && translation !== undefined
       ? new FallBackToTranslation({
           translation,
           logger,
@@ -106,9 +109,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     injectCredential,
     // Translated XML-RPC calls are answered here, from REST calls that are each paced on their own:
     // every call in translate mode; in fallback mode, those that can be while Keap's XML-RPC is down.
-    ...(xmlrpcMode === 'translate' && translation !== undefined ? [translateXmlRpc(translation)] : []),
+    ...(xmlrpcModes.has('translate') && translation !== undefined ? [translateXmlRpc(translation)] : []),
     ...(fallback !== undefined ? [fallback.whileDown] : []),
-    ...(deps.accounts.all().some((a) => a.pacer.enabled) ? [pace(deps.metrics)] : []),
+    ...(deps.accounts.pacing() ? [pace(deps.metrics)] : []),
     forwardToKeap({
       forwarder: deps.forwarder,
       metrics: deps.metrics,
@@ -223,6 +226,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
     }
     deps.forwarder.finish(ex.req);
+    if (ex.account !== undefined) deps.accounts.released(ex.account);
     if (ex.bodyReserved > 0) deps.bodyBudget.give(ex.bodyReserved);
     ex.bodyReserved = 0;
     ex.bodyStream?.destroy();

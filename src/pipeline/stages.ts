@@ -3,7 +3,8 @@
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Config } from '../config/config.js';
-import type { AccountRegistry } from '../accounts/registry.js';
+import type { Account } from '../accounts/account.js';
+import type { AccountRegistry, NoAccount } from '../accounts/registry.js';
 import { HOP_BY_HOP, parseConnection } from '../upstream/forwarder.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type GetCache, serveCached } from '../cache/get-cache.js';
@@ -114,15 +115,31 @@ export function hasDotSegment(url: string, end: number): boolean {
 
 /** Which Keap account the request is for: everything per account is reached through it from here on. */
 export function resolveAccount(registry: AccountRegistry): Stage {
+  const held = (ex: Exchange, account: Account): undefined => {
+    ex.account = account;
+    account.inFlight += 1;
+    return undefined;
+  };
   return (ex) => {
-    ex.account = registry.resolve(ex.req);
-    if (ex.account === undefined)
-      throw new HttpError(
+    const found = registry.resolve(ex.req);
+    if (found instanceof Promise) return found.then((account) => held(ex, account));
+    if ('kind' in found) throw noAccount(found);
+    return held(ex, found);
+  };
+}
+
+function noAccount(why: NoAccount): HttpError {
+  return why.kind === 'unknown'
+    ? new HttpError(
         404,
         'unknown_account',
-        'No Keap account is configured for this address; check the base URL.',
+        `No Keap account "${why.id.slice(0, 64)}" is configured here; check the account id in the base URL (/accounts/<id>/...).`,
+      )
+    : new HttpError(
+        404,
+        'unknown_account',
+        "This proxy serves several Keap accounts and this request names none: use the base URL /accounts/<id>/ (or an account's own host name or port).",
       );
-  };
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;

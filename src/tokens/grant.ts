@@ -31,3 +31,24 @@ export function isGrant(value: unknown): value is Grant {
     typeof g.refreshIssuedAt === 'number'
   );
 }
+
+/** A grant whose scope names another Keap app than the account's (KEAP_APP): it is refused, never stored. */
+export class GrantForAnotherApp extends Error {
+  readonly code = 'grant_for_another_app';
+  constructor(
+    readonly expected: string,
+    readonly got: string | undefined,
+  ) {
+    super(
+      `the grant is for Keap app ${got ?? '(none named)'}, but this account is ${expected} (KEAP_APP); sign in to ${expected} and authorize again`,
+    );
+    this.name = 'GrantForAnotherApp';
+  }
+}
+
+/** Throws GrantForAnotherApp unless `grant` is for `app` (or no app is required). */
+export function checkGrantApp(grant: Pick<Grant, 'scope'>, app: string | undefined): void {
+  if (app === undefined) return;
+  const got = tenantOf(grant)?.toLowerCase();
+  if (got !== app) throw new GrantForAnotherApp(app, got);
+}

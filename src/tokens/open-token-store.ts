@@ -1,7 +1,7 @@
 // The token store a configuration names: a file, or Redis shared by replicas. Built here
 // for the server and for the commands that read or write the grant, so all agree.
 import { Redis } from 'ioredis';
-import type { Config } from '../config/config.js';
+import type { Config, TokenStoreConfig } from '../config/config.js';
 import { FileTokenStore, type TokenStore, type TokenStoreWarning } from './token-store.js';
 import { RECOMMENDED_REDIS_OPTIONS, RedisTokenStore, type RedisTokenStoreWarning } from './redis-token-store.js';
 
@@ -22,7 +22,7 @@ export interface OpenOptions {
 }
 
 export function openTokenStore(
-  setting: Config['tokenStore'],
+  setting: TokenStoreConfig,
   redisSettings: Pick<Config['redis'], 'prefix' | 'lockLeaseMs'>,
   options: OpenOptions,
 ): OpenedTokenStore {

@@ -6,7 +6,7 @@
 // unless our own clock says the token expired; and every new grant is stored durably
 // before any request sees its access token.
 import type { Logger } from '../observability/log.js';
-import { tenantOf, type Grant } from './grant.js';
+import { checkGrantApp, tenantOf, type Grant } from './grant.js';
 import type { TokenStore } from './token-store.js';
 import { TokenEndpointError, type TokenClient } from './token-client.js';
 import { NoCredential, type Credential, type CredentialSource, type Readiness } from './credentials.js';
@@ -17,6 +17,8 @@ export interface TokenBrokerOptions {
   logger: Logger;
   /** Used only while the store holds nothing: the store wins. */
   seedRefreshToken: string | undefined;
+  /** The Keap app grants must be for (KEAP_APP); a grant for another is refused, never stored. */
+  app?: string | undefined;
   now?: () => number;
   /** While no usable grant is held, the store is re-read this often: `keap-proxy auth` or another replica may put one there. */
   storePollMs?: number;
@@ -206,6 +208,7 @@ export class TokenBroker implements CredentialSource {
 
   /** A grant obtained by authorization (callback or `keap-proxy auth`): stored, then used. */
   async adoptGrant(grant: Grant): Promise<void> {
+    checkGrantApp(grant, this.options.app);
     await this.options.store.withLock(() => this.options.store.save(grant));
     this.useGrant(grant);
     this.options.logger.info({ event: 'grant_adopted', tenant: tenantOf(grant) }, 'new grant stored and in use');

@@ -117,13 +117,13 @@ export class FallBackToTranslation {
    * counts as down, a call that can be translated is, without trying XML-RPC.
    */
   readonly whileDown: Stage = (ex) => {
-    if (!ex.xmlrpc || !this.translation.translates(ex.xmlrpcMethod)) return;
+    if (!ex.xmlrpc || !fallingBack(ex) || !this.translation.translates(ex.xmlrpcMethod)) return;
     if (!accountOf(ex).xmlrpcEndpoint.skipping(this.now())) return;
     return this.translation.answer(ex);
   };
 
   /** Response side, outside every handler that replays: Keap's XML-RPC answer, judged. */
-  readonly onAnswer: ResponseHandler = (ex, res) => (ex.xmlrpc ? this.judge(ex, res) : res);
+  readonly onAnswer: ResponseHandler = (ex, res) => (ex.xmlrpc && fallingBack(ex) ? this.judge(ex, res) : res);
 
   /**
    * Around the response side: a timeout or a lost connection to Keap's XML-RPC endpoint
@@ -132,7 +132,7 @@ export class FallBackToTranslation {
   orOnFailure(stage: Stage): Stage {
     return (ex) => {
       const out = stage(ex);
-      if (!ex.xmlrpc || !(out instanceof Promise)) return out;
+      if (!ex.xmlrpc || !fallingBack(ex) || !(out instanceof Promise)) return out;
       return out.catch((err: unknown) => this.afterFailure(ex, err));
     };
   }
@@ -218,3 +218,8 @@ export class FallBackToTranslation {
 }
 
 function ignore(): void {}
+
+/** Whether the exchange's account serves XML-RPC with translation as the fallback. */
+function fallingBack(ex: Exchange): boolean {
+  return accountOf(ex).xmlrpcMode === 'fallback';
+}

@@ -73,5 +73,6 @@ export class XmlRpcTranslation {
 
 /** XMLRPC_MODE=translate: every XML-RPC call is answered here, by translation or a fault. */
 export function translateXmlRpc(translation: XmlRpcTranslation): Stage {
-  return (ex) => (ex.xmlrpc && ex.body !== undefined ? translation.answer(ex) : undefined);
+  return (ex) =>
+    ex.xmlrpc && ex.body !== undefined && accountOf(ex).xmlrpcMode === 'translate' ? translation.answer(ex) : undefined;
 }
