@@ -22,8 +22,11 @@ export interface CliInput {
   stdin?: () => Promise<string>;
   /** Standard input as a stream, for `xmlrpc report` reading a log piped in. */
   stdinStream?: () => Readable;
-  /** Runs the proxy until it is stopped (the process's signals are src/cli/cli.ts's business). */
-  serve: (config: Config) => Promise<void>;
+  /**
+   * Runs the proxy until it is stopped (the process's signals are src/cli/cli.ts's business);
+   * `reread` reads the configuration again, from the same sources, for a reload.
+   */
+  serve: (config: Config, reread: () => Config) => Promise<void>;
 }
 
 /** Runs one command; resolves to its exit code, or to undefined for a proxy that is now serving. */
@@ -48,7 +51,13 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
     config = loadConfig({ env: input.env, configFile: command.configFile, cwd: input.cwd });
     switch (command.kind) {
       case 'serve':
-        await input.serve(config);
+        await input.serve(config, () =>
+          loadConfig({
+            env: input.env,
+            configFile: command.kind === 'serve' ? command.configFile : undefined,
+            cwd: input.cwd,
+          }),
+        );
         return undefined;
       case 'auth':
         await runAuth({ config, out: stdout, code: command.code, state: command.state, timeoutMs: command.timeoutMs });

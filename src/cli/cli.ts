@@ -5,9 +5,10 @@ import { runCli } from './cli-run.js';
 import { startProxy } from '../http/server.js';
 import { createLogDestination, createLogger } from '../observability/log.js';
 import { installLastResortGuard } from '../observability/last-resort.js';
+import { reloadOnSignal } from './reload-on-signal.js';
 import { stopOnSignal } from './stop-on-signal.js';
 
-async function serve(config: Config): Promise<void> {
+async function serve(config: Config, reread: () => Config): Promise<void> {
   const destination = createLogDestination();
   // Lines still waiting for their batch when the process exits (a crash, an exit()) are written on the way out.
   process.once('exit', () => destination.flushSync());
@@ -15,6 +16,7 @@ async function serve(config: Config): Promise<void> {
   installLastResortGuard(process, logger);
   const running = await startProxy(config, { logger });
   stopOnSignal(process, running, config.shutdown, (code) => process.exit(code));
+  reloadOnSignal(process, running, reread);
 }
 
 void runCli({

@@ -42,6 +42,12 @@ export interface RunningProxy {
   readonly credentials: CredentialSource;
   readonly accounts: AccountRegistry;
   readonly logger: Logger;
+  /**
+   * Serves the accounts of a configuration read again (SIGHUP): added ones from now on,
+   * removed or changed ones let go after their requests in flight. Process-wide settings and
+   * account ports keep their values until the next start.
+   */
+  reloadAccounts(next: Config): { added: string[]; removed: string[]; changed: string[] };
   /** Stops serving; requests in flight get up to `graceMs` (default 0) to finish first. */
   close(graceMs?: number): Promise<void>;
   /**
@@ -143,13 +149,15 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     rateLimitReplays: overrides.rateLimitReplays,
     now: overrides.now,
   });
-  const allowedHosts = new AllowedHosts(config.allowedHosts);
+  // An account's own host names are addressed on purpose: they are allowed like ALLOWED_HOSTS.
+  const hostsOf = (c: Config): string[] => [...c.allowedHosts, ...c.accounts.flatMap((a) => a.hosts)];
+  let allowedHosts = new AllowedHosts(hostsOf(config));
   const refuseHost = hostRefusal(logger);
 
   let stopping = false;
   const readiness = (query: URLSearchParams): Readiness => accountsReadiness(accounts, config, query);
   const probes: Probes = { readiness, stopping: () => stopping };
-  const server = http.createServer((req, res) => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     // A stopping proxy closes each connection after its answer: clients reconnect elsewhere.
     if (stopping) res.shouldKeepAlive = false;
     // Before everything, local endpoints included: a DNS-rebinding page must reach nothing.
@@ -159,7 +167,11 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     }
     if (serveLocal(req, res, probes, oauth, metrics)) return;
     pipeline.handle(req, res);
-  });
+  };
+  const server = http.createServer(handle);
+  // A listener per account that has a port of its own, for legacy apps whose base URL cannot
+  // carry a path: the registry knows the account by the port a request came in on.
+  const accountServers = accounts.ports().map((port) => ({ port, server: http.createServer(handle) }));
   // The kubelet probes the pod's address, which a loopback listener never sees: this one
   // listens on all interfaces and answers the probes alone (they show no secret).
   const probeServer =
@@ -170,15 +182,17 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
             sendJson(res, 404, { error: 'not_found', message: 'This port answers /healthz and /readyz only.' });
         })
       : undefined;
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, logger));
-  // CONNECT would tunnel to any host: refused, never forwarded.
-  server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-    logger.warn({ event: 'connect_refused', target: String(req.url).slice(0, 100) }, 'CONNECT refused');
-    writeRaw(socket, 405, {
-      error: 'method_not_allowed',
-      message: 'CONNECT is not supported: this proxy forwards only to the configured Keap API.',
+  for (const listener of [server, ...accountServers.map((a) => a.server)]) {
+    listener.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, logger));
+    // CONNECT would tunnel to any host: refused, never forwarded.
+    listener.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
+      logger.warn({ event: 'connect_refused', target: String(req.url).slice(0, 100) }, 'CONNECT refused');
+      writeRaw(socket, 405, {
+        error: 'method_not_allowed',
+        message: 'CONNECT is not supported: this proxy forwards only to the configured Keap API.',
+      });
     });
-  });
+  }
 
   logger.info({ event: 'starting', config: configSummary(config) }, 'keap-proxy starting');
   if (!isLoopback(config.host) && config.proxyClientKeys.length === 0) {
@@ -191,10 +205,12 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   await Promise.all(accounts.all().map((a) => a.start()));
   try {
     await listen(server, config.port, config.host);
+    for (const a of accountServers) await listen(a.server, a.port, config.host);
     if (probeServer !== undefined) await listen(probeServer, config.probePort, '0.0.0.0');
   } catch (err) {
     // Nothing of a proxy that could not listen may keep running (timers, the queue, sockets).
     server.close();
+    for (const a of accountServers) a.server.close();
     probeServer?.close();
     await accounts.stop();
     forwarder.close();
@@ -217,6 +233,23 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     },
     accounts,
     logger,
+    reloadAccounts(next: Config) {
+      const changes = accounts.reload(next.accounts);
+      allowedHosts = new AllowedHosts(hostsOf(next));
+      const ports = new Set(accounts.ports());
+      const listening = new Set(accountServers.map((a) => a.port));
+      const portsChanged = ports.size !== listening.size || [...ports].some((p) => !listening.has(p));
+      logger.info(
+        { event: 'accounts_reloaded', ...changes, configured: accounts.ids().length },
+        `accounts reloaded: ${changes.added.length} added, ${changes.removed.length} removed, ${changes.changed.length} changed`,
+      );
+      if (portsChanged)
+        logger.warn(
+          { event: 'account_ports_unchanged', ports: [...ports], listening: [...listening] },
+          'account ports take effect at the next start: the listeners stay as they were',
+        );
+      return changes;
+    },
     close(graceMs = 0) {
       return shutdown({ delayMs: 0, graceMs }).then(() => undefined);
     },
@@ -228,15 +261,16 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
     // No new connections; requests in flight get up to graceMs to finish (a deploy should
     // not cut a client off mid-answer), then whatever is left is cut.
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections();
+    const listeners = [server, ...accountServers.map((a) => a.server)];
+    const closed = Promise.all(listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
+    for (const l of listeners) l.closeIdleConnections();
     if (graceMs > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([pipeline.drained(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
       clearTimeout(timer);
     }
     pipeline.cutting();
-    server.closeAllConnections();
+    for (const l of listeners) l.closeAllConnections();
     await closed;
     // Each cut request ends (and is counted) on its response's 'close', a tick after its socket's.
     await pipeline.drained();

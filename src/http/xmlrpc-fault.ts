@@ -20,6 +20,8 @@ const KEAP_FAULTS: Record<string, FaultKind> = {
   // Keap: "Failed to parse XML-RPC request: ..." with code 0 and no tag.
   malformed_xmlrpc: { code: 0, tag: undefined },
   reauthorization_required: { code: 1, tag: 'InvalidConfig' },
+  // The app's base URL names no account this proxy serves: its configuration is wrong.
+  unknown_account: { code: 1, tag: 'InvalidConfig' },
 };
 const UNEXPECTED: FaultKind = { code: 3, tag: 'Unexpected' };
 

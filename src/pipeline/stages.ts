@@ -123,9 +123,22 @@ export function resolveAccount(registry: AccountRegistry): Stage {
   return (ex) => {
     const found = registry.resolve(ex.req);
     if (found instanceof Promise) return found.then((account) => held(ex, account));
-    if ('kind' in found) throw noAccount(found);
+    if ('kind' in found) {
+      // An XML-RPC app reads faults, not JSON, even from a base URL that names no account.
+      ex.xmlrpc = ex.req.method === 'POST' && XMLRPC_PATHS.has(xmlrpcPathOf(ex.req.url ?? '/'));
+      throw noAccount(found);
+    }
     return held(ex, found);
   };
+}
+
+/** The path without query, trailing slash or an `/accounts/<id>` prefix: what routeXmlRpc compares. */
+function xmlrpcPathOf(url: string): string {
+  const q = url.indexOf('?');
+  let pathname = q < 0 ? url : url.slice(0, q);
+  const prefixed = /^\/accounts\/[^/]*(\/.*)?$/.exec(pathname);
+  if (prefixed) pathname = prefixed[1] ?? '/';
+  return pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
 }
 
 function noAccount(why: NoAccount): HttpError {
