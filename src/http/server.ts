@@ -20,6 +20,7 @@ import type { RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.j
 import { Account } from '../accounts/account.js';
 import { AccountRegistry } from '../accounts/registry.js';
 import { openAccount } from '../accounts/open-account.js';
+import { ClientPacers } from '../accounts/client-pacers.js';
 import { accountsReadiness } from './readiness.js';
 import { AllowedHosts } from './host-check.js';
 
@@ -111,6 +112,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const metrics = new Metrics();
   const logWriter = logWriterOf(logger);
   if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);
+  const clientPacers = new ClientPacers(config, logger);
   const accounts = new AccountRegistry(config.accounts, {
     maxActive: config.activeAccountsMax,
     logger,
@@ -121,6 +123,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
         metrics,
         store: spec.id === DEFAULT_ACCOUNT ? overrides.store : undefined,
         now: overrides.now,
+        pacer: clientPacers.pacerFor(spec),
       }),
   });
   const primary = accounts.primary;
@@ -213,6 +216,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     for (const a of accountServers) a.server.close();
     probeServer?.close();
     await accounts.stop();
+    await clientPacers.stop();
     forwarder.close();
     throw err;
   }
@@ -234,6 +238,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     accounts,
     logger,
     reloadAccounts(next: Config) {
+      clientPacers.configure(next.accounts);
       const changes = accounts.reload(next.accounts);
       allowedHosts = new AllowedHosts(hostsOf(next));
       const ports = new Set(accounts.ports());
@@ -275,6 +280,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     // Each cut request ends (and is counted) on its response's 'close', a tick after its socket's.
     await pipeline.drained();
     await accounts.stop();
+    await clientPacers.stop();
     forwarder.close();
     if (probeServer !== undefined) {
       probeServer.closeAllConnections();
