@@ -3,7 +3,9 @@
 // the file gets at start, per-account readiness, accounts made on first use and let go
 // beyond ACCOUNTS_ACTIVE_MAX, and a reload that drains what it removes.
 import { describe, it, expect, afterEach } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { readAccountsFile } from '../src/config/accounts-file.js';
+import { SETTINGS } from '../src/config/settings.js';
 import net from 'node:net';
 import path from 'node:path';
 import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
@@ -197,6 +199,22 @@ describe('ACCOUNTS_FILE is checked at start', () => {
     expect(() => loadConfig({ env: { ACCOUNTS_FILE: 'missing.json' }, cwd: dir })).toThrow(
       /ACCOUNTS_FILE: cannot read "missing.json" \(ENOENT\)/,
     );
+  });
+
+  it("README's example (config/accounts.example.json) has the shape the proxy reads", () => {
+    const problems: string[] = [];
+    const repo = path.resolve(import.meta.dirname, '..');
+    const secrets = SETTINGS.filter((x) => x.secret).map((x) => x.name);
+    const file = readAccountsFile('config/accounts.example.json', repo, secrets, problems);
+    expect(problems).toEqual([]);
+    expect(file?.entries.map((e) => [e.id, e.weight, e.port, e.hosts])).toEqual([
+      ['acme', 2, undefined, []],
+      ['globex', 1, undefined, []],
+      ['legacy', 1, 8081, ['crm.legacy.example']],
+    ]);
+    // README shows the same accounts.
+    const readme = readFileSync(path.join(repo, 'README.md'), 'utf8');
+    for (const id of ['"acme":', '"globex":', '"legacy":']) expect(readme).toContain(id);
   });
 
   it('an account inherits limits and modes, never credentials; each OAuth account gets its own grant file', () => {
