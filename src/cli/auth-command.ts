@@ -7,7 +7,14 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { accountNamed, ConfigError, storeLocation, type Config, type OAuthCredentials } from '../config/config.js';
+import {
+  accountNamed,
+  ConfigError,
+  DEFAULT_ACCOUNT,
+  storeLocation,
+  type Config,
+  type OAuthCredentials,
+} from '../config/config.js';
 import type { Grant } from '../tokens/grant.js';
 import { checkGrantApp, tenantOf } from '../tokens/grant.js';
 import { HttpError } from '../http/http-error.js';
@@ -62,8 +69,12 @@ export async function runAuth(options: AuthOptions): Promise<AuthResult> {
   const account = accountNamed(config, options.account);
   const redirectUri = credentials.redirectUri;
   if (redirectUri === undefined) {
+    const where =
+      account.id !== DEFAULT_ACCOUNT
+        ? ` (for account "${account.id}": in its ACCOUNTS_FILE entry, or in the settings for every account)`
+        : '';
     throw new ConfigError([
-      'KEAP_REDIRECT_URI: required by `keap-proxy auth`; set it to the redirect URI registered for your Keap app, e.g. http://127.0.0.1:8765/callback',
+      `KEAP_REDIRECT_URI: required by \`keap-proxy auth\`; set it${where} to the redirect URI registered for your Keap app, e.g. http://127.0.0.1:8765/callback`,
     ]);
   }
   const opened =
@@ -90,6 +101,9 @@ async function authorize(
   store: TokenStore,
 ): Promise<AuthResult> {
   const { config, out } = options;
+  const account = accountNamed(config, options.account);
+  // How to run this command again, for this account: every hint below names it.
+  const again = options.account !== undefined ? `keap-proxy auth --account ${account.id}` : 'keap-proxy auth';
   const pending = new PendingState(pendingStateFile(config, options.account), options.now ?? Date.now);
   const states = new StateTable({ max: 1, now: options.now });
   const flow = new OAuthFlow({
@@ -103,18 +117,18 @@ async function authorize(
     }),
     keep: (grant) => {
       // A grant for another Keap app than the account's is refused before it is stored.
-      checkGrantApp(grant, accountNamed(options.config, options.account).app);
+      checkGrantApp(grant, account.app);
       return store.withLock(() => store.save(grant));
     },
     states,
-    restartHint: 'run `keap-proxy auth` again',
+    restartHint: `run \`${again}\` again`,
   });
 
   let grant: Grant;
   if (options.code !== undefined) {
     if (options.state !== undefined && !(await pending.consume(options.state))) {
       throw new AuthError(
-        '--state does not match the state of the authorize URL `keap-proxy auth` printed last (or that was more than 10 minutes ago): run `keap-proxy auth` again and use the code and state of the redirect that follows it.',
+        `--state does not match the state of the authorize URL \`${again}\` printed last (or that was more than 10 minutes ago): run \`${again}\` again and use the code and state of the redirect that follows it.`,
       );
     }
     const previous = await store.load().catch(() => undefined);
@@ -129,7 +143,7 @@ async function authorize(
       out.write(
         `KEAP_REDIRECT_URI (${redirectUri}) is not plain http, so this command cannot receive the callback itself.\n` +
           `After you log in, Keap redirects the browser there; copy the code and state from the address bar and run:\n\n` +
-          `  keap-proxy auth --code CODE --state STATE\n\nwithin ${STATE_TTL_MS / 60_000} minutes.\n`,
+          `  ${again} --code CODE --state STATE\n\nwithin ${STATE_TTL_MS / 60_000} minutes.\n`,
       );
       return { outcome: 'pending', authorizeUrl: url.href };
     }
@@ -159,9 +173,9 @@ async function authorize(
 function pendingStateFile(config: Config, account?: string): string {
   const store = accountNamed(config, account).tokenStore;
   if (store.kind === 'file') return `${store.path}.oauth-state`;
-  // One file per Redis store (its location carries no password), private to this user.
+  // One file per Redis store and account (its location carries no password), private to this user.
   const id = createHash('sha256')
-    .update(`${storeLocation(store)} ${config.redis.prefix}`)
+    .update(`${storeLocation(store)} ${accountNamed(config, account).redisPrefix}`)
     .digest('hex')
     .slice(0, 16);
   return path.join(tmpdir(), `keap-proxy-${process.getuid?.() ?? 'user'}`, `${id}.oauth-state`);

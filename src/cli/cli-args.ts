@@ -9,13 +9,20 @@ export type Command =
   | {
       kind: 'auth';
       configFile: string | undefined;
+      account: string | undefined;
       code: string | undefined;
       state: string | undefined;
       timeoutMs: number | undefined;
     }
-  | { kind: 'token-status'; configFile: string | undefined; json: boolean }
-  | { kind: 'token-export'; configFile: string | undefined; out: string | undefined }
-  | { kind: 'token-import'; configFile: string | undefined; from: string; force: boolean }
+  | { kind: 'token-status'; configFile: string | undefined; account: string | undefined; json: boolean }
+  | { kind: 'token-export'; configFile: string | undefined; account: string | undefined; out: string | undefined }
+  | {
+      kind: 'token-import';
+      configFile: string | undefined;
+      account: string | undefined;
+      from: string;
+      force: boolean;
+    }
   | { kind: 'xmlrpc-report'; logs: string[]; json: boolean };
 
 export class UsageError extends Error {
@@ -29,14 +36,16 @@ type Kind = Exclude<Command['kind'], 'help'>;
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 const CONFIG = { config: { type: 'string' } } as const satisfies Options;
+/** The commands that act on one account's grant take --account (needed when several are configured). */
+const ACCOUNT = { account: { type: 'string' } } as const satisfies Options;
 
 /** Each command's options; every command takes --config. */
 const OPTIONS = {
   serve: { ...CONFIG },
-  auth: { ...CONFIG, code: { type: 'string' }, state: { type: 'string' }, timeout: { type: 'string' } },
-  'token-status': { ...CONFIG, json: { type: 'boolean' } },
-  'token-export': { ...CONFIG, out: { type: 'string' } },
-  'token-import': { ...CONFIG, from: { type: 'string' }, force: { type: 'boolean' } },
+  auth: { ...CONFIG, ...ACCOUNT, code: { type: 'string' }, state: { type: 'string' }, timeout: { type: 'string' } },
+  'token-status': { ...CONFIG, ...ACCOUNT, json: { type: 'boolean' } },
+  'token-export': { ...CONFIG, ...ACCOUNT, out: { type: 'string' } },
+  'token-import': { ...CONFIG, ...ACCOUNT, from: { type: 'string' }, force: { type: 'boolean' } },
   // Reads log files, not the configuration.
   'xmlrpc-report': { log: { type: 'string', multiple: true }, json: { type: 'boolean' } },
 } as const satisfies Record<Kind, Options>;
@@ -77,14 +86,19 @@ export function parseArgs(argv: readonly string[]): Command {
       const { values } = strictly(() =>
         parseArgv({ args, options: OPTIONS['token-status'], strict: true, allowPositionals: true }),
       );
-      return { kind, configFile: configFileOf(values.config), json: values.json === true };
+      return {
+        kind,
+        configFile: configFileOf(values.config),
+        account: accountOf(values.account),
+        json: values.json === true,
+      };
     }
     case 'token-export': {
       const { values } = strictly(() =>
         parseArgv({ args, options: OPTIONS['token-export'], strict: true, allowPositionals: true }),
       );
       if (values.out === '') throw new UsageError('--out needs a file name');
-      return { kind, configFile: configFileOf(values.config), out: values.out };
+      return { kind, configFile: configFileOf(values.config), account: accountOf(values.account), out: values.out };
     }
     case 'token-import': {
       const { values } = strictly(() =>
@@ -94,7 +108,13 @@ export function parseArgs(argv: readonly string[]): Command {
         throw new UsageError(
           '--from is required: a token store file, a redis:// URL, or - for the output of `token export` on stdin',
         );
-      return { kind, configFile: configFileOf(values.config), from: values.from, force: values.force === true };
+      return {
+        kind,
+        configFile: configFileOf(values.config),
+        account: accountOf(values.account),
+        from: values.from,
+        force: values.force === true,
+      };
     }
     case 'xmlrpc-report': {
       const { values } = strictly(() =>
@@ -118,13 +138,26 @@ export function parseArgs(argv: readonly string[]): Command {
           throw new UsageError(`--timeout: "${timeout}" is not a whole number of seconds from 1 to 86400`);
         timeoutMs = seconds * 1000;
       }
-      return { kind, configFile: configFileOf(values.config), code, state, timeoutMs };
+      return {
+        kind,
+        configFile: configFileOf(values.config),
+        account: accountOf(values.account),
+        code,
+        state,
+        timeoutMs,
+      };
     }
   }
 }
 
 function configFileOf(value: string | undefined): string | undefined {
   if (value === '') throw new UsageError('--config needs a file name');
+  return value;
+}
+
+/** Which account's grant: checked against the configuration later (config.ts, accountNamed). */
+function accountOf(value: string | undefined): string | undefined {
+  if (value === '') throw new UsageError("--account needs an account id (one of ACCOUNTS_FILE's, or default)");
   return value;
 }
 

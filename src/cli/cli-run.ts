@@ -60,15 +60,23 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
         );
         return undefined;
       case 'auth':
-        await runAuth({ config, out: stdout, code: command.code, state: command.state, timeoutMs: command.timeoutMs });
+        await runAuth({
+          config,
+          out: stdout,
+          account: command.account,
+          code: command.code,
+          state: command.state,
+          timeoutMs: command.timeoutMs,
+        });
         return 0;
       case 'token-status':
-        return await runTokenStatus({ config, out: stdout, json: command.json });
+        return await runTokenStatus({ config, out: stdout, account: command.account, json: command.json });
       case 'token-export':
         return await runTokenExport({
           config,
           out: stdout,
           err: stderr,
+          account: command.account,
           file: command.out,
           cwd: input.cwd ?? process.cwd(),
         });
@@ -76,6 +84,7 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
         return await runTokenImport({
           config,
           out: stdout,
+          account: command.account,
           from: command.from,
           force: command.force,
           cwd: input.cwd ?? process.cwd(),

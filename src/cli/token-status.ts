@@ -1,7 +1,7 @@
 // `keap-proxy token status`: what the stored grant looks like, for a person or a script.
 // Only times, tenant and scope are shown: a token never leaves the store through here.
 import type { Config } from '../config/config.js';
-import { accountNamed, ConfigError } from '../config/config.js';
+import { accountNamed, ConfigError, DEFAULT_ACCOUNT } from '../config/config.js';
 import { tenantOf, type Grant } from '../tokens/grant.js';
 import type { TokenStore } from '../tokens/token-store.js';
 import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
@@ -79,7 +79,8 @@ export function formatDuration(ms: number): string {
   return `${minutes}m`;
 }
 
-export function formatStatus(status: GrantStatus, storePath: string): string {
+export function formatStatus(status: GrantStatus, storePath: string, account?: string): string {
+  const auth = account !== undefined ? `keap-proxy auth --account ${account}` : 'keap-proxy auth';
   const a = status.accessToken;
   const r = status.refreshToken;
   const inMs = a.expiresInSeconds * 1000;
@@ -89,7 +90,7 @@ export function formatStatus(status: GrantStatus, storePath: string): string {
       ? `expired ${a.expiresAt} (${formatDuration(inMs)} ago)`
       : `expires ${a.expiresAt} (in ${formatDuration(inMs)})`;
   const lines = [
-    `Grant in ${storePath}`,
+    account !== undefined ? `Grant of account "${account}" in ${storePath}` : `Grant in ${storePath}`,
     `  tenant:         ${status.tenant ?? '(unknown: scope names no account)'}`,
     `  scope:          ${status.scope || '(none)'}`,
     `  access token:   ${access}`,
@@ -98,11 +99,11 @@ export function formatStatus(status: GrantStatus, storePath: string): string {
   ];
   if (r.condition === 'refresh_soon') {
     lines.push(
-      `WARNING: the refresh token is ${r.age} old; Keap kills it after ${r.lifetimeDays} days. A running proxy renews it with every access-token refresh, so start one (or run \`keap-proxy auth\`) before then.`,
+      `WARNING: the refresh token is ${r.age} old; Keap kills it after ${r.lifetimeDays} days. A running proxy renews it with every access-token refresh, so start one (or run \`${auth}\`) before then.`,
     );
   } else if (r.condition === 'expired') {
     lines.push(
-      `WARNING: the refresh token is older than Keap's ${r.lifetimeDays}-day lifetime and is most likely dead: run \`keap-proxy auth\` to authorize again.`,
+      `WARNING: the refresh token is older than Keap's ${r.lifetimeDays}-day lifetime and is most likely dead: run \`${auth}\` to authorize again.`,
     );
   }
   return lines.join('\n') + '\n';
@@ -110,6 +111,13 @@ export function formatStatus(status: GrantStatus, storePath: string): string {
 
 export const NO_GRANT_MESSAGE =
   'No grant stored. Authorize with `keap-proxy auth`, or open the running proxy\'s /oauth/start (see README, "Authorizing (OAuth)").';
+
+/** NO_GRANT_MESSAGE for an account of ACCOUNTS_FILE: both ways name it. */
+export function noGrantMessage(account: string | undefined): string {
+  return account === undefined
+    ? NO_GRANT_MESSAGE
+    : `No grant stored for account "${account}". Authorize with \`keap-proxy auth --account ${account}\`, or open the running proxy's /oauth/start?account=${account} (see README, "Authorizing (OAuth)").`;
+}
 
 export interface TokenStatusOptions {
   config: Config;
@@ -139,29 +147,37 @@ export async function runTokenStatus(options: TokenStatusOptions): Promise<numbe
         )
       : undefined;
   try {
-    return await printStatus(options, options.store ?? (opened as OpenedTokenStore).store);
+    // The default account goes unnamed, as it did before there were several.
+    const named = account.id !== DEFAULT_ACCOUNT ? account.id : undefined;
+    return await printStatus(options, options.store ?? (opened as OpenedTokenStore).store, named);
   } finally {
     await opened?.close();
   }
 }
 
-async function printStatus(options: TokenStatusOptions, store: TokenStore): Promise<number> {
+async function printStatus(
+  options: TokenStatusOptions,
+  store: TokenStore,
+  account: string | undefined,
+): Promise<number> {
+  const shown = account !== undefined ? { account } : {};
   const { out } = options;
   const grant = await store.load();
   const now = (options.now ?? Date.now)();
   if (grant === undefined) {
     out.write(
       options.json === true
-        ? JSON.stringify({ store: store.location, grant: null, message: NO_GRANT_MESSAGE }, null, 2) + '\n'
-        : `${NO_GRANT_MESSAGE}\nStore: ${store.location}\n`,
+        ? JSON.stringify({ ...shown, store: store.location, grant: null, message: noGrantMessage(account) }, null, 2) +
+            '\n'
+        : `${noGrantMessage(account)}\nStore: ${store.location}\n`,
     );
     return 1;
   }
   const status = describeGrant(grant, now);
   out.write(
     options.json === true
-      ? JSON.stringify({ store: store.location, grant: status }, null, 2) + '\n'
-      : formatStatus(status, store.location),
+      ? JSON.stringify({ ...shown, store: store.location, grant: status }, null, 2) + '\n'
+      : formatStatus(status, store.location, account),
   );
   return 0;
 }

@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { accountNamed, ConfigError, storeLocation, type Config, type TokenStoreConfig } from '../config/config.js';
-import { isGrant, tenantOf, type Grant } from '../tokens/grant.js';
+import { checkGrantApp, GrantForAnotherApp, isGrant, tenantOf, type Grant } from '../tokens/grant.js';
 import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
 import type { TokenStore } from '../tokens/token-store.js';
 import type { Output } from './token-status.js';
@@ -86,6 +86,13 @@ export async function runTokenImport(options: ImportOptions): Promise<number> {
   const { config } = options;
   requireOAuth(config, 'token import', options.account);
   const grant = await readSource(options);
+  // A grant for another Keap app than the account's (KEAP_APP) is refused, as `auth` refuses it.
+  try {
+    checkGrantApp(grant, accountNamed(config, options.account).app);
+  } catch (err) {
+    if (err instanceof GrantForAnotherApp) throw new TransferError(`not imported: ${err.message}`);
+    throw err;
+  }
   return withStore(
     config,
     options.store,

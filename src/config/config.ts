@@ -536,16 +536,15 @@ function routingProblems(accounts: readonly AccountConfig[], v: Partial<SettingV
   return problems;
 }
 
-/** The account a command is for: the one named, or the only one. */
+/** The account a command is for: the one named, or the default (or only) one. */
 export function accountNamed(config: Config, id: string | undefined): AccountConfig {
+  const ids = config.accounts.map((a) => a.id);
+  const listed = ids.length > 20 ? `${ids.slice(0, 20).join(', ')} and ${ids.length - 20} more` : ids.join(', ');
   if (id !== undefined) {
     const found = config.accounts.find((a) => a.id === id);
     if (found === undefined)
       throw new ConfigError([
-        `--account: no account "${id.slice(0, 64)}"; configured: ${config.accounts
-          .map((a) => a.id)
-          .slice(0, 20)
-          .join(', ')}`,
+        `--account: no account "${id.replace(/[^\x20-\x7e]/g, '?').slice(0, 64)}" is configured; name one of: ${listed}`,
       ]);
     return found;
   }
@@ -554,10 +553,7 @@ export function accountNamed(config: Config, id: string | undefined): AccountCon
     (config.accounts.length === 1 ? config.accounts[0] : undefined);
   if (only === undefined)
     throw new ConfigError([
-      `--account: ${config.accounts.length} accounts are configured; name one (${config.accounts
-        .map((a) => a.id)
-        .slice(0, 20)
-        .join(', ')})`,
+      `--account: ${config.accounts.length} accounts are configured (ACCOUNTS_FILE) and none is the default; say which one this command is for with --account <id> (configured: ${listed})`,
     ]);
   return only;
 }

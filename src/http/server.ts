@@ -9,15 +9,12 @@ import type { CredentialSource, Readiness } from '../tokens/credentials.js';
 import type { TokenStore } from '../tokens/token-store.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import { createPipeline } from '../pipeline/pipeline.js';
-import { ClientKeys } from '../pipeline/stages.js';
-import { HttpError, answeredClosing, sendJson } from './http-error.js';
-import { OAuthFlow } from '../oauth/oauth-flow.js';
+import { answeredClosing, sendJson } from './http-error.js';
 import { OAuthEndpoints } from '../oauth/oauth-endpoints.js';
 import { Metrics } from '../observability/metrics.js';
 import { GetCache, parseCacheRules } from '../cache/get-cache.js';
 import { BodyBudget } from './body.js';
 import type { RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
-import { Account } from '../accounts/account.js';
 import { AccountRegistry } from '../accounts/registry.js';
 import { openAccount } from '../accounts/open-account.js';
 import { ClientPacers } from '../accounts/client-pacers.js';
@@ -67,46 +64,6 @@ export interface ShutdownCounts {
   cut: number;
 }
 
-export function createOAuthEndpoints(config: Config, logger: Logger, account: Account | undefined): OAuthEndpoints {
-  const clientKeys = new ClientKeys(config.proxyClientKeys);
-  const c = account?.parts.config?.credentials;
-  const broker = account?.parts.broker;
-  const client = account?.parts.tokenClient;
-  if (account === undefined) {
-    const unavailable = new HttpError(
-      404,
-      'not_found',
-      'This proxy serves several Keap accounts: authorize each with `keap-proxy auth --account <id>`.',
-    );
-    return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
-  }
-  if (c?.mode !== 'oauth' || broker === undefined || client === undefined) {
-    const unavailable = new HttpError(
-      404,
-      'not_found',
-      'OAuth endpoints exist only in OAuth mode (KEAP_CLIENT_ID + KEAP_CLIENT_SECRET); this proxy runs in key mode.',
-    );
-    return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
-  }
-  if (c.redirectUri === undefined) {
-    const unavailable = new HttpError(
-      503,
-      'redirect_uri_not_configured',
-      "Set KEAP_REDIRECT_URI to the redirect URI registered for the Keap app, pointing at this proxy's /oauth/callback, and restart the proxy.",
-    );
-    return new OAuthEndpoints({ flow: undefined, unavailable, clientKeys, logger });
-  }
-  const flow = new OAuthFlow({
-    authorizeUrl: config.keapAuthorizeUrl,
-    clientId: c.clientId,
-    redirectUri: c.redirectUri,
-    client,
-    keep: (grant) => broker.adoptGrant(grant),
-    restartHint: 'open /oauth/start again',
-  });
-  return new OAuthEndpoints({ flow, unavailable: undefined, clientKeys, logger });
-}
-
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
   const metrics = new Metrics();
@@ -127,7 +84,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       }),
   });
   const primary = accounts.primary;
-  const oauth = createOAuthEndpoints(config, logger, primary);
+  const oauth = new OAuthEndpoints({ config, accounts, logger });
   metrics.onQueueDepth(() => accounts.all().map((a) => ({ tenant: a.label(), depth: a.pacer.depth() })));
   const cache = new GetCache({
     rules: parseCacheRules(config.accounts[0]?.cacheRules ?? ''),

@@ -3,7 +3,7 @@
 // into a stored grant. Where the grant goes (the store, or the running broker) is the
 // caller's choice, passed in as `keep`.
 import { randomBytes } from 'node:crypto';
-import type { Grant } from '../tokens/grant.js';
+import { GrantForAnotherApp, type Grant } from '../tokens/grant.js';
 import { HttpError } from '../http/http-error.js';
 import { TokenEndpointError, type TokenClient } from '../tokens/token-client.js';
 
@@ -21,10 +21,14 @@ export interface StateTableOptions {
   now?: () => number;
 }
 
-/** One-use `state` values with an expiry; a bounded number outstanding, so no caller can grow it without limit. */
+/**
+ * One-use `state` values with an expiry; a bounded number outstanding, so no caller can grow it
+ * without limit. Each state is issued for an owner (the account whose flow handed it out; ''
+ * when there is one flow only) and completes that owner's flow alone.
+ */
 export class StateTable {
   // A Map iterates in insertion order, which is also expiry order: the oldest comes first.
-  private readonly states = new Map<string, number>();
+  private readonly states = new Map<string, { expiresAt: number; owner: string }>();
   private readonly ttlMs: number;
   private readonly max: number;
   private readonly now: () => number;
@@ -35,7 +39,7 @@ export class StateTable {
     this.now = options.now ?? Date.now;
   }
 
-  issue(): string {
+  issue(owner = ''): string {
     const now = this.now();
     this.purge(now);
     // Full: the oldest flow loses its state rather than every new one being refused, so a
@@ -46,16 +50,26 @@ export class StateTable {
       this.states.delete(oldest);
     }
     const state = newState();
-    this.states.set(state, now + this.ttlMs);
+    this.states.set(state, { expiresAt: now + this.ttlMs, owner });
     return state;
   }
 
-  /** True once for a state we issued and that has not expired; false ever after. */
-  consume(state: string): boolean {
-    const expiresAt = this.states.get(state);
-    if (expiresAt === undefined) return false;
+  /**
+   * True once for a state we issued for `owner` and that has not expired; false ever after. A
+   * state of another owner is refused and left as it is: it cannot complete this owner's flow,
+   * nor cancel its own.
+   */
+  consume(state: string, owner = ''): boolean {
+    const entry = this.states.get(state);
+    if (entry === undefined || entry.owner !== owner) return false;
     this.states.delete(state);
-    return this.now() < expiresAt;
+    return this.now() < entry.expiresAt;
+  }
+
+  /** Whose flow a live state belongs to; undefined for a state not issued, used or expired. Consumes nothing. */
+  ownerOf(state: string): string | undefined {
+    const entry = this.states.get(state);
+    return entry !== undefined && this.now() < entry.expiresAt ? entry.owner : undefined;
   }
 
   get size(): number {
@@ -63,7 +77,7 @@ export class StateTable {
   }
 
   private purge(now: number): void {
-    for (const [state, expiresAt] of this.states) {
+    for (const [state, { expiresAt }] of this.states) {
       if (expiresAt > now) break;
       this.states.delete(state);
     }
@@ -88,7 +102,10 @@ export interface OAuthFlowOptions {
   client: Pick<TokenClient, 'exchangeCode'>;
   /** Makes the new grant durable (and, in the proxy, current). Resolves once it is. */
   keep: (grant: Grant) => Promise<void>;
+  /** Shared by several flows (one per account), each issuing and taking its own states under `owner`. */
   states?: StateTable;
+  /** The account this flow is for, as its states name it; default ''. */
+  owner?: string;
   /** Told to whoever must start again, e.g. "open /oauth/start again". */
   restartHint: string;
 }
@@ -104,7 +121,7 @@ export class OAuthFlow {
 
   /** A fresh one-use state and the authorize URL that carries it. */
   begin(): { url: URL; state: string } {
-    const state = this.states.issue();
+    const state = this.states.issue(this.options.owner);
     return {
       url: buildAuthorizeUrl(this.options.authorizeUrl, this.options.clientId, this.options.redirectUri, state),
       state,
@@ -122,7 +139,7 @@ export class OAuthFlow {
     // A wrong state is refused before anything else, Keap errors included, so a forged
     // callback can neither plant a code nor cancel a flow in progress.
     if (state !== null || error === null) {
-      if (state === null || !this.states.consume(state)) {
+      if (state === null || !this.states.consume(state, this.options.owner)) {
         throw new HttpError(
           400,
           'invalid_state',
@@ -155,6 +172,9 @@ export class OAuthFlow {
     try {
       await this.options.keep(grant);
     } catch (err) {
+      // Refused before it was stored: the store still holds what it held.
+      if (err instanceof GrantForAnotherApp)
+        throw new HttpError(409, 'grant_for_another_app', `Refused: ${err.message} (nothing was stored).`);
       throw new HttpError(
         500,
         'store_failed',

@@ -244,7 +244,9 @@ export class KeapSimulator {
   private refreshToken: string | undefined;
   /** access token -> expiry (epoch ms). Old tokens stay valid until expiry (Keap documents no revocation). */
   private readonly accessTokens = new Map<string, number>();
-  private readonly codes = new Map<string, { redirectUri: string; expiresAt: number }>();
+  private readonly codes = new Map<string, { redirectUri: string; expiresAt: number; scope: string }>();
+  /** The scope of the grant the live refresh token belongs to (a code can be for another app). */
+  private refreshScope: string;
   private tokenMode: TokenEndpointMode = 'ok';
   private tokenDelayMs = 0;
   private approved = true;
@@ -291,6 +293,7 @@ export class KeapSimulator {
     this.refreshToken = opts.seedRefreshToken ?? SIM_SEED;
     this.tenant = opts.tenant ?? SIM_TENANT_ID;
     this.scope = `full|${this.tenant}.infusionsoft.com`;
+    this.refreshScope = this.scope;
     this.retryAfterOn429 = opts.retryAfterOn429 ?? false;
     this.quota = new QuotaTracker(this.tenant, opts.tenantLimits);
     this.quota.dailyOverride = opts.dailyQuota ?? null;
@@ -325,9 +328,15 @@ export class KeapSimulator {
     return this.refreshToken;
   }
 
-  issueAuthorizationCode(redirectUri: string): string {
+  /**
+   * A code as Keap's authorize page would hand the browser. `tenant` (choice: Keap issues a code
+   * for whichever app the person logged in to; one simulator stands for one app unless told)
+   * makes the grant it exchanges to name another app in its scope (`full|<tenant>.infusionsoft.com`).
+   */
+  issueAuthorizationCode(redirectUri: string, opts: { tenant?: string } = {}): string {
     const code = randomBytes(16).toString('base64url');
-    this.codes.set(code, { redirectUri, expiresAt: Date.now() + CODE_TTL_MS });
+    const scope = opts.tenant === undefined ? this.scope : `full|${opts.tenant}.infusionsoft.com`;
+    this.codes.set(code, { redirectUri, expiresAt: Date.now() + CODE_TTL_MS, scope });
     return code;
   }
 
@@ -525,7 +534,7 @@ export class KeapSimulator {
         return tokenJson(res, 400, { error: 'invalid_grant', error_description: 'Invalid refresh token' });
       }
       this.counters.refreshGrants++;
-      return this.issueTokens(res);
+      return this.issueTokens(res, this.refreshScope);
     }
     if (grant === 'authorization_code') {
       const code = form.get('code') ?? '';
@@ -540,7 +549,7 @@ export class KeapSimulator {
         return tokenJson(res, 400, { error: 'invalid_grant', error_description: 'Redirect URI mismatch' });
       }
       this.counters.codeGrants++;
-      return this.issueTokens(res);
+      return this.issueTokens(res, entry.scope);
     }
     if (!grant) return tokenJson(res, 400, { error: 'invalid_request', error_description: 'Missing grant_type' });
     return tokenJson(res, 400, {
@@ -576,15 +585,16 @@ export class KeapSimulator {
     return id === this.clientId && secret === this.clientSecret;
   }
 
-  private issueTokens(res: ServerResponse): void {
+  private issueTokens(res: ServerResponse, scope: string): void {
     const access = this.issueAccessToken();
     this.refreshToken = randomBytes(24).toString('base64url'); // rotation: the previous one dies now
+    this.refreshScope = scope;
     tokenJson(res, 200, {
       access_token: access,
       token_type: 'bearer',
       expires_in: this.accessTokenTtlSeconds,
       refresh_token: this.refreshToken,
-      scope: this.scope,
+      scope,
     });
   }
 
