@@ -353,6 +353,22 @@ describe('/oauth/start?account=<id> and /oauth/callback', () => {
     expect(b.location.searchParams.get('redirect_uri')).toBe(B_REDIRECT);
   });
 
+  it("/accounts/<id>/oauth/start is that account's own endpoint, never forwarded to Keap", async () => {
+    const h = await proxy();
+    const before = h.sim.counters.apiCalls;
+    const { location, body } = await begin(h, '').catch(() => ({ location: undefined, body: undefined }));
+    expect(location).toBeUndefined();
+    expect(body).toBeUndefined();
+    const r = await send(h.proxy.url, 'GET', '/accounts/b/oauth/start');
+    expect(r.status).toBe(302);
+    expect(r.json()).toMatchObject({ account: 'b' });
+    expect(new URL(String(r.headers.location)).searchParams.get('redirect_uri')).toBe(B_REDIRECT);
+    const bad = await send(h.proxy.url, 'GET', '/accounts/%E0/oauth/start');
+    expect(bad.status).toBe(404);
+    expect(bad.json()).toMatchObject({ error: 'unknown_account' });
+    expect(h.sim.counters.apiCalls).toBe(before);
+  });
+
   it('/oauth/start without a default account, or with an unknown one, answers JSON saying what to pass', async () => {
     const h = await proxy();
     const none = await send(h.proxy.url, 'GET', '/oauth/start');

@@ -97,6 +97,14 @@ export class AccountRegistry {
     return this.pinned ?? { kind: 'none' };
   }
 
+  /** The account a request's port or host name belongs to, if one does (for the local endpoints). */
+  listenerAccount(req: IncomingMessage): string | undefined {
+    const byPort = this.byPort.size > 0 ? this.byPort.get(req.socket.localPort ?? -1) : undefined;
+    if (byPort !== undefined) return byPort;
+    const host = this.byHost.size > 0 ? hostName(req.headers.host) : undefined;
+    return host === undefined ? undefined : this.byHost.get(host);
+  }
+
   /** The account of this id, made and started if need be; undefined when none is configured. */
   get(id: string): Account | Promise<Account> | undefined {
     if (this.pinned !== undefined && this.pinned.id === id) return this.pinned;

@@ -330,7 +330,7 @@ export function loadConfig(input: LoadConfigInput): Config {
           }
         }
         if (direct !== undefined) return direct;
-        if (name === 'TOKEN_STORE') return defaultStoreOf(entry.id, raw('TOKEN_STORE')?.trim());
+        if (name === 'TOKEN_STORE') return defaultStoreOf(entry.id, raw('TOKEN_STORE')?.trim(), cwd);
         return INHERITED.has(name as AccountSettingName) ? raw(name)?.trim() : undefined;
       };
       const own = parseSettings(value, say, ACCOUNT_SETTINGS);
@@ -425,10 +425,11 @@ function pick(values: Partial<SettingValues>, names: readonly string[]): Partial
 }
 
 /** A file account's grant, when it names no store: beside the process's, in `accounts/<id>.json`; in Redis, under its own keys. */
-function defaultStoreOf(id: string, topStore: string | undefined): string {
+function defaultStoreOf(id: string, topStore: string | undefined, cwd: string): string {
   const store = topStore === undefined || topStore === '' ? './data/tokens.json' : topStore;
   if (/^(redis|rediss):\/\//i.test(store) || store === 'redis') return store;
-  return path.join(path.dirname(store), 'accounts', `${id}.json`);
+  // Beside the process's store, wherever the accounts file is: resolved from the working directory as that one is.
+  return path.resolve(cwd, path.dirname(store), 'accounts', `${id}.json`);
 }
 
 /** One account from parsed settings: its credentials (one mode, complete), store, limits and routes. */

@@ -125,6 +125,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       refuseHost(req, res);
       return;
     }
+    routeAccountOAuth(req, accounts);
     if (serveLocal(req, res, probes, oauth, metrics)) return;
     pipeline.handle(req, res);
   };
@@ -292,6 +293,38 @@ function listen(server: http.Server, port: number, host: string): Promise<void> 
 interface Probes {
   readiness(query: URLSearchParams): Readiness;
   stopping(): boolean;
+}
+
+const ACCOUNT_OAUTH = /^\/accounts\/([^/?]+)(\/oauth\/(?:start|callback))(?:\?(.*))?$/;
+
+/**
+ * The authorization endpoints are the proxy's own, never Keap's: `/accounts/<id>/oauth/start`
+ * is `/oauth/start?account=<id>`, and /oauth/start reached on an account's own port or host
+ * name is that account's. Nothing under /oauth/ goes down the pipeline to Keap.
+ */
+function routeAccountOAuth(req: http.IncomingMessage, accounts: AccountRegistry): void {
+  const url = req.url ?? '';
+  const prefixed = url.startsWith('/accounts/') ? ACCOUNT_OAUTH.exec(url) : null;
+  if (prefixed !== null) {
+    let id: string;
+    try {
+      id = decodeURIComponent(prefixed[1] as string);
+    } catch {
+      id = prefixed[1] as string; // not an id any account has: answered as unknown
+    }
+    const query = new URLSearchParams(prefixed[3] ?? '');
+    query.set('account', id);
+    req.url = `${prefixed[2]}?${query.toString()}`;
+    return;
+  }
+  if (!url.startsWith('/oauth/start')) return;
+  const own = accounts.listenerAccount(req);
+  if (own === undefined) return;
+  const q = url.indexOf('?');
+  const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+  if (query.has('account')) return;
+  query.set('account', own);
+  req.url = `${q < 0 ? url : url.slice(0, q)}?${query.toString()}`;
 }
 
 /** Endpoints answered here, never forwarded. */
