@@ -14,7 +14,7 @@ import { HttpError, answeredClosing, sendJson } from './http-error.js';
 import { OAuthFlow } from '../oauth/oauth-flow.js';
 import { OAuthEndpoints } from '../oauth/oauth-endpoints.js';
 import { Metrics } from '../observability/metrics.js';
-import { GetCache, parseCacheRules } from '../cache/get-cache.js';
+import { GetCache } from '../cache/get-cache.js';
 import { BodyBudget } from './body.js';
 import type { RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
 import { Account } from '../accounts/account.js';
@@ -120,8 +120,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const primary = accounts.primary;
   const oauth = createOAuthEndpoints(config, logger, primary);
   metrics.onQueueDepth(() => accounts.all().map((a) => ({ tenant: a.label(), depth: a.pacer.depth() })));
+  // One memory for every account's answers; each account's own rules decide what of its GETs goes in.
   const cache = new GetCache({
-    rules: parseCacheRules(config.accounts[0]?.cacheRules ?? ''),
     maxBytes: config.cacheMaxBytes,
     relayCorsHeaders: config.relayCorsHeaders,
   });

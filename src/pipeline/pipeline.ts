@@ -97,7 +97,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // Only the stages this configuration needs: one that would do nothing still costs a call per request.
     ...(clientKeys.enabled ? [authorizeClient(clientKeys)] : []),
     copyEndToEndHeaders,
-    ...(deps.cache.enabled ? [serveFromCache(deps.cache)] : []),
+    ...(deps.accounts.caching() ? [serveFromCache(deps.cache)] : []),
     addForwardedHeaders,
     bufferBody(config, deps.bodyBudget),
     nameXmlRpcCall,
