@@ -4,6 +4,7 @@
 import { CacheRules } from '../cache/cache-rules.js';
 import type { AccountConfig } from '../config/config.js';
 import { ContactModel } from '../keap/translate/contact-model.js';
+import type { Logger } from '../observability/log.js';
 import type { Pacer } from '../pacing/pacer.js';
 import type { CredentialSource } from '../tokens/credentials.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
@@ -20,6 +21,8 @@ export interface AccountParts {
   storeConnected?: (() => boolean | undefined) | undefined;
   /** Closes what its token store opened. */
   closeStore?: (() => Promise<void>) | undefined;
+  /** Its logger: with `{account: id}` bound for every account but the default one. */
+  logger?: Logger | undefined;
   /** Its CACHE_RULES, compiled; none: nothing of its GETs is cached. */
   cacheRules?: CacheRules | undefined;
 }

@@ -121,6 +121,7 @@ export function openAccount(spec: AccountConfig, deps: AccountDeps): Account {
     storeConnected: opened !== undefined ? () => opened.connected() : undefined,
     closeStore: opened !== undefined ? () => opened.close() : undefined,
     cacheRules: CacheRules.parse(spec.cacheRules),
+    logger,
   });
 }
 

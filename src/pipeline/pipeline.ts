@@ -2,7 +2,7 @@
 // place (`createPipeline`). A stage returns nothing (the request goes on), returns 'done'
 // (it answered the client itself), or throws an HttpError (the request ends with that answer).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Config } from '../config/config.js';
+import { DEFAULT_ACCOUNT, type Config } from '../config/config.js';
 import { RequestLog, type Logger } from '../observability/log.js';
 import type { AccountRegistry } from '../accounts/registry.js';
 import type { Forwarder } from '../upstream/forwarder.js';
@@ -16,7 +16,7 @@ import { HttpError, sendError } from '../http/http-error.js';
 import { answerFor, outcomeOf } from '../http/error-answers.js';
 import { sendXmlRpcFault } from '../http/xmlrpc-fault.js';
 import type { BodyBudget } from '../http/body.js';
-import { bodyUnread, injectCredential, type Exchange, type Stage } from './exchange.js';
+import { bodyUnread, injectCredential, loggerOf, type Exchange, type Stage } from './exchange.js';
 import {
   addForwardedHeaders,
   assignRequestId,
@@ -138,7 +138,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (outcome !== undefined) ex.outcome = outcome;
     if (ex.clientGone) ex.outcome ??= 'client_closed';
     if (outcome === 'unusable_response') {
-      logger.warn(
+      loggerOf(ex, logger).warn(
         {
           event: 'upstream_response_unusable',
           reqId: ex.id,
@@ -154,7 +154,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (rateLimited !== undefined && ex.account !== undefined)
       deps.metrics.rateLimited(ex.account.label(), rateLimited);
     if (err === undefined) {
-      logger.error(
+      loggerOf(ex, logger).error(
         { event: 'internal_error', reqId: ex.id, err: thrown instanceof Error ? thrown.message : String(thrown) },
         'request failed inside the proxy',
       );
@@ -172,7 +172,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       else sendError(ex.res, err, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
     } catch (sendErr) {
       // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
-      logger.error(
+      loggerOf(ex, logger).error(
         { event: 'internal_error', reqId: ex.id, err: sendErr instanceof Error ? sendErr.message : String(sendErr) },
         'an error answer could not be written',
       );
@@ -336,9 +336,11 @@ function logExchange(log: RequestLog, ex: Exchange): void {
   const url = ex.req.url ?? '';
   const q = url.indexOf('?');
   const finished = ex.res.writableFinished;
+  const account = ex.account?.id;
   log.write({
     time: Date.now(),
     reqId: ex.id,
+    account: account === DEFAULT_ACCOUNT ? undefined : account,
     method: ex.req.method ?? '',
     // The query string is left out: legacy clients put keys there.
     path: q < 0 ? url : url.slice(0, q),
