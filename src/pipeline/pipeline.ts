@@ -152,7 +152,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ex.errorCode = err?.code ?? 'internal_error';
     const rateLimited = err !== undefined ? rateLimitOutcome[err.code] : undefined;
     if (rateLimited !== undefined && ex.account !== undefined)
-      deps.metrics.rateLimited(ex.account.label(), rateLimited);
+      deps.metrics.rateLimited(ex.account.id, ex.account.label(), rateLimited);
     if (err === undefined) {
       loggerOf(ex, logger).error(
         { event: 'internal_error', reqId: ex.id, err: thrown instanceof Error ? thrown.message : String(thrown) },

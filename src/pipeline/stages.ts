@@ -395,7 +395,7 @@ export function pace(metrics: Metrics): Stage {
     const account = accountOf(ex);
     const started = performance.now();
     await account.pacer.acquire(ex.deadline, 'new', clientSignal(ex));
-    metrics.queueWait(account.label(), (performance.now() - started) / 1000);
+    metrics.queueWait(account.id, account.label(), (performance.now() - started) / 1000);
   };
   // An account whose pacing is off costs no promise.
   return (ex) => (accountOf(ex).pacer.enabled ? wait(ex) : undefined);

@@ -129,7 +129,7 @@ async function waitAndReplay(
     );
     throw new RateLimitedByKeap(reason, retryAfterSeconds);
   }
-  metrics.rateLimited(account.label(), 'absorbed');
+  metrics.rateLimited(account.id, account.label(), 'absorbed');
   logger.info(
     {
       event: 'rate_limited',
