@@ -111,6 +111,49 @@ describe('FastHistogram writes what prom-client Histogram writes for the same ob
     await expectSameText(p);
   });
 
+  it('two labels, each label set recorded through the series kept for it, and after reset()', async () => {
+    const ours = new FastHistogram(NAME, HELP, ['account', 'tenant'], UPSTREAM_BUCKETS);
+    const oursRegistry = new Registry();
+    oursRegistry.registerMetric(ours as unknown as Metric);
+    const theirsRegistry = new Registry();
+    const theirs = new Histogram({
+      name: NAME,
+      help: HELP,
+      labelNames: ['account', 'tenant'],
+      buckets: [...UPSTREAM_BUCKETS],
+      registers: [theirsRegistry],
+    });
+    const sets = [
+      { account: 'default', tenant: 'acme' },
+      { account: 'a', tenant: 'acme' },
+      { account: 'b', tenant: 'with "quotes"' },
+    ];
+    const kept = sets.map((labels) => ours.series(labels));
+    const next = random(3);
+    const observe = (): void => {
+      for (let i = 0; i < 5_000; i++) {
+        const at = Math.floor(next() * sets.length);
+        const value = -Math.log(1 - next()) * 0.3;
+        ours.record(kept[at] as (typeof kept)[number], value);
+        theirs.observe(sets[at] as (typeof sets)[number], value);
+      }
+    };
+    const same = async (): Promise<string> => {
+      const [a, b] = [await oursRegistry.metrics(), await theirsRegistry.metrics()];
+      expect(a.split('\n')).toEqual(b.split('\n'));
+      return a;
+    };
+    observe();
+    expect(await same()).toContain(`${NAME}_count{account="a",tenant="acme"}`);
+    ours.reset();
+    theirs.reset();
+    expect(await same()).not.toContain(`${NAME}_count`);
+    // A series kept across the reset comes back with its next observation, counted from 0.
+    observe();
+    await same();
+    expect(() => ours.series({ account: 'x' })).toThrow('label tenant is missing');
+  });
+
   it('a value that is not a finite number: prom-client refuses it, FastHistogram skips it', async () => {
     const ours = new FastHistogram(NAME, HELP, 'route', UPSTREAM_BUCKETS);
     const theirs = new Histogram({ name: NAME, help: HELP, labelNames: ['route'], registers: [] });

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { GetCache, parseCacheRules, serveCached, type CacheRule } from '../src/cache/get-cache.js';
+import { CacheRules, GetCache, parseCacheRules, serveCached, type CacheRule } from '../src/cache/get-cache.js';
 
 const TAGS = '/crm/rest/v1/tags';
 const MODEL = '/crm/rest/v1/contacts/model';
@@ -10,6 +10,7 @@ const RULES: CacheRule[] = [
   { pattern: `${TAGS}*`, ttlSeconds: 300 },
   { pattern: MODEL, ttlSeconds: 3600 },
 ];
+const rules = new CacheRules(RULES);
 
 describe('parseCacheRules', () => {
   it('reads exact and prefix patterns with their TTLs', () => {
@@ -51,55 +52,51 @@ describe('parseCacheRules', () => {
   });
 });
 
-describe('GetCache.keyFor', () => {
-  const cache = new GetCache({ rules: RULES, maxBytes: 1_000_000 });
-
+describe('CacheRules.keyFor', () => {
   it('is enabled only with rules', () => {
-    expect(cache.enabled).toBe(true);
-    const off = new GetCache({ rules: [], maxBytes: 1_000_000 });
+    expect(rules.enabled).toBe(true);
+    const off = CacheRules.parse('');
     expect(off.enabled).toBe(false);
+    expect(off).toBe(CacheRules.none);
     expect(off.keyFor('GET', TAGS, 't1', {})).toBeUndefined();
   });
 
   it('keys only GET', () => {
-    expect(cache.keyFor('GET', TAGS, 't1', {})?.ttlMs).toBe(300_000);
+    expect(rules.keyFor('GET', TAGS, 't1', {})?.ttlMs).toBe(300_000);
     for (const m of ['HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'get'])
-      expect(cache.keyFor(m, TAGS, 't1', {})).toBeUndefined();
+      expect(rules.keyFor(m, TAGS, 't1', {})).toBeUndefined();
   });
 
   it('matches an exact pattern on the path only, with or without a query', () => {
-    expect(cache.keyFor('GET', MODEL, 't1', {})?.ttlMs).toBe(3_600_000);
-    expect(cache.keyFor('GET', `${MODEL}?optional_properties=x`, 't1', {})?.ttlMs).toBe(3_600_000);
-    expect(cache.keyFor('GET', `${MODEL}/`, 't1', {})).toBeUndefined();
-    expect(cache.keyFor('GET', `${MODEL}s`, 't1', {})).toBeUndefined();
-    expect(cache.keyFor('GET', '/crm/rest/v1/contacts/mode', 't1', {})).toBeUndefined();
-    expect(cache.keyFor('GET', '/crm/rest/v1/contacts', 't1', {})).toBeUndefined();
+    expect(rules.keyFor('GET', MODEL, 't1', {})?.ttlMs).toBe(3_600_000);
+    expect(rules.keyFor('GET', `${MODEL}?optional_properties=x`, 't1', {})?.ttlMs).toBe(3_600_000);
+    expect(rules.keyFor('GET', `${MODEL}/`, 't1', {})).toBeUndefined();
+    expect(rules.keyFor('GET', `${MODEL}s`, 't1', {})).toBeUndefined();
+    expect(rules.keyFor('GET', '/crm/rest/v1/contacts/mode', 't1', {})).toBeUndefined();
+    expect(rules.keyFor('GET', '/crm/rest/v1/contacts', 't1', {})).toBeUndefined();
   });
 
   it('matches a prefix pattern on everything under it', () => {
     for (const url of [TAGS, `${TAGS}/12`, `${TAGS}/12/contacts?limit=5`, `${TAGS}?category=3`]) {
-      expect(cache.keyFor('GET', url, 't1', {})?.ttlMs).toBe(300_000);
+      expect(rules.keyFor('GET', url, 't1', {})?.ttlMs).toBe(300_000);
     }
-    expect(cache.keyFor('GET', '/crm/rest/v1/tag', 't1', {})).toBeUndefined();
-    expect(cache.keyFor('GET', '/crm/rest/v2/tags', 't1', {})).toBeUndefined();
-    expect(cache.keyFor('GET', '/crm/rest/v1/contacts?x=/crm/rest/v1/tags', 't1', {})).toBeUndefined();
+    expect(rules.keyFor('GET', '/crm/rest/v1/tag', 't1', {})).toBeUndefined();
+    expect(rules.keyFor('GET', '/crm/rest/v2/tags', 't1', {})).toBeUndefined();
+    expect(rules.keyFor('GET', '/crm/rest/v1/contacts?x=/crm/rest/v1/tags', 't1', {})).toBeUndefined();
   });
 
   it('lets the most specific rule decide the TTL', () => {
-    const c = new GetCache({
-      rules: parseCacheRules('/crm/*=10,/crm/rest/v1/tags*=300,/crm/rest/v1/tags/categories=900'),
-      maxBytes: 1_000_000,
-    });
+    const c = CacheRules.parse('/crm/*=10,/crm/rest/v1/tags*=300,/crm/rest/v1/tags/categories=900');
     expect(c.keyFor('GET', '/crm/rest/v1/settings', 't', {})?.ttlMs).toBe(10_000);
     expect(c.keyFor('GET', '/crm/rest/v1/tags/1', 't', {})?.ttlMs).toBe(300_000);
     expect(c.keyFor('GET', '/crm/rest/v1/tags/categories', 't', {})?.ttlMs).toBe(900_000);
   });
 
   it('keeps the query, exactly as sent, in the key', () => {
-    const a = cache.keyFor('GET', `${TAGS}?limit=10&offset=0`, 't1', {})?.key;
-    const b = cache.keyFor('GET', `${TAGS}?offset=0&limit=10`, 't1', {})?.key;
-    const c = cache.keyFor('GET', `${TAGS}?limit=10&offset=0`, 't1', {})?.key;
-    const bare = cache.keyFor('GET', TAGS, 't1', {})?.key;
+    const a = rules.keyFor('GET', `${TAGS}?limit=10&offset=0`, 't1', {})?.key;
+    const b = rules.keyFor('GET', `${TAGS}?offset=0&limit=10`, 't1', {})?.key;
+    const c = rules.keyFor('GET', `${TAGS}?limit=10&offset=0`, 't1', {})?.key;
+    const bare = rules.keyFor('GET', TAGS, 't1', {})?.key;
     expect(a).toBeDefined();
     expect(a).toBe(c);
     expect(a).not.toBe(b);
@@ -107,21 +104,21 @@ describe('GetCache.keyFor', () => {
   });
 
   it('separates tenants, even ones named to collide', () => {
-    const one = cache.keyFor('GET', TAGS, 'tenant-1', {})?.key;
-    const two = cache.keyFor('GET', TAGS, 'tenant-2', {})?.key;
+    const one = rules.keyFor('GET', TAGS, 'tenant-1', {})?.key;
+    const two = rules.keyFor('GET', TAGS, 'tenant-2', {})?.key;
     expect(one).toBeDefined();
     expect(one).not.toBe(two);
     // Tenant "a" asking for /x/y must not share a key with tenant "a/x" asking for /y.
-    const c = new GetCache({ rules: parseCacheRules('/*=60'), maxBytes: 1_000_000 });
+    const c = CacheRules.parse('/*=60');
     expect(c.keyFor('GET', '/x/y', 'a', {})?.key).not.toBe(c.keyFor('GET', '/y', 'a/x', {})?.key);
   });
 
   it('keys on Accept-Encoding, so a compressed body never reaches a client that did not ask for it', () => {
-    const gzip = cache.keyFor('GET', TAGS, 't1', { 'accept-encoding': 'gzip' })?.key;
-    const none = cache.keyFor('GET', TAGS, 't1', {})?.key;
+    const gzip = rules.keyFor('GET', TAGS, 't1', { 'accept-encoding': 'gzip' })?.key;
+    const none = rules.keyFor('GET', TAGS, 't1', {})?.key;
     expect(gzip).toBeDefined();
     expect(gzip).not.toBe(none);
-    expect(cache.keyFor('GET', TAGS, 't1', { 'accept-encoding': 'gzip' })?.key).toBe(gzip);
+    expect(rules.keyFor('GET', TAGS, 't1', { 'accept-encoding': 'gzip' })?.key).toBe(gzip);
   });
 
   it.each([
@@ -132,12 +129,12 @@ describe('GetCache.keyFor', () => {
     [{ 'cache-control': 'max-stale=5, no-cache' }],
     [{ pragma: 'no-cache' }],
   ])('bypasses on client %o', (headers) => {
-    expect(cache.keyFor('GET', TAGS, 't1', headers)).toBeUndefined();
+    expect(rules.keyFor('GET', TAGS, 't1', headers)).toBeUndefined();
   });
 
   it('does not bypass on other client cache directives', () => {
-    expect(cache.keyFor('GET', TAGS, 't1', { 'cache-control': 'max-age=60' })).toBeDefined();
-    expect(cache.keyFor('GET', TAGS, 't1', { 'cache-control': 'no-transform' })).toBeDefined();
+    expect(rules.keyFor('GET', TAGS, 't1', { 'cache-control': 'max-age=60' })).toBeDefined();
+    expect(rules.keyFor('GET', TAGS, 't1', { 'cache-control': 'no-transform' })).toBeDefined();
   });
 
   it('leaves paths Keap would normalise out of a rule uncached', () => {
@@ -148,10 +145,10 @@ describe('GetCache.keyFor', () => {
       `${TAGS}/a%2Fb`,
       `${TAGS}\\..\\contacts`,
     ]) {
-      expect(cache.keyFor('GET', url, 't1', {})).toBeUndefined();
+      expect(rules.keyFor('GET', url, 't1', {})).toBeUndefined();
     }
     // Encoded characters in the query are ordinary.
-    expect(cache.keyFor('GET', `${TAGS}?name=a%2Fb`, 't1', {})).toBeDefined();
+    expect(rules.keyFor('GET', `${TAGS}?name=a%2Fb`, 't1', {})).toBeDefined();
   });
 });
 
@@ -160,7 +157,7 @@ describe('GetCache.set / get', () => {
   let cache: GetCache;
   beforeEach(() => {
     clock = 1_700_000_000_000;
-    cache = new GetCache({ rules: RULES, maxBytes: 100_000, now: () => clock });
+    cache = new GetCache({ maxBytes: 100_000, now: () => clock });
   });
   const body = Buffer.from('{"tags":[]}');
   const headers = ['Content-Type', 'application/json'];
@@ -262,7 +259,7 @@ describe('GetCache size bound', () => {
   const headers = ['Content-Type', 'application/json'];
 
   it('evicts least recently used entries so size never exceeds maxBytes', () => {
-    const cache = new GetCache({ rules: RULES, maxBytes: 10_000, maxEntryBytes: 3_000 });
+    const cache = new GetCache({ maxBytes: 10_000, maxEntryBytes: 3_000 });
     const entryBytes = (key: string, bodyLength: number): number => bodyLength + key.length + headers.join('').length;
     expect(cache.set('k0', 60_000, 200, 'OK', headers, Buffer.alloc(2_000, 0))).toBe(true);
     expect(cache.size).toBe(entryBytes('k0', 2_000));
@@ -283,7 +280,7 @@ describe('GetCache size bound', () => {
   });
 
   it('does not store an entry over maxEntryBytes, and keeps what it holds', () => {
-    const cache = new GetCache({ rules: RULES, maxBytes: 10_000, maxEntryBytes: 3_000 });
+    const cache = new GetCache({ maxBytes: 10_000, maxEntryBytes: 3_000 });
     expect(cache.set('small', 60_000, 200, 'OK', headers, Buffer.alloc(100))).toBe(true);
     const before = cache.size;
     expect(cache.set('big', 60_000, 200, 'OK', headers, Buffer.alloc(3_001))).toBe(false);
@@ -297,14 +294,14 @@ describe('GetCache size bound', () => {
   });
 
   it('defaults maxEntryBytes to a tenth of maxBytes', () => {
-    const cache = new GetCache({ rules: RULES, maxBytes: 10_000 });
+    const cache = new GetCache({ maxBytes: 10_000 });
     expect(cache.set('a', 60_000, 200, 'OK', [], Buffer.alloc(990))).toBe(true);
     expect(cache.set('b', 60_000, 200, 'OK', [], Buffer.alloc(1_001))).toBe(false);
   });
 
   it('refuses a maxBytes that is not a positive integer', () => {
-    expect(() => new GetCache({ rules: RULES, maxBytes: 0 })).toThrow(RangeError);
-    expect(() => new GetCache({ rules: RULES, maxBytes: 1.5 })).toThrow(RangeError);
+    expect(() => new GetCache({ maxBytes: 0 })).toThrow(RangeError);
+    expect(() => new GetCache({ maxBytes: 1.5 })).toThrow(RangeError);
   });
 });
 
@@ -356,7 +353,7 @@ describe('capture and serveCached over HTTP', () => {
 
   beforeEach(async () => {
     clock = 1_700_000_000_000;
-    cache = new GetCache({ rules: RULES, maxBytes: 2_000_000, maxEntryBytes: 200_000, now: () => clock });
+    cache = new GetCache({ maxBytes: 2_000_000, maxEntryBytes: 200_000, now: () => clock });
     upstreamHits = [];
     respond = (_req, res) => res.end('unset');
     upstream = http.createServer((req, res) => {
@@ -366,7 +363,7 @@ describe('capture and serveCached over HTTP', () => {
     const upstreamPort = await listen(upstream);
     front = http.createServer((req, res) => {
       const tenant = String(req.headers['x-tenant'] ?? 'default');
-      const k = cache.keyFor(req.method ?? '', req.url ?? '', tenant, req.headers);
+      const k = rules.keyFor(req.method ?? '', req.url ?? '', tenant, req.headers);
       if (k !== undefined) {
         const cached = cache.get(k.key);
         if (cached !== undefined) {
@@ -557,7 +554,7 @@ describe('capture and serveCached over HTTP', () => {
     // Give any (wrong) late 'end' a turn to store something.
     await new Promise((r) => setTimeout(r, 20));
     expect(cache.size).toBe(0);
-    expect(cache.get(cache.keyFor('GET', TAGS, 'default', {})?.key ?? '')).toBeUndefined();
+    expect(cache.get(rules.keyFor('GET', TAGS, 'default', {})?.key ?? '')).toBeUndefined();
 
     respond = (_req, res) => res.end('[]');
     expect((await request(frontPort, TAGS)).headers['x-cache']).toBe('MISS');

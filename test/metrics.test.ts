@@ -79,51 +79,57 @@ describe('Metrics', () => {
   it('reads queue depths from their sources at scrape time', async () => {
     const m = quiet();
     let depths: QueueDepth[] = [
-      { tenant: 'acme', depth: 3 },
-      { tenant: 'globex', depth: 0 },
+      { account: 'default', tenant: 'acme', depth: 3 },
+      { account: 'default', tenant: 'globex', depth: 0 },
     ];
     const stop = m.onQueueDepth(() => depths);
-    m.onQueueDepth(() => [{ tenant: 'initech', depth: 7 }]);
+    m.onQueueDepth(() => [{ account: 'default', tenant: 'initech', depth: 7 }]);
     let s = await scrape(m);
-    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBe(3);
-    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'globex' })).toBe(0);
-    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'initech' })).toBe(7);
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'default', tenant: 'acme' })).toBe(3);
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'default', tenant: 'globex' })).toBe(0);
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'default', tenant: 'initech' })).toBe(7);
 
-    depths = [{ tenant: 'acme', depth: 1 }];
+    depths = [{ account: 'default', tenant: 'acme', depth: 1 }];
     s = await scrape(m);
-    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBe(1);
-    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'globex' })).toBeUndefined();
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'default', tenant: 'acme' })).toBe(1);
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'default', tenant: 'globex' })).toBeUndefined();
 
     stop();
     s = await scrape(m);
-    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBeUndefined();
-    expect(value(s, 'keap_proxy_queue_depth', { tenant: 'initech' })).toBe(7);
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'default', tenant: 'acme' })).toBeUndefined();
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'default', tenant: 'initech' })).toBe(7);
   });
 
   it('records queue waits per tenant', async () => {
     const m = quiet();
-    m.queueWait('acme', 0);
-    m.queueWait('acme', 2);
-    m.queueWait('globex', 45);
+    m.queueWait('default', 'acme', 0);
+    m.queueWait('default', 'acme', 2);
+    m.queueWait('default', 'globex', 45);
     const s = await scrape(m);
-    expect(value(s, 'keap_proxy_queue_wait_seconds_count', { tenant: 'acme' })).toBe(2);
-    expect(value(s, 'keap_proxy_queue_wait_seconds_sum', { tenant: 'acme' })).toBe(2);
-    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'acme', le: '0.001' })).toBe(1);
-    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'acme', le: '2.5' })).toBe(2);
-    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'globex', le: '30' })).toBe(0);
-    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { tenant: 'globex', le: '60' })).toBe(1);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_count', { account: 'default', tenant: 'acme' })).toBe(2);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_sum', { account: 'default', tenant: 'acme' })).toBe(2);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { account: 'default', tenant: 'acme', le: '0.001' })).toBe(
+      1,
+    );
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { account: 'default', tenant: 'acme', le: '2.5' })).toBe(2);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { account: 'default', tenant: 'globex', le: '30' })).toBe(
+      0,
+    );
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { account: 'default', tenant: 'globex', le: '60' })).toBe(
+      1,
+    );
   });
 
   it('counts rate limiting by tenant and outcome, every outcome of a seen tenant starting at 0', async () => {
     const m = quiet();
-    m.rateLimited('acme', 'absorbed');
-    m.rateLimited('acme', 'absorbed');
-    m.rateLimited('acme', 'passed_on');
-    m.rateLimited('globex', 'rejected_full');
-    m.rateLimited('globex', 'quota_spent');
+    m.rateLimited('default', 'acme', 'absorbed');
+    m.rateLimited('default', 'acme', 'absorbed');
+    m.rateLimited('default', 'acme', 'passed_on');
+    m.rateLimited('default', 'globex', 'rejected_full');
+    m.rateLimited('default', 'globex', 'quota_spent');
     const s = await scrape(m);
     const rl = (tenant: string, outcome: string): number | undefined =>
-      value(s, 'keap_proxy_rate_limited_total', { tenant, outcome });
+      value(s, 'keap_proxy_rate_limited_total', { account: 'default', tenant, outcome });
     expect(rl('acme', 'absorbed')).toBe(2);
     expect(rl('acme', 'passed_on')).toBe(1);
     expect(rl('acme', 'rejected_full')).toBe(0);
@@ -132,6 +138,33 @@ describe('Metrics', () => {
     expect(rl('globex', 'quota_spent')).toBe(1);
     expect(rl('globex', 'absorbed')).toBe(0);
     expect(series(s, 'keap_proxy_rate_limited_total')).toHaveLength(8);
+  });
+
+  it('keeps accounts apart by the account label, even two whose credentials are one tenant', async () => {
+    const m = quiet();
+    m.queueWait('a', 'acme', 0.002);
+    m.queueWait('b', 'acme', 45);
+    m.queueWait('a', 'acme', 0.002);
+    m.rateLimited('b', 'acme', 'rejected_full');
+    m.observeQuota('a', 'acme', { product: { day: { limit: 150000, used: 7 } }, tenant: {} });
+    m.onQueueDepth(() => [
+      { account: 'a', tenant: 'acme', depth: 0 },
+      { account: 'b', tenant: 'acme', depth: 4 },
+    ]);
+    const s = await scrape(m);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_count', { account: 'a', tenant: 'acme' })).toBe(2);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_count', { account: 'b', tenant: 'acme' })).toBe(1);
+    expect(value(s, 'keap_proxy_queue_wait_seconds_bucket', { account: 'b', tenant: 'acme', le: '30' })).toBe(0);
+    expect(value(s, 'keap_proxy_rate_limited_total', { account: 'b', tenant: 'acme', outcome: 'rejected_full' })).toBe(
+      1,
+    );
+    expect(series(s, 'keap_proxy_rate_limited_total').filter((x) => x.labels.account === 'a')).toEqual([]);
+    expect(
+      value(s, 'keap_proxy_keap_quota_used', { account: 'a', tenant: 'acme', scope: 'product', window: 'day' }),
+    ).toBe(7);
+    expect(series(s, 'keap_proxy_keap_quota_used').map((x) => x.labels.account)).toEqual(['a']);
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'b', tenant: 'acme' })).toBe(4);
+    expect(value(s, 'keap_proxy_queue_depth', { account: 'a', tenant: 'acme' })).toBe(0);
   });
 
   it('counts token refreshes by outcome, all starting at 0', async () => {
@@ -165,10 +198,10 @@ describe('Metrics', () => {
 
     it('exports every window Keap reported, by tenant, scope and window', async () => {
       const m = quiet();
-      m.observeQuota('acme', report);
+      m.observeQuota('default', 'acme', report);
       const s = await scrape(m);
       const q = (metric: string, scope: string, window: string): number | undefined =>
-        value(s, `keap_proxy_keap_quota_${metric}`, { tenant: 'acme', scope, window });
+        value(s, `keap_proxy_keap_quota_${metric}`, { account: 'default', tenant: 'acme', scope, window });
       expect(q('limit', 'product', 'day')).toBe(150000);
       expect(q('available', 'product', 'day')).toBe(149990);
       expect(q('used', 'product', 'day')).toBe(10);
@@ -191,29 +224,63 @@ describe('Metrics', () => {
 
     it('keeps the latest value per tenant, and a value Keap left out as last reported', async () => {
       const m = quiet();
-      m.observeQuota('acme', report);
-      m.observeQuota('globex', { product: { day: { limit: 30000, available: 5 } }, tenant: {} });
-      m.observeQuota('acme', {
+      m.observeQuota('default', 'acme', report);
+      m.observeQuota('default', 'globex', { product: { day: { limit: 30000, available: 5 } }, tenant: {} });
+      m.observeQuota('default', 'acme', {
         product: { day: { available: 149000, used: 1000 } },
         tenant: { minute: { available: 42 } },
       });
       const s = await scrape(m);
-      expect(value(s, 'keap_proxy_keap_quota_limit', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(150000);
-      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(
-        149000,
-      );
-      expect(value(s, 'keap_proxy_keap_quota_used', { tenant: 'acme', scope: 'product', window: 'day' })).toBe(1000);
-      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'acme', scope: 'tenant', window: 'minute' })).toBe(
-        42,
-      );
-      expect(value(s, 'keap_proxy_keap_quota_limit', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(
-        30000,
-      );
-      expect(value(s, 'keap_proxy_keap_quota_available', { tenant: 'globex', scope: 'product', window: 'day' })).toBe(
-        5,
-      );
       expect(
-        value(s, 'keap_proxy_keap_quota_used', { tenant: 'globex', scope: 'product', window: 'day' }),
+        value(s, 'keap_proxy_keap_quota_limit', {
+          account: 'default',
+          tenant: 'acme',
+          scope: 'product',
+          window: 'day',
+        }),
+      ).toBe(150000);
+      expect(
+        value(s, 'keap_proxy_keap_quota_available', {
+          account: 'default',
+          tenant: 'acme',
+          scope: 'product',
+          window: 'day',
+        }),
+      ).toBe(149000);
+      expect(
+        value(s, 'keap_proxy_keap_quota_used', { account: 'default', tenant: 'acme', scope: 'product', window: 'day' }),
+      ).toBe(1000);
+      expect(
+        value(s, 'keap_proxy_keap_quota_available', {
+          account: 'default',
+          tenant: 'acme',
+          scope: 'tenant',
+          window: 'minute',
+        }),
+      ).toBe(42);
+      expect(
+        value(s, 'keap_proxy_keap_quota_limit', {
+          account: 'default',
+          tenant: 'globex',
+          scope: 'product',
+          window: 'day',
+        }),
+      ).toBe(30000);
+      expect(
+        value(s, 'keap_proxy_keap_quota_available', {
+          account: 'default',
+          tenant: 'globex',
+          scope: 'product',
+          window: 'day',
+        }),
+      ).toBe(5);
+      expect(
+        value(s, 'keap_proxy_keap_quota_used', {
+          account: 'default',
+          tenant: 'globex',
+          scope: 'product',
+          window: 'day',
+        }),
       ).toBeUndefined();
     });
   });
@@ -222,10 +289,10 @@ describe('Metrics', () => {
     const a = quiet();
     const b = quiet();
     a.requestDone('rest', 200);
-    a.rateLimited('acme', 'absorbed');
+    a.rateLimited('default', 'acme', 'absorbed');
     a.tokenRefresh('success');
-    a.observeQuota('acme', { product: { day: { limit: 1 } }, tenant: {} });
-    a.onQueueDepth(() => [{ tenant: 'acme', depth: 9 }]);
+    a.observeQuota('default', 'acme', { product: { day: { limit: 1 } }, tenant: {} });
+    a.onQueueDepth(() => [{ account: 'default', tenant: 'acme', depth: 9 }]);
     const sb = await scrape(b);
     expect(series(sb, 'keap_proxy_requests_total')).toHaveLength(0);
     expect(series(sb, 'keap_proxy_rate_limited_total')).toHaveLength(0);
@@ -234,7 +301,7 @@ describe('Metrics', () => {
     expect(series(sb, 'keap_proxy_queue_depth')).toHaveLength(0);
     const sa = await scrape(a);
     expect(value(sa, 'keap_proxy_requests_total', { route: 'rest', status: '200' })).toBe(1);
-    expect(value(sa, 'keap_proxy_queue_depth', { tenant: 'acme' })).toBe(9);
+    expect(value(sa, 'keap_proxy_queue_depth', { account: 'default', tenant: 'acme' })).toBe(9);
     expect(globalRegistry.getSingleMetric('keap_proxy_requests_total')).toBeUndefined();
   });
 

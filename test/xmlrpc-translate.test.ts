@@ -329,6 +329,6 @@ describe('translated calls go through the same machinery', () => {
     });
     const metrics = (await send(h.proxy.url, 'GET', '/metrics')).text();
     // One REST call, one turn in the queue (the XML-RPC call itself takes none).
-    expect(metrics).toMatch(/keap_proxy_queue_wait_seconds_count\{tenant="key"\} 1\n/);
+    expect(metrics).toMatch(/keap_proxy_queue_wait_seconds_count\{account="default",tenant="key"\} 1\n/);
   });
 });

@@ -1,8 +1,10 @@
 // Everything that belongs to one Keap account, reached through one object: a stage at the
 // start of the pipeline (pipeline/stages.ts, resolveAccount) puts it on the exchange, and
 // every later stage and response handler takes the account's parts from there.
+import { CacheRules } from '../cache/cache-rules.js';
 import type { AccountConfig } from '../config/config.js';
 import { ContactModel } from '../keap/translate/contact-model.js';
+import type { Logger } from '../observability/log.js';
 import type { Pacer } from '../pacing/pacer.js';
 import type { CredentialSource } from '../tokens/credentials.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
@@ -19,6 +21,10 @@ export interface AccountParts {
   storeConnected?: (() => boolean | undefined) | undefined;
   /** Closes what its token store opened. */
   closeStore?: (() => Promise<void>) | undefined;
+  /** Its logger: with `{account: id}` bound for every account but the default one. */
+  logger?: Logger | undefined;
+  /** Its CACHE_RULES, compiled; none: nothing of its GETs is cached. */
+  cacheRules?: CacheRules | undefined;
 }
 
 export class Account {
@@ -26,6 +32,8 @@ export class Account {
   readonly contactModel = new ContactModel();
   /** What was seen of Keap's XML-RPC endpoint for this account (XMLRPC_MODE=fallback). */
   readonly xmlrpcEndpoint = new XmlRpcEndpoint();
+  /** What of its GETs is cached (its own CACHE_RULES), in the cache every account shares. */
+  readonly cacheRules: CacheRules;
   /** Requests of this account now in the pipeline: an account let go waits for them. */
   inFlight = 0;
   private stopped: Promise<void> | undefined;
@@ -38,7 +46,9 @@ export class Account {
     /** This account's share of Keap's quotas. */
     readonly pacer: Pacer,
     readonly parts: AccountParts = {},
-  ) {}
+  ) {
+    this.cacheRules = parts.cacheRules ?? CacheRules.none;
+  }
 
   /** Names the account in logs and metrics: the Keap tenant behind its credential once known. */
   label(): string {

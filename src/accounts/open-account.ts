@@ -3,6 +3,7 @@
 // XML-RPC. Everything an account holds is its own; what accounts share (the forwarder, the
 // cache's memory, the metrics, the logger) is passed in.
 import { createHash } from 'node:crypto';
+import { CacheRules } from '../cache/cache-rules.js';
 import type { AccountConfig, Config } from '../config/config.js';
 import type { Logger } from '../observability/log.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -119,6 +120,8 @@ export function openAccount(spec: AccountConfig, deps: AccountDeps): Account {
     tokenClient: parts.client,
     storeConnected: opened !== undefined ? () => opened.connected() : undefined,
     closeStore: opened !== undefined ? () => opened.close() : undefined,
+    cacheRules: CacheRules.parse(spec.cacheRules),
+    logger,
   });
 }
 

@@ -167,6 +167,11 @@ export class AccountRegistry {
     return [...this.specs.values()].some((s) => s.pacing.perSecond > 0) || (this.pinned?.pacer.enabled ?? false);
   }
 
+  /** Whether any account has cache rules (the pipeline holds the cache stage only then). */
+  caching(): boolean {
+    return [...this.specs.values()].some((s) => s.cacheRules !== '') || (this.pinned?.cacheRules.enabled ?? false);
+  }
+
   /** Ports accounts have listeners of their own on. */
   ports(): number[] {
     return [...this.byPort.keys()];

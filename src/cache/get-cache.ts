@@ -1,7 +1,9 @@
 // An optional cache of GET responses, for reference data that many clients re-read (custom
 // fields, tags, settings) and that would otherwise spend the account's Keap quota on every
 // read. Off unless rules are configured; a request no rule matches costs a method compare and
-// a few `startsWith` calls.
+// a few `startsWith` calls. Each account has its own rules (CacheRules, cache-rules.ts: what
+// is cached, under which key); this module holds the answers, in one memory (CACHE_MAX_BYTES)
+// that every account's entries share, kept apart by each account's namespace in the key.
 //
 // Choices worth knowing:
 // - Only GET is cached or served. HEAD is not served from a GET entry: the proxy captures
@@ -14,15 +16,12 @@
 //   is at most its rule's TTL stale.
 // - Writes through the proxy do not invalidate entries: the TTL an operator picks for a path
 //   is the staleness they accept for it.
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import { endToEndHeaders } from '../upstream/forwarder.js';
+import { hasDirective, KEYED_REQUEST_HEADERS } from './cache-rules.js';
 
-export interface CacheRule {
-  /** path pattern: exact path, or a prefix ending in '*', e.g. '/crm/rest/v1/tags*'; matched against the path without the query */
-  pattern: string;
-  ttlSeconds: number;
-}
+export { CacheRules, parseCacheRules, type CacheRule } from './cache-rules.js';
 
 export interface CachedResponse {
   status: number;
@@ -35,7 +34,6 @@ export interface CachedResponse {
 }
 
 export interface GetCacheOptions {
-  rules: CacheRule[];
   maxBytes: number;
   /** Default min(maxBytes/10, 1 MiB): one big response must not flush the whole cache. */
   maxEntryBytes?: number;
@@ -45,50 +43,6 @@ export interface GetCacheOptions {
   relayCorsHeaders?: boolean;
 }
 
-const EXPECTED_FORM =
-  "expected PATTERN=TTL_SECONDS, e.g. '/crm/rest/v1/tags*=300' or '/crm/rest/v1/contacts/model=3600'";
-
-/** Parses 'PATTERN=TTL_SECONDS' entries separated by commas (whitespace around entries is ignored). */
-export function parseCacheRules(text: string): CacheRule[] {
-  const rules: CacheRule[] = [];
-  const seen = new Set<string>();
-  for (const raw of text.split(',')) {
-    const entry = raw.trim();
-    // A trailing comma in a config value is not worth refusing to start over.
-    if (entry === '') continue;
-    const bad = (why: string): Error => new Error(`Invalid cache rule '${entry}': ${why}; ${EXPECTED_FORM}`);
-    // The last '=': a path may contain '=' (matrix parameters), a TTL never does.
-    const eq = entry.lastIndexOf('=');
-    if (eq < 0) throw bad("missing '='");
-    const pattern = entry.slice(0, eq).trim();
-    const ttlText = entry.slice(eq + 1).trim();
-    if (!pattern.startsWith('/')) throw bad("the pattern must be a path starting with '/'");
-    if (/\s/.test(pattern)) throw bad('the pattern must not contain whitespace');
-    if (pattern.includes('?')) throw bad('patterns match the path only, so must not contain a query');
-    const star = pattern.indexOf('*');
-    if (star >= 0 && star !== pattern.length - 1) throw bad("'*' is allowed only at the end of a pattern");
-    if (!/^[0-9]+$/.test(ttlText) || Number(ttlText) <= 0 || !Number.isSafeInteger(Number(ttlText))) {
-      throw bad('the TTL must be a whole number of seconds greater than 0');
-    }
-    // Two TTLs for one pattern is a config mistake; picking one silently would hide it.
-    if (seen.has(pattern)) throw bad('this pattern is already listed');
-    seen.add(pattern);
-    rules.push({ pattern, ttlSeconds: Number(ttlText) });
-  }
-  return rules;
-}
-
-interface PrefixRule {
-  prefix: string;
-  ttlMs: number;
-}
-
-/**
- * Response headers a cached copy can vary on, because `keyFor` puts the request's value of
- * each in the key. Accept-Encoding matters most: a gzip body served to a client that did not
- * ask for gzip would be garbage to it.
- */
-const KEYED_REQUEST_HEADERS = ['accept-encoding', 'origin'] as const;
 /** Vary names that only shape CORS preflight (OPTIONS) answers, never a GET's. */
 const PREFLIGHT_ONLY = new Set(['access-control-request-method', 'access-control-request-headers']);
 const VARY_OK = new Set<string>([...KEYED_REQUEST_HEADERS, ...PREFLIGHT_ONLY]);
@@ -96,18 +50,9 @@ const VARY_OK = new Set<string>([...KEYED_REQUEST_HEADERS, ...PREFLIGHT_ONLY]);
 /** Headers of Keap's that a replay must not repeat: recomputed, or ours to set. */
 const NOT_STORED = new Set(['content-length', 'age', 'x-cache']);
 
-/**
- * Paths that reach outside what the rule names once Keap normalises them (`/tags/../contacts`)
- * would cache data the operator never chose to; they go upstream uncached.
- */
-const UNNORMALISED_PATH = /\/\.|%2e|%2f|\\/i;
-
 const MIB = 1024 * 1024;
 
 export class GetCache {
-  private readonly exact = new Map<string, number>();
-  /** Longest first, so the most specific prefix decides the TTL. */
-  private readonly prefixes: PrefixRule[] = [];
   private readonly lru: LRUCache<string, CachedResponse>;
   private readonly maxEntryBytes: number;
   private readonly now: () => number;
@@ -122,12 +67,6 @@ export class GetCache {
     this.maxEntryBytes = Math.min(maxEntry, opts.maxBytes);
     this.now = opts.now ?? Date.now;
     this.relayCors = opts.relayCorsHeaders === true;
-    for (const rule of opts.rules) {
-      const ttlMs = rule.ttlSeconds * 1000;
-      if (rule.pattern.endsWith('*')) this.prefixes.push({ prefix: rule.pattern.slice(0, -1), ttlMs });
-      else this.exact.set(rule.pattern, ttlMs);
-    }
-    this.prefixes.sort((a, b) => b.prefix.length - a.prefix.length);
     this.lru = new LRUCache<string, CachedResponse>({
       maxSize: opts.maxBytes,
       maxEntrySize: this.maxEntryBytes,
@@ -135,48 +74,9 @@ export class GetCache {
     });
   }
 
-  get enabled(): boolean {
-    return this.exact.size > 0 || this.prefixes.length > 0;
-  }
-
   /** Bytes held now: bodies, headers and keys. */
   get size(): number {
     return this.lru.calculatedSize;
-  }
-
-  /**
-   * The cache key for this request, or undefined when it must not be cached or served from
-   * the cache. The key is the tenant and the URL exactly as sent (path and query), plus the
-   * request headers a stored response may vary on (see KEYED_REQUEST_HEADERS).
-   */
-  keyFor(
-    method: string,
-    url: string,
-    tenant: string,
-    headers: IncomingHttpHeaders,
-  ): { key: string; ttlMs: number } | undefined {
-    if (method !== 'GET') return undefined;
-    const q = url.indexOf('?');
-    const path = q < 0 ? url : url.slice(0, q);
-    let ttlMs = this.exact.size > 0 ? this.exact.get(path) : undefined;
-    if (ttlMs === undefined) {
-      for (const rule of this.prefixes) {
-        if (path.startsWith(rule.prefix)) {
-          ttlMs = rule.ttlMs;
-          break;
-        }
-      }
-      if (ttlMs === undefined) return undefined;
-    }
-    if (UNNORMALISED_PATH.test(path)) return undefined;
-    if (clientRefusesCache(headers)) return undefined;
-    // Length-prefixed tenant: no tenant name can be crafted to collide with another's URL.
-    let key = `${tenant.length}:${tenant}${url}`;
-    for (const name of KEYED_REQUEST_HEADERS) {
-      const value = headers[name];
-      key += `\n${value === undefined ? '' : String(value)}`;
-    }
-    return { key, ttlMs };
   }
 
   /** A fresh entry, else undefined (expired entries are dropped). */
@@ -321,35 +221,6 @@ function storedHeaders(raw: string[], relayCors: boolean): string[] | undefined 
 }
 
 const RESPONSE_NO_STORE = new Set(['no-store', 'private']);
-const REQUEST_NO_CACHE = new Set(['no-cache', 'no-store']);
-
-function clientRefusesCache(headers: IncomingHttpHeaders): boolean {
-  const cc = headers['cache-control'];
-  if (cc !== undefined && (hasDirective(cc, REQUEST_NO_CACHE) || maxAgeZero(cc))) return true;
-  const pragma = headers.pragma;
-  return pragma !== undefined && hasDirective(pragma, NO_CACHE);
-}
-
-const NO_CACHE = new Set(['no-cache']);
-
-/** Whether a comma-separated directive list names one of `names` (case-insensitive, arguments ignored). */
-function hasDirective(value: string, names: Set<string>): boolean {
-  for (const part of value.split(',')) {
-    const eq = part.indexOf('=');
-    if (names.has((eq < 0 ? part : part.slice(0, eq)).trim().toLowerCase())) return true;
-  }
-  return false;
-}
-
-/** `max-age=0` from a client means it accepts nothing older than now, i.e. nothing cached. */
-function maxAgeZero(value: string): boolean {
-  for (const part of value.split(',')) {
-    const [name, arg] = part.split('=', 2);
-    if (name?.trim().toLowerCase() === 'max-age' && arg !== undefined && Number(arg.trim().replace(/^"|"$/g, '')) === 0)
-      return true;
-  }
-  return false;
-}
 
 function varyIsKeyed(value: string): boolean {
   for (const part of value.split(',')) {

@@ -5,7 +5,7 @@
 // settings at once (the credentials' mode, the mode's rate limits, the body limits) is
 // checked in loadConfig, after every setting has been parsed on its own.
 import { isIP } from 'node:net';
-import { parseCacheRules } from '../cache/get-cache.js';
+import { parseCacheRules } from '../cache/cache-rules.js';
 import { parseAllowedHosts } from '../http/host-check.js';
 import { LOG_LEVELS } from '../observability/log.js';
 

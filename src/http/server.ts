@@ -12,7 +12,7 @@ import { createPipeline } from '../pipeline/pipeline.js';
 import { answeredClosing, sendJson } from './http-error.js';
 import { OAuthEndpoints } from '../oauth/oauth-endpoints.js';
 import { Metrics } from '../observability/metrics.js';
-import { GetCache, parseCacheRules } from '../cache/get-cache.js';
+import { GetCache } from '../cache/get-cache.js';
 import { BodyBudget } from './body.js';
 import type { RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
 import { AccountRegistry } from '../accounts/registry.js';
@@ -85,9 +85,9 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   });
   const primary = accounts.primary;
   const oauth = new OAuthEndpoints({ config, accounts, logger });
-  metrics.onQueueDepth(() => accounts.all().map((a) => ({ tenant: a.label(), depth: a.pacer.depth() })));
+  metrics.onQueueDepth(() => accounts.all().map((a) => ({ account: a.id, tenant: a.label(), depth: a.pacer.depth() })));
+  // One memory for every account's answers; each account's own rules decide what of its GETs goes in.
   const cache = new GetCache({
-    rules: parseCacheRules(config.accounts[0]?.cacheRules ?? ''),
     maxBytes: config.cacheMaxBytes,
     relayCorsHeaders: config.relayCorsHeaders,
   });

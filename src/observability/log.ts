@@ -74,6 +74,8 @@ export interface RequestRecord {
   /** When the request ended (epoch ms): the line's `time`. */
   time: number;
   reqId: string;
+  /** The account's id, for every account but the default one (whose lines stay as they were with one account). */
+  account?: string | undefined;
   method: string;
   /** Without the query string: legacy clients put keys there. */
   path: string;
@@ -123,7 +125,8 @@ export class RequestLog {
 
 function formatRequestLine(r: RequestRecord, bindings: string): string {
   return (
-    `{"level":"info","time":${r.time}${bindings},"event":"request","reqId":${str(r.reqId)},"method":${str(r.method)},"path":${str(r.path)}` +
+    // Where a child logger's `account` binding goes, so the line reads as the account's other lines do.
+    `{"level":"info","time":${r.time}${bindings}${r.account === undefined ? '' : `,"account":${str(r.account)}`},"event":"request","reqId":${str(r.reqId)},"method":${str(r.method)},"path":${str(r.path)}` +
     (r.status === undefined ? '' : `,"status":${r.status}`) +
     (r.upstreamStatus === undefined ? '' : `,"upstreamStatus":${r.upstreamStatus}`) +
     `,"attempts":${r.attempts},"durationMs":${r.durationMs}` +

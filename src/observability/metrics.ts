@@ -3,6 +3,10 @@
 // The recording methods run per request, so the per-request ones only add to plain numbers
 // (prom-client hashes the label set on every observe and inc: about 1% of the proxy's
 // throughput); prom-client reads those numbers when /metrics is scraped and formats them.
+// Per-account series carry `account` (the account's id: `default` for the one the settings
+// configure) beside `tenant` (the Keap tenant behind its credential); they are found by the
+// two label values in nested maps, so a per-request call builds no key. Account ids come
+// from the configuration alone, so the series are bounded by the accounts configured.
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { QuotaReport, QuotaUnit, QuotaWindow } from '../keap/keap-quota.js';
 
@@ -27,6 +31,7 @@ export type TokenRefreshOutcome =
   | 'reloaded';
 
 export interface QueueDepth {
+  account: string;
   tenant: string;
   depth: number;
 }
@@ -57,7 +62,7 @@ type Scope = 'product' | 'tenant';
 
 /** What Keap last said about one tenant's window; copied into the gauges at scrape time. */
 interface QuotaState {
-  readonly labels: { tenant: string; scope: Scope; window: QuotaUnit };
+  readonly labels: { account: string; tenant: string; scope: Scope; window: QuotaUnit };
   limit?: number;
   available?: number;
   used?: number;
@@ -75,8 +80,8 @@ const QUOTA_KEYS: Readonly<Record<Scope, Readonly<Record<QuotaUnit, string>>>> =
 export class Metrics {
   readonly registry = new Registry();
 
-  private readonly queueDepth: Gauge<'tenant'>;
-  private readonly rateLimitedTotal: Counter<'tenant' | 'outcome'>;
+  private readonly queueDepth: Gauge<'account' | 'tenant'>;
+  private readonly rateLimitedTotal: Counter<'account' | 'tenant' | 'outcome'>;
   private readonly tokenRefreshes: Counter<'outcome'>;
   private readonly xmlrpcCalls: Counter<'method' | 'outcome'>;
   /** methodName label values seen so far (bounded: clients choose them). */
@@ -86,11 +91,14 @@ export class Metrics {
   private readonly requestCounts = new Map<Route, Map<number, number>>();
   private readonly upstream: FastHistogram;
   private readonly queueWaitSeconds: FastHistogram;
-  private readonly rateLimitedChildren = new Map<string, Map<RateLimitOutcome, CounterChild>>();
+  /** Account, then tenant: each pair's series, made on its first observation. */
+  private readonly queueWaitSeries = new Map<string, Map<string, HistogramSeries>>();
+  private readonly rateLimitedChildren = new Map<string, Map<string, Map<RateLimitOutcome, CounterChild>>>();
   private readonly tokenRefreshChildren = new Map<TokenRefreshOutcome, CounterChild>();
   // A response can carry a dozen quota values; setting that many gauges per response costs
   // ~10 µs, so observeQuota only stores numbers and the gauges read them when scraped.
-  private readonly quota = new Map<string, Map<string, QuotaState>>();
+  /** Account, then tenant, then scope and window. */
+  private readonly quota = new Map<string, Map<string, Map<string, QuotaState>>>();
   private readonly depthSources = new Set<() => Iterable<QueueDepth>>();
   private readonly logDropSources = new Set<() => number>();
   private bodyBufferSource: (() => { inUse: number; limit: number }) | undefined;
@@ -119,26 +127,27 @@ export class Metrics {
     const sources = this.depthSources;
     this.queueDepth = new Gauge({
       name: 'keap_proxy_queue_depth',
-      help: 'Requests waiting for their turn to go to Keap, per tenant.',
-      labelNames: ['tenant'],
+      help: 'Requests waiting for their turn to go to Keap, per account and tenant.',
+      labelNames: ['account', 'tenant'],
       registers,
       // Read at scrape time, so the queues need not report every change.
       collect() {
         this.reset();
-        for (const source of sources) for (const { tenant, depth } of source()) this.inc({ tenant }, depth);
+        for (const source of sources)
+          for (const { account, tenant, depth } of source()) this.inc({ account, tenant }, depth);
       },
     });
     this.queueWaitSeconds = new FastHistogram(
       'keap_proxy_queue_wait_seconds',
-      'Time a request waited in its tenant queue before going to Keap.',
-      'tenant',
+      "Time a request waited in its account's queue before going to Keap, per account and tenant.",
+      ['account', 'tenant'],
       QUEUE_WAIT_BUCKETS,
     );
     this.registry.registerMetric(this.queueWaitSeconds as unknown as Metric);
     this.rateLimitedTotal = new Counter({
       name: 'keap_proxy_rate_limited_total',
       help: 'Rate limiting, by what became of the request: absorbed (Keap 429 replayed unseen), passed_on (client got 429), rejected_full (queue full, 503), quota_spent (daily quota spent, immediate 429).',
-      labelNames: ['tenant', 'outcome'],
+      labelNames: ['account', 'tenant', 'outcome'],
       registers,
     });
     this.tokenRefreshes = new Counter({
@@ -183,13 +192,15 @@ export class Metrics {
       new Gauge({
         name,
         help,
-        labelNames: ['tenant', 'scope', 'window'],
+        labelNames: ['account', 'tenant', 'scope', 'window'],
         registers,
         collect() {
-          for (const byWindow of quota.values()) {
-            for (const state of byWindow.values()) {
-              const v = state[field];
-              if (v !== undefined) this.set(state.labels, v);
+          for (const byTenant of quota.values()) {
+            for (const byWindow of byTenant.values()) {
+              for (const state of byWindow.values()) {
+                const v = state[field];
+                if (v !== undefined) this.set(state.labels, v);
+              }
             }
           }
         },
@@ -197,7 +208,7 @@ export class Metrics {
     };
     quotaGauge(
       'keap_proxy_keap_quota_limit',
-      'The quota limit Keap last reported, per tenant, scope (product or tenant) and window.',
+      'The quota limit Keap last reported, per account, tenant, scope (product or tenant) and window.',
       'limit',
     );
     quotaGauge('keap_proxy_keap_quota_available', 'The quota Keap last reported as still available.', 'available');
@@ -230,9 +241,21 @@ export class Metrics {
     this.upstream.observe(route, seconds);
   }
 
-  /** A request left its tenant queue after waiting `seconds`. */
-  queueWait(tenant: string, seconds: number): void {
-    this.queueWaitSeconds.observe(tenant, seconds);
+  /** A request of `account` (its id), whose credential is `tenant`'s, left the queue after waiting `seconds`. */
+  queueWait(account: string, tenant: string, seconds: number): void {
+    const series = this.queueWaitSeries.get(account)?.get(tenant) ?? this.newQueueWaitSeries(account, tenant);
+    this.queueWaitSeconds.record(series, seconds);
+  }
+
+  private newQueueWaitSeries(account: string, tenant: string): HistogramSeries {
+    let byTenant = this.queueWaitSeries.get(account);
+    if (byTenant === undefined) {
+      byTenant = new Map();
+      this.queueWaitSeries.set(account, byTenant);
+    }
+    const series = this.queueWaitSeconds.series({ account, tenant });
+    byTenant.set(tenant, series);
+    return series;
   }
 
   /**
@@ -257,17 +280,22 @@ export class Metrics {
     this.logDropSources.add(source);
   }
 
-  rateLimited(tenant: string, outcome: RateLimitOutcome): void {
-    let byOutcome = this.rateLimitedChildren.get(tenant);
+  rateLimited(account: string, tenant: string, outcome: RateLimitOutcome): void {
+    let byTenant = this.rateLimitedChildren.get(account);
+    if (byTenant === undefined) {
+      byTenant = new Map();
+      this.rateLimitedChildren.set(account, byTenant);
+    }
+    let byOutcome = byTenant.get(tenant);
     if (byOutcome === undefined) {
       byOutcome = new Map();
       // A tenant's outcomes start at 0 together, so a ratio between them is defined from the start.
       for (const o of RATE_LIMIT_OUTCOMES) {
-        const child = this.rateLimitedTotal.labels(tenant, o);
+        const child = this.rateLimitedTotal.labels(account, tenant, o);
         child.inc(0);
         byOutcome.set(o, child);
       }
-      this.rateLimitedChildren.set(tenant, byOutcome);
+      byTenant.set(tenant, byOutcome);
     }
     byOutcome.get(outcome)?.inc();
   }
@@ -291,24 +319,30 @@ export class Metrics {
   }
 
   /**
-   * Records the quota Keap reported on a response for `tenant`. Values Keap left out keep
-   * their last reported value: these gauges say what Keap said last, not what it says now.
+   * Records the quota Keap reported on a response to `account` (its id) for `tenant`. Values
+   * Keap left out keep their last reported value: these gauges say what Keap said last, not
+   * what it says now.
    */
-  observeQuota(tenant: string, report: QuotaReport): void {
-    let byWindow = this.quota.get(tenant);
+  observeQuota(account: string, tenant: string, report: QuotaReport): void {
+    let byTenant = this.quota.get(account);
+    if (byTenant === undefined) {
+      byTenant = new Map();
+      this.quota.set(account, byTenant);
+    }
+    let byWindow = byTenant.get(tenant);
     if (byWindow === undefined) {
       byWindow = new Map();
-      this.quota.set(tenant, byWindow);
+      byTenant.set(tenant, byWindow);
     }
     for (const unit of QUOTA_UNITS) {
       const p = report.product[unit];
-      if (p !== undefined) recordWindow(quotaState(byWindow, tenant, 'product', unit), p);
+      if (p !== undefined) recordWindow(quotaState(byWindow, account, tenant, 'product', unit), p);
       const t = report.tenant[unit];
-      if (t !== undefined) recordWindow(quotaState(byWindow, tenant, 'tenant', unit), t);
+      if (t !== undefined) recordWindow(quotaState(byWindow, account, tenant, 'tenant', unit), t);
     }
     // The spike arrest is a per-second product limit; Keap reports no usage for it.
     const spike = report.product.spikePerSecond;
-    if (spike !== undefined) quotaState(byWindow, tenant, 'product', 'second').limit = spike;
+    if (spike !== undefined) quotaState(byWindow, account, tenant, 'product', 'second').limit = spike;
   }
 
   /** The text for a `/metrics` response. */
@@ -317,11 +351,17 @@ export class Metrics {
   }
 }
 
-function quotaState(byWindow: Map<string, QuotaState>, tenant: string, scope: Scope, window: QuotaUnit): QuotaState {
+function quotaState(
+  byWindow: Map<string, QuotaState>,
+  account: string,
+  tenant: string,
+  scope: Scope,
+  window: QuotaUnit,
+): QuotaState {
   const key = QUOTA_KEYS[scope][window];
   let state = byWindow.get(key);
   if (state === undefined) {
-    state = { labels: { tenant, scope, window } };
+    state = { labels: { account, tenant, scope, window } };
     byWindow.set(key, state);
   }
   return state;
@@ -341,37 +381,69 @@ interface Sample {
   value: number;
 }
 
-/** One label value's counts: per bucket (not cumulative), then +Inf, plus sum and count. */
-interface HistogramSeries {
+/** One label set's counts: per bucket (not cumulative), then +Inf, plus sum and count. */
+export interface HistogramSeries {
+  readonly labels: Readonly<Record<string, string>>;
   readonly buckets: Float64Array;
   sum: number;
   count: number;
+  /** Exported: false after a reset() until its next observation. */
+  listed: boolean;
 }
 
 /**
- * A histogram with one label whose observe() is an array update, registered with the
- * Registry as a metric of its own: the Registry asks get() for the values when scraped, in
- * the shape prom-client's own Histogram gives (cumulative `_bucket` series with `le`, then
- * `_sum` and `_count`), and formats them as it formats every other metric.
+ * A histogram whose observe() is an array update, registered with the Registry as a metric
+ * of its own: the Registry asks get() for the values when scraped, in the shape prom-client's
+ * own Histogram gives (cumulative `_bucket` series with `le` first, then the labels, then
+ * `_sum` and `_count`), and formats them as it formats every other metric. With one label,
+ * observe() finds the series by its value; with several, the caller keeps each label set's
+ * series (series()) and records into it (record()), so no key is built per observation.
  */
 export class FastHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
-  private readonly series = new Map<string, HistogramSeries>();
+  /** In the order they were first observed: the order prom-client exports them in. */
+  private readonly listed: HistogramSeries[] = [];
+  private readonly byValue = new Map<string, HistogramSeries>();
+  private readonly labelNames: readonly string[];
 
   constructor(
     readonly name: string,
     readonly help: string,
-    private readonly labelName: string,
+    labelNames: string | readonly string[],
     private readonly upperBounds: readonly number[],
-  ) {}
+  ) {
+    this.labelNames = typeof labelNames === 'string' ? [labelNames] : labelNames;
+  }
 
+  /** Observes `value` for the series whose (first and only) label has this value. */
   observe(labelValue: string, value: number): void {
-    if (!Number.isFinite(value)) return;
-    let s = this.series.get(labelValue);
+    let s = this.byValue.get(labelValue);
     if (s === undefined) {
-      s = { buckets: new Float64Array(this.upperBounds.length + 1), sum: 0, count: 0 };
-      this.series.set(labelValue, s);
+      s = this.series({ [this.labelNames[0] as string]: labelValue });
+      this.byValue.set(labelValue, s);
+    }
+    this.record(s, value);
+  }
+
+  /** A series for these labels (every label name given), to be kept and recorded into; exported once it has a value. */
+  series(labels: Readonly<Record<string, string>>): HistogramSeries {
+    for (const name of this.labelNames)
+      if (typeof labels[name] !== 'string') throw new Error(`${this.name}: label ${name} is missing`);
+    return {
+      labels: { ...labels },
+      buckets: new Float64Array(this.upperBounds.length + 1),
+      sum: 0,
+      count: 0,
+      listed: false,
+    };
+  }
+
+  record(s: HistogramSeries, value: number): void {
+    if (!Number.isFinite(value)) return;
+    if (!s.listed) {
+      s.listed = true;
+      this.listed.push(s);
     }
     const bounds = this.upperBounds;
     let i = 0;
@@ -383,26 +455,30 @@ export class FastHistogram {
 
   get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: Sample[] }> {
     const values: Sample[] = [];
-    for (const [labelValue, s] of this.series) {
+    for (const s of this.listed) {
       let cumulative = 0;
       for (let i = 0; i <= this.upperBounds.length; i++) {
         cumulative += s.buckets[i] as number;
         values.push({
           metricName: `${this.name}_bucket`,
-          labels: {
-            le: i < this.upperBounds.length ? (this.upperBounds[i] as number) : '+Inf',
-            [this.labelName]: labelValue,
-          },
+          labels: { le: i < this.upperBounds.length ? (this.upperBounds[i] as number) : '+Inf', ...s.labels },
           value: cumulative,
         });
       }
-      values.push({ metricName: `${this.name}_sum`, labels: { [this.labelName]: labelValue }, value: s.sum });
-      values.push({ metricName: `${this.name}_count`, labels: { [this.labelName]: labelValue }, value: s.count });
+      values.push({ metricName: `${this.name}_sum`, labels: { ...s.labels }, value: s.sum });
+      values.push({ metricName: `${this.name}_count`, labels: { ...s.labels }, value: s.count });
     }
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values });
   }
 
+  /** Drops every series from the exposition, as prom-client's reset() does; one kept by a caller is zeroed and comes back on its next observation. */
   reset(): void {
-    this.series.clear();
+    for (const s of this.listed) {
+      s.buckets.fill(0);
+      s.sum = 0;
+      s.count = 0;
+      s.listed = false;
+    }
+    this.listed.length = 0;
   }
 }

@@ -4,6 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Account } from '../accounts/account.js';
+import type { Logger } from '../observability/log.js';
 import type { Credential } from '../tokens/credentials.js';
 import type { BufferedBody, Framing } from '../http/body.js';
 
@@ -71,6 +72,11 @@ export function accountOf(ex: Exchange): Account {
   const account = ex.account;
   if (account === undefined) throw new Error('no account resolved for this request');
   return account;
+}
+
+/** The logger for what happens to this request: its account's (which names the account), else `fallback`. */
+export function loggerOf(ex: Exchange, fallback: Logger): Logger {
+  return ex.account?.parts.logger ?? fallback;
 }
 
 export function injectCredential(ex: Exchange): void {

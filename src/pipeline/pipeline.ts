@@ -2,7 +2,7 @@
 // place (`createPipeline`). A stage returns nothing (the request goes on), returns 'done'
 // (it answered the client itself), or throws an HttpError (the request ends with that answer).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Config } from '../config/config.js';
+import { DEFAULT_ACCOUNT, type Config } from '../config/config.js';
 import { RequestLog, type Logger } from '../observability/log.js';
 import type { AccountRegistry } from '../accounts/registry.js';
 import type { Forwarder } from '../upstream/forwarder.js';
@@ -16,7 +16,7 @@ import { HttpError, sendError } from '../http/http-error.js';
 import { answerFor, outcomeOf } from '../http/error-answers.js';
 import { sendXmlRpcFault } from '../http/xmlrpc-fault.js';
 import type { BodyBudget } from '../http/body.js';
-import { bodyUnread, injectCredential, type Exchange, type Stage } from './exchange.js';
+import { bodyUnread, injectCredential, loggerOf, type Exchange, type Stage } from './exchange.js';
 import {
   addForwardedHeaders,
   assignRequestId,
@@ -71,7 +71,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const clientKeys = new ClientKeys(config.proxyClientKeys);
   const rateLimitReplays = deps.rateLimitReplays ?? { ...RATE_LIMIT_REPLAYS, maxAttempts: config.rateLimitMaxAttempts };
   // Each account has its own XML-RPC mode: the stages any of them needs are in, each asks the exchange's account.
-  const xmlrpcModes = deps.accounts.xmlrpcModes();
+  // With ACCOUNTS_FILE a reload may bring an account that needs any stage: all are in, each
+  // asking the exchange's account (a stage an account does not need returns at once).
+  const reloadable = config.accountsFile !== undefined;
+  const xmlrpcModes = reloadable
+    ? new Set<'passthrough' | 'translate' | 'fallback'>(['passthrough', 'translate', 'fallback'])
+    : deps.accounts.xmlrpcModes();
   const translation =
     xmlrpcModes.has('translate') || xmlrpcModes.has('fallback')
       ? new XmlRpcTranslation(deps.forwarder, rateLimitReplays, deps.metrics)
@@ -97,7 +102,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // Only the stages this configuration needs: one that would do nothing still costs a call per request.
     ...(clientKeys.enabled ? [authorizeClient(clientKeys)] : []),
     copyEndToEndHeaders,
-    ...(deps.cache.enabled ? [serveFromCache(deps.cache)] : []),
+    ...(reloadable || deps.accounts.caching() ? [serveFromCache(deps.cache)] : []),
     addForwardedHeaders,
     bufferBody(config, deps.bodyBudget),
     nameXmlRpcCall,
@@ -111,7 +116,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // every call in translate mode; in fallback mode, those that can be while Keap's XML-RPC is down.
     ...(xmlrpcModes.has('translate') && translation !== undefined ? [translateXmlRpc(translation)] : []),
     ...(fallback !== undefined ? [fallback.whileDown] : []),
-    ...(deps.accounts.pacing() ? [pace(deps.metrics)] : []),
+    ...(reloadable || deps.accounts.pacing() ? [pace(deps.metrics)] : []),
     forwardToKeap({
       forwarder: deps.forwarder,
       metrics: deps.metrics,
@@ -138,7 +143,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (outcome !== undefined) ex.outcome = outcome;
     if (ex.clientGone) ex.outcome ??= 'client_closed';
     if (outcome === 'unusable_response') {
-      logger.warn(
+      loggerOf(ex, logger).warn(
         {
           event: 'upstream_response_unusable',
           reqId: ex.id,
@@ -152,9 +157,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ex.errorCode = err?.code ?? 'internal_error';
     const rateLimited = err !== undefined ? rateLimitOutcome[err.code] : undefined;
     if (rateLimited !== undefined && ex.account !== undefined)
-      deps.metrics.rateLimited(ex.account.label(), rateLimited);
+      deps.metrics.rateLimited(ex.account.id, ex.account.label(), rateLimited);
     if (err === undefined) {
-      logger.error(
+      loggerOf(ex, logger).error(
         { event: 'internal_error', reqId: ex.id, err: thrown instanceof Error ? thrown.message : String(thrown) },
         'request failed inside the proxy',
       );
@@ -172,7 +177,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       else sendError(ex.res, err, ex.id, bodyUnread(ex) ? CONNECTION_CLOSE : undefined);
     } catch (sendErr) {
       // The error answer itself failed (headers half-written): the client's connection goes, the process stays.
-      logger.error(
+      loggerOf(ex, logger).error(
         { event: 'internal_error', reqId: ex.id, err: sendErr instanceof Error ? sendErr.message : String(sendErr) },
         'an error answer could not be written',
       );
@@ -336,9 +341,11 @@ function logExchange(log: RequestLog, ex: Exchange): void {
   const url = ex.req.url ?? '';
   const q = url.indexOf('?');
   const finished = ex.res.writableFinished;
+  const account = ex.account?.id;
   log.write({
     time: Date.now(),
     reqId: ex.id,
+    account: account === DEFAULT_ACCOUNT ? undefined : account,
     method: ex.req.method ?? '',
     // The query string is left out: legacy clients put keys there.
     path: q < 0 ? url : url.slice(0, q),

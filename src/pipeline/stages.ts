@@ -376,12 +376,20 @@ export function setDeadline(deadlineMs: number): Stage {
   };
 }
 
-/** Reference data many clients re-read is answered from the cache (saving Keap quota) when a rule allows. */
+/** Reference data many clients re-read is answered from the cache (saving Keap quota) when the account's rule allows. */
 export function serveFromCache(cache: GetCache): Stage {
   return (ex) => {
     // A GET with a body is not the request a cached answer was for.
     if (ex.framing !== 'none') return;
-    const key = cache.keyFor(ex.req.method ?? 'GET', ex.req.url ?? '/', accountOf(ex).cacheNamespace(), ex.req.headers);
+    const account = accountOf(ex);
+    // The exchange's account's own rules: an account without any caches nothing.
+    if (!account.cacheRules.enabled) return;
+    const key = account.cacheRules.keyFor(
+      ex.req.method ?? 'GET',
+      ex.req.url ?? '/',
+      account.cacheNamespace(),
+      ex.req.headers,
+    );
     if (key === undefined) return;
     const hit = cache.get(key.key);
     if (hit === undefined) {
@@ -400,7 +408,7 @@ export function pace(metrics: Metrics): Stage {
     const account = accountOf(ex);
     const started = performance.now();
     await account.pacer.acquire(ex.deadline, 'new', clientSignal(ex));
-    metrics.queueWait(account.label(), (performance.now() - started) / 1000);
+    metrics.queueWait(account.id, account.label(), (performance.now() - started) / 1000);
   };
   // An account whose pacing is off costs no promise.
   return (ex) => (accountOf(ex).pacer.enabled ? wait(ex) : undefined);

@@ -11,7 +11,7 @@ import type { Logger } from '../observability/log.js';
 import type { Metrics } from '../observability/metrics.js';
 import { DailyQuotaSpent } from '../pacing/pacing-errors.js';
 import { nextUtcMidnight } from '../pacing/pacer.js';
-import { accountOf, clientSignal, type Exchange } from '../pipeline/exchange.js';
+import { accountOf, clientSignal, loggerOf, type Exchange } from '../pipeline/exchange.js';
 import { FAULT_BODY_LIMIT, readSmall } from './response-body.js';
 import type { Dispatch, ResponseHandler } from './response-handlers.js';
 
@@ -80,7 +80,7 @@ export function backOffOnRateLimit(
 }
 
 async function waitAndReplay(
-  logger: Logger,
+  rootLogger: Logger,
   metrics: Metrics,
   policy: RateLimitReplayPolicy,
   ex: Exchange,
@@ -88,6 +88,7 @@ async function waitAndReplay(
   resend: Dispatch,
 ): Promise<IncomingMessage> {
   const account = accountOf(ex);
+  const logger = loggerOf(ex, rootLogger);
   const report = parseQuotaHeaders(upstream.headers);
   const body = await readSmall(upstream, FAULT_BODY_LIMIT);
   const fault = parseFault(body);
@@ -128,7 +129,7 @@ async function waitAndReplay(
     );
     throw new RateLimitedByKeap(reason, retryAfterSeconds);
   }
-  metrics.rateLimited(account.label(), 'absorbed');
+  metrics.rateLimited(account.id, account.label(), 'absorbed');
   logger.info(
     {
       event: 'rate_limited',

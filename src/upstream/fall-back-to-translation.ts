@@ -12,7 +12,7 @@
 // first call after the window tries the endpoint again.
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from '../observability/log.js';
-import { accountOf, type Exchange, type Stage, type StageResult } from '../pipeline/exchange.js';
+import { accountOf, loggerOf, type Exchange, type Stage, type StageResult } from '../pipeline/exchange.js';
 import { UpstreamError } from './forwarder.js';
 import type { Handled, ResponseHandler } from './response-handlers.js';
 import type { XmlRpcTranslation } from './translate-xmlrpc.js';
@@ -184,7 +184,7 @@ export class FallBackToTranslation {
       p.reads.includes(method as string) ||
       (verdict === 'ran' && p.idempotent.includes(method as string));
     if (!safe) {
-      this.logger.info(
+      loggerOf(ex, this.logger).info(
         { event: 'xmlrpc_fallback_skipped', reqId: ex.id, xmlrpcMethod: method, status: seen },
         "Keap's XML-RPC may have run this call, and running it again by translation is not safe: the client gets Keap's answer, or the fault for none",
       );
@@ -197,12 +197,12 @@ export class FallBackToTranslation {
     const until = this.now() + this.policy.downMs;
     const fields = { event: 'xmlrpc_endpoint_down', reqId: ex.id, status: seen, until: new Date(until).toISOString() };
     if (endpoint.markDown(until)) {
-      this.logger.warn(
+      loggerOf(ex, this.logger).warn(
         fields,
         "Keap's XML-RPC endpoint answers as retired or down: the calls the proxy can translate are translated, without trying it, until `until`",
       );
     } else {
-      this.logger.debug(fields, "Keap's XML-RPC endpoint is still down");
+      loggerOf(ex, this.logger).debug(fields, "Keap's XML-RPC endpoint is still down");
     }
   }
 
@@ -210,7 +210,7 @@ export class FallBackToTranslation {
     const endpoint = accountOf(ex).xmlrpcEndpoint;
     if (endpoint.downUntil() === undefined) return;
     if (endpoint.markUp())
-      this.logger.info(
+      loggerOf(ex, this.logger).info(
         { event: 'xmlrpc_endpoint_up', reqId: ex.id },
         "Keap's XML-RPC endpoint answers again: calls go to it first",
       );

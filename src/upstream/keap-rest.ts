@@ -33,7 +33,7 @@ export function restCallerFor(
         if (account.pacer.enabled) {
           const waited = performance.now();
           await account.pacer.acquire(ex.deadline, first ? 'new' : 'replay', clientSignal(ex));
-          metrics.queueWait(account.label(), (performance.now() - waited) / 1000);
+          metrics.queueWait(account.id, account.label(), (performance.now() - waited) / 1000);
         }
         first = false;
         if (ex.clientGone) throw new UpstreamError('client_closed');

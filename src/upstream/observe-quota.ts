@@ -35,7 +35,7 @@ export function observeQuota(
     const report = parseQuotaHeaders(res.headers);
     if (report === undefined) return res;
     account.pacer.observe(report);
-    metrics.observeQuota(account.label(), report);
+    metrics.observeQuota(account.id, account.label(), report);
     return res;
   };
 }

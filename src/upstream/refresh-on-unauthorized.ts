@@ -5,7 +5,7 @@
 import type { IncomingMessage } from 'node:http';
 import { classifyUnauthorized, NOT_APPROVED_AFTER_REFRESH, parseFault, type Fault } from '../keap/apigee.js';
 import type { Logger } from '../observability/log.js';
-import { accountOf, clientSignal, injectCredential, type Exchange } from '../pipeline/exchange.js';
+import { accountOf, clientSignal, injectCredential, loggerOf, type Exchange } from '../pipeline/exchange.js';
 import { FAULT_BODY_LIMIT, keepReadBody, peekSmall } from './response-body.js';
 import type { Dispatch, ResponseHandler } from './response-handlers.js';
 
@@ -36,7 +36,7 @@ export function refreshOnUnauthorized(
     // A key cannot be refreshed: the client sees Keap's 401 as it is.
     if (ex.credential?.kind !== 'bearer') return res;
     ex.refreshes += 1;
-    return replayWithNewToken(logger, replayBodyBytes, policy, ex, res, resend);
+    return replayWithNewToken(loggerOf(ex, logger), replayBodyBytes, policy, ex, res, resend);
   };
 }
 
