@@ -321,6 +321,33 @@ describe('per-account readiness, state made on first use, and reload', () => {
     });
   });
 
+  it('a reload can bring an account that caches and translates XML-RPC, though none did at start', async () => {
+    const r = await rig({ a: key('a') });
+    writeFileSync(
+      r.file,
+      accountsJson({
+        a: key('a'),
+        b: { ...key('b'), CACHE_RULES: '/crm/rest/v1/contacts=60', XMLRPC_MODE: 'translate' },
+      }),
+    );
+    expect(r.proxy.reloadAccounts(loadConfig({ env: r.env, cwd: r.dir })).added).toEqual(['b']);
+    const calls = () => r.sim.counters.apiCalls;
+    const before = calls();
+    for (let i = 0; i < 2; i++)
+      expect((await send(r.proxy.url, 'GET', '/accounts/b/crm/rest/v1/contacts')).status).toBe(200);
+    expect(calls() - before).toBe(1);
+    const body = writeMethodCall({
+      methodName: 'InvoiceService.createBlankOrder',
+      params: [{ type: 'string', value: 'k' }],
+    });
+    const x = await send(r.proxy.url, 'POST', '/accounts/b/api/xmlrpc', { body });
+    expect(parseMethodResponse(x.body)).toMatchObject({
+      kind: 'fault',
+      faultString: expect.stringContaining('(keap-proxy: not_translatable)'),
+    });
+    expect(calls() - before).toBe(1);
+  });
+
   it('SIGHUP with a file that no longer validates changes nothing and says why', async () => {
     const r = await rig({ a: key('a') });
     const listeners: (() => void)[] = [];
