@@ -49,6 +49,8 @@ export interface ServerChild {
   watchRss(): Promise<{ now: number; peak: number }>;
   /** The child's RSS now and the highest sampled since watchRss. */
   rss(): Promise<{ now: number; peak: number }>;
+  /** The child's RSS and V8 heap in use, after a full GC when started with exposeGc. */
+  memory(): Promise<{ rss: number; heapUsed: number }>;
   close(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ export function startServer(options: ServerOptions): Promise<ServerChild> {
     'server-process.js',
     { BENCH_SERVER: JSON.stringify(options) },
     SERVER_CORE_ID,
+    options.exposeGc === true ? ['--expose-gc'] : [],
   );
   const send = (msg: ServerRequest): void => {
     child.send(msg);
@@ -67,6 +70,7 @@ export function startServer(options: ServerOptions): Promise<ServerChild> {
     child.once('exit', (code) => reject(new Error(`${options.scenario} server exited with code ${code}`)));
     const cpuWaiters: ((u: NodeJS.CpuUsage) => void)[] = [];
     const rssWaiters: ((r: { now: number; peak: number }) => void)[] = [];
+    const memoryWaiters: ((m: { rss: number; heapUsed: number }) => void)[] = [];
     const askRss = (type: 'rss-watch' | 'rss'): Promise<{ now: number; peak: number }> =>
       new Promise((done) => {
         rssWaiters.push(done);
@@ -81,6 +85,10 @@ export function startServer(options: ServerOptions): Promise<ServerChild> {
         rssWaiters.shift()?.({ now: msg.now, peak: msg.peak });
         return;
       }
+      if (msg.type === 'memory') {
+        memoryWaiters.shift()?.({ rss: msg.rss, heapUsed: msg.heapUsed });
+        return;
+      }
       resolve({
         url: msg.url,
         headers: msg.headers,
@@ -92,6 +100,11 @@ export function startServer(options: ServerOptions): Promise<ServerChild> {
           }),
         watchRss: () => askRss('rss-watch'),
         rss: () => askRss('rss'),
+        memory: () =>
+          new Promise((done) => {
+            memoryWaiters.push(done);
+            send({ type: 'memory' });
+          }),
         close: () =>
           new Promise((done) => {
             child.removeAllListeners('exit');

@@ -39,7 +39,12 @@ export function pinHelperProcess(pid: number): boolean {
 /** Server children of a head-to-head run share core 0, as the in-process servers do. */
 export const SERVER_CORE_ID = SERVER_CORE;
 
-export function forkScript(name: string, env: Record<string, string> = {}, core: string = HELPER_CORE): ChildProcess {
+export function forkScript(
+  name: string,
+  env: Record<string, string> = {},
+  core: string = HELPER_CORE,
+  nodeArgs: string[] = [],
+): ChildProcess {
   const script = fileURLToPath(new URL(`./${name}`, import.meta.url));
   // execArgv: [] so that `node --cpu-prof dist/bench/run.js` profiles the servers only.
   // BENCH_PROFILE_DIR: CPU profiles of the head-to-head servers, to see where time goes.
@@ -49,7 +54,7 @@ export function forkScript(name: string, env: Record<string, string> = {}, core:
       : [];
   const child = fork(script, [], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    execArgv: profile,
+    execArgv: [...profile, ...nodeArgs],
     env: { ...process.env, ...env },
   });
   if (child.pid !== undefined) pin(child.pid, core);

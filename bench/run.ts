@@ -5,7 +5,9 @@
 // ever has to answer 429; then ("uploads") the peak memory of keap-proxy and of the bare
 // forwarder under a burst of large uploads to a slow Keap, and how many keap-proxy refused;
 // then ("scale-out", scale-out.ts) three keap-proxy replicas sharing Keap's quota through one
-// Redis against a global limit, and the cost of pacing through Redis against pacing locally.
+// Redis against a global limit, and the cost of pacing through Redis against pacing locally;
+// then ("accounts", accounts.ts) keap-proxy's RSS with 10,000 accounts configured and 100 active,
+// and a trickle's queue wait beside a flood on two accounts sharing one OAuth client.
 //
 // Fairness on a small box:
 // - the servers run here, the load generator (autocannon) in a child process, so client and
@@ -19,7 +21,7 @@
 // BENCH_WARMUP_SECONDS (default 3: every measurement starts a fresh server, whose JIT needs that
 // long to settle; with 1 s keap-proxy, having more code to optimize, was measured half-warm), BENCH_ROUNDS (default 10), BENCH_CONNECTIONS (default 50),
 // BENCH_SCENARIOS (comma-separated names to run, default all: direct, bare-forwarder,
-// keap-proxy, head-to-head, pacing, uploads, scale-out). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
+// keap-proxy, head-to-head, pacing, uploads, scale-out, accounts). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
 // OAuth), BENCH_PACING_SECONDS (burst length, default 10), BENCH_PACING_CONNECTIONS (default 50).
 // Uploads: BENCH_UPLOADS_CONNECTIONS (concurrent uploads, default 60), BENCH_UPLOADS_MIB (body
 // size, default 8), BENCH_UPLOADS_HOLD_MS (how long the upstream holds each answer, default 2000),
@@ -29,12 +31,17 @@
 // BENCH_SCALE_SECONDS (burst length, default 10), BENCH_SCALE_CONNECTIONS (in all, rounded up to a
 // multiple of the 3 replicas; default 8 x the limit); its pacing-cost part uses BENCH_ROUNDS,
 // BENCH_SECONDS, BENCH_WARMUP_SECONDS and BENCH_CONNECTIONS as head-to-head does.
+// Accounts: BENCH_ACCOUNTS (configured, default 10000), BENCH_ACCOUNTS_ACTIVE (default 100),
+// BENCH_ACCOUNTS_MORE (a further measurement with this many active, default 1000; 0: none);
+// BENCH_FAIR_RATE (25), BENCH_FAIR_SECONDS (10), BENCH_FAIR_FLOOD (100 connections),
+// BENCH_FAIR_TRICKLE_MS (300), BENCH_FAIR_SLACK_MS (20), as bench/fair-share.ts reads them.
 //
 // Output: the table on stdout (progress on stderr), the same figures in bench/results/latest.json.
 // Exit status 1 when any answer was not 2xx (the figures would be meaningless), when the
 // simulator had to answer 429 during the pacing run, when an upload got neither 200 nor
 // (through keap-proxy) 503 body_budget_exhausted, when the scale-out replicas drew more than a
-// few 429s from the simulator or did not pace through Redis all along, or the run broke; a missed
+// few 429s from the simulator or did not pace through Redis all along, when the accounts run drew
+// a 429 from the simulator or an answer other than 2xx, or the run broke; a missed
 // throughput or pacing target is reported as FAIL in the verdict but does not change the status.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -66,6 +73,15 @@ import {
   type ScaleOutSettings,
   type ScaleOutSummary,
 } from './scale-out.js';
+import {
+  accountsFailures,
+  ACCOUNTS,
+  formatAccounts,
+  readAccountsSettings,
+  runAccounts,
+  type AccountsSettings,
+  type AccountsSummary,
+} from './accounts.js';
 import { SETTINGS } from '../src/config/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
@@ -120,6 +136,7 @@ interface Settings {
   pacing: { limitPerSecond: number; seconds: number; connections: number };
   uploads: { connections: number; bytes: number; holdMs: number; bursts: number };
   scaleOut: ScaleOutSettings;
+  accounts: AccountsSettings;
 }
 
 function scenarios(ctx: BenchContext): Scenario[] {
@@ -175,6 +192,7 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
       connections: scaleConnections,
       cost: { rounds, seconds, warmupSeconds, connections },
     },
+    accounts: readAccountsSettings(num),
   };
 }
 
@@ -536,9 +554,10 @@ async function main(): Promise<void> {
     const headToHeadOn = selected(settings, HEAD_TO_HEAD);
     const uploadsOn = selected(settings, UPLOADS);
     const scaleOutOn = selected(settings, SCALE_OUT);
-    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn && !scaleOutOn)
+    const accountsOn = selected(settings, ACCOUNTS);
+    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn && !scaleOutOn && !accountsOn)
       throw new Error(
-        `BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS, SCALE_OUT].join(', ')}`,
+        `BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS, SCALE_OUT, ACCOUNTS].join(', ')}`,
       );
     const perMeasurement = settings.warmupSeconds + settings.seconds;
     console.error(
@@ -597,6 +616,12 @@ async function main(): Promise<void> {
       scaleOut = await runScaleOut(settings.scaleOut, dir, REQUEST_PATH);
     }
 
+    let accounts: AccountsSummary | undefined;
+    if (accountsOn) {
+      // Its own simulators: the throughput runs' calls are not counted against its client.
+      accounts = await runAccounts(settings.accounts, dir);
+    }
+
     const headToHeadBad =
       headToHead?.rounds.some((r) => r.bare.bad + r.keap.bad > 0) === true
         ? ['head-to-head: answers other than 2xx']
@@ -613,6 +638,7 @@ async function main(): Promise<void> {
       ...(pacing !== undefined ? pacingUpstreamFailures(pacing) : []),
       ...uploadsBad,
       ...(scaleOut !== undefined ? scaleOutUpstreamFailures(scaleOut) : []),
+      ...(accounts !== undefined ? accountsFailures(accounts) : []),
     ];
 
     if (summaries.length > 0) console.log('\n' + formatTable(summaries, comparisons));
@@ -620,9 +646,10 @@ async function main(): Promise<void> {
     if (pacing !== undefined) console.log('\n' + formatPacing(pacing));
     if (uploads !== undefined) console.log('\n' + formatUploads(uploads));
     if (scaleOut !== undefined) console.log('\n' + formatScaleOut(scaleOut));
+    if (accounts !== undefined) console.log('\n' + formatAccounts(accounts));
     if (bad.length > 0) {
       console.log(
-        `\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, uploads answered otherwise than expected, or replicas not pacing through Redis:\n  ${bad.join('\n  ')}`,
+        `\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, uploads answered otherwise than expected, replicas not pacing through Redis, or accounts answered otherwise than 2xx:\n  ${bad.join('\n  ')}`,
       );
       exitCode = 1;
     } else {
@@ -637,6 +664,9 @@ async function main(): Promise<void> {
             ]
           : []),
         ...(uploads !== undefined ? [uploadsNote(uploads)] : []),
+        ...(accounts !== undefined
+          ? ['every accounts request answered 2xx, and the simulator never answered 429 to the accounts run']
+          : []),
       ];
       console.log(`\n${notes.join('; ')}`);
     }
@@ -649,6 +679,7 @@ async function main(): Promise<void> {
       pacing,
       uploads,
       scaleOut,
+      accounts,
       bad,
       allResponses2xx: clientBad.length === 0,
     });
@@ -668,6 +699,7 @@ function writeResults(data: {
   pacing: PacingSummary | undefined;
   uploads: UploadsSummary | undefined;
   scaleOut: ScaleOutSummary | undefined;
+  accounts: AccountsSummary | undefined;
   bad: string[];
   allResponses2xx: boolean;
 }): string {
@@ -691,6 +723,7 @@ function writeResults(data: {
     pacing: data.pacing ?? null,
     uploads: data.uploads ?? null,
     scaleOut: data.scaleOut ?? null,
+    accounts: data.accounts ?? null,
     allResponses2xx: data.allResponses2xx,
     problems: data.bad,
   };

@@ -10,7 +10,9 @@
 // Protocol: options as JSON in BENCH_SERVER; the child says { type: 'ready', url, headers };
 // { type: 'cpu' } is answered with { type: 'cpu', usage } (process.cpuUsage); { type: 'rss-watch' }
 // starts sampling afresh and { type: 'rss' } reads it, both answered with { type: 'rss', now, peak }
-// (peak: the highest sample since rss-watch); { type: 'close' } ends it.
+// (peak: the highest sample since rss-watch); { type: 'memory' } runs a full GC first when the
+// child was started with exposeGc (--expose-gc) and answers { type: 'memory', rss, heapUsed }
+// (the accounts scenario's retained memory); { type: 'close' } ends it.
 import { bareForwarder, keapProxy, type BenchContext } from './scenarios.js';
 import { RSS_SAMPLE_MS } from './processes.js';
 
@@ -25,12 +27,16 @@ export interface ServerOptions {
   name?: string;
   /** keap-proxy only: settings added to or overriding the bench's (scenarios.ts, keapProxyConfig). */
   env?: Record<string, string>;
+  /** Start the child with --expose-gc, so { type: 'memory' } reads its memory after a full GC. */
+  exposeGc?: boolean;
 }
-export type ServerRequest = { type: 'cpu' } | { type: 'rss-watch' } | { type: 'rss' } | { type: 'close' };
+export type ServerRequest =
+  { type: 'cpu' } | { type: 'rss-watch' } | { type: 'rss' } | { type: 'memory' } | { type: 'close' };
 export type ServerMessage =
   | { type: 'ready'; url: string; headers: Record<string, string> }
   | { type: 'cpu'; usage: NodeJS.CpuUsage }
-  | { type: 'rss'; now: number; peak: number };
+  | { type: 'rss'; now: number; peak: number }
+  | { type: 'memory'; rss: number; heapUsed: number };
 
 const options = JSON.parse(process.env.BENCH_SERVER ?? '{}') as ServerOptions;
 const ctx: BenchContext = {
@@ -67,6 +73,12 @@ process.on('message', (msg: ServerRequest) => {
   } else if (msg.type === 'rss') {
     const now = sample();
     reply({ type: 'rss', now, peak });
+  } else if (msg.type === 'memory') {
+    // Twice: the first full GC may leave finalizers' garbage for the second.
+    globalThis.gc?.();
+    globalThis.gc?.();
+    const m = process.memoryUsage();
+    reply({ type: 'memory', rss: m.rss, heapUsed: m.heapUsed });
   } else {
     clearInterval(sampler);
     void target.close().then(() => process.exit(0));
