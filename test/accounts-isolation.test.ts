@@ -3,74 +3,37 @@
 // never fails or holds up another's requests. A real simulator and a real proxy on loopback,
 // the accounts in an ACCOUNTS_FILE; the default account (the settings', at `/`) beside them
 // in key mode, so that its lines and series can be seen to stay as they were.
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig, type Config } from '../src/config/config.js';
-import { startProxy, type RunningProxy } from '../src/http/server.js';
-import { createLogger } from '../src/observability/log.js';
 import {
-  keyEnv,
-  LogCapture,
+  accountsHarnessPerTest,
   metric,
   send,
   SIM_API_KEY,
   SIM_CLIENT_ID,
   SIM_CLIENT_SECRET,
   SIM_SEED,
-  tempDir,
+  type AccountEntries,
   type Harness,
   type Reply,
 } from './harness.js';
-import { KeapSimulator, type RecordedRequest } from './simulator/keap-simulator.js';
+import type { RecordedRequest } from './simulator/keap-simulator.js';
 
 const KEY_A = 'KeapAK-account-a-personal-access-token';
 const KEY_B = 'KeapAK-account-b-personal-access-token';
 
-const open: Harness[] = [];
-afterEach(async () => {
-  for (const h of open.splice(0)) await h.close();
-});
+const start = accountsHarnessPerTest(afterEach);
 
 /**
  * A simulator that takes both keys (and its one OAuth client), and the proxy in front of it
  * with these accounts in its ACCOUNTS_FILE, beside the default account in key mode.
  */
-async function withAccounts(
-  accounts: (dir: string) => Record<string, Record<string, unknown>>,
-  env: Record<string, string> = {},
-): Promise<Harness> {
-  const sim = await KeapSimulator.start({ apiKeys: [SIM_API_KEY, KEY_A, KEY_B] });
-  const dir = tempDir();
-  const file = path.join(dir, 'accounts.json');
-  writeFileSync(file, JSON.stringify({ accounts: accounts(dir) }));
-  const logs = new LogCapture();
-  let proxy: RunningProxy;
-  let config: Config;
-  try {
-    // The token endpoint is process-wide: every OAuth account's grant is refreshed at the simulator's.
-    config = loadConfig({
-      env: { ...keyEnv(sim), KEAP_TOKEN_URL: sim.tokenUrl, ACCOUNTS_FILE: file, ...env },
-      cwd: dir,
-    });
-    proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
-  } catch (err) {
-    await sim.close();
-    throw err;
-  }
-  const h: Harness = {
-    sim,
-    proxy,
-    config,
-    logs,
-    dir,
-    async close() {
-      await proxy.close();
-      await sim.close();
-    },
-  };
-  open.push(h);
-  return h;
+function withAccounts(accounts: (dir: string) => AccountEntries, env: Record<string, string> = {}): Promise<Harness> {
+  return start({
+    accounts,
+    env: { KEAP_API_KEY: SIM_API_KEY, LOG_LEVEL: 'trace', ...env },
+    sim: { apiKeys: [SIM_API_KEY, KEY_A, KEY_B] },
+  });
 }
 
 /** What the simulator received for this (unique) path and query. */

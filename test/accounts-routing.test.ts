@@ -8,56 +8,23 @@ import { readAccountsFile } from '../src/config/accounts-file.js';
 import { SETTINGS } from '../src/config/settings.js';
 import net from 'node:net';
 import path from 'node:path';
-import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
-import { startProxy, type RunningProxy } from '../src/http/server.js';
-import { createLogger } from '../src/observability/log.js';
+import { ConfigError, loadConfig } from '../src/config/config.js';
 import { reloadOnSignal } from '../src/cli/reload-on-signal.js';
 import { parseMethodResponse, writeMethodCall } from '../src/keap/xmlrpc-codec.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { LogCapture, send, tempDir, until } from './harness.js';
+import { accountsHarnessPerTest, send, tempDir, until, type AccountEntries } from './harness.js';
 
 const KEYS = { a: 'KeapAK-account-a', b: 'KeapAK-account-b', c: 'KeapAK-account-c', d: 'KeapAK-account-d' };
 
-interface Rig {
-  sim: KeapSimulator;
-  proxy: RunningProxy;
-  config: Config;
-  logs: LogCapture;
-  dir: string;
-  file: string;
-  env: Record<string, string>;
-}
+const start = accountsHarnessPerTest(afterEach);
 
-const open: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const close of open.splice(0)) await close();
-});
-
-function accountsJson(accounts: Record<string, Record<string, unknown>>): string {
+function accountsJson(accounts: AccountEntries): string {
   return JSON.stringify({ accounts });
 }
 
-async function rig(accounts: Record<string, Record<string, unknown>>, env: Record<string, string> = {}): Promise<Rig> {
-  const sim = await KeapSimulator.start({ apiKeys: Object.values(KEYS) });
-  const dir = tempDir();
-  const file = path.join(dir, 'accounts.json');
-  writeFileSync(file, accountsJson(accounts));
-  const fullEnv = {
-    KEAP_API_URL: sim.url,
-    ACCOUNTS_FILE: file,
-    PORT: '0',
-    RATE_LIMIT_PER_SECOND: '0',
-    LOG_LEVEL: 'info',
-    ...env,
-  };
-  const logs = new LogCapture();
-  const config = loadConfig({ env: fullEnv, cwd: dir });
-  const proxy = await startProxy(config, { logger: createLogger(config.logLevel, logs) });
-  open.push(async () => {
-    await proxy.close();
-    await sim.close();
-  });
-  return { sim, proxy, config, logs, dir, file, env: fullEnv };
+/** A proxy serving `accounts` from ACCOUNTS_FILE, over a simulator that takes every key of KEYS. */
+function rig(accounts: AccountEntries, env: Record<string, string> = {}) {
+  return start({ accounts, env, sim: { apiKeys: Object.values(KEYS) } });
 }
 
 const key = (account: keyof typeof KEYS) => ({ KEAP_API_KEY: KEYS[account] });
@@ -301,8 +268,7 @@ describe('per-account readiness, state made on first use, and reload', () => {
     const inFlight = send(proxy.url, 'GET', '/accounts/a/crm/rest/v1/slow');
     await until('a request in flight at Keap', () => release !== undefined);
     const a = proxy.accounts.all().find((x) => x.id === 'a');
-    writeFileSync(r.file, accountsJson({ b: key('b'), c: key('c') }));
-    const changes = proxy.reloadAccounts(loadConfig({ env: r.env, cwd: r.dir }));
+    const changes = r.reload({ b: key('b'), c: key('c') });
     expect(changes).toEqual({ added: ['c'], removed: ['a'], changed: [] });
     expect((await send(proxy.url, 'GET', '/accounts/a/crm/rest/v1/contacts')).status).toBe(404);
     expect((await send(proxy.url, 'GET', '/accounts/c/crm/rest/v1/contacts')).status).toBe(200);

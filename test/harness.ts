@@ -1,6 +1,7 @@
 // Builds a real simulator and a real proxy on loopback for a test, with the proxy's log
 // lines captured in memory so tests can read (and scan) them.
 import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { setTimeout as realSleep } from 'node:timers/promises';
@@ -125,6 +126,86 @@ export function harnessPerTest(
   });
   return async (...args) => {
     const h = await startHarness(...args);
+    open.push(h);
+    return h;
+  };
+}
+
+export type AccountEntries = Record<string, Record<string, unknown>>;
+
+export interface AccountsHarness extends Harness {
+  /** The ACCOUNTS_FILE. */
+  file: string;
+  /** The settings the proxy was started with (the file's path among them). */
+  env: Record<string, string>;
+  /** Writes the file anew and has the proxy reload it, as SIGHUP does. */
+  reload(accounts: AccountEntries): ReturnType<RunningProxy['reloadAccounts']>;
+}
+
+/**
+ * A simulator and a proxy serving `accounts` from an ACCOUNTS_FILE (no default account unless
+ * `env` gives credentials). The token endpoint is process-wide: OAuth accounts refresh at the
+ * simulator's. `accounts` may be a function of the harness's folder (for grant files in it).
+ */
+export async function startAccountsHarness(opts: {
+  accounts: AccountEntries | ((dir: string) => AccountEntries);
+  env?: Record<string, string>;
+  sim?: SimulatorOptions;
+  overrides?: Omit<ProxyOverrides, 'logger'>;
+}): Promise<AccountsHarness> {
+  const sim = await KeapSimulator.start(opts.sim);
+  const dir = tempDir();
+  const file = path.join(dir, 'accounts.json');
+  const write = (accounts: AccountEntries): void => writeFileSync(file, JSON.stringify({ accounts }));
+  write(typeof opts.accounts === 'function' ? opts.accounts(dir) : opts.accounts);
+  const env = {
+    KEAP_API_URL: sim.url,
+    KEAP_TOKEN_URL: sim.tokenUrl,
+    ACCOUNTS_FILE: file,
+    PORT: '0',
+    RATE_LIMIT_PER_SECOND: '0',
+    LOG_LEVEL: 'info',
+    ...opts.env,
+  };
+  const logs = new LogCapture();
+  let config: Config;
+  let proxy: RunningProxy;
+  try {
+    config = loadConfig({ env, cwd: dir });
+    proxy = await startProxy(config, { ...opts.overrides, logger: createLogger(config.logLevel, logs) });
+  } catch (err) {
+    await sim.close();
+    throw err;
+  }
+  return {
+    sim,
+    proxy,
+    config,
+    logs,
+    dir,
+    file,
+    env,
+    reload(accounts) {
+      write(accounts);
+      return proxy.reloadAccounts(loadConfig({ env, cwd: dir }));
+    },
+    async close() {
+      await proxy.close();
+      await sim.close();
+    },
+  };
+}
+
+/** A `startAccountsHarness` for one test file whose harnesses are all closed after each test. */
+export function accountsHarnessPerTest(
+  afterEach: (fn: () => Promise<void>) => void,
+): (...args: Parameters<typeof startAccountsHarness>) => Promise<AccountsHarness> {
+  const open: Harness[] = [];
+  afterEach(async () => {
+    for (const h of open.splice(0)) await h.close();
+  });
+  return async (...args) => {
+    const h = await startAccountsHarness(...args);
     open.push(h);
     return h;
   };

@@ -4,15 +4,22 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-/** Settings an account may set for itself; every other stays process-wide. */
-export const ACCOUNT_SETTINGS = [
+/** An account's own: never taken from the process-wide settings. */
+export const OWN_SETTINGS = [
   'KEAP_CLIENT_ID',
   'KEAP_CLIENT_SECRET',
-  'KEAP_REDIRECT_URI',
   'KEAP_REFRESH_TOKEN',
   'KEAP_API_KEY',
   'KEAP_APP',
   'TOKEN_STORE',
+] as const;
+
+/**
+ * What an account takes from the process-wide settings when its entry leaves them out: its
+ * limits, cache rules, XML-RPC mode and redirect URI.
+ */
+export const INHERITED_SETTINGS = [
+  'KEAP_REDIRECT_URI',
   'RATE_LIMIT_PER_SECOND',
   'RATE_LIMIT_PER_MINUTE',
   'RATE_LIMIT_PER_DAY',
@@ -24,24 +31,12 @@ export const ACCOUNT_SETTINGS = [
   'XMLRPC_MODE',
 ] as const;
 
+/** Settings an account may set for itself; every other stays process-wide. */
+export const ACCOUNT_SETTINGS = [...OWN_SETTINGS, ...INHERITED_SETTINGS] as const;
+
 export type AccountSettingName = (typeof ACCOUNT_SETTINGS)[number];
 
-/**
- * What an account takes from the process-wide settings when its entry leaves them out: its
- * limits, cache rules and XML-RPC mode, never a credential, its app or its token store.
- */
-export const INHERITED: ReadonlySet<AccountSettingName> = new Set([
-  'KEAP_REDIRECT_URI',
-  'RATE_LIMIT_PER_SECOND',
-  'RATE_LIMIT_PER_MINUTE',
-  'RATE_LIMIT_PER_DAY',
-  'RATE_LIMIT_MARGIN',
-  'QUEUE_LIMIT',
-  'TENANT_LIMIT_PER_MINUTE',
-  'TENANT_LIMIT_PER_DAY',
-  'CACHE_RULES',
-  'XMLRPC_MODE',
-]);
+export const INHERITED: ReadonlySet<AccountSettingName> = new Set(INHERITED_SETTINGS);
 
 /** An account id: a path segment, a Redis key part and a file name, so letters, digits, `-` and `_`. */
 export const ACCOUNT_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;

@@ -6,7 +6,13 @@ import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { PaceLimits } from '../pacing/pacer.js';
 import type { LogLevel } from '../observability/log.js';
-import { ACCOUNT_SETTINGS, INHERITED, readAccountsFile, type AccountSettingName } from './accounts-file.js';
+import {
+  ACCOUNT_SETTINGS,
+  INHERITED,
+  OWN_SETTINGS,
+  readAccountsFile,
+  type AccountSettingName,
+} from './accounts-file.js';
 import { Invalid, SETTINGS, type SettingName, type SettingValues } from './settings.js';
 
 // The logger owns its levels; they are re-exported here as the settings' vocabulary.
@@ -389,15 +395,10 @@ export function loadConfig(input: LoadConfigInput): Config {
   };
 }
 
-/** Account settings that may be absent (unset optional values are parsed to undefined and kept, but a refused one is absent too). */
-const OPTIONAL_ACCOUNT_SETTINGS = new Set<string>([
-  'KEAP_CLIENT_ID',
-  'KEAP_CLIENT_SECRET',
-  'KEAP_REDIRECT_URI',
-  'KEAP_REFRESH_TOKEN',
-  'KEAP_API_KEY',
-  'KEAP_APP',
-]);
+/** Account settings that may be absent: unset, they are parsed to undefined (a refused one is absent too). */
+const OPTIONAL_ACCOUNT_SETTINGS = new Set<string>(
+  [...OWN_SETTINGS, 'KEAP_REDIRECT_URI'].filter((name) => name !== 'TOKEN_STORE'),
+);
 
 /** Parses `names` (every setting by default) each by its entry's parser; a refused value is left out and said. */
 function parseSettings(
