@@ -27,8 +27,9 @@ export interface ProxyOverrides {
   /** Keap 429 replays (tests shorten the delays; the defaults are in upstream/back-off-on-rate-limit.ts). */
   rateLimitReplays?: RateLimitReplayPolicy;
   /**
-   * The clock of the token broker and of XMLRPC_MODE=fallback's down window (tests cross the
-   * refresh floor, token lifetimes and the window without waiting).
+   * The clock of the token broker, of XMLRPC_MODE=fallback's down window and of the warnings
+   * that are rate-limited (tests cross the refresh floor, token lifetimes and the windows
+   * without waiting).
    */
   now?: () => number;
 }

@@ -84,6 +84,8 @@ export interface RequestRecord {
   attempts: number;
   durationMs: number;
   outcome: string | undefined;
+  /** Why Keap could not be reached: an error code (ECONNREFUSED, ENOTFOUND, CERT_HAS_EXPIRED, …) or `timeout`. */
+  cause?: string | undefined;
   cache: string | undefined;
   /** An XML-RPC call's methodName (the migration inventory reads it). */
   xmlrpcMethod?: string | undefined;
@@ -131,6 +133,7 @@ function formatRequestLine(r: RequestRecord, bindings: string): string {
     (r.upstreamStatus === undefined ? '' : `,"upstreamStatus":${r.upstreamStatus}`) +
     `,"attempts":${r.attempts},"durationMs":${r.durationMs}` +
     (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
+    (r.cause === undefined ? '' : `,"cause":${str(r.cause)}`) +
     (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
     (r.xmlrpcMethod === undefined ? '' : `,"xmlrpcMethod":${str(r.xmlrpcMethod)}`) +
     (r.xmlrpcServedBy === undefined ? '' : `,"xmlrpcServedBy":${str(r.xmlrpcServedBy)}`) +

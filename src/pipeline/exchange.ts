@@ -57,6 +57,8 @@ export interface Exchange {
   upstreamStatus: number | undefined;
   /** Why the request ended without Keap's answer, for the log line. */
   outcome: string | undefined;
+  /** Why Keap could not be reached (an error code such as ECONNREFUSED, or `timeout`), for the log line. */
+  cause: string | undefined;
   /** Set when a 200 answer to this GET may be cached. */
   cacheKey: { key: string; ttlMs: number } | undefined;
   /** 'HIT' when served from the cache. */

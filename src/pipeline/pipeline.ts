@@ -7,6 +7,7 @@ import { RequestLog, type Logger } from '../observability/log.js';
 import type { AccountRegistry } from '../accounts/registry.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 import { forwardToKeap } from '../upstream/response-side.js';
+import { UpstreamFailureLog } from '../upstream/failure-log.js';
 import { translateXmlRpc, XmlRpcTranslation } from '../upstream/translate-xmlrpc.js';
 import { FallBackToTranslation, XMLRPC_FALLBACK } from '../upstream/fall-back-to-translation.js';
 import { RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
@@ -49,7 +50,7 @@ export interface PipelineDeps {
   bodyBudget: BodyBudget;
   /** How Keap's 429s are replayed; RATE_LIMIT_REPLAYS with RATE_LIMIT_MAX_ATTEMPTS unless given. */
   rateLimitReplays?: RateLimitReplayPolicy;
-  /** The clock of XMLRPC_MODE=fallback's down window (tests move it); Date.now unless given. */
+  /** The clock of XMLRPC_MODE=fallback's down window and of the upstream failure log's (tests move it); Date.now unless given. */
   now?: (() => number) | undefined;
 }
 
@@ -136,12 +137,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   };
 
   const limits = { maxBodyBytes: config.maxBodyBytes };
+  const failureLog = new UpstreamFailureLog(logger, config.keapApiUrl.host, deps.now);
 
   /** The one edge where an error becomes the client's answer (see http/error-answers.ts). */
   function fail(ex: Exchange, thrown: unknown): void {
     const outcome = outcomeOf(thrown);
     if (outcome !== undefined) ex.outcome = outcome;
     if (ex.clientGone) ex.outcome ??= 'client_closed';
+    // Why Keap could not be reached (or did not answer in time): logged with its cause, which the request line carries too.
+    const cause = failureLog.failed(thrown, ex.id, loggerOf(ex, logger));
+    if (cause !== undefined) ex.cause = cause;
     if (outcome === 'unusable_response') {
       loggerOf(ex, logger).warn(
         {
@@ -281,6 +286,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         deadline: 0,
         upstreamStatus: undefined,
         outcome: undefined,
+        cause: undefined,
         cacheKey: undefined,
         cache: undefined,
       };
@@ -354,6 +360,7 @@ function logExchange(log: RequestLog, ex: Exchange): void {
     attempts: ex.attempts,
     durationMs: Math.round((performance.now() - ex.startedAt) * 10) / 10,
     outcome: ex.outcome ?? (finished ? undefined : 'client_closed'),
+    cause: ex.cause,
     cache: ex.cache,
     xmlrpcMethod: ex.xmlrpcMethod,
     xmlrpcServedBy: ex.xmlrpcServedBy,

@@ -95,7 +95,11 @@ class InFlight {
 
   /** The upstream socket closed; unless the attempt has settled (the common case: nothing to do, nothing allocated), it failed. */
   onClosed(): void {
-    if (!this.settled) this.onError(new Error('upstream closed the connection without an answer'), 'unreachable');
+    if (!this.settled)
+      this.onError(
+        Object.assign(new Error('upstream closed the connection without an answer'), { code: 'closed_without_answer' }),
+        'unreachable',
+      );
   }
 
   onError(err: Error, failure: UpstreamFailure): void {
