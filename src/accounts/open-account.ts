@@ -33,7 +33,7 @@ export function createCredentials(
 ): CredentialParts {
   const c = account.credentials;
   if (c.mode === 'key')
-    return { credentials: new StaticKeySource(c.apiKey, logger), broker: undefined, client: undefined };
+    return { credentials: new StaticKeySource(c.apiKey, logger, now), broker: undefined, client: undefined };
   const client = new TokenClient({ tokenUrl, clientId: c.clientId, clientSecret: c.clientSecret, now });
   const broker = new TokenBroker({
     client,

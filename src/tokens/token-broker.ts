@@ -184,6 +184,9 @@ export class TokenBroker implements CredentialSource {
     return next?.kind === 'bearer' && next.token !== used.token;
   }
 
+  /** A token the gateway let through needs nothing: its expiry and Keap's 401s say when it is done. */
+  accepted(): void {}
+
   readiness(): Readiness {
     const grant = this.grant;
     const now = this.now();

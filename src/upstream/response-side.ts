@@ -8,6 +8,7 @@ import type { Stage } from '../pipeline/exchange.js';
 import { backOffOnRateLimit, RATE_LIMIT_REPLAYS, type RateLimitReplayPolicy } from './back-off-on-rate-limit.js';
 import type { Forwarder } from './forwarder.js';
 import { observeQuota } from './observe-quota.js';
+import { judgeKey } from './judge-key.js';
 import { refreshOnUnauthorized } from './refresh-on-unauthorized.js';
 import { relay } from './relay.js';
 import { composeResponseSide } from './response-handlers.js';
@@ -33,6 +34,8 @@ export function forwardToKeap(deps: ResponseSideDeps): Stage {
     // Innermost first: every answer, each replay's too, is observed before anything reacts to it.
     [
       observeQuota(deps.metrics),
+      // Key mode: every answer says whether Keap accepts the key (/readyz); a key's 401 is passed on as it is.
+      judgeKey(),
       refreshOnUnauthorized(deps.logger, deps.replayBodyBytes),
       backOffOnRateLimit(deps.logger, deps.metrics, deps.rateLimitReplays ?? RATE_LIMIT_REPLAYS),
       // Outermost: it judges the answer the client would get (after a refresh, after Keap's 429s), and may answer itself.

@@ -351,6 +351,12 @@ export class KeapSimulator {
     for (const k of this.accessTokens.keys()) this.accessTokens.set(k, 0);
   }
 
+  /** Keys accepted in X-Keap-API-Key from now on (a key Keap issued, or revoked, after the start). */
+  acceptApiKey(key: string, accepted = true): void {
+    if (accepted) this.apiKeys.add(key);
+    else this.apiKeys.delete(key);
+  }
+
   revokeRefreshTokens(): void {
     this.refreshToken = undefined;
   }
