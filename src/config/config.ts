@@ -109,6 +109,8 @@ export interface Config {
   logLevel: LogLevel;
   /** Where the settings came from, for the start-up log line. */
   configFile: string | undefined;
+  /** What is allowed but probably a mistake (plain http to a host that is not loopback): logged at start, never refused. */
+  warnings: string[];
 }
 
 /** Every secret can be read from a file named by <NAME>_FILE (Kubernetes secret volumes). */
@@ -276,6 +278,8 @@ export function loadConfig(input: LoadConfigInput): Config {
     }
   }
 
+  // Secrets whose <NAME>_FILE could not be read: that is the one problem said about them (no "required" after it).
+  const unreadable = new Set<string>();
   const raw = (name: string): string | undefined => {
     const direct = env[name] ?? fromFile.get(name);
     if (!SECRET_NAMES.includes(name)) return direct;
@@ -291,6 +295,7 @@ export function loadConfig(input: LoadConfigInput): Config {
       problems.push(
         `${name}_FILE: cannot read ${shown(`${name}_FILE`, fileRef)} (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`,
       );
+      unreadable.add(name);
       return undefined;
     }
   };
@@ -305,7 +310,7 @@ export function loadConfig(input: LoadConfigInput): Config {
   const accounts: AccountConfig[] = [];
   const hasTopCredentials = [v.KEAP_CLIENT_ID, v.KEAP_CLIENT_SECRET, v.KEAP_API_KEY].some((x) => x !== undefined);
   if (accountsFile === undefined || hasTopCredentials) {
-    const top = accountOf(DEFAULT_ACCOUNT, v, cwd, (message) => problems.push(message), {
+    const top = accountOf(DEFAULT_ACCOUNT, v, cwd, (message) => problems.push(message), unreadable, {
       redisPrefix: v.REDIS_PREFIX ?? 'keap-proxy:',
       hosts: [],
       port: undefined,
@@ -321,6 +326,7 @@ export function loadConfig(input: LoadConfigInput): Config {
         say('`default` is the account the settings configure at `/`; give this one another id');
         continue;
       }
+      const unreadableHere = new Set<string>();
       const value = (name: string): string | undefined => {
         const direct = entry.values.get(name);
         const fileRef = SECRET_NAMES.includes(name) ? entry.values.get(`${name}_FILE`) : undefined;
@@ -332,6 +338,7 @@ export function loadConfig(input: LoadConfigInput): Config {
             say(
               `${name}_FILE: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file`,
             );
+            unreadableHere.add(name);
             return undefined;
           }
         }
@@ -340,12 +347,19 @@ export function loadConfig(input: LoadConfigInput): Config {
         return INHERITED.has(name as AccountSettingName) ? raw(name)?.trim() : undefined;
       };
       const own = parseSettings(value, say, ACCOUNT_SETTINGS);
-      const account = accountOf(entry.id, { ...v, ...pick(own, ACCOUNT_SETTINGS) }, file?.dir ?? cwd, say, {
-        redisPrefix: `${v.REDIS_PREFIX ?? 'keap-proxy:'}accounts:${entry.id}:`,
-        hosts: entry.hosts,
-        port: entry.port,
-        weight: entry.weight,
-      });
+      const account = accountOf(
+        entry.id,
+        { ...v, ...pick(own, ACCOUNT_SETTINGS) },
+        file?.dir ?? cwd,
+        say,
+        unreadableHere,
+        {
+          redisPrefix: `${v.REDIS_PREFIX ?? 'keap-proxy:'}accounts:${entry.id}:`,
+          hosts: entry.hosts,
+          port: entry.port,
+          weight: entry.weight,
+        },
+      );
       if (account !== undefined) accounts.push(account);
     }
     problems.push(...routingProblems(accounts, v));
@@ -358,6 +372,10 @@ export function loadConfig(input: LoadConfigInput): Config {
     );
 
   if (problems.length > 0 || accounts.length === 0) throw new ConfigError([...new Set(problems)]);
+  const warnings = [
+    plainHttpWarning('KEAP_API_URL', v.KEAP_API_URL),
+    plainHttpWarning('KEAP_TOKEN_URL', v.KEAP_TOKEN_URL),
+  ].filter((w) => w !== undefined);
   // Every setting parsed: nothing was refused.
   const s = v as SettingValues;
   return {
@@ -392,7 +410,15 @@ export function loadConfig(input: LoadConfigInput): Config {
     relayCorsHeaders: s.RELAY_CORS_HEADERS,
     logLevel: s.LOG_LEVEL,
     configFile: fileName,
+    warnings,
   };
+}
+
+/** Plain http to a host that is not loopback: keys and tokens would cross the network in the clear. */
+function plainHttpWarning(name: string, url: URL | undefined): string | undefined {
+  if (url === undefined || url.protocol !== 'http:' || isLoopback(url.hostname.replace(/^\[|\]$/g, '')))
+    return undefined;
+  return `${name}: ${shown(name, url.origin)} is plain http to a host that is not loopback: the API key or tokens would cross the network unencrypted; use https://`;
 }
 
 /** Account settings that may be absent: unset, they are parsed to undefined (a refused one is absent too). */
@@ -439,6 +465,8 @@ function accountOf(
   v: Partial<SettingValues>,
   cwd: string,
   say: (message: string) => void,
+  /** Secrets whose <NAME>_FILE could not be read (said already): nothing more is said of the credentials. */
+  unreadable: ReadonlySet<string>,
   route: Pick<AccountConfig, 'redisPrefix' | 'hosts' | 'port' | 'weight'>,
 ): AccountConfig | undefined {
   const clientId = v.KEAP_CLIENT_ID;
@@ -446,6 +474,10 @@ function accountOf(
   const apiKey = v.KEAP_API_KEY;
   const seedRefreshToken = v.KEAP_REFRESH_TOKEN;
   let credentials: Credentials | undefined;
+  // What the file would have held is unknown: any problem said of the credentials now would follow from that one.
+  if (['KEAP_CLIENT_ID', 'KEAP_CLIENT_SECRET', 'KEAP_API_KEY', 'KEAP_REFRESH_TOKEN'].some((n) => unreadable.has(n))) {
+    return undefined;
+  }
   if (clientId !== undefined || clientSecret !== undefined) {
     if (clientId === undefined)
       say("KEAP_CLIENT_ID: required with KEAP_CLIENT_SECRET; set it to your Keap app's client id");

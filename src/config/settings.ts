@@ -139,11 +139,13 @@ function bool(doc: Doc & { default: boolean }): Entry<boolean> {
   });
 }
 
+/** One of `values` (all lower-case), in any case: `INFO` and `Debug` are `info` and `debug`. */
 function oneOf<const V extends string>(doc: Doc & { default: NoInfer<V>; values: readonly V[] }): Entry<V> {
   return entry(doc, doc.default, (value, ctx) => {
-    if (!(doc.values as readonly string[]).includes(value))
+    const v = value.toLowerCase();
+    if (!(doc.values as readonly string[]).includes(v))
       throw new Invalid(`${ctx.show(value)} is not one of ${doc.values.join(', ')}`);
-    return value as V;
+    return v as V;
   });
 }
 
@@ -157,11 +159,17 @@ function checkHttpUrl(value: string, example: string, ctx: SettingContext): URL 
   throw new Invalid(`${ctx.show(value)} is not an http(s) URL without credentials, e.g. ${example}`);
 }
 
-/** An http(s) URL without credentials; `bare`: without a query string or fragment either. */
-function httpUrl(doc: Doc & { default: string; bare?: boolean }): Entry<URL> {
+/**
+ * An http(s) URL without credentials; `origin`: the origin alone, no path, query string or
+ * fragment (each request's own path is added to it: a path would be doubled).
+ */
+function httpUrl(doc: Doc & { default: string; origin?: boolean }): Entry<URL> {
   return entry(doc, doc.default, (value, ctx) => {
     const u = checkHttpUrl(value, doc.default, ctx);
-    if (doc.bare === true && (u.search || u.hash)) throw new Invalid('must not carry a query string or fragment');
+    if (doc.origin === true && (u.search || u.hash || u.pathname !== '/'))
+      throw new Invalid(
+        `${ctx.show(value)} has a ${u.pathname !== '/' ? 'path' : u.search ? 'query string' : 'fragment'}; give the origin only, e.g. ${doc.default} (each request's own path, such as /crm/rest/v1/contacts, is added to it)`,
+      );
     return u;
   });
 }
@@ -275,8 +283,8 @@ const DEFINITIONS = {
   }),
   KEAP_API_URL: httpUrl({
     default: 'https://api.infusionsoft.com',
-    bare: true,
-    meaning: 'Keap API base URL: the only host requests are forwarded to.',
+    origin: true,
+    meaning: 'Keap API origin, without a path: the only host requests are forwarded to.',
   }),
   KEAP_TOKEN_URL: httpUrl({ default: 'https://api.infusionsoft.com/token', meaning: 'OAuth2 token endpoint.' }),
   KEAP_AUTHORIZE_URL: httpUrl({

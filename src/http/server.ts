@@ -157,6 +157,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   }
 
   logger.info({ event: 'starting', config: configSummary(config) }, 'keap-proxy starting');
+  for (const warning of config.warnings) logger.warn({ event: 'config_warning', warning }, warning);
   if (!isLoopback(config.host) && config.proxyClientKeys.length === 0) {
     logger.warn(
       { event: 'open_listener', host: config.host },

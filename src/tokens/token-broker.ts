@@ -193,9 +193,16 @@ export class TokenBroker implements CredentialSource {
     const details: Record<string, unknown> = {
       mode: 'oauth',
       state: this.state.kind,
+      // Only times that were set: a token dropped after Keap rejected it (its expiry zeroed), a
+      // seed with no access token yet or an empty grant would show an age of decades.
       accessTokenExpiresInSeconds:
-        grant !== undefined && grant.accessToken !== '' ? Math.round((grant.accessExpiresAt - now) / SECOND) : null,
-      refreshTokenAgeSeconds: grant !== undefined ? Math.round((now - grant.refreshIssuedAt) / SECOND) : null,
+        grant !== undefined && grant.accessToken !== '' && grant.accessExpiresAt > 0
+          ? Math.round((grant.accessExpiresAt - now) / SECOND)
+          : null,
+      refreshTokenAgeSeconds:
+        grant !== undefined && grant.refreshToken !== '' && grant.refreshIssuedAt > 0
+          ? Math.round((now - grant.refreshIssuedAt) / SECOND)
+          : null,
       lastRefreshAt: this.lastRefreshAt !== undefined ? new Date(this.lastRefreshAt).toISOString() : null,
       refreshFailures: this.failures,
       tenant: grant !== undefined ? (tenantOf(grant) ?? null) : null,
