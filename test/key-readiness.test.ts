@@ -3,7 +3,10 @@
 // once a minute; the next call Keap accepts turns it green again. Against the simulator,
 // configured with a key it does not accept, which it then accepts.
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseMethodResponse, writeMethodCall, type XmlRpcValue } from '../src/keap/xmlrpc-codec.js';
 import { harnessPerTest, send } from './harness.js';
+
+const s = (value: string): XmlRpcValue => ({ type: 'string', value });
 
 const startHarness = harnessPerTest(afterEach);
 
@@ -69,5 +72,25 @@ describe('key mode: /readyz says whether Keap accepts the key', () => {
     expect((await send(h.proxy.url, 'GET', '/crm/rest/v1/own-401')).status).toBe(401);
     expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(200);
     expect(h.logs.entries.filter((e) => e.event === 'key_rejected')).toEqual([]);
+  });
+
+  it("translated XML-RPC calls judge the key too: their REST calls' answers turn /readyz red and green", async () => {
+    const h = await startHarness({
+      mode: 'key',
+      env: { KEAP_API_KEY: UNKNOWN_KEY, XMLRPC_MODE: 'translate' },
+      sim: { xmlrpc: 'keap' },
+    });
+    const call = () =>
+      send(h.proxy.url, 'POST', '/api/xmlrpc', {
+        body: writeMethodCall({
+          methodName: 'ContactService.findByEmail',
+          params: [s('k'), s('nobody@example.com'), { type: 'array', value: [s('Id')] }],
+        }),
+      });
+    await call();
+    expect((await send(h.proxy.url, 'GET', '/readyz')).json()).toMatchObject({ error: 'key_rejected' });
+    h.sim.acceptApiKey(UNKNOWN_KEY);
+    expect(parseMethodResponse((await call()).body)).toEqual({ kind: 'value', value: { type: 'array', value: [] } });
+    expect((await send(h.proxy.url, 'GET', '/readyz')).status).toBe(200);
   });
 });

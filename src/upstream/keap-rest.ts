@@ -46,6 +46,8 @@ export function restCallerFor(
         (ex.restCalls ??= []).push(`${method} ${path.split('?', 1)[0]} ${res.status}`);
         const report = parseQuotaHeaders(res.headers);
         if (report !== undefined) account.pacer.observe(report);
+        // Key mode: every answer says whether the gateway takes the key (judge-key.ts's rule).
+        if (credential.kind === 'key') await judgeKeyAnswer(account, credential, res);
         if (res.status === 401 && credential.kind === 'bearer' && !refreshed) {
           const fault = parseFault(res.body);
           if (classifyUnauthorized(fault) === 'token') {
@@ -144,6 +146,18 @@ function send(
     req.once('error', () => reject(new UpstreamError('unreachable')));
     req.end(payload);
   });
+}
+
+async function judgeKeyAnswer(
+  account: ReturnType<typeof accountOf>,
+  used: { kind: 'key'; key: string },
+  res: Raw,
+): Promise<void> {
+  if (res.status >= 500) return;
+  if (res.status !== 401) return account.credentials.accepted(used);
+  const fault = parseFault(res.body);
+  if (classifyUnauthorized(fault) === 'other') account.credentials.accepted(used);
+  else await account.credentials.invalidate(used, fault.errorcode);
 }
 
 function json(body: Buffer): unknown {
