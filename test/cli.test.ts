@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 import { FileTokenStore } from '../src/tokens/token-store.js';
 import { runTokenStatus, formatDuration } from '../src/cli/token-status.js';
 import { tempDir, Out } from './harness.js';
+import { runCli } from '../src/cli/cli-run.js';
 import type { Grant } from '../src/tokens/grant.js';
 import { storeFile } from './store-path.js';
 
@@ -77,10 +78,16 @@ describe('parseArgs', () => {
     expect(parseArgs(['auth', '--timeout=5'])).toMatchObject({ timeoutMs: 5000 });
   });
 
-  it('--help wins anywhere', () => {
-    expect(parseArgs(['auth', '--help'])).toEqual({ kind: 'help' });
+  it("--help wins anywhere: after a command, that command's help; else the whole help", () => {
+    expect(parseArgs(['auth', '--help'])).toEqual({ kind: 'help', command: 'auth' });
     expect(parseArgs(['-h'])).toEqual({ kind: 'help' });
-    expect(parseArgs(['token', 'status', '--nope', '--config', '--help'])).toEqual({ kind: 'help' });
+    expect(parseArgs(['token', 'status', '--nope', '--config', '--help'])).toEqual({
+      kind: 'help',
+      command: 'token-status',
+    });
+    expect(parseArgs(['--help', 'xmlrpc', 'report'])).toEqual({ kind: 'help', command: 'xmlrpc-report' });
+    // An unknown command's --help is the whole help: it lists the commands there are.
+    expect(parseArgs(['frobnicate', '--help'])).toEqual({ kind: 'help' });
   });
 
   it.each([
@@ -216,4 +223,71 @@ describe('keap-proxy token status', () => {
     expect(formatDuration(7 * 60_000 + 30_000)).toBe('7m');
     expect(formatDuration(-2 * HOUR)).toBe('2h 0m');
   });
+});
+
+describe('every command has its own --help; an unknown command exits 2', () => {
+  async function cli(argv: string[]): Promise<{ code: number | undefined; out: string; err: string }> {
+    const out = new Out();
+    const err = new Out();
+    const code = await runCli({
+      argv,
+      env: {},
+      stdout: out,
+      stderr: err,
+      cwd: tempDir(),
+      serve: () => Promise.reject(new Error('nothing here serves')),
+    });
+    return { code, out: out.text, err: err.text };
+  }
+
+  it.each([
+    [
+      ['auth', '--help'],
+      "keap-proxy auth: authorize keap-proxy's Keap app",
+      [
+        'keap-proxy auth --code CODE [--state STATE]',
+        '--timeout SECONDS',
+        '--state STATE',
+        '--account ID',
+        '--config FILE',
+      ],
+    ],
+    [['token', 'status', '--help'], 'keap-proxy token status: show the stored grant', ['--json', '--account ID']],
+    [['token', 'export', '-h'], 'keap-proxy token export: write the stored grant as JSON', ['--out FILE']],
+    [['token', 'import', '--help'], 'keap-proxy token import: store a grant', ['--from SOURCE', '--force']],
+    [['xmlrpc', 'report', '--help'], 'keap-proxy xmlrpc report: list the XML-RPC methods', ['--log FILE', '--json']],
+  ])(
+    '%o: purpose, usage and options of that command alone, exit 0, no configuration needed',
+    async (argv, purpose, options) => {
+      const r = await cli(argv);
+      expect(r.code).toBe(0);
+      expect(r.err).toBe('');
+      const [first, ...rest] = r.out.split('\n');
+      expect(first).toMatch(new RegExp(`^${purpose.replace(/[[\]().*+?]/g, '\\$&')}`));
+      expect(r.out).toContain('Usage:');
+      expect(r.out).toContain('Options:');
+      expect(r.out).toMatch(/--help +show this help/);
+      for (const option of options) expect(rest.join('\n')).toContain(option);
+      // Not the whole help: no settings table, no other command.
+      expect(r.out).not.toContain('Settings:');
+      for (const line of r.out.split('\n')) expect(line.length).toBeLessThanOrEqual(100);
+    },
+  );
+
+  it('the whole help names the per-command help and the version', () => {
+    expect(helpText()).toContain('keap-proxy COMMAND --help');
+    expect(helpText()).toContain('keap-proxy version');
+  });
+
+  it.each([['frobnicate'], ['token', 'list'], ['serve'], ['auth', 'now']])(
+    '%o: exit 2 with the unknown command named and where to look, nothing on stdout',
+    async (...argv) => {
+      const r = await cli(argv);
+      expect(r.code).toBe(2);
+      expect(r.out).toBe('');
+      expect(r.err).toMatch(
+        new RegExp(`^keap-proxy: unknown command "${argv.join(' ')}".*; see keap-proxy --help\\n$`),
+      );
+    },
+  );
 });
