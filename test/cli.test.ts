@@ -1,11 +1,14 @@
-import { describe, it, expect } from 'vitest';
+import { afterEach, describe, it, expect } from 'vitest';
+import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { KeapSimulator } from './simulator/keap-simulator.js';
 import path from 'node:path';
 import { parseArgs, UsageError } from '../src/cli/cli-args.js';
 import { helpText } from '../src/cli/cli-help.js';
 import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 import { FileTokenStore } from '../src/tokens/token-store.js';
 import { runTokenStatus, formatDuration } from '../src/cli/token-status.js';
-import { tempDir, Out } from './harness.js';
+import { tempDir, Out, oauthEnv } from './harness.js';
 import { runCli } from '../src/cli/cli-run.js';
 import type { Grant } from '../src/tokens/grant.js';
 import { storeFile } from './store-path.js';
@@ -291,3 +294,91 @@ describe('every command has its own --help; an unknown command exits 2', () => {
     },
   );
 });
+
+describe('keap-proxy auth checks the token store before Keap is asked anything', () => {
+  const REDIRECT = 'https://app.example.com/keap/callback';
+  let sim: KeapSimulator | undefined;
+  afterEach(async () => {
+    await sim?.close();
+    sim = undefined;
+  });
+
+  async function auth(
+    argv: string[],
+    env: Record<string, string>,
+    cwd: string,
+  ): Promise<{ code: number | undefined; out: string; err: string }> {
+    const out = new Out();
+    const err = new Out();
+    const code = await runCli({
+      argv: ['auth', ...argv],
+      env,
+      stdout: out,
+      stderr: err,
+      cwd,
+      serve: () => Promise.reject(new Error('nothing here serves')),
+    });
+    return { code, out: out.text, err: err.text };
+  }
+
+  it('a store directory that cannot be made: exit 1 naming TOKEN_STORE, no authorize URL, no code spent', async () => {
+    sim = await KeapSimulator.start();
+    const dir = tempDir();
+    writeFileSync(path.join(dir, 'a-file'), '');
+    const env = { ...oauthEnv(sim, dir), KEAP_REDIRECT_URI: REDIRECT, TOKEN_STORE: 'a-file/store/tokens.json' };
+    const printing = await auth([], env, dir);
+    expect(printing.code).toBe(1);
+    expect(printing.out).toBe('');
+    expect(printing.err).toMatch(
+      /^keap-proxy: TOKEN_STORE: token store directory .*a-file\/store cannot be created \(ENOTDIR\); .*Nothing was asked of Keap; fix the store, then run `keap-proxy auth` again\.\n$/,
+    );
+    const exchanging = await auth([`--code=${sim.issueAuthorizationCode(REDIRECT)}`], env, dir);
+    expect(exchanging.code).toBe(1);
+    expect(exchanging.err).toMatch(/^keap-proxy: TOKEN_STORE: token store directory/);
+    expect(sim.counters.tokenCalls).toBe(0);
+  });
+
+  it('a Redis store that cannot be reached: exit 1, no authorize URL', async () => {
+    sim = await KeapSimulator.start();
+    const dir = tempDir();
+    const port = await closedPort();
+    const r = await auth(
+      [],
+      { ...oauthEnv(sim, dir), KEAP_REDIRECT_URI: REDIRECT, TOKEN_STORE: `redis://127.0.0.1:${port}/0` },
+      dir,
+    );
+    expect(r.code).toBe(1);
+    expect(r.out).not.toContain('Open this URL');
+    expect(r.err).toMatch(
+      /^keap-proxy: TOKEN_STORE: token store redis:\/\/127\.0\.0\.1:\d+\/0 .*: Redis is unavailable, could not take the lock/,
+    );
+  });
+
+  it('a mistyped --state is refused and the pending login kept: the right state then stores the grant', async () => {
+    sim = await KeapSimulator.start();
+    const dir = tempDir();
+    const env = { ...oauthEnv(sim, dir), KEAP_REDIRECT_URI: REDIRECT, KEAP_REFRESH_TOKEN: '' };
+    const first = await auth([], env, dir);
+    expect(first.code).toBe(0);
+    const state = new URL(/https:\/\/\S+/.exec(first.out)?.[0] ?? '').searchParams.get('state') ?? '';
+    const code = sim.issueAuthorizationCode(REDIRECT);
+    const typo = await auth([`--code=${code}`, '--state', `${state}x`], env, dir);
+    expect(typo.code).toBe(1);
+    expect(typo.err).toContain('that login is still pending');
+    expect(sim.counters.tokenCalls).toBe(0);
+    const right = await auth([`--code=${code}`, '--state', state], env, dir);
+    expect(right.err).toBe('');
+    expect(right.code).toBe(0);
+    expect(right.out).toContain('Authorized for');
+  });
+});
+
+function closedPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}

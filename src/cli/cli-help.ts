@@ -143,6 +143,9 @@ const COMMANDS: Record<Kind, CommandHelp> = {
       ACCOUNT_OPTION,
       CONFIG_OPTION,
     ],
+    notes: [
+      'Before it prints the authorize URL or exchanges a code, it checks that the token store can be written and locked.',
+    ],
   },
   'token-status': {
     purpose: 'show the stored grant (tenant, expiry, refresh token age; never a token); exit 1 when none',
