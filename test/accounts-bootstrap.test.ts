@@ -121,7 +121,7 @@ describe('keap-proxy auth and token --account', () => {
     expect(storeOf(config, 'b')).toBe(path.join(dir, 'store', 'accounts', 'b.json'));
 
     const code = sim.issueAuthorizationCode(HTTPS_REDIRECT);
-    const auth = await cli(['auth', '--account', 'a', '--code', code], env, dir);
+    const auth = await cli(['auth', '--account', 'a', `--code=${code}`], env, dir);
     expect(auth).toMatchObject({ code: 0, err: '' });
     expect(auth.out).toContain(`Authorized for ${SIM_TENANT}`);
     expect(auth.out).toContain(storeOf(config, 'a'));
@@ -248,12 +248,16 @@ describe('keap-proxy auth and token --account', () => {
       { KEAP_REDIRECT_URI: HTTPS_REDIRECT },
     );
     const config = loadConfig({ env, cwd: dir });
-    const first = await cli(['auth', '--account', 'a', '--code', sim.issueAuthorizationCode(HTTPS_REDIRECT)], env, dir);
+    const first = await cli(
+      ['auth', '--account', 'a', `--code=${sim.issueAuthorizationCode(HTTPS_REDIRECT)}`],
+      env,
+      dir,
+    );
     expect(first.code).toBe(0);
     const held = readFileSync(storeOf(config, 'a'), 'utf8');
 
     const other = sim.issueAuthorizationCode(HTTPS_REDIRECT, { tenant: OTHER_APP });
-    const refused = await cli(['auth', '--account', 'a', '--code', other], env, dir);
+    const refused = await cli(['auth', '--account', 'a', `--code=${other}`], env, dir);
     expect(refused.code).toBe(1);
     expect(refused.err).toContain(
       `the grant is for Keap app ${OTHER_APP}.infusionsoft.com, but this account is ab123.infusionsoft.com (KEAP_APP)`,

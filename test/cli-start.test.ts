@@ -10,6 +10,7 @@ import { startProxy } from '../src/http/server.js';
 import { createLogger } from '../src/observability/log.js';
 import type { Config } from '../src/config/config.js';
 import { Out, tempDir, SIM_API_KEY } from './harness.js';
+import { unwritableDir, unwritableDirAvailable } from './unwritable-dir.js';
 
 /** The real server, started as the serve command starts it, with its log lines dropped. */
 async function serve(config: Config): Promise<void> {
@@ -76,6 +77,44 @@ describe('start failures', () => {
       /^keap-proxy: TOKEN_STORE: token store .* is not valid JSON; restore it or remove it and re-authorize/,
     );
     expect(err).not.toContain('must-not-show');
+    oneLine(err);
+  });
+
+  it.runIf(unwritableDirAvailable())(
+    'a token store directory that cannot be written: TOKEN_STORE is named with the directory and what to do, exit 1, nothing left running',
+    async () => {
+      const dir = unwritableDir();
+      const { code, err } = await start({
+        KEAP_CLIENT_ID: 'id',
+        KEAP_CLIENT_SECRET: 'client-secret-that-must-not-show',
+        KEAP_REFRESH_TOKEN: 'refresh-token-that-must-not-show',
+        TOKEN_STORE: path.join(dir, 'tokens.json'),
+        PORT: '0',
+      });
+      expect(code).toBe(1);
+      expect(err).toMatch(
+        new RegExp(
+          `^keap-proxy: TOKEN_STORE: token store directory ${dir} cannot be written by this process \\((EACCES|EPERM|EROFS): the lock ${path.join(dir, 'tokens.json.lock')} cannot be created\\), so no refreshed grant could be saved; make it writable by user \\d+ .* or point TOKEN_STORE into a writable directory\n$`,
+        ),
+      );
+      expect(err).not.toContain('must-not-show');
+      oneLine(err);
+    },
+  );
+
+  it('a token store directory that cannot be made (a file in its path): TOKEN_STORE is named, exit 1', async () => {
+    const dir = tempDir();
+    writeFileSync(path.join(dir, 'a-file'), '');
+    const { code, err } = await start({
+      KEAP_CLIENT_ID: 'id',
+      KEAP_CLIENT_SECRET: 'client-secret-that-must-not-show',
+      TOKEN_STORE: path.join(dir, 'a-file', 'tokens.json'),
+      PORT: '0',
+    });
+    expect(code).toBe(1);
+    expect(err).toMatch(
+      /^keap-proxy: TOKEN_STORE: token store .*a-file\/tokens\.json(\.lock)? cannot be (read|created) \(ENOTDIR\)/,
+    );
     oneLine(err);
   });
 });

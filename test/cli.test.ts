@@ -1,11 +1,15 @@
-import { describe, it, expect } from 'vitest';
+import { afterEach, describe, it, expect } from 'vitest';
+import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { KeapSimulator } from './simulator/keap-simulator.js';
 import path from 'node:path';
 import { parseArgs, UsageError } from '../src/cli/cli-args.js';
 import { helpText } from '../src/cli/cli-help.js';
 import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 import { FileTokenStore } from '../src/tokens/token-store.js';
 import { runTokenStatus, formatDuration } from '../src/cli/token-status.js';
-import { tempDir, Out } from './harness.js';
+import { tempDir, Out, oauthEnv } from './harness.js';
+import { runCli } from '../src/cli/cli-run.js';
 import type { Grant } from '../src/tokens/grant.js';
 import { storeFile } from './store-path.js';
 
@@ -77,10 +81,16 @@ describe('parseArgs', () => {
     expect(parseArgs(['auth', '--timeout=5'])).toMatchObject({ timeoutMs: 5000 });
   });
 
-  it('--help wins anywhere', () => {
-    expect(parseArgs(['auth', '--help'])).toEqual({ kind: 'help' });
+  it("--help wins anywhere: after a command, that command's help; else the whole help", () => {
+    expect(parseArgs(['auth', '--help'])).toEqual({ kind: 'help', command: 'auth' });
     expect(parseArgs(['-h'])).toEqual({ kind: 'help' });
-    expect(parseArgs(['token', 'status', '--nope', '--config', '--help'])).toEqual({ kind: 'help' });
+    expect(parseArgs(['token', 'status', '--nope', '--config', '--help'])).toEqual({
+      kind: 'help',
+      command: 'token-status',
+    });
+    expect(parseArgs(['--help', 'xmlrpc', 'report'])).toEqual({ kind: 'help', command: 'xmlrpc-report' });
+    // An unknown command's --help is the whole help: it lists the commands there are.
+    expect(parseArgs(['frobnicate', '--help'])).toEqual({ kind: 'help' });
   });
 
   it.each([
@@ -217,3 +227,158 @@ describe('keap-proxy token status', () => {
     expect(formatDuration(-2 * HOUR)).toBe('2h 0m');
   });
 });
+
+describe('every command has its own --help; an unknown command exits 2', () => {
+  async function cli(argv: string[]): Promise<{ code: number | undefined; out: string; err: string }> {
+    const out = new Out();
+    const err = new Out();
+    const code = await runCli({
+      argv,
+      env: {},
+      stdout: out,
+      stderr: err,
+      cwd: tempDir(),
+      serve: () => Promise.reject(new Error('nothing here serves')),
+    });
+    return { code, out: out.text, err: err.text };
+  }
+
+  it.each([
+    [
+      ['auth', '--help'],
+      "keap-proxy auth: authorize keap-proxy's Keap app",
+      [
+        'keap-proxy auth --code CODE [--state STATE]',
+        '--timeout SECONDS',
+        '--state STATE',
+        '--account ID',
+        '--config FILE',
+      ],
+    ],
+    [['token', 'status', '--help'], 'keap-proxy token status: show the stored grant', ['--json', '--account ID']],
+    [['token', 'export', '-h'], 'keap-proxy token export: write the stored grant as JSON', ['--out FILE']],
+    [['token', 'import', '--help'], 'keap-proxy token import: store a grant', ['--from SOURCE', '--force']],
+    [['xmlrpc', 'report', '--help'], 'keap-proxy xmlrpc report: list the XML-RPC methods', ['--log FILE', '--json']],
+  ])(
+    '%o: purpose, usage and options of that command alone, exit 0, no configuration needed',
+    async (argv, purpose, options) => {
+      const r = await cli(argv);
+      expect(r.code).toBe(0);
+      expect(r.err).toBe('');
+      const [first, ...rest] = r.out.split('\n');
+      expect(first).toMatch(new RegExp(`^${purpose.replace(/[[\]().*+?]/g, '\\$&')}`));
+      expect(r.out).toContain('Usage:');
+      expect(r.out).toContain('Options:');
+      expect(r.out).toMatch(/--help +show this help/);
+      for (const option of options) expect(rest.join('\n')).toContain(option);
+      // Not the whole help: no settings table, no other command.
+      expect(r.out).not.toContain('Settings:');
+      for (const line of r.out.split('\n')) expect(line.length).toBeLessThanOrEqual(100);
+    },
+  );
+
+  it('the whole help names the per-command help and the version', () => {
+    expect(helpText()).toContain('keap-proxy COMMAND --help');
+    expect(helpText()).toContain('keap-proxy version');
+  });
+
+  it.each([['frobnicate'], ['token', 'list'], ['serve'], ['auth', 'now']])(
+    '%o: exit 2 with the unknown command named and where to look, nothing on stdout',
+    async (...argv) => {
+      const r = await cli(argv);
+      expect(r.code).toBe(2);
+      expect(r.out).toBe('');
+      expect(r.err).toMatch(
+        new RegExp(`^keap-proxy: unknown command "${argv.join(' ')}".*; see keap-proxy --help\\n$`),
+      );
+    },
+  );
+});
+
+describe('keap-proxy auth checks the token store before Keap is asked anything', () => {
+  const REDIRECT = 'https://app.example.com/keap/callback';
+  let sim: KeapSimulator | undefined;
+  afterEach(async () => {
+    await sim?.close();
+    sim = undefined;
+  });
+
+  async function auth(
+    argv: string[],
+    env: Record<string, string>,
+    cwd: string,
+  ): Promise<{ code: number | undefined; out: string; err: string }> {
+    const out = new Out();
+    const err = new Out();
+    const code = await runCli({
+      argv: ['auth', ...argv],
+      env,
+      stdout: out,
+      stderr: err,
+      cwd,
+      serve: () => Promise.reject(new Error('nothing here serves')),
+    });
+    return { code, out: out.text, err: err.text };
+  }
+
+  it('a store directory that cannot be made: exit 1 naming TOKEN_STORE, no authorize URL, no code spent', async () => {
+    sim = await KeapSimulator.start();
+    const dir = tempDir();
+    writeFileSync(path.join(dir, 'a-file'), '');
+    const env = { ...oauthEnv(sim, dir), KEAP_REDIRECT_URI: REDIRECT, TOKEN_STORE: 'a-file/store/tokens.json' };
+    const printing = await auth([], env, dir);
+    expect(printing.code).toBe(1);
+    expect(printing.out).toBe('');
+    expect(printing.err).toMatch(
+      /^keap-proxy: TOKEN_STORE: token store directory .*a-file\/store cannot be created \(ENOTDIR\); .*Nothing was asked of Keap; fix the store, then run `keap-proxy auth` again\.\n$/,
+    );
+    const exchanging = await auth([`--code=${sim.issueAuthorizationCode(REDIRECT)}`], env, dir);
+    expect(exchanging.code).toBe(1);
+    expect(exchanging.err).toMatch(/^keap-proxy: TOKEN_STORE: token store directory/);
+    expect(sim.counters.tokenCalls).toBe(0);
+  });
+
+  it('a Redis store that cannot be reached: exit 1, no authorize URL', async () => {
+    sim = await KeapSimulator.start();
+    const dir = tempDir();
+    const port = await closedPort();
+    const r = await auth(
+      [],
+      { ...oauthEnv(sim, dir), KEAP_REDIRECT_URI: REDIRECT, TOKEN_STORE: `redis://127.0.0.1:${port}/0` },
+      dir,
+    );
+    expect(r.code).toBe(1);
+    expect(r.out).not.toContain('Open this URL');
+    expect(r.err).toMatch(
+      /^keap-proxy: TOKEN_STORE: token store redis:\/\/127\.0\.0\.1:\d+\/0 .*: Redis is unavailable, could not take the lock/,
+    );
+  });
+
+  it('a mistyped --state is refused and the pending login kept: the right state then stores the grant', async () => {
+    sim = await KeapSimulator.start();
+    const dir = tempDir();
+    const env = { ...oauthEnv(sim, dir), KEAP_REDIRECT_URI: REDIRECT, KEAP_REFRESH_TOKEN: '' };
+    const first = await auth([], env, dir);
+    expect(first.code).toBe(0);
+    const state = new URL(/https:\/\/\S+/.exec(first.out)?.[0] ?? '').searchParams.get('state') ?? '';
+    const code = sim.issueAuthorizationCode(REDIRECT);
+    const typo = await auth([`--code=${code}`, '--state', `${state}x`], env, dir);
+    expect(typo.code).toBe(1);
+    expect(typo.err).toContain('that login is still pending');
+    expect(sim.counters.tokenCalls).toBe(0);
+    const right = await auth([`--code=${code}`, '--state', state], env, dir);
+    expect(right.err).toBe('');
+    expect(right.code).toBe(0);
+    expect(right.out).toContain('Authorized for');
+  });
+});
+
+function closedPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}

@@ -1,6 +1,6 @@
 import { describe, it, expect, afterEach, vi } from 'vitest';
 import { createServer } from 'node:net';
-import { readFileSync, statSync, existsSync } from 'node:fs';
+import { readFileSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { KeapSimulator } from './simulator/keap-simulator.js';
 import {
@@ -20,6 +20,7 @@ import { AuthError, runAuth, type AuthOptions, type AuthResult } from '../src/cl
 import { StateTable, buildAuthorizeUrl } from '../src/oauth/oauth-flow.js';
 import { isGrant, type Grant } from '../src/tokens/grant.js';
 import { storeFile } from './store-path.js';
+import { unwritableDir, unwritableDirAvailable } from './unwritable-dir.js';
 
 const CLIENT_KEY = 'client-key-oauth-0123456789';
 const PROXY_REDIRECT = 'http://127.0.0.1:8080/oauth/callback';
@@ -189,26 +190,88 @@ describe('keap-proxy auth', () => {
       state: 'another-state',
     }).catch((e: unknown) => e);
     expect(wrong).toBeInstanceOf(AuthError);
+    expect((wrong as Error).message).toMatch(/does not match .* that login is still pending/);
     expect(sim.counters.tokenCalls).toBe(0);
-    // The mismatch used the remembered state up: even the right one no longer passes.
-    const late = await runAuth({ config, out: new Out(), code: sim.issueAuthorizationCode(redirect), state }).catch(
-      (e: unknown) => e,
-    );
-    expect(late).toBeInstanceOf(AuthError);
-
-    const again = new Out();
-    const second = await runAuth({ config, out: again });
-    const secondState =
-      new URL(second.outcome === 'pending' ? second.authorizeUrl : '').searchParams.get('state') ?? '';
-    const ok = await runAuth({
+    // A mistyped state does not cancel the pending login: the right one still passes.
+    const ok = await runAuth({ config, out: new Out(), code: sim.issueAuthorizationCode(redirect), state });
+    expect(ok.outcome).toBe('authorized');
+    expect(sim.counters.codeGrants).toBe(1);
+    // Its code was used: that state passes no more.
+    const replayed = await runAuth({
       config,
       out: new Out(),
       code: sim.issueAuthorizationCode(redirect),
-      state: secondState,
-    });
-    expect(ok.outcome).toBe('authorized');
+      state,
+    }).catch((e: unknown) => e);
+    expect(replayed).toBeInstanceOf(AuthError);
+    expect((replayed as Error).message).toMatch(/--state: no login is pending/);
     expect(sim.counters.codeGrants).toBe(1);
   });
+
+  it('a pending login expires: its state passes no more after 10 minutes', async () => {
+    const redirect = 'https://app.example.com/keap/callback';
+    const { sim, config } = await setup(redirect);
+    let now = Date.parse('2026-11-20T12:00:00.000Z');
+    const pending = await runAuth({ config, out: new Out(), now: () => now });
+    const state = new URL(pending.outcome === 'pending' ? pending.authorizeUrl : '').searchParams.get('state') ?? '';
+    now += 10 * 60_000;
+    const late = await runAuth({
+      config,
+      out: new Out(),
+      code: sim.issueAuthorizationCode(redirect),
+      state,
+      now: () => now,
+    }).catch((e: unknown) => e);
+    expect(late).toBeInstanceOf(AuthError);
+    expect((late as Error).message).toMatch(/no login is pending/);
+    expect(sim.counters.tokenCalls).toBe(0);
+  });
+
+  it.each(['print the authorize URL', 'exchange a code'] as const)(
+    'a token store that cannot be written fails before it would %s: nothing asked of Keap, the message names the store',
+    async (what) => {
+      const redirect = 'https://app.example.com/keap/callback';
+      const blocker = path.join(tempDir(), 'a-file');
+      writeFileSync(blocker, '');
+      // The store's directory would have to be made inside a plain file: it cannot be (ENOTDIR), even as root.
+      const { sim, config } = await setup(redirect, { TOKEN_STORE: path.join(blocker, 'store', 'tokens.json') });
+      const out = new Out();
+      const err = await runAuth({
+        config,
+        out,
+        code: what === 'exchange a code' ? sim.issueAuthorizationCode(redirect) : undefined,
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AuthError);
+      expect((err as Error).message).toMatch(
+        new RegExp(
+          `^TOKEN_STORE: token store directory ${path.join(blocker, 'store')} cannot be created \\(ENOTDIR\\).*Nothing was asked of Keap`,
+        ),
+      );
+      expect(out.text).not.toContain('Open this URL');
+      expect(out.text).not.toContain(sim.url);
+      expect(sim.counters.tokenCalls).toBe(0);
+    },
+  );
+
+  it.runIf(unwritableDirAvailable())(
+    'a token store directory this user cannot write: refused before the authorize URL, naming the directory and what to do',
+    async () => {
+      const redirect = 'https://app.example.com/keap/callback';
+      const dir = unwritableDir();
+      const { sim, config } = await setup(redirect, { TOKEN_STORE: path.join(dir, 'tokens.json') });
+      const out = new Out();
+      const err = await runAuth({ config, out }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AuthError);
+      expect((err as Error).message).toMatch(
+        new RegExp(
+          `^TOKEN_STORE: token store directory ${dir} cannot be written by this process \\((EACCES|EPERM|EROFS)`,
+        ),
+      );
+      expect((err as Error).message).toMatch(/point TOKEN_STORE into a writable directory/);
+      expect(out.text).not.toContain('Open this URL');
+      expect(sim.counters.tokenCalls).toBe(0);
+    },
+  );
 
   it('listens on the redirect URI, exchanges the callback with our state, answers the browser and stores the grant', async () => {
     const port = await freePort();

@@ -347,6 +347,9 @@ class MemoryTokenStore implements TokenStore {
   withLock<T>(fn: () => Promise<T>): Promise<T> {
     return fn();
   }
+  checkWritable(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 describe('failures', () => {

@@ -131,4 +131,5 @@ const unusedStore: TokenStore = {
   load: () => Promise.resolve(undefined),
   save: () => Promise.reject(new Error('key mode keeps no grant')),
   withLock: (fn) => fn(),
+  checkWritable: () => Promise.resolve(),
 };

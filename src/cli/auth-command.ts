@@ -21,7 +21,7 @@ import { HttpError } from '../http/http-error.js';
 import { OAuthFlow, StateTable, STATE_TTL_MS } from '../oauth/oauth-flow.js';
 import { sendPage } from '../oauth/oauth-page.js';
 import { TokenClient } from '../tokens/token-client.js';
-import type { TokenStore } from '../tokens/token-store.js';
+import { TokenStoreError, type TokenStore } from '../tokens/token-store.js';
 import { openTokenStore, type OpenedTokenStore } from '../tokens/open-token-store.js';
 import { describeGrant, formatDuration, type Output } from './token-status.js';
 
@@ -126,20 +126,31 @@ async function authorize(
 
   let grant: Grant;
   if (options.code !== undefined) {
-    if (options.state !== undefined && !(await pending.consume(options.state))) {
-      throw new AuthError(
-        `--state does not match the state of the authorize URL \`${again}\` printed last (or that was more than 10 minutes ago): run \`${again}\` again and use the code and state of the redirect that follows it.`,
-      );
+    if (options.state !== undefined) {
+      const found = await pending.check(options.state);
+      if (found === 'mismatch')
+        throw new AuthError(
+          `--state does not match the state of the authorize URL \`${again}\` printed last; that login is still pending: run \`${again} --code CODE --state STATE\` again with the code and state from the address bar of Keap's redirect (a code is good for a few minutes), or run \`${again}\` for a new authorize URL.`,
+        );
+      if (found === 'none')
+        throw new AuthError(
+          `--state: no login is pending (\`${again}\` printed no authorize URL, or that was more than ${STATE_TTL_MS / 60_000} minutes ago, or its code was used): run \`${again}\` again and use the code and state of the redirect that follows it.`,
+        );
     }
+    // Before the code is spent: a grant Keap issued that cannot be stored would be lost.
+    await ensureWritable(store, again);
+    if (options.state !== undefined) await pending.forget();
     const previous = await store.load().catch(() => undefined);
     grant = await exchange(flow, options.code);
     warnOnTenantChange(out, previous, grant);
   } else {
+    // Before the URL is printed: a login whose grant cannot be stored is a login wasted.
+    await ensureWritable(store, again);
     const target = new URL(redirectUri);
     const { url, state } = flow.begin();
+    if (target.protocol !== 'http:') await pending.remember(state);
     out.write(`Open this URL in a browser and log in to the Keap account to authorize:\n\n  ${url.href}\n\n`);
     if (target.protocol !== 'http:') {
-      await pending.remember(state);
       out.write(
         `KEAP_REDIRECT_URI (${redirectUri}) is not plain http, so this command cannot receive the callback itself.\n` +
           `After you log in, Keap redirects the browser there; copy the code and state from the address bar and run:\n\n` +
@@ -179,6 +190,18 @@ function pendingStateFile(config: Config, account?: string): string {
     .digest('hex')
     .slice(0, 16);
   return path.join(tmpdir(), `keap-proxy-${process.getuid?.() ?? 'user'}`, `${id}.oauth-state`);
+}
+
+/** The store can be written and locked, or the command stops here, before Keap is asked anything. */
+async function ensureWritable(store: TokenStore, again: string): Promise<void> {
+  try {
+    await store.checkWritable();
+  } catch (err) {
+    if (!(err instanceof TokenStoreError)) throw err;
+    throw new AuthError(
+      `TOKEN_STORE: ${err.message}. Nothing was asked of Keap; fix the store, then run \`${again}\` again.`,
+    );
+  }
 }
 
 function oauthCredentials(config: Config, account?: string): OAuthCredentials {
@@ -333,15 +356,28 @@ class PendingState {
     });
   }
 
-  async consume(state: string): Promise<boolean> {
+  /**
+   * Whether `state` is the pending one. A state that does not match leaves the pending login
+   * in place (a typo, another tab's redirect): the right one can still follow. An expired
+   * or unreadable one is removed.
+   */
+  async check(state: string): Promise<'ok' | 'mismatch' | 'none'> {
     let saved: unknown;
     try {
       saved = JSON.parse(await fs.readFile(this.file, 'utf8'));
     } catch {
-      return false;
+      return 'none';
     }
+    const entry = saved as { state?: unknown; expiresAt?: unknown } | null;
+    if (typeof entry?.state !== 'string' || typeof entry.expiresAt !== 'number' || this.now() >= entry.expiresAt) {
+      await this.forget();
+      return 'none';
+    }
+    return entry.state === state ? 'ok' : 'mismatch';
+  }
+
+  /** The pending login is done with (its code is being exchanged): its state passes no more. */
+  async forget(): Promise<void> {
     await fs.rm(this.file, { force: true });
-    const entry = saved as { state?: unknown; expiresAt?: unknown };
-    return entry.state === state && typeof entry.expiresAt === 'number' && this.now() < entry.expiresAt;
   }
 }

@@ -4,7 +4,9 @@
 import { parseArgs as parseArgv, type ParseArgsConfig } from 'node:util';
 
 export type Command =
-  | { kind: 'help' }
+  /** `command`: the help of that command alone (`keap-proxy auth --help`); none: the whole help. */
+  | { kind: 'help'; command?: Kind }
+  | { kind: 'version' }
   | { kind: 'serve'; configFile: string | undefined }
   | {
       kind: 'auth';
@@ -32,7 +34,8 @@ export class UsageError extends Error {
   }
 }
 
-type Kind = Exclude<Command['kind'], 'help'>;
+/** The commands that do something (help and version only print). */
+export type Kind = 'serve' | 'auth' | 'token-status' | 'token-export' | 'token-import' | 'xmlrpc-report';
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 const CONFIG = { config: { type: 'string' } } as const satisfies Options;
@@ -54,11 +57,27 @@ const OPTIONS = {
 const ANY_OPTIONS: Options = Object.assign({}, ...Object.values(OPTIONS)) as Options;
 
 export function parseArgs(argv: readonly string[]): Command {
-  // --help wins anywhere, even where it would be read as another option's value.
-  if (argv.some((a) => a === '--help' || a === '-h')) return { kind: 'help' };
   const args = [...argv];
   // Lenient first: it only finds the positionals that name the command.
   const first = parseArgv({ args, options: ANY_OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  // --help wins anywhere, even where it would be read as another option's value: after a
+  // command, that command's help; with no command, or an unknown one, the whole help.
+  if (argv.some((a) => a === '--help' || a === '-h')) {
+    if (first.positionals.length === 0) return { kind: 'help' };
+    try {
+      return { kind: 'help', command: commandOf(first.positionals) };
+    } catch {
+      return { kind: 'help' };
+    }
+  }
+  if (argv.some((a) => a === '--version' || a === '-V')) {
+    if (argv.length > 1) throw new UsageError('--version takes no other argument');
+    return { kind: 'version' };
+  }
+  if (first.positionals[0] === 'version') {
+    if (argv.length > 1) throw new UsageError('version takes no option or argument');
+    return { kind: 'version' };
+  }
   const kind = commandOf(first.positionals);
   /** Runs the strict parse of `kind`'s options; its errors become UsageErrors. */
   const strictly = <T>(parse: () => T): T => {
@@ -180,6 +199,6 @@ function commandOf(positionals: string[]): Kind {
   throw new UsageError(`unknown command "${positionals.join(' ')}"`);
 }
 
-function label(kind: Kind): string {
+export function label(kind: Kind): string {
   return kind === 'serve' ? 'keap-proxy' : `keap-proxy ${kind.replace('-', ' ')}`;
 }

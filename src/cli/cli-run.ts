@@ -1,7 +1,7 @@
 // The command line as a function of argv, environment and output streams, so that tests run
 // it the way a shell does and read what it prints; src/cli/cli.ts hands it the process's own.
-import { ConfigError, loadConfig, type Config } from '../config/config.js';
-import { helpText } from './cli-help.js';
+import { ConfigError, loadConfig, UNKNOWN_PROCESS, type Config, type ProcessFacts } from '../config/config.js';
+import { commandHelpText, helpText } from './cli-help.js';
 import { parseArgs, UsageError, type Command } from './cli-args.js';
 import { AuthError, runAuth } from './auth-command.js';
 import path from 'node:path';
@@ -22,6 +22,8 @@ export interface CliInput {
   stdin?: () => Promise<string>;
   /** Standard input as a stream, for `xmlrpc report` reading a log piped in. */
   stdinStream?: () => Readable;
+  /** keap-proxy's version and whether it runs in a container, as src/cli/cli.ts found them; default UNKNOWN_PROCESS. */
+  facts?: ProcessFacts;
   /**
    * Runs the proxy until it is stopped (the process's signals are src/cli/cli.ts's business);
    * `reread` reads the configuration again, from the same sources, for a reload.
@@ -32,12 +34,17 @@ export interface CliInput {
 /** Runs one command; resolves to its exit code, or to undefined for a proxy that is now serving. */
 export async function runCli(input: CliInput): Promise<number | undefined> {
   const { stdout, stderr } = input;
+  const facts = input.facts ?? UNKNOWN_PROCESS;
   let command: Command;
   let config: Config | undefined;
   try {
     command = parseArgs(input.argv);
     if (command.kind === 'help') {
-      stdout.write(helpText() + '\n');
+      stdout.write((command.command !== undefined ? commandHelpText(command.command) : helpText()) + '\n');
+      return 0;
+    }
+    if (command.kind === 'version') {
+      stdout.write(`${facts.version}\n`);
       return 0;
     }
     // The report reads log files: it needs no configuration, and works where there is none.
@@ -48,7 +55,7 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
         out: stdout,
         json: command.json,
       });
-    config = loadConfig({ env: input.env, configFile: command.configFile, cwd: input.cwd });
+    config = loadConfig({ env: input.env, configFile: command.configFile, cwd: input.cwd, facts });
     switch (command.kind) {
       case 'serve':
         await input.serve(config, () =>
@@ -56,6 +63,7 @@ export async function runCli(input: CliInput): Promise<number | undefined> {
             env: input.env,
             configFile: command.kind === 'serve' ? command.configFile : undefined,
             cwd: input.cwd,
+            facts,
           }),
         );
         return undefined;

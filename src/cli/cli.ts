@@ -7,6 +7,7 @@ import { createLogDestination, createLogger } from '../observability/log.js';
 import { installLastResortGuard } from '../observability/last-resort.js';
 import { reloadOnSignal } from './reload-on-signal.js';
 import { stopOnSignal } from './stop-on-signal.js';
+import { detectContainer, processContainerSigns, readPackageVersion } from '../config/process-facts.js';
 
 async function serve(config: Config, reread: () => Config): Promise<void> {
   const destination = createLogDestination();
@@ -30,6 +31,11 @@ void runCli({
     return Buffer.concat(chunks).toString('utf8');
   },
   stdinStream: () => process.stdin,
+  // Read once, here: package.json above this file (dist/src/cli/ or src/cli/), and the container's signs.
+  facts: {
+    version: readPackageVersion(import.meta.url),
+    inContainer: detectContainer(processContainerSigns(process.env)),
+  },
   serve,
 }).then(
   (code) => {

@@ -111,7 +111,23 @@ export interface Config {
   configFile: string | undefined;
   /** What is allowed but probably a mistake (plain http to a host that is not loopback): logged at start, never refused. */
   warnings: string[];
+  /** keap-proxy's version (package.json's), for --version, the start-up line, /readyz and /metrics. */
+  version: string;
+  /** Whether this process runs in a container (Docker, Kubernetes): a loopback HOST is then worth a hint. */
+  inContainer: boolean;
 }
+
+/**
+ * What the process edge (src/cli/cli.ts) knows about the process itself rather than from the
+ * settings: read there once, and handed in. Tests hand in their own.
+ */
+export interface ProcessFacts {
+  version: string;
+  inContainer: boolean;
+}
+
+/** The facts of a process nobody described: a version nobody read, no container. */
+export const UNKNOWN_PROCESS: ProcessFacts = Object.freeze({ version: 'unknown', inContainer: false });
 
 /** Every secret can be read from a file named by <NAME>_FILE (Kubernetes secret volumes). */
 const SECRET_NAMES = SETTINGS.filter((s) => s.secret).map((s) => s.name);
@@ -246,6 +262,8 @@ export interface LoadConfigInput {
   /** Explicit config file (--config); otherwise KEAP_PROXY_CONFIG, then config/keap-proxy.properties when present. */
   configFile?: string | undefined;
   cwd?: string;
+  /** The version and the container the edge found; default UNKNOWN_PROCESS. */
+  facts?: ProcessFacts;
 }
 
 export function loadConfig(input: LoadConfigInput): Config {
@@ -411,6 +429,8 @@ export function loadConfig(input: LoadConfigInput): Config {
     logLevel: s.LOG_LEVEL,
     configFile: fileName,
     warnings,
+    version: input.facts?.version ?? UNKNOWN_PROCESS.version,
+    inContainer: input.facts?.inContainer ?? UNKNOWN_PROCESS.inContainer,
   };
 }
 

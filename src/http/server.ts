@@ -67,7 +67,7 @@ export interface ShutdownCounts {
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<RunningProxy> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
-  const metrics = new Metrics();
+  const metrics = new Metrics({ version: config.version });
   const logWriter = logWriterOf(logger);
   if (logWriter !== undefined) metrics.onLogDrops(() => logWriter.dropped);
   const clientPacers = new ClientPacers(config, logger);
@@ -117,7 +117,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
 
   let stopping = false;
   const readiness = (query: URLSearchParams): Readiness => accountsReadiness(accounts, config, query);
-  const probes: Probes = { readiness, stopping: () => stopping };
+  const probes: Probes = { readiness, stopping: () => stopping, version: config.version };
   const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     // A stopping proxy closes each connection after its answer: clients reconnect elsewhere.
     if (stopping) res.shouldKeepAlive = false;
@@ -156,7 +156,16 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     });
   }
 
-  logger.info({ event: 'starting', config: configSummary(config) }, 'keap-proxy starting');
+  logger.info(
+    { event: 'starting', version: config.version, node: process.version, config: configSummary(config) },
+    `keap-proxy ${config.version} starting`,
+  );
+  if (config.inContainer && isLoopback(config.host)) {
+    logger.warn(
+      { event: 'loopback_in_container', host: config.host, port: config.port },
+      `listening on ${config.host} inside a container: clients outside it (docker run -p ${config.port}:${config.port}, another container, a Service) cannot reach the proxy, their connections are reset; to serve them set HOST=0.0.0.0 together with PROXY_CLIENT_KEYS (a sidecar sharing the pod's loopback needs neither)`,
+    );
+  }
   for (const warning of config.warnings) logger.warn({ event: 'config_warning', warning }, warning);
   if (!isLoopback(config.host) && config.proxyClientKeys.length === 0) {
     logger.warn(
@@ -295,6 +304,8 @@ function listen(server: http.Server, port: number, host: string): Promise<void> 
 interface Probes {
   readiness(query: URLSearchParams): Readiness;
   stopping(): boolean;
+  /** keap-proxy's version: every /readyz answer carries it. */
+  version: string;
 }
 
 const ACCOUNT_OAUTH = /^\/accounts\/([^/?]+)(\/oauth\/(?:start|callback))(?:\?(.*))?$/;
@@ -366,21 +377,28 @@ function answerProbe(req: http.IncomingMessage, res: http.ServerResponse, probes
     sendJson(res, 200, { status: 'ok' });
     return true;
   }
+  const { version } = probes;
   if (probes.stopping()) {
     sendJson(res, 503, {
       error: 'shutting_down',
       message: 'This proxy is shutting down and takes no new work; send requests to another replica.',
+      version,
     });
     return true;
   }
   const q = url.indexOf('?');
   const readiness = probes.readiness(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)));
-  if (readiness.ready) sendJson(res, 200, { status: 'ready', ...readiness.details });
+  if (readiness.ready) sendJson(res, 200, { status: 'ready', version, ...readiness.details });
   else
     sendJson(
       res,
       503,
-      { error: readiness.code ?? 'not_ready', message: readiness.message ?? 'not ready', details: readiness.details },
+      {
+        error: readiness.code ?? 'not_ready',
+        message: readiness.message ?? 'not ready',
+        version,
+        details: readiness.details,
+      },
       { 'retry-after': '5' },
     );
   return true;

@@ -39,6 +39,8 @@ export interface QueueDepth {
 export interface MetricsOptions {
   /** Node process metrics (CPU, memory, event loop lag, …); on by default. */
   defaultMetrics?: boolean;
+  /** keap-proxy's version, for keap_proxy_build_info; default 'unknown'. */
+  version?: string;
 }
 
 /** Keap's method names: `Service.method`, letters and digits. */
@@ -105,6 +107,13 @@ export class Metrics {
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
+    // Which build answers: a dashboard joins on it, an alert sees a rollout half done.
+    new Gauge({
+      name: 'keap_proxy_build_info',
+      help: "keap-proxy's version and the Node.js version it runs on; always 1.",
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version: options.version ?? 'unknown', node: process.version }, 1);
     const requestCounts = this.requestCounts;
     new Counter({
       name: 'keap_proxy_requests_total',

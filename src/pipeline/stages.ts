@@ -313,7 +313,12 @@ const METHOD_NAME_MAX = 128;
 
 /** An XML-RPC call's methodName, for its log line and the migration inventory; a malformed call is refused here. */
 export function nameXmlRpcCall(ex: Exchange): void {
-  if (!ex.xmlrpc || ex.body === undefined) return;
+  if (!ex.xmlrpc) return;
+  // A POST with no body is no methodCall either: refused like any malformed call, in every
+  // mode, rather than spent on Keap for its own parse fault.
+  if (ex.body === undefined && ex.bodyStream === undefined)
+    throw new HttpError(400, 'malformed_xmlrpc', 'The XML-RPC call has no body; send a methodCall.');
+  if (ex.body === undefined) return;
   const body = ex.body.whole();
   ex.xmlrpcMethod = xmlrpc(() => readMethodName(body)).slice(0, METHOD_NAME_MAX);
 }

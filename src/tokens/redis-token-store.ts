@@ -181,6 +181,11 @@ export class RedisTokenStore implements TokenStore {
   // checks the owner token in the same step as it writes. Waiters wait for a release message,
   // or the end of the holder's lease, or a poll (pub/sub may be down, a message may be lost).
 
+  /** Redis answers, and the lock can be taken and released (a read-only replica or a refusing ACL fails here). */
+  async checkWritable(): Promise<void> {
+    await this.withLock(() => Promise.resolve());
+  }
+
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
     const current = this.holdings.getStore();
     // Already inside one of our holdings (fn called withLock): the lock is ours.

@@ -89,6 +89,9 @@ export class TokenBroker implements CredentialSource {
   async start(): Promise<void> {
     const { store, logger } = this.options;
     const stored = await store.load();
+    // A store that cannot be written would lose the grant at the first refresh (Keap retires
+    // the old refresh token): refused now, like an unreadable one, not retried forever.
+    await store.checkWritable();
     if (stored !== undefined) {
       this.grant = stored;
       this.generation += 1;

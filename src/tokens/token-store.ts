@@ -17,6 +17,12 @@ export interface TokenStore {
    * refreshes with the same token lose the grant). Whoever waited re-reads the store.
    */
   withLock<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Proves now that a grant could be saved here, before anything depends on it (a start, a
+   * login): the lock is taken and released (a file store makes its directory and a lock file
+   * in it; Redis must answer). Throws a TokenStoreError that names the place and what to do.
+   */
+  checkWritable(): Promise<void>;
   /** Human-readable location, for logs and `token status`. */
   readonly location: string;
 }
@@ -129,6 +135,10 @@ export class FileTokenStore implements TokenStore {
   // What remains: a holder that stalls for longer than staleLockMs (a frozen VM) is taken for
   // dead and its lock taken over; its release then warns (token_store_lock_lost).
 
+  async checkWritable(): Promise<void> {
+    await this.withLock(() => Promise.resolve());
+  }
+
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
     const held = await this.acquire();
     try {
@@ -165,6 +175,11 @@ export class FileTokenStore implements TokenStore {
       handle = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
     } catch (err) {
       if (codeOf(err) === 'EEXIST') return undefined;
+      if (NOT_WRITABLE.has(codeOf(err)))
+        throw new TokenStoreError(
+          `token store directory ${this.dir} cannot be written by this process (${codeOf(err)}: the lock ${file} cannot be created), so no refreshed grant could be saved; make it writable by user ${userOf()} (e.g. \`chown ${userOf()} ${this.dir} && chmod 700 ${this.dir}\`, or a volume owned by that user) or point TOKEN_STORE into a writable directory`,
+          err,
+        );
       throw new TokenStoreError(
         `token store lock ${file} cannot be created (${codeOf(err)}); check the permissions of ${this.dir}`,
         err,
@@ -565,6 +580,14 @@ async function inspect(file: string): Promise<LockFileView | undefined> {
   } finally {
     await handle.close().catch(() => undefined);
   }
+}
+
+/** The errors of a directory this process may not write to (read-only mounts included). */
+const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS']);
+
+/** This process's user, as a number where there is one (what `chown` and a volume's owner need). */
+function userOf(): string {
+  return String(process.getuid?.() ?? 'running keap-proxy');
 }
 
 /** An errno code such as ENOSPC, or the error's name; never its message, which may quote content. */
