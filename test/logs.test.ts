@@ -25,6 +25,8 @@ describe('logs', () => {
         attempts: 1,
       });
       expect(typeof line?.durationMs).toBe('number');
+      // The message says what happened: method, path without the query, status, whole ms.
+      expect(line?.msg).toBe(`GET /crm/rest/v1/contacts 200 ${Math.round(line?.durationMs as number)}ms`);
       expect(JSON.stringify(line)).not.toContain('secret_query');
       const start = h.logs.entries.find((e) => e.event === 'starting');
       expect(start).toMatchObject({ config: { mode: 'key', pacing: { perSecond: 0 } } });
@@ -128,12 +130,46 @@ describe('logs', () => {
         outcome: 'timeout',
         cache: undefined,
       },
+      {
+        time: 1_763_900_000_126,
+        reqId: 'req-4',
+        method: 'POST',
+        path: '/crm/xmlrpc/v1',
+        status: 200,
+        upstreamStatus: 200,
+        attempts: 1,
+        durationMs: 9.4,
+        outcome: undefined,
+        cache: undefined,
+        xmlrpcMethod: 'ContactService.load',
+      },
+      {
+        time: 1_763_900_000_127,
+        reqId: 'req-5',
+        method: 'POST',
+        path: '/api/xmlrpc',
+        status: 200,
+        upstreamStatus: undefined,
+        attempts: 0,
+        durationMs: 0.4,
+        outcome: 'malformed_xmlrpc',
+        cache: undefined,
+        xmlrpcMethod: 'Odd"name\\\n',
+      },
     ];
-    for (const r of records) {
+    // What each line's message says (pino is given it as its msg, to compare with ours).
+    const messages = [
+      'GET /crm/rest/v1/contacts 200 12ms',
+      'POST /a"quote\\back\u0001ctl/zażółć/😀 client_closed 0ms',
+      'DELETE /x 504 60001ms',
+      'POST /crm/xmlrpc/v1 ContactService.load 200 9ms',
+      'POST /api/xmlrpc Odd"name\\\n 200 0ms',
+    ];
+    records.forEach((r, i) => {
       requestLog.write(r);
       const { time: _time, ...fields } = r;
-      logger.info({ event: 'request', ...fields }, 'request');
-    }
+      logger.info({ event: 'request', ...fields }, messages[i]);
+    });
     const entries = capture.entries;
     expect(entries).toHaveLength(records.length * 2);
     for (let i = 0; i < records.length; i++) {
@@ -191,7 +227,7 @@ describe('logs', () => {
       path: '/p/42',
       status: 200,
       durationMs: 4.2,
-      msg: 'request',
+      msg: 'GET /p/42 200 4ms',
     });
     rmSync(dir, { recursive: true, force: true });
   });

@@ -52,6 +52,15 @@ describe('the XML-RPC inventory', () => {
       undefined,
       undefined,
     ]);
+    // The message says what happened, for people reading the log; the method is in it (the
+    // path is the one forwarded, as in `path`: /api/xmlrpc is routed to /crm/xmlrpc/v1).
+    expect(lines.map((e) => String(e.msg).replace(/ \d+ms$/, ' <n>ms'))).toEqual([
+      'POST /crm/xmlrpc/v1 ContactService.load 200 <n>ms',
+      'POST /crm/xmlrpc/v1 ContactService.load 200 <n>ms',
+      'POST /crm/xmlrpc/v1 DataService.query 200 <n>ms',
+      'POST /crm/xmlrpc/v1 200 <n>ms',
+      'GET /crm/rest/v1/contacts 200 <n>ms',
+    ]);
     const metrics = (await send(h.proxy.url, 'GET', '/metrics')).text();
     const count = (method: string, outcome: string): number | undefined =>
       sample(metrics, 'keap_proxy_xmlrpc_calls_total', { method, outcome });

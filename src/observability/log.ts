@@ -126,19 +126,28 @@ export class RequestLog {
 }
 
 function formatRequestLine(r: RequestRecord, bindings: string): string {
+  // Each text once, escaped for JSON (nearly always as it is), used in its field and in the
+  // message, e.g. `GET /crm/rest/v1/contacts 200 12ms` or `POST /crm/xmlrpc/v1 ContactService.load
+  // 200 9ms`: the parts go into the line's one template, no message string of its own. The path
+  // is without its query (legacy clients put tokens there).
+  const method = inner(r.method);
+  const path = inner(r.path);
+  const xmlrpcMethod = r.xmlrpcMethod === undefined ? undefined : inner(r.xmlrpcMethod);
+  const outcome = r.outcome === undefined ? undefined : inner(r.outcome);
   return (
     // Where a child logger's `account` binding goes, so the line reads as the account's other lines do.
-    `{"level":"info","time":${r.time}${bindings}${r.account === undefined ? '' : `,"account":${str(r.account)}`},"event":"request","reqId":${str(r.reqId)},"method":${str(r.method)},"path":${str(r.path)}` +
+    `{"level":"info","time":${r.time}${bindings}${r.account === undefined ? '' : `,"account":${str(r.account)}`},"event":"request","reqId":${str(r.reqId)},"method":"${method}","path":"${path}"` +
     (r.status === undefined ? '' : `,"status":${r.status}`) +
     (r.upstreamStatus === undefined ? '' : `,"upstreamStatus":${r.upstreamStatus}`) +
     `,"attempts":${r.attempts},"durationMs":${r.durationMs}` +
-    (r.outcome === undefined ? '' : `,"outcome":${str(r.outcome)}`) +
+    (outcome === undefined ? '' : `,"outcome":"${outcome}"`) +
     (r.cause === undefined ? '' : `,"cause":${str(r.cause)}`) +
     (r.cache === undefined ? '' : `,"cache":${str(r.cache)}`) +
-    (r.xmlrpcMethod === undefined ? '' : `,"xmlrpcMethod":${str(r.xmlrpcMethod)}`) +
+    (xmlrpcMethod === undefined ? '' : `,"xmlrpcMethod":"${xmlrpcMethod}"`) +
     (r.xmlrpcServedBy === undefined ? '' : `,"xmlrpcServedBy":${str(r.xmlrpcServedBy)}`) +
     (r.rest === undefined ? '' : `,"rest":${str(r.rest)}`) +
-    `,"msg":"request"}\n`
+    // Without a status (the client went away first), the outcome says what became of it.
+    `,"msg":"${method} ${path}${xmlrpcMethod === undefined ? '' : ` ${xmlrpcMethod}`} ${r.status ?? outcome ?? '-'} ${Math.round(r.durationMs)}ms"}\n`
   );
 }
 
@@ -147,4 +156,9 @@ const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
 function str(s: string): string {
   return PLAIN.test(s) ? `"${s}"` : JSON.stringify(s);
+}
+
+/** `s` escaped for use between a JSON string's quotes: itself when it is plain. */
+function inner(s: string): string {
+  return PLAIN.test(s) ? s : JSON.stringify(s).slice(1, -1);
 }

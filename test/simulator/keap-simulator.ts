@@ -23,6 +23,7 @@ import {
 import { runClassic } from './xmlrpc-classic.js';
 import { CrmStore } from './crm.js';
 import { handleRestV2 } from './rest-v2.js';
+import { AUTHORIZE_PATH, handleAuthorize, type AuthorizeApp } from './authorize-page.js';
 
 export type { CredentialKind, TenantLimits } from './quota.js';
 export { CrmStore, type CustomFieldMeta } from './crm.js';
@@ -71,6 +72,11 @@ export interface SimulatorOptions {
    * DataService.echo echoes in both modes.
    */
   xmlrpc?: XmlRpcMode;
+  /**
+   * The redirect URIs registered for the client: the authorize page (authorizeUrl) sends the
+   * browser back only to one of these. Default: any absolute http(s) URI without a fragment.
+   */
+  redirectUris?: string[];
 }
 
 export type XmlRpcMode = 'echo' | 'keap';
@@ -211,6 +217,8 @@ interface AuthOk {
 export class KeapSimulator {
   readonly url: string;
   readonly tokenUrl: string;
+  /** The login and consent page (Keap's is accounts.infusionsoft.com/app/oauth/authorize). */
+  readonly authorizeUrl: string;
   counters: SimulatorCounters = {
     tokenCalls: 0,
     refreshGrants: 0,
@@ -263,6 +271,7 @@ export class KeapSimulator {
   private brownoutStyle: BrownoutStyle = '503';
   private brownoutCalls = 0;
   private closed = false;
+  private readonly authorizeApp: AuthorizeApp;
 
   static async start(opts: SimulatorOptions = {}): Promise<KeapSimulator> {
     const server = createServer({ keepAlive: true, noDelay: true, requestTimeout: 0 });
@@ -285,6 +294,7 @@ export class KeapSimulator {
     this.server = server;
     this.url = url;
     this.tokenUrl = `${url}/token`;
+    this.authorizeUrl = `${url}${AUTHORIZE_PATH}`;
     this.clientId = opts.clientId ?? SIM_CLIENT_ID;
     this.clientSecret = opts.clientSecret ?? SIM_CLIENT_SECRET;
     this.apiKeys = new Set(opts.apiKeys ?? [SIM_API_KEY]);
@@ -301,6 +311,12 @@ export class KeapSimulator {
     this.xmlrpcMode = opts.xmlrpc ?? 'echo';
     this.spike = new SpikeArrest(0);
     this.setRatePerSecond(opts.ratePerSecond ?? 0);
+    this.authorizeApp = {
+      clientId: this.clientId,
+      tenant: this.tenant,
+      redirectUris: opts.redirectUris === undefined ? undefined : new Set(opts.redirectUris),
+      issueCode: (redirectUri) => this.issueAuthorizationCode(redirectUri),
+    };
     server.on('request', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
   }
 
@@ -464,6 +480,10 @@ export class KeapSimulator {
     if (path === '/token') {
       this.counters.tokenCalls++;
       readBody(req, (body) => this.handleToken(req, res, body));
+      return;
+    }
+    if (path === AUTHORIZE_PATH) {
+      readBody(req, (body) => handleAuthorize(this.authorizeApp, req, res, body));
       return;
     }
     if (!path.startsWith('/crm/') && !this.routePaths.has(path)) {
