@@ -93,12 +93,22 @@ export async function startHarness(opts: {
   const sim = await KeapSimulator.start(opts.sim);
   const dir = tempDir();
   const base = opts.mode === 'oauth' ? oauthEnv(sim, dir) : keyEnv(sim);
+  return serveOver(sim, { ...base, ...opts.env }, dir, opts.overrides);
+}
+
+/** A proxy configured by `env` in front of `sim`, logging into a capture; the simulator is closed with it (or at once if it cannot start). */
+async function serveOver(
+  sim: KeapSimulator,
+  env: Record<string, string>,
+  dir: string,
+  overrides: Omit<ProxyOverrides, 'logger'> = {},
+): Promise<Harness> {
   const logs = new LogCapture();
   let config: Config;
   let proxy: RunningProxy;
   try {
-    config = loadConfig({ env: { ...base, ...opts.env }, cwd: dir });
-    proxy = await startProxy(config, { ...opts.overrides, logger: createLogger(config.logLevel, logs) });
+    config = loadConfig({ env, cwd: dir });
+    proxy = await startProxy(config, { ...overrides, logger: createLogger(config.logLevel, logs) });
   } catch (err) {
     await sim.close();
     throw err;
@@ -116,19 +126,27 @@ export async function startHarness(opts: {
   };
 }
 
-/** A `startHarness` for one test file whose harnesses are all closed after each test. */
-export function harnessPerTest(
+/** A start function for one test file: whatever it started is closed after each test. */
+function perTest<A extends unknown[], H extends { close(): Promise<void> }>(
   afterEach: (fn: () => Promise<void>) => void,
-): (...args: Parameters<typeof startHarness>) => Promise<Harness> {
-  const open: Harness[] = [];
+  start: (...args: A) => Promise<H>,
+): (...args: A) => Promise<H> {
+  const open: H[] = [];
   afterEach(async () => {
     for (const h of open.splice(0)) await h.close();
   });
   return async (...args) => {
-    const h = await startHarness(...args);
+    const h = await start(...args);
     open.push(h);
     return h;
   };
+}
+
+/** A `startHarness` for one test file whose harnesses are all closed after each test. */
+export function harnessPerTest(
+  afterEach: (fn: () => Promise<void>) => void,
+): (...args: Parameters<typeof startHarness>) => Promise<Harness> {
+  return perTest(afterEach, startHarness);
 }
 
 export type AccountEntries = Record<string, Record<string, unknown>>;
@@ -167,31 +185,14 @@ export async function startAccountsHarness(opts: {
     LOG_LEVEL: 'info',
     ...opts.env,
   };
-  const logs = new LogCapture();
-  let config: Config;
-  let proxy: RunningProxy;
-  try {
-    config = loadConfig({ env, cwd: dir });
-    proxy = await startProxy(config, { ...opts.overrides, logger: createLogger(config.logLevel, logs) });
-  } catch (err) {
-    await sim.close();
-    throw err;
-  }
+  const h = await serveOver(sim, env, dir, opts.overrides);
   return {
-    sim,
-    proxy,
-    config,
-    logs,
-    dir,
+    ...h,
     file,
     env,
     reload(accounts) {
       write(accounts);
-      return proxy.reloadAccounts(loadConfig({ env, cwd: dir }));
-    },
-    async close() {
-      await proxy.close();
-      await sim.close();
+      return h.proxy.reloadAccounts(loadConfig({ env, cwd: dir }));
     },
   };
 }
@@ -200,15 +201,7 @@ export async function startAccountsHarness(opts: {
 export function accountsHarnessPerTest(
   afterEach: (fn: () => Promise<void>) => void,
 ): (...args: Parameters<typeof startAccountsHarness>) => Promise<AccountsHarness> {
-  const open: Harness[] = [];
-  afterEach(async () => {
-    for (const h of open.splice(0)) await h.close();
-  });
-  return async (...args) => {
-    const h = await startAccountsHarness(...args);
-    open.push(h);
-    return h;
-  };
+  return perTest(afterEach, startAccountsHarness);
 }
 
 export interface Reply {
