@@ -17,6 +17,7 @@ import {
   SpikeArrest,
   unauthenticatedQuotaHeaders,
   type CredentialKind,
+  type ProductLimits,
   type TenantHeaderStyle,
   type TenantLimits,
 } from './quota.js';
@@ -32,7 +33,7 @@ import { CrmStore } from './crm.js';
 import { handleRestV1 } from './rest-v1.js';
 import { handleRestV2 } from './rest-v2.js';
 
-export type { CredentialKind, TenantHeaderStyle, TenantLimits } from './quota.js';
+export type { CredentialKind, ProductLimits, TenantHeaderStyle, TenantLimits } from './quota.js';
 export { CrmStore, type CustomFieldMeta } from './crm.js';
 
 // What the simulator accepts unless told otherwise: tests, the demo and the benchmark talk to it with these.
@@ -415,6 +416,15 @@ export class KeapSimulator {
   /** Enforce a per-minute product throttle of n calls; null = back to not enforced. */
   setMinuteQuota(n: number | null): void {
     this.quota.minuteOverride = n;
+  }
+
+  /**
+   * The client's or key's limits as the headers report them, in place of Keap's published ones
+   * (a larger quota: one shared app reports 500,000 a day); not enforced (setDailyQuota and
+   * setMinuteQuota enforce). {} goes back to the published ones.
+   */
+  setProductLimits(limits: Partial<ProductLimits>): void {
+    this.quota.reportedLimits = { ...limits };
   }
 
   /** Forgets all quota usage (daily, minute, tenant). */

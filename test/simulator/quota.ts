@@ -106,6 +106,11 @@ export class QuotaTracker {
   minuteOverride: number | null = null;
   /** Spike limit shown in x-keap-product-spike-limit when spike arrest is enforced. */
   spikeOverride = 0;
+  /**
+   * The product limits reported instead of Keap's published ones (not enforced): a client or
+   * key with a larger quota, as one shared app's 500,000 a day.
+   */
+  reportedLimits: Partial<ProductLimits> = {};
   /** How the tenant's windows are written (see TenantHeaderStyle). */
   tenantHeaders: TenantHeaderStyle = 'pipe';
   private readonly buckets = new Map<string, UsageBucket>();
@@ -143,8 +148,8 @@ export class QuotaTracker {
     const t = this.tenantBucket;
     b.roll(dayWindow, minuteWindow);
     t.roll(dayWindow, minuteWindow);
-    const dayLimit = this.dailyOverride ?? b.limits.day;
-    const minuteLimit = this.minuteOverride ?? b.limits.minute;
+    const dayLimit = this.dailyOverride ?? this.reportedLimits.day ?? b.limits.day;
+    const minuteLimit = this.minuteOverride ?? this.reportedLimits.minute ?? b.limits.minute;
     const nextMidnight = (dayWindow + 1) * DAY_MS;
     let violation: QuotaViolation | undefined;
     let retryAfterSeconds = 1;
@@ -162,7 +167,7 @@ export class QuotaTracker {
         t.minute++;
       }
     }
-    const spike = this.spikeOverride > 0 ? this.spikeOverride : b.limits.spike;
+    const spike = this.spikeOverride > 0 ? this.spikeOverride : (this.reportedLimits.spike ?? b.limits.spike);
     const headers = [
       'x-keap-product-quota-limit',
       String(dayLimit),
