@@ -59,6 +59,23 @@ describe('access_token_not_approved (Apigee, for one revoked token)', () => {
     expect(h.logs.entries.find((e) => e.event === 'request')).toMatchObject({ status: 201, attempts: 2 });
   });
 
+  it('when the refresh itself fails, the grant is what is reported (503 reauthorization_required), not the app', async () => {
+    const h = await harness({ mode: 'oauth' });
+    const revoked = h.proxy.credentials.current();
+    if (revoked?.kind !== 'bearer') throw new Error('no token');
+    h.sim.revokeAccessToken(revoked.token);
+    h.sim.revokeRefreshTokens();
+    const before = { ...h.sim.counters };
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/contacts');
+    expect(r.status).toBe(503);
+    expect(r.json()).toMatchObject({ error: 'reauthorization_required' });
+    expect(h.sim.counters.apiCalls - before.apiCalls).toBe(1);
+    expect(h.sim.counters.invalidGrants - before.invalidGrants).toBe(1);
+    const events = h.logs.entries.map((e) => e.event);
+    expect(events).toContain('reauthorization_required');
+    expect(events).not.toContain('app_not_approved');
+  });
+
   it('when the fresh token gets it too, the app is reported as not approved, once', async () => {
     const h = await harness({ mode: 'oauth' });
     h.sim.setApproved(false);
@@ -237,6 +254,18 @@ describe('the simulator as Keap answers, through the proxy', () => {
     const limited = h.logs.entries.filter((e) => e.event === 'rate_limited');
     expect(limited.length).toBe(h.sim.counters.throttled);
     for (const e of limited) expect(e).toMatchObject({ outcome: 'absorbed' });
+  });
+
+  it("OAuth mode: a legacy SDK's ?access_token= is dropped; Keap sees the proxy's bearer token in the header", async () => {
+    const h = await harness({ mode: 'oauth' });
+    const own = h.proxy.credentials.current();
+    if (own?.kind !== 'bearer') throw new Error('no token');
+    const r = await send(h.proxy.url, 'GET', '/crm/rest/v1/__echo?access_token=sdk-token-123&limit=5');
+    expect(r.status).toBe(200);
+    const echo = r.json<{ url: string; headers: Record<string, string> }>();
+    expect(echo.url).toBe('/crm/rest/v1/__echo?limit=5');
+    expect(echo.headers.authorization).toBe(`Bearer ${own.token}`);
+    expect(h.logs.text()).not.toContain('sdk-token-123');
   });
 
   it('REST v1 contacts through the proxy: create, read, update, list, delete', async () => {
