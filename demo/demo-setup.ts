@@ -93,7 +93,7 @@ function instructions(sim: KeapSimulator, base: string, dir: string): string {
     '',
     `  curl -s ${base}/crm/rest/v1/contacts`,
     `  curl -s ${base}/crm/rest/v1/__echo -H 'Authorization: Bearer client-junk'   # see the injected bearer token`,
-    `  curl -s ${base}/crm/rest/v1/contacts -X POST -H 'content-type: application/json' -d '{"given_name":"Ada"}'`,
+    `  curl -s ${base}/crm/rest/v1/contacts -X POST -H 'content-type: application/json' -d '{"given_name":"Ada","email_addresses":[{"email":"ada@example.com","field":"EMAIL1"}]}'`,
     `  curl -s ${base}/crm/xmlrpc/v1 -H 'content-type: text/xml' -d '<?xml version="1.0"?><methodCall><methodName>DataService.echo</methodName><params><param><value><string></string></value></param></params></methodCall>'`,
     `  curl -s ${base}/readyz`,
     '',

@@ -53,6 +53,8 @@ describe('loadConfig', () => {
       tenantPerDay: 250_000,
       margin: 0.9,
       queueLimit: 1000,
+      // Left at Keap's published figures: Keap's reported limits replace them.
+      explicit: { perSecond: false, perMinute: false, perDay: false, tenantPerMinute: false, tenantPerDay: false },
     });
     expect(c.requestDeadlineMs).toBe(30_000);
     expect(c.accounts[0]!.cacheRules).toBe('');
@@ -89,6 +91,24 @@ describe('loadConfig', () => {
     const c = loadConfig({ env: { KEAP_API_KEY: 'KeapAK-abc' }, cwd: tempDir() });
     expect(c.accounts[0]!.credentials).toEqual({ mode: 'key', apiKey: 'KeapAK-abc' });
     expect(c.accounts[0]!.pacing).toMatchObject({ perSecond: 10, perMinute: 240, perDay: 30_000 });
+  });
+
+  it('a limit set by the operator is explicit, even at the default value; one left empty is not', () => {
+    const c = loadConfig({
+      env: {
+        KEAP_API_KEY: 'KeapAK-abc',
+        RATE_LIMIT_PER_MINUTE: '240',
+        RATE_LIMIT_PER_DAY: '',
+        TENANT_LIMIT_PER_DAY: '250000',
+      },
+      cwd: tempDir(),
+    });
+    expect(c.accounts[0]!.pacing).toMatchObject({
+      perMinute: 240,
+      perDay: 30_000,
+      tenantPerDay: 250_000,
+      explicit: { perSecond: false, perMinute: true, perDay: false, tenantPerMinute: false, tenantPerDay: true },
+    });
   });
 
   it('refuses to start without credentials and names what to set', () => {

@@ -272,6 +272,23 @@ describe('a fair share of one OAuth client between its accounts', () => {
     expect(rec.of('b', START + 5000).length + rec.of('c', START + 5000).length).toBe(3);
   });
 
+  it("an account's tenant limit left at the default follows a higher tenant report; one set stays its ceiling", async () => {
+    const defaults = { perSecond: false, perMinute: false, perDay: false, tenantPerMinute: false, tenantPerDay: false };
+    const client = sharedClient({ tenantPerMinute: 3 });
+    const { a, b } = pacers(client, {
+      a: { tenant: { perMinute: 3, perDay: undefined, explicit: defaults } },
+      b: { tenant: { perMinute: 3, perDay: undefined, explicit: { ...defaults, tenantPerMinute: true } } },
+    }) as { a: FairSharePacer; b: FairSharePacer };
+    a.observe(report({ tenant: { minute: { limit: 6, used: 0 } } }));
+    b.observe(report({ tenant: { minute: { limit: 6, used: 0 } } }));
+    const rec = new Recorder();
+    rec.many(10, 'a', a);
+    rec.many(10, 'b', b);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(rec.of('a').length).toBe(6);
+    expect(rec.of('b').length).toBe(3);
+  });
+
   it('a client back-off (a spike-arrest 429 on any account) holds every account; a tenant 429 only its own', async () => {
     const client = sharedClient();
     const { a, b } = pacers(client, { a: {}, b: {} }) as { a: FairSharePacer; b: FairSharePacer };

@@ -204,3 +204,84 @@ describe('hasDotSegment', () => {
     expect(check(url)).toBe(false);
   });
 });
+
+/** Sends one raw POST (the target as bytes) with an XML-RPC body and returns the status. */
+async function rawPost(proxyUrl: string, target: string, body: string): Promise<number> {
+  const u = new URL(proxyUrl);
+  const text = await rawExchange(
+    proxyUrl,
+    Buffer.from(
+      `POST ${target} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: text/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      'latin1',
+    ),
+  );
+  return Number(text.slice(9, 12));
+}
+
+const CALL =
+  '<?xml version="1.0"?><methodCall><methodName>DataService.getAppSetting</methodName><params><param><value><string>k</string></value></param></params></methodCall>';
+
+describe("legacy clients' habits", () => {
+  const SECRET = 'legacy-sdk-token-e8b1f0';
+  it.each([
+    ['alone', `/crm/rest/v1/contacts?access_token=${SECRET}`, '/crm/rest/v1/contacts'],
+    ['first', `/crm/rest/v1/contacts?access_token=${SECRET}&limit=5`, '/crm/rest/v1/contacts?limit=5'],
+    ['last', `/crm/rest/v1/contacts?limit=5&access_token=${SECRET}`, '/crm/rest/v1/contacts?limit=5'],
+    [
+      'between, twice, the rest byte for byte',
+      `/crm/rest/v1/x?a=%27&access_token=${SECRET}&b=c+d&access_token=${SECRET}&&e`,
+      '/crm/rest/v1/x?a=%27&b=c+d&&e',
+    ],
+    ['empty', '/crm/rest/v1/contacts?limit=1&access_token=', '/crm/rest/v1/contacts?limit=1'],
+    ['without a value', '/crm/rest/v1/contacts?access_token&limit=1', '/crm/rest/v1/contacts?limit=1'],
+    [
+      'names that only resemble it stay',
+      '/crm/rest/v1/x?my_access_token=1&access_tokens=2&q=access_token',
+      '/crm/rest/v1/x?my_access_token=1&access_tokens=2&q=access_token',
+    ],
+    ['in the path it is no parameter', '/crm/rest/v1/access_token/1', '/crm/rest/v1/access_token/1'],
+  ])('access_token in the query (%s) is removed before Keap: %s', async (_name, target, forwarded) => {
+    const r = await rawGet(proxy.url, target);
+    expect(r.status).toBe(200);
+    expect(targets()).toEqual([forwarded]);
+    const [req] = upstream.requests;
+    if (req === undefined) throw new Error('no upstream request');
+    // The proxy's own credential goes in the header; the client's token goes nowhere.
+    expect(upstream.header(req, 'x-keap-api-key')).toHaveLength(1);
+    expect(req.raw.toString('latin1')).not.toContain(SECRET);
+  });
+
+  it('the token is in no log line: the request line has the path only', async () => {
+    const before = logs.lines.length;
+    await rawGet(proxy.url, `/crm/rest/v1/logged-token?access_token=${SECRET}&limit=2`);
+    await rawGet(proxy.url, `/crm/rest/v1/refused/%2e%2e/x?access_token=${SECRET}`);
+    const line = await until('the request lines', () => {
+      const lines = logs.entries.slice(before).filter((e) => e.event === 'request');
+      return lines.length === 2 ? lines : undefined;
+    });
+    expect(line.map((e) => e.path)).toEqual(['/crm/rest/v1/logged-token', '/crm/rest/v1/refused/%2e%2e/x']);
+    expect(logs.lines.slice(before).join('\n')).not.toContain(SECRET);
+  });
+
+  it.each([
+    ['/api/xmlrpc', '/crm/xmlrpc/v1'],
+    ['/api/xmlrpc/', '/crm/xmlrpc/v1'],
+    ['/api/xmlrpc/v1', '/crm/xmlrpc/v1'],
+    ['/api/xmlrpc/v1/', '/crm/xmlrpc/v1'],
+    ['/crm/xmlrpc/v1/', '/crm/xmlrpc/v1'],
+    ['/crm/xmlrpc/', '/crm/xmlrpc/v1'],
+    ['/api/xmlrpc/v1?x=1', '/crm/xmlrpc/v1?x=1'],
+    [`/api/xmlrpc/v1?access_token=${SECRET}`, '/crm/xmlrpc/v1'],
+    // Keap serves these two as they are.
+    ['/crm/xmlrpc/v1', '/crm/xmlrpc/v1'],
+    ['/crm/xmlrpc', '/crm/xmlrpc'],
+  ])('an XML-RPC POST to %s reaches Keap at %s, as XML-RPC', async (target, forwarded) => {
+    expect(await rawPost(proxy.url, target, CALL)).toBe(200);
+    expect(targets()).toEqual([forwarded]);
+    const [req] = upstream.requests;
+    // Routed as XML-RPC: key mode splices the key into privateKey.
+    expect(req?.body.toString('utf8')).toContain('<methodName>DataService.getAppSetting</methodName>');
+    expect(req?.body.toString('utf8')).not.toContain('<string>k</string>');
+    expect(req?.raw.toString('latin1')).not.toContain(SECRET);
+  });
+});

@@ -66,7 +66,10 @@ describe('replicas on one Redis', () => {
     const answers = await Promise.all(
       Array.from({ length: 30 }, (_, i) =>
         send((replicas[i % 3] as { proxy: RunningProxy }).proxy.url, 'POST', '/crm/rest/v1/contacts', {
-          body: JSON.stringify({ n: i }),
+          body: JSON.stringify({
+            given_name: `n${i}`,
+            email_addresses: [{ email: `n${i}@example.com`, field: 'EMAIL1' }],
+          }),
           headers: { 'content-type': 'application/json' },
         }),
       ),

@@ -162,6 +162,23 @@ describe('pacing shared through Redis', () => {
     ]);
   });
 
+  it("Keap's report seen by one replica raises the budget of all above a default limit, not above a set one", async () => {
+    const defaults = { perSecond: false, perMinute: false, perDay: false, tenantPerMinute: false, tenantPerDay: false };
+    const left = replicas({ perMinute: 5, explicit: defaults });
+    const [a, b, c] = left as [Replica, Replica, Replica];
+    a.pacer.observe(minuteReport(8, 0));
+    await a.gate.idle();
+    const outcomes = await burst([b, c], 5, 2000);
+    expect(gone(outcomes)).toBe(8);
+    expect(refused(outcomes, DeadlineExceeded)).toBe(2);
+
+    const set = replicas({ perMinute: 5, explicit: { ...defaults, perMinute: true } });
+    const [d, e, f] = set as [Replica, Replica, Replica];
+    d.pacer.observe(minuteReport(8, 0));
+    await d.gate.idle();
+    expect(gone(await burst([e, f], 5, 2000))).toBe(5);
+  });
+
   it("Keap's report seen by one replica lowers the budget of all: other apps' calls", async () => {
     const rs = replicas({ perMinute: 1000 });
     const [a, b, c] = rs as [Replica, Replica, Replica];

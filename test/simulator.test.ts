@@ -33,6 +33,10 @@ afterEach(() => {
   sim.setDailyQuota(null);
   sim.setMinuteQuota(null);
   sim.clearRoutes();
+  sim.setTenantHeaders('pipe');
+  sim.setThrottleBody('apigee');
+  sim.setEmptyQuotaHeadersOn401(true);
+  sim.crm.reset();
 });
 
 interface TokenBody {
@@ -294,7 +298,7 @@ describe('API authentication (Apigee 401 faults)', () => {
   it('accepts an API key in X-Keap-API-Key or as Bearer, and 404s unknown paths once authenticated', async () => {
     const a = await api('/crm/rest/v1/contacts', { headers: { 'x-keap-api-key': SIM_API_KEY } });
     expect(a.status).toBe(200);
-    expect(await a.json()).toMatchObject({ count: 2 });
+    expect(await a.json()).toMatchObject({ contacts: [], count: 0 });
     const b = await api('/crm/rest/v2/tags', { headers: { authorization: `Bearer ${SIM_API_KEY}` } });
     expect(b.status).toBe(200);
     expect(((await b.json()) as { tags: unknown[] }).tags).toHaveLength(2);
@@ -388,7 +392,7 @@ describe('REST routes', () => {
     const created = await api('/crm/rest/v1/contacts', {
       method: 'POST',
       headers: { ...key, 'content-type': 'application/json' },
-      body: JSON.stringify({ given_name: 'Grace' }),
+      body: JSON.stringify({ given_name: 'Grace', email_addresses: [{ email: 'grace@example.com', field: 'EMAIL1' }] }),
     });
     expect(created.status).toBe(201);
     const c = (await created.json()) as { id: number; given_name: string };

@@ -58,7 +58,11 @@ export class ClientPacers {
     this.made += 1;
     return client.pacerFor(`${spec.id}#${this.made}`, {
       weight: spec.weight,
-      tenant: { perMinute: spec.pacing.tenantPerMinute, perDay: spec.pacing.tenantPerDay },
+      tenant: {
+        perMinute: spec.pacing.tenantPerMinute,
+        perDay: spec.pacing.tenantPerDay,
+        explicit: spec.pacing.explicit,
+      },
       queueLimit: spec.pacing.queueLimit,
     });
   }

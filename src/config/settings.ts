@@ -107,17 +107,38 @@ function bytes(doc: Doc & { default: number; min: number }): Entry<number> {
   );
 }
 
+/**
+ * One of Keap's limits. `explicit`: the operator set it (Keap's reports only lower it); false:
+ * left at Keap's published figure, which Keap's reported limits replace (see pacing/gate.ts, paceLimit).
+ */
+export type KeapLimit<T> = T & { explicit: boolean };
+
 /** A whole number whose default depends on the credentials' mode (Keap's published limits): empty means that default. */
-function perMode(doc: Doc & Record<Mode, number> & { min: number; max: number }): Entry<Record<Mode, number>> {
+function perMode(
+  doc: Doc & Record<Mode, number> & { min: number; max: number },
+): Entry<KeapLimit<Record<Mode, number>>> {
   return entry(
     doc,
     '',
     (value, ctx) => {
-      if (value === '') return { oauth: doc.oauth, key: doc.key };
+      if (value === '') return { oauth: doc.oauth, key: doc.key, explicit: false };
       const n = checkWholeNumber(value, doc.min, doc.max, ctx);
-      return { oauth: n, key: n };
+      return { oauth: n, key: n, explicit: true };
     },
     `${doc.oauth} (OAuth), ${doc.key} (key)`,
+  );
+}
+
+/** A whole number, Keap's published limit when empty (then not explicit). */
+function keapLimit(doc: Doc & { default: number; min: number; max: number }): Entry<KeapLimit<{ value: number }>> {
+  return entry(
+    doc,
+    '',
+    (value, ctx) =>
+      value === ''
+        ? { value: doc.default, explicit: false }
+        : { value: checkWholeNumber(value, doc.min, doc.max, ctx), explicit: true },
+    `${doc.default}`,
   );
 }
 
@@ -354,33 +375,34 @@ const DEFINITIONS = {
     min: 0,
     max: 1_000_000_000,
     meaning:
-      "Keap's per-second spike limit; calls are spaced evenly at `RATE_LIMIT_MARGIN` of it. `0` turns pacing off (benchmarks).",
+      "Keap's per-second spike limit; calls are spaced evenly at `RATE_LIMIT_MARGIN` of it. `0` turns pacing off (benchmarks). Left empty, the spike limit Keap reports (`x-keap-product-spike-limit`) replaces the default.",
   }),
   RATE_LIMIT_PER_MINUTE: perMode({
     oauth: 1500,
     key: 240,
     min: 1,
     max: 1_000_000_000,
-    meaning: "Keap's rolling per-minute throttle.",
+    meaning:
+      "Keap's rolling per-minute throttle. Left empty, the limit Keap reports replaces the default, higher or lower (a client or key can have a larger quota); a value set here is a ceiling Keap's reports only lower.",
   }),
   RATE_LIMIT_PER_DAY: perMode({
     oauth: 150_000,
     key: 30_000,
     min: 1,
     max: 1_000_000_000,
-    meaning: "Keap's daily quota; it resets at 00:00 UTC.",
+    meaning: "Keap's daily quota; it resets at 00:00 UTC. Left empty, the limit Keap reports replaces the default.",
   }),
-  TENANT_LIMIT_PER_MINUTE: wholeNumber({
+  TENANT_LIMIT_PER_MINUTE: keapLimit({
     default: 10_000,
     min: 1,
     max: 1_000_000_000,
-    meaning: "Keap's per-account limit per minute, any token type.",
+    meaning: "Keap's per-account limit per minute, any token type. Left empty, the limit Keap reports replaces it.",
   }),
-  TENANT_LIMIT_PER_DAY: wholeNumber({
+  TENANT_LIMIT_PER_DAY: keapLimit({
     default: 250_000,
     min: 1,
     max: 1_000_000_000,
-    meaning: "Keap's per-account limit per day.",
+    meaning: "Keap's per-account limit per day. Left empty, the limit Keap reports replaces it.",
   }),
   RATE_LIMIT_MARGIN: fraction({
     default: 0.9,

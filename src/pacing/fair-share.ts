@@ -52,7 +52,7 @@
 // the plain QuotaPacer of createPacer / createSharedPacer: nothing here is on its path.
 import type { Logger } from '../observability/log.js';
 import type { QuotaReport, QuotaWindow } from '../keap/keap-quota.js';
-import { LocalGate, type DepartureGate, type PaceLimits } from './gate.js';
+import { LocalGate, type DepartureGate, type ExplicitLimits, type PaceLimits } from './gate.js';
 import { NoPacer, type Pacer, type PacingMode, type Priority } from './pacer.js';
 import { DailyQuotaSpent, DeadlineExceeded, QueueFull, WaitAbandoned, type PacingError } from './pacing-errors.js';
 
@@ -75,7 +75,7 @@ export interface AccountShare {
   /** Relative share of the client's budget while others are backlogged too (> 0; default FAIR_SHARE.defaultWeight). */
   weight?: number;
   /** The account's own limits (TENANT_LIMIT_PER_MINUTE / PER_DAY); undefined: the client limits' tenantPerMinute / tenantPerDay. */
-  tenant?: { perMinute: number | undefined; perDay: number | undefined };
+  tenant?: { perMinute: number | undefined; perDay: number | undefined; explicit?: ExplicitLimits | undefined };
   /** Waiters the account's queue holds (QUEUE_LIMIT); default the client limits' queueLimit. */
   queueLimit?: number;
   /**
@@ -108,6 +108,8 @@ export function tenantLimits(limits: PaceLimits, share: AccountShare = {}): Pace
     tenantPerDay: share.tenant?.perDay ?? limits.tenantPerDay,
     margin: limits.margin,
     queueLimit: share.queueLimit ?? limits.queueLimit,
+    // Whether the account's own tenant limits were set (Keap's reports replace them if not).
+    explicit: share.tenant?.explicit ?? limits.explicit,
   };
 }
 

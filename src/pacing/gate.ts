@@ -17,6 +17,40 @@ export interface PaceLimits {
   margin: number;
   /** Requests that may wait; past that, 503 at once. */
   queueLimit: number;
+  /**
+   * Which limits an operator set (rather than left at Keap's published defaults). Keap's
+   * reported limits are the truth for the others, higher or lower (a client or key can have a
+   * larger quota); an explicit limit stays the ceiling, which Keap's reports only lower.
+   * Absent: every limit counts as set (the limits only come down).
+   */
+  explicit?: ExplicitLimits;
+}
+
+export interface ExplicitLimits {
+  perSecond: boolean;
+  perMinute: boolean;
+  perDay: boolean;
+  tenantPerMinute: boolean;
+  tenantPerDay: boolean;
+}
+
+/**
+ * The limit to pace to: Keap's reported one (undefined: not reported), unless the operator set
+ * the limit explicitly; then the lower of the two.
+ */
+export function paceLimit(configured: number, explicit: boolean | undefined, reported: number | undefined): number {
+  if (reported === undefined || !Number.isFinite(reported)) return configured;
+  return explicit === false ? reported : Math.min(configured, reported);
+}
+
+/**
+ * Calls per second to pace to: the operator's, or when left at the default, Keap's spike limit
+ * when it reports one (`x-keap-product-spike-limit`). An explicit limit is kept as it is: Keap's
+ * spike figure is not always its effective rate (see the notes), and 429s bring the pace down.
+ */
+export function pacePerSecond(limits: PaceLimits, report: QuotaReport): number {
+  const spike = report.product.spikePerSecond;
+  return limits.explicit?.perSecond === false && spike !== undefined && spike > 0 ? spike : limits.perSecond;
 }
 
 /** Where the budgets live: this process alone, Redis for all replicas, or this replica's share while Redis is away. */
@@ -61,6 +95,10 @@ export function nextUtcMidnight(now: number): number {
 export interface ReportedQuota {
   /** Infinity when Keap did not say. */
   minuteLimit: number;
+  /** The minute limit to pace to (paceLimit of the client's and the tenant's; the configured ones where Keap did not say). */
+  paceMinuteLimit: number;
+  /** The day limit to pace to, likewise. */
+  paceDayLimit: number;
   /** Calls in Keap's minute window, ours included (0 when Keap did not say). */
   minuteUsed: number;
   dayLimit: number;
@@ -69,10 +107,19 @@ export interface ReportedQuota {
   dayResetsAt: number | undefined;
 }
 
-export function readReport(report: QuotaReport): ReportedQuota {
+export function readReport(report: QuotaReport, limits: PaceLimits): ReportedQuota {
   const { product, tenant } = report;
+  const explicit = limits.explicit;
   return {
     minuteLimit: Math.min(product.minute?.limit ?? Infinity, tenant.minute?.limit ?? Infinity),
+    paceMinuteLimit: Math.min(
+      paceLimit(limits.perMinute, explicit?.perMinute, product.minute?.limit),
+      paceLimit(limits.tenantPerMinute, explicit?.tenantPerMinute, tenant.minute?.limit),
+    ),
+    paceDayLimit: Math.min(
+      paceLimit(limits.perDay, explicit?.perDay, product.day?.limit),
+      paceLimit(limits.tenantPerDay, explicit?.tenantPerDay, tenant.day?.limit),
+    ),
     minuteUsed: Math.max(usedOf(product.minute), usedOf(tenant.minute)),
     dayLimit: Math.min(product.day?.limit ?? Infinity, tenant.day?.limit ?? Infinity),
     dayUsed: Math.max(usedOf(product.day), usedOf(tenant.day)),
@@ -154,8 +201,9 @@ function finite(n: number): number | undefined {
  * replicas' calls, each of which keeps to its own share, so this one takes its share of them.
  */
 export class LocalGate implements DepartureGate {
-  private readonly spacing: number;
-  private readonly lateAllowanceMs: number;
+  private spacing: number;
+  private lateAllowanceMs: number;
+  private perSecond: number;
   private nextSlotAt = 0;
   private pausedUntil = 0;
   /** Departures of the last minute, oldest first (a rolling window, as Keap's throttle is). */
@@ -164,6 +212,9 @@ export class LocalGate implements DepartureGate {
   private external = { count: 0, at: 0 };
   private reportedMinuteLimit = Infinity;
   private reportedDayLimit = Infinity;
+  /** The limits paced to: the configured ones until Keap reports (see paceLimit). */
+  private minuteLimit: number;
+  private dayLimit: number;
   private day: number;
   /** This UTC day's calls: ours, or what Keap reported when that is more. */
   private dayUsed = 0;
@@ -179,8 +230,11 @@ export class LocalGate implements DepartureGate {
     private readonly now: () => number = Date.now,
     private readonly share = 1,
   ) {
+    this.perSecond = limits.perSecond;
     this.spacing = (1000 * share) / (limits.perSecond * limits.margin);
     this.lateAllowanceMs = (this.spacing * (1 - limits.margin)) / 2;
+    this.minuteLimit = Math.min(limits.perMinute, limits.tenantPerMinute);
+    this.dayLimit = Math.min(limits.perDay, limits.tenantPerDay);
     this.day = Math.floor(now() / DAY);
     this.dayResetsAt = nextUtcMidnight(now());
     this.budgetLog = new BudgetLog(logger, configuredBudget(limits, share));
@@ -206,8 +260,16 @@ export class LocalGate implements DepartureGate {
 
   observe(report: QuotaReport): void {
     const now = this.now();
-    const r = readReport(report);
+    const r = readReport(report, this.limits);
     this.reportedMinuteLimit = r.minuteLimit;
+    this.minuteLimit = r.paceMinuteLimit;
+    this.dayLimit = r.paceDayLimit;
+    const perSecond = pacePerSecond(this.limits, report);
+    if (perSecond !== this.perSecond) {
+      this.perSecond = perSecond;
+      this.spacing = (1000 * this.share) / (perSecond * this.limits.margin);
+      this.lateAllowanceMs = (this.spacing * (1 - this.limits.margin)) / 2;
+    }
     // Keap's count of calls in its window includes ours: the rest were other apps' (same client id or tenant).
     if (r.minuteUsed > 0)
       this.external = { count: Math.max(0, r.minuteUsed / this.share - this.countMinute(now)), at: now };
@@ -286,13 +348,13 @@ export class LocalGate implements DepartureGate {
   }
 
   private minuteCap(now: number): number {
-    const limit = Math.min(this.limits.perMinute, this.limits.tenantPerMinute, this.reportedMinuteLimit) / this.share;
+    const limit = this.minuteLimit / this.share;
     const external = now - this.external.at < MINUTE ? this.external.count : 0;
     return Math.max(0, Math.floor(limit * this.limits.margin) - external);
   }
 
   private dayCap(): number {
-    const limit = Math.min(this.limits.perDay, this.limits.tenantPerDay, this.reportedDayLimit) / this.share;
+    const limit = this.dayLimit / this.share;
     return Math.floor(limit * this.limits.margin);
   }
 

@@ -55,6 +55,7 @@ import {
   LocalGate,
   configuredBudget,
   logDaySpent,
+  pacePerSecond,
   readReport,
   type Booking,
   type DepartureGate,
@@ -117,8 +118,9 @@ local function touch() redis.call('PEXPIRE', stateKey, 2 * DAY) end
 local s = redis.call('HMGET', stateKey, 'slot', 'paused', 'dayx', 'extCount', 'extAt', 'minuteLimit', 'dayLimit')
 local slot, paused, dayx = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or 0
 local extCount, extAt = tonumber(s[4]) or 0, tonumber(s[5]) or 0
-local minuteLimit = math.min(cfgMinute, tonumber(s[6]) or cfgMinute)
-local dayLimit = math.min(cfgDay, tonumber(s[7]) or cfgDay)
+-- Keap's reported limits as the caller judged them (paceLimit: they may be above the configured ones).
+local minuteLimit = tonumber(s[6]) or cfgMinute
+local dayLimit = tonumber(s[7]) or cfgDay
 
 -- The daily quota resets at 00:00 UTC.
 local today = math.floor(now / DAY)
@@ -205,7 +207,7 @@ if op == 'observe' then
   else
     redis.call('HDEL', stateKey, 'minuteLimit')
   end
-  minuteLimit = math.min(cfgMinute, reportedMinute or cfgMinute)
+  minuteLimit = reportedMinute or cfgMinute
   -- Keap's count of calls in its window includes every replica's: the rest were other apps'.
   if minuteUsed > 0 then
     extCount, extAt = math.max(0, minuteUsed - countMinute()), now
@@ -216,7 +218,7 @@ if op == 'observe' then
   else
     redis.call('HDEL', stateKey, 'dayLimit')
   end
-  dayLimit = math.min(cfgDay, reportedDay or cfgDay)
+  dayLimit = reportedDay or cfgDay
   if dayUsed > used then
     used = dayUsed
     redis.call('HSET', dayKey, 'used', used)
@@ -266,7 +268,8 @@ export class RedisGate implements DepartureGate {
   private readonly keys: [string, string, string];
   /** ARGV 3 to 7: spacing, late allowance, minute limit, day limit, margin. */
   private readonly fixedArgs: string[];
-  private readonly spacing: number;
+  private spacing: number;
+  private perSecond: number;
   private readonly callerClock: boolean;
   private readonly probeMs: number;
   private readonly budgetLog: BudgetLog;
@@ -297,6 +300,7 @@ export class RedisGate implements DepartureGate {
     this.client.on('error', this.onError);
     const base = `${options.prefix}pace:{${options.key}}:`;
     this.keys = [`${base}state`, `${base}minute`, `${base}day`];
+    this.perSecond = limits.perSecond;
     this.spacing = 1000 / (limits.perSecond * limits.margin);
     const late = (this.spacing * (1 - limits.margin)) / 2;
     this.fixedArgs = [
@@ -336,8 +340,15 @@ export class RedisGate implements DepartureGate {
 
   observe(report: QuotaReport): void {
     if (this.fallback !== undefined) return this.fallback.observe(report);
-    const r = readReport(report);
-    const args = [limitArg(r.minuteLimit), String(r.minuteUsed), limitArg(r.dayLimit), String(r.dayUsed)];
+    const r = readReport(report, this.limits);
+    const perSecond = pacePerSecond(this.limits, report);
+    if (perSecond !== this.perSecond) {
+      this.perSecond = perSecond;
+      this.spacing = 1000 / (perSecond * this.limits.margin);
+      this.fixedArgs[0] = String(this.spacing);
+      this.fixedArgs[1] = String((this.spacing * (1 - this.limits.margin)) / 2);
+    }
+    const args = [limitArg(r.paceMinuteLimit), String(r.minuteUsed), limitArg(r.paceDayLimit), String(r.dayUsed)];
     args.push(r.dayResetsAt === undefined ? '' : String(r.dayResetsAt));
     this.send(
       'observe',

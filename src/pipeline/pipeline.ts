@@ -33,6 +33,7 @@ import {
   pace,
   resolveAccount,
   refuseAmbiguousPaths,
+  removeQueryToken,
   refuseForeignTargets,
   rewriteXmlRpcKey,
   routeXmlRpc,
@@ -96,6 +97,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     setDeadline(config.requestDeadlineMs),
     refuseForeignTargets,
     refuseAmbiguousPaths,
+    // Before anything reads the target (the cache's key included): the client's token never goes on.
+    removeQueryToken,
     resolveAccount(deps.accounts),
     // Early, so that every error after it can answer an XML-RPC client with a fault.
     routeXmlRpc,

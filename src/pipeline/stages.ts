@@ -64,6 +64,36 @@ export function refuseAmbiguousPaths(ex: Exchange): void {
   }
 }
 
+/** The query parameter older Keap SDKs put the OAuth token in. */
+const QUERY_TOKEN = 'access_token';
+
+/**
+ * Older SDKs send the OAuth token as `?access_token=…`: like an Authorization header, it is the
+ * client's and never goes to Keap (the proxy's own credential goes in the header). Every
+ * `access_token` parameter is taken out; the rest of the query stays byte for byte, and a query
+ * left empty goes with its `?`. (The request log and warn lines never show the query at all.)
+ */
+export function removeQueryToken(ex: Exchange): void {
+  const url = ex.req.url ?? '';
+  // Nearly every target has none: one native scan, and done.
+  if (url.indexOf(QUERY_TOKEN) < 0) return;
+  const q = url.indexOf('?');
+  if (q < 0) return;
+  const hash = url.indexOf('#', q);
+  const end = hash < 0 ? url.length : hash;
+  const pairs = url.slice(q + 1, end).split('&');
+  const kept = pairs.filter((pair) => {
+    const eq = pair.indexOf('=');
+    return (eq < 0 ? pair : pair.slice(0, eq)) !== QUERY_TOKEN;
+  });
+  // Only a query the token was taken from changes: `?a&&b` without one stays as it came.
+  if (kept.length === pairs.length) return;
+  const query = kept.join('&');
+  const path = url.slice(0, q);
+  const rest = url.slice(end);
+  ex.req.url = (query === '' ? path : `${path}?${query}`) + rest;
+}
+
 /** Where the path ends: at the query or, should a client send one, the fragment. */
 function pathEnd(url: string): number {
   for (let i = 0; i < url.length; i++) {
@@ -163,16 +193,25 @@ export function assignRequestId(ex: Exchange): void {
   ex.id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
 }
 
-const XMLRPC_PATHS = new Set(['/crm/xmlrpc/v1', '/crm/xmlrpc', '/api/xmlrpc']);
+/** Where Keap serves XML-RPC. */
+const XMLRPC_PATH = '/crm/xmlrpc/v1';
+/** Keap's own pages also show /crm/xmlrpc, which Keap serves as it is. */
+const XMLRPC_PATHS_KEAP_SERVES = new Set([XMLRPC_PATH, '/crm/xmlrpc']);
+/** Old per-account apps call /api/xmlrpc, and Keap's help pages write it /api/xmlrpc/v1. */
+const XMLRPC_PATHS = new Set([...XMLRPC_PATHS_KEAP_SERVES, '/api/xmlrpc', '/api/xmlrpc/v1']);
 
-/** Old per-account apps call /api/xmlrpc; Keap serves XML-RPC at /crm/xmlrpc/v1. */
+/**
+ * XML-RPC calls are POSTs to one of XMLRPC_PATHS, with or without a trailing slash. Those Keap
+ * does not serve as they are (the old /api/xmlrpc and /api/xmlrpc/v1, and any with a trailing
+ * slash) go to Keap's /crm/xmlrpc/v1, the query kept.
+ */
 export function routeXmlRpc(ex: Exchange): void {
   const url = ex.req.url ?? '/';
   const q = url.indexOf('?');
   const pathname = q < 0 ? url : url.slice(0, q);
   const trimmed = pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
   ex.xmlrpc = ex.req.method === 'POST' && XMLRPC_PATHS.has(trimmed);
-  if (ex.xmlrpc && trimmed === '/api/xmlrpc') ex.req.url = '/crm/xmlrpc/v1' + (q < 0 ? '' : url.slice(q));
+  if (ex.xmlrpc && !XMLRPC_PATHS_KEAP_SERVES.has(pathname)) ex.req.url = XMLRPC_PATH + (q < 0 ? '' : url.slice(q));
 }
 
 /** A client may ask to wait less than REQUEST_DEADLINE_MS for the rate limit. */

@@ -16,9 +16,14 @@ export interface QuotaObservationPolicy {
   everyMs: number;
   /** ...except on these statuses, always read: a 429's reaction needs Keap's latest count. */
   alwaysOn: readonly number[];
+  /**
+   * ...and on these, never: the gateway's 401 carries every quota header empty (unknown, never
+   * zero), so it says nothing, and must not take the turn of the next answer that does.
+   */
+  neverOn: readonly number[];
 }
 
-export const QUOTA_OBSERVATION: QuotaObservationPolicy = { everyMs: 100, alwaysOn: [429] };
+export const QUOTA_OBSERVATION: QuotaObservationPolicy = { everyMs: 100, alwaysOn: [429], neverOn: [401] };
 
 export function observeQuota(
   metrics: Metrics,
@@ -27,7 +32,9 @@ export function observeQuota(
 ): ResponseHandler {
   const readAt = new WeakMap<Account, number>();
   const always = new Set(policy.alwaysOn);
+  const never = new Set(policy.neverOn);
   return (ex, res: IncomingMessage) => {
+    if (never.has(res.statusCode ?? 0)) return res;
     const account = accountOf(ex);
     const t = now();
     if (t - (readAt.get(account) ?? -Infinity) < policy.everyMs && !always.has(res.statusCode ?? 0)) return res;

@@ -12,7 +12,15 @@ import {
 } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { QuotaTracker, SpikeArrest, type CredentialKind, type TenantLimits } from './quota.js';
+import {
+  QuotaTracker,
+  SpikeArrest,
+  unauthenticatedQuotaHeaders,
+  type CredentialKind,
+  type ProductLimits,
+  type TenantHeaderStyle,
+  type TenantLimits,
+} from './quota.js';
 import {
   methodResponseFault,
   methodResponseStruct,
@@ -22,10 +30,11 @@ import {
 } from './xml.js';
 import { runClassic } from './xmlrpc-classic.js';
 import { CrmStore } from './crm.js';
+import { handleRestV1 } from './rest-v1.js';
 import { handleRestV2 } from './rest-v2.js';
 import { AUTHORIZE_PATH, handleAuthorize, type AuthorizeApp } from './authorize-page.js';
 
-export type { CredentialKind, TenantLimits } from './quota.js';
+export type { CredentialKind, ProductLimits, TenantHeaderStyle, TenantLimits } from './quota.js';
 export { CrmStore, type CustomFieldMeta } from './crm.js';
 
 // What the simulator accepts unless told otherwise: tests, the demo and the benchmark talk to it with these.
@@ -66,6 +75,22 @@ export interface SimulatorOptions {
    */
   tenantLimits?: TenantLimits;
   /**
+   * How the tenant's windows are written: 'pipe' (default) both at once, `10000|250000` with
+   * `minute|day`; 'scalar' one window, the minute's, `10000` with `minute`. Keap has sent both.
+   */
+  tenantHeaders?: TenantHeaderStyle;
+  /**
+   * The body of a 429: 'apigee' (default) Apigee's fault (QuotaViolation or SpikeArrestViolation);
+   * 'plain' the other shape Keap's users have seen, {"code":"429","message":"Quota Exceeded",
+   * "status":"Request Throttled"}, for every 429 (choice: the quota headers stay the same).
+   */
+  throttleBody?: ThrottleBodyStyle;
+  /**
+   * Whether a 401 from the gateway carries every x-keap-* quota header with an empty value (`|`
+   * for the pipe-separated tenant ones), as Keap's do: default true; false sends none.
+   */
+  emptyQuotaHeadersOn401?: boolean;
+  /**
    * What XML-RPC methods do. 'echo' (default, what the proxy's tests rely on): every method answers a
    * struct describing the call. 'keap': the classic ContactService/DataService/APIEmailService methods
    * over the shared CRM store (see xmlrpc-classic.ts); other methods fault "No such handler".
@@ -80,6 +105,7 @@ export interface SimulatorOptions {
 }
 
 export type XmlRpcMode = 'echo' | 'keap';
+export type ThrottleBodyStyle = 'apigee' | 'plain';
 export type BrownoutStyle = '503' | 'hang';
 
 /**
@@ -152,28 +178,13 @@ const FAULT_MISSING = fault('Invalid access token', 'oauth.v2.InvalidAccessToken
 const FAULT_INVALID = fault('Invalid Access Token', 'keymanagement.service.invalid_access_token');
 const FAULT_EXPIRED = fault('Access Token expired', 'keymanagement.service.access_token_expired');
 const FAULT_NOT_APPROVED = fault('Access Token not approved', 'keymanagement.service.access_token_not_approved');
+/** The other 429 body Keap's users have seen (throttleBody 'plain'). */
+export const PLAIN_THROTTLE_BODY = Buffer.from(
+  '{"code":"429","message":"Quota Exceeded","status":"Request Throttled"}',
+);
 /** A 401 from the application behind the gateway: no Apigee fault body. */
 export const APP_UNAUTHORIZED_BODY = Buffer.from('{"message":"unauthorized by app"}');
 
-const CONTACTS_BODY = Buffer.from(
-  JSON.stringify({
-    contacts: [
-      {
-        id: 1,
-        given_name: 'Ada',
-        family_name: 'Lovelace',
-        email_addresses: [{ email: 'ada@example.com', field: 'EMAIL1' }],
-      },
-      {
-        id: 2,
-        given_name: 'Alan',
-        family_name: 'Turing',
-        email_addresses: [{ email: 'alan@example.com', field: 'EMAIL1' }],
-      },
-    ],
-    count: 2,
-  }),
-);
 /** Deterministic pattern for __bytes (byte i = i % 251), grown on demand and sliced per request. */
 let bytesPattern = EMPTY;
 function patternBytes(size: number): Buffer {
@@ -250,8 +261,10 @@ export class KeapSimulator {
   private accessTokenTtlSeconds: number;
   private retryAfterOn429: boolean;
   private refreshToken: string | undefined;
-  /** access token -> expiry (epoch ms). Old tokens stay valid until expiry (Keap documents no revocation). */
+  /** access token -> expiry (epoch ms). Old tokens stay valid until expiry or revokeAccessToken. */
   private readonly accessTokens = new Map<string, number>();
+  /** Tokens revoked one by one: Apigee answers them access_token_not_approved. */
+  private readonly revokedTokens = new Set<string>();
   private readonly codes = new Map<string, { redirectUri: string; expiresAt: number; scope: string }>();
   /** The scope of the grant the live refresh token belongs to (a code can be for another app). */
   private refreshScope: string;
@@ -264,7 +277,8 @@ export class KeapSimulator {
   private readonly routes = new Map<string, RouteHandler>();
   private readonly routePaths = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
-  private nextContactId = 1001;
+  private throttleBody: ThrottleBodyStyle;
+  private emptyQuotaHeadersOn401: boolean;
   private xmlrpcMode: XmlRpcMode;
   private xmlrpcRetired = false;
   private brownoutFraction = 0;
@@ -306,6 +320,9 @@ export class KeapSimulator {
     this.refreshScope = this.scope;
     this.retryAfterOn429 = opts.retryAfterOn429 ?? false;
     this.quota = new QuotaTracker(this.tenant, opts.tenantLimits);
+    this.quota.tenantHeaders = opts.tenantHeaders ?? 'pipe';
+    this.throttleBody = opts.throttleBody ?? 'apigee';
+    this.emptyQuotaHeadersOn401 = opts.emptyQuotaHeadersOn401 ?? true;
     this.quota.dailyOverride = opts.dailyQuota ?? null;
     this.quota.minuteOverride = opts.minuteQuota ?? null;
     this.xmlrpcMode = opts.xmlrpc ?? 'echo';
@@ -373,6 +390,14 @@ export class KeapSimulator {
     else this.apiKeys.delete(key);
   }
 
+  /**
+   * Revokes one access token: Apigee then answers it `access_token_not_approved` (what it says
+   * for a single revoked token, see the notes), while the app and its other tokens stay good.
+   */
+  revokeAccessToken(token: string): void {
+    this.revokedTokens.add(token);
+  }
+
   revokeRefreshTokens(): void {
     this.refreshToken = undefined;
   }
@@ -415,9 +440,33 @@ export class KeapSimulator {
     this.quota.minuteOverride = n;
   }
 
+  /**
+   * The client's or key's limits as the headers report them, in place of Keap's published ones
+   * (a larger quota: one shared app reports 500,000 a day); not enforced (setDailyQuota and
+   * setMinuteQuota enforce). {} goes back to the published ones.
+   */
+  setProductLimits(limits: Partial<ProductLimits>): void {
+    this.quota.reportedLimits = { ...limits };
+  }
+
   /** Forgets all quota usage (daily, minute, tenant). */
   resetQuotas(): void {
     this.quota.reset();
+  }
+
+  /** 'pipe' (default) or 'scalar': see SimulatorOptions.tenantHeaders. */
+  setTenantHeaders(style: TenantHeaderStyle): void {
+    this.quota.tenantHeaders = style;
+  }
+
+  /** 'apigee' (default) or 'plain': see SimulatorOptions.throttleBody. */
+  setThrottleBody(style: ThrottleBodyStyle): void {
+    this.throttleBody = style;
+  }
+
+  /** true (default): 401s carry the quota headers, empty; see SimulatorOptions.emptyQuotaHeadersOn401. */
+  setEmptyQuotaHeadersOn401(on: boolean): void {
+    this.emptyQuotaHeadersOn401 = on;
   }
 
   setApproved(approved: boolean): void {
@@ -637,8 +686,9 @@ export class KeapSimulator {
     const auth = this.authenticate(req, isXmlrpc && method === 'POST' ? body : undefined);
     if (Buffer.isBuffer(auth)) {
       this.counters.unauthorized++;
-      // No quota headers: the Quota policy runs after authentication, so there is no product to report.
-      send(res, 401, JSON_CT, auth);
+      // The Quota policy runs after authentication, so there is no product to report: Keap sends
+      // every quota header with an empty value (unknown, never zero).
+      send(res, 401, JSON_CT, auth, this.unauthenticatedHeaders());
       return;
     }
 
@@ -648,7 +698,7 @@ export class KeapSimulator {
       const q = this.quota.apply(bucket, now, false);
       this.counters.throttled++;
       if (this.retryAfterOn429) q.headers.push('retry-after', '1');
-      send(res, 429, JSON_CT, this.spikeFault, q.headers);
+      send(res, 429, JSON_CT, this.throttleBody === 'plain' ? PLAIN_THROTTLE_BODY : this.spikeFault, q.headers);
       return;
     }
     const q = this.quota.apply(bucket, now, true);
@@ -659,10 +709,12 @@ export class KeapSimulator {
         res,
         429,
         JSON_CT,
-        fault(
-          `Rate limit quota violation. Quota limit  exceeded. Identifier : ${q.identifier}`,
-          'policies.ratelimit.QuotaViolation',
-        ),
+        this.throttleBody === 'plain'
+          ? PLAIN_THROTTLE_BODY
+          : fault(
+              `Rate limit quota violation. Quota limit  exceeded. Identifier : ${q.identifier}`,
+              'policies.ratelimit.QuotaViolation',
+            ),
         q.headers,
       );
       return;
@@ -690,7 +742,17 @@ export class KeapSimulator {
     if (path.startsWith('/crm/rest/v1/') || path.startsWith('/crm/rest/v2/')) {
       const rest = path.slice(13); // after '/crm/rest/vN/'
       const v1 = path[11] === '1'; // '/crm/rest/v' is 11 chars
-      if (!v1) {
+      if (v1) {
+        const a = handleRestV1(this.crm, method, rest, query, body, this.url);
+        if (a !== undefined) {
+          if (a.body === undefined) {
+            res.writeHead(a.status, qh); // 204: no content-type, no content-length
+            res.end();
+            return;
+          }
+          return send(res, a.status, JSON_CT, Buffer.from(JSON.stringify(a.body)), qh);
+        }
+      } else {
         const a = handleRestV2(this.crm, method, rest, query, body);
         if (a !== undefined) {
           if (a.body === undefined) {
@@ -702,10 +764,6 @@ export class KeapSimulator {
         }
       }
       switch (rest) {
-        case 'contacts':
-          if (v1 && method === 'GET') return send(res, 200, JSON_CT, CONTACTS_BODY, qh);
-          if (v1 && method === 'POST') return this.createContact(res, body, qh);
-          break;
         case 'oauth/connect/userinfo':
           if (v1 && method === 'GET') return send(res, 200, JSON_CT, this.userinfoBody(), qh);
           break;
@@ -731,7 +789,7 @@ export class KeapSimulator {
           // gateway, a revoked token, an app withdrawn): /crm/rest/v1/__fault?errorcode=...
           const errorcode = new URLSearchParams(query).get('errorcode') ?? 'keymanagement.service.invalid_access_token';
           this.counters.unauthorized++;
-          return send(res, 401, JSON_CT, fault('Simulated gateway fault', errorcode));
+          return send(res, 401, JSON_CT, fault('Simulated gateway fault', errorcode), this.unauthenticatedHeaders());
         }
         case '__status': {
           // Any status code, for 5xx/4xx handling tests: /crm/rest/v1/__status?code=503
@@ -769,6 +827,7 @@ export class KeapSimulator {
           const exp = this.accessTokens.get(token);
           if (exp === undefined) return FAULT_INVALID;
           if (exp <= Date.now()) return FAULT_EXPIRED;
+          if (this.revokedTokens.size > 0 && this.revokedTokens.has(token)) return FAULT_NOT_APPROVED;
           result = { kind: 'bearer', identity: `client:${this.clientId}`, identifier: this.clientId };
         }
       } else if (
@@ -833,18 +892,9 @@ export class KeapSimulator {
     send(res, 200, 'text/xml;charset=UTF-8', Buffer.from(xml), qh);
   }
 
-  private createContact(res: ServerResponse, body: Buffer, qh: string[]): void {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body.toString('utf8'));
-    } catch {
-      parsed = undefined;
-    }
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-      return send(res, 400, JSON_CT, Buffer.from('{"message":"Invalid JSON body"}'), qh);
-    }
-    const created = { ...(parsed as Record<string, unknown>), id: this.nextContactId++ };
-    send(res, 201, JSON_CT, Buffer.from(JSON.stringify(created)), qh);
+  /** The quota headers of a 401 (a fresh list: send() appends to it), or none when switched off. */
+  private unauthenticatedHeaders(): string[] | undefined {
+    return this.emptyQuotaHeadersOn401 ? unauthenticatedQuotaHeaders(this.quota.tenantHeaders) : undefined;
   }
 
   private echo(req: IncomingMessage, res: ServerResponse, body: Buffer, qh: string[]): void {

@@ -47,6 +47,44 @@ export class UsageBucket {
 
 export type QuotaViolation = 'day' | 'minute';
 
+/** How the tenant's windows are written: both at once (`10000|250000`) or the minute's alone (`10000`). */
+export type TenantHeaderStyle = 'pipe' | 'scalar';
+
+const PRODUCT_QUOTA_HEADERS = [
+  'x-keap-product-quota-limit',
+  'x-keap-product-quota-time-unit',
+  'x-keap-product-quota-interval',
+  'x-keap-product-quota-available',
+  'x-keap-product-quota-used',
+  'x-keap-product-quota-expiry-time',
+  'x-keap-product-throttle-limit',
+  'x-keap-product-throttle-time-unit',
+  'x-keap-product-throttle-interval',
+  'x-keap-product-throttle-available',
+  'x-keap-product-throttle-used',
+  'x-keap-product-spike-limit',
+  'x-keap-tenant-id',
+];
+const TENANT_THROTTLE_HEADERS = [
+  'x-keap-tenant-throttle-limit',
+  'x-keap-tenant-throttle-time-unit',
+  'x-keap-tenant-throttle-interval',
+  'x-keap-tenant-throttle-available',
+  'x-keap-tenant-throttle-used',
+];
+
+/**
+ * The quota headers of an unauthenticated answer: every one, empty, the tenant throttle's `|`
+ * when they are pipe-separated (see the notes, "401s come from Apigee"). (choice) The spike
+ * limit and the tenant id are empty too.
+ */
+export function unauthenticatedQuotaHeaders(style: TenantHeaderStyle): string[] {
+  const out: string[] = [];
+  for (const name of PRODUCT_QUOTA_HEADERS) out.push(name, '');
+  for (const name of TENANT_THROTTLE_HEADERS) out.push(name, style === 'pipe' ? '|' : '');
+  return out;
+}
+
 export interface QuotaResult {
   /** Flat [name, value, name, value, ...] list, ready for res.writeHead. */
   headers: string[];
@@ -68,6 +106,13 @@ export class QuotaTracker {
   minuteOverride: number | null = null;
   /** Spike limit shown in x-keap-product-spike-limit when spike arrest is enforced. */
   spikeOverride = 0;
+  /**
+   * The product limits reported instead of Keap's published ones (not enforced): a client or
+   * key with a larger quota, as one shared app's 500,000 a day.
+   */
+  reportedLimits: Partial<ProductLimits> = {};
+  /** How the tenant's windows are written (see TenantHeaderStyle). */
+  tenantHeaders: TenantHeaderStyle = 'pipe';
   private readonly buckets = new Map<string, UsageBucket>();
   private readonly tenantBucket: UsageBucket;
 
@@ -103,8 +148,8 @@ export class QuotaTracker {
     const t = this.tenantBucket;
     b.roll(dayWindow, minuteWindow);
     t.roll(dayWindow, minuteWindow);
-    const dayLimit = this.dailyOverride ?? b.limits.day;
-    const minuteLimit = this.minuteOverride ?? b.limits.minute;
+    const dayLimit = this.dailyOverride ?? this.reportedLimits.day ?? b.limits.day;
+    const minuteLimit = this.minuteOverride ?? this.reportedLimits.minute ?? b.limits.minute;
     const nextMidnight = (dayWindow + 1) * DAY_MS;
     let violation: QuotaViolation | undefined;
     let retryAfterSeconds = 1;
@@ -122,7 +167,7 @@ export class QuotaTracker {
         t.minute++;
       }
     }
-    const spike = this.spikeOverride > 0 ? this.spikeOverride : b.limits.spike;
+    const spike = this.spikeOverride > 0 ? this.spikeOverride : (this.reportedLimits.spike ?? b.limits.spike);
     const headers = [
       'x-keap-product-quota-limit',
       String(dayLimit),
@@ -150,17 +195,36 @@ export class QuotaTracker {
       `${spike}ps`,
       'x-keap-tenant-id',
       this.tenant,
-      'x-keap-tenant-throttle-limit',
-      `${this.tenantLimits.minute}|${this.tenantLimits.day}`,
-      'x-keap-tenant-throttle-time-unit',
-      'minute|day',
-      'x-keap-tenant-throttle-interval',
-      '1|1',
-      'x-keap-tenant-throttle-available',
-      `${Math.max(0, this.tenantLimits.minute - t.minute)}|${Math.max(0, this.tenantLimits.day - t.day)}`,
-      'x-keap-tenant-throttle-used',
-      `${t.minute}|${t.day}`,
     ];
+    const minuteLeft = Math.max(0, this.tenantLimits.minute - t.minute);
+    if (this.tenantHeaders === 'scalar') {
+      // (choice) One window written alone is the minute's, the first of the two.
+      headers.push(
+        'x-keap-tenant-throttle-limit',
+        String(this.tenantLimits.minute),
+        'x-keap-tenant-throttle-time-unit',
+        'minute',
+        'x-keap-tenant-throttle-interval',
+        '1',
+        'x-keap-tenant-throttle-available',
+        String(minuteLeft),
+        'x-keap-tenant-throttle-used',
+        String(t.minute),
+      );
+    } else {
+      headers.push(
+        'x-keap-tenant-throttle-limit',
+        `${this.tenantLimits.minute}|${this.tenantLimits.day}`,
+        'x-keap-tenant-throttle-time-unit',
+        'minute|day',
+        'x-keap-tenant-throttle-interval',
+        '1|1',
+        'x-keap-tenant-throttle-available',
+        `${minuteLeft}|${Math.max(0, this.tenantLimits.day - t.day)}`,
+        'x-keap-tenant-throttle-used',
+        `${t.minute}|${t.day}`,
+      );
+    }
     return { headers, violation, retryAfterSeconds, identifier: b.identifier };
   }
 }

@@ -107,9 +107,10 @@ export function handleRestV2(
   return undefined;
 }
 
-class BadRequest extends Error {}
+/** A request the routes refuse with 400 (REST v1 reuses it, with its own body shape). */
+export class BadRequest extends Error {}
 
-function jsonBody(body: Buffer): Record<string, unknown> {
+export function jsonBody(body: Buffer): Record<string, unknown> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
@@ -250,7 +251,7 @@ function parseArrayProp(
 }
 
 /** Applies a CreateUpdateContactRequest's properties (only `mask` ones when given) onto `target`. */
-function applyRequest(
+export function applyRequest(
   store: CrmStore,
   target: Partial<StoredContact>,
   req: Record<string, unknown>,
@@ -290,7 +291,7 @@ function applyRequest(
   }
 }
 
-function emptyContact(): Omit<StoredContact, 'id' | 'create_time' | 'update_time'> {
+export function emptyContact(): Omit<StoredContact, 'id' | 'create_time' | 'update_time'> {
   return { email_addresses: [], phone_numbers: [], fax_numbers: [], addresses: [], custom_fields: [] };
 }
 
