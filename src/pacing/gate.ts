@@ -5,6 +5,7 @@
 // every replica of one Keap client and tenant.
 import type { Logger } from '../observability/log.js';
 import type { QuotaReport } from '../keap/keap-quota.js';
+import { AdaptivePace } from './adaptive-pace.js';
 
 export interface PaceLimits {
   /** Calls per second (Keap's spike limit); 0 turns pacing off. */
@@ -36,6 +37,13 @@ export interface DepartureGate {
   book(now: number): Promise<Booking>;
   /** Keap answered 429: nobody departs for `ms`. */
   backOff(ms: number): void;
+  /**
+   * Keap's spike arrest answered 429. A gate that adapts its pace lowers it and waits only
+   * Keap's Retry-After (`retryAfterMs`, when given) or one new spacing; one that does not backs off `backOffMs`.
+   */
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void;
+  /** The pace this gate keeps now, in departures per second (Infinity: no spacing). */
+  pacePerSecond(now: number): number;
   /** Keap's quota headers of a response: budgets come down when Keap reports less left. */
   observe(report: QuotaReport): void;
   /** Keap says the daily quota is spent until `resetsAt` (00:00 UTC when undefined). */
@@ -154,8 +162,8 @@ function finite(n: number): number | undefined {
  * replicas' calls, each of which keeps to its own share, so this one takes its share of them.
  */
 export class LocalGate implements DepartureGate {
-  private readonly spacing: number;
-  private readonly lateAllowanceMs: number;
+  /** The pace Keap's spike arrests leave us (adaptive-pace.ts), under the configured one; none without spacing. */
+  private readonly pace: AdaptivePace | undefined;
   private nextSlotAt = 0;
   private pausedUntil = 0;
   /** Departures of the last minute, oldest first (a rolling window, as Keap's throttle is). */
@@ -179,8 +187,8 @@ export class LocalGate implements DepartureGate {
     private readonly now: () => number = Date.now,
     private readonly share = 1,
   ) {
-    this.spacing = (1000 * share) / (limits.perSecond * limits.margin);
-    this.lateAllowanceMs = (this.spacing * (1 - limits.margin)) / 2;
+    const ceiling = (limits.perSecond * limits.margin) / share;
+    this.pace = Number.isFinite(ceiling) && ceiling > 0 ? new AdaptivePace(ceiling, logger, now()) : undefined;
     this.day = Math.floor(now() / DAY);
     this.dayResetsAt = nextUtcMidnight(now());
     this.budgetLog = new BudgetLog(logger, configuredBudget(limits, share));
@@ -197,7 +205,9 @@ export class LocalGate implements DepartureGate {
     // Slots follow on from the planned one, not from a timer that fired late, so timer
     // lateness does not add up; the allowance is within the margin, so no two
     // departures come closer than Keap's own interval.
-    this.nextSlotAt = Math.max(this.nextSlotAt, now - this.lateAllowanceMs) + this.spacing;
+    const spacing = this.spacingAt(now);
+    this.nextSlotAt = Math.max(this.nextSlotAt, now - (spacing * (1 - this.limits.margin)) / 2) + spacing;
+    this.pace?.departed(now);
     this.minuteLog.push(now);
     this.dayUsed += 1;
     this.dayBooked += 1;
@@ -227,6 +237,18 @@ export class LocalGate implements DepartureGate {
     this.pauseUntil(this.now() + ms);
   }
 
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void {
+    if (this.pace === undefined) return this.backOff(backOffMs);
+    const now = this.now();
+    this.pace.spikeArrested(now);
+    if (retryAfterMs !== undefined) this.pauseUntil(now + retryAfterMs);
+    this.nextSlotAt = Math.max(this.nextSlotAt, now + this.spacingAt(now));
+  }
+
+  pacePerSecond(now: number): number {
+    return this.pace?.perSecond(now) ?? Infinity;
+  }
+
   exhaustDay(resetsAt: number | undefined): void {
     this.dayExhaustedUntil = resetsAt !== undefined && resetsAt > this.now() ? resetsAt : this.dayResetsAt;
     logDaySpent(this.logger, this.dayExhaustedUntil);
@@ -239,7 +261,7 @@ export class LocalGate implements DepartureGate {
   }
 
   earliestDeparture(now: number): number {
-    let at = Math.max(this.nextSlotAt, this.pausedUntil);
+    let at = Math.max(this.nextSlotAt, this.pausedUntil, this.pace?.windowFreesAt(now) ?? now);
     const cap = this.minuteCap(now);
     const used = this.countMinute(now);
     if (used >= cap) {
@@ -251,7 +273,7 @@ export class LocalGate implements DepartureGate {
   }
 
   spacingMs(): number {
-    return this.spacing;
+    return this.spacingAt(this.now());
   }
 
   mode(): GateMode {
@@ -271,6 +293,10 @@ export class LocalGate implements DepartureGate {
     this.rollDay();
     this.countMinute(now);
     return { today: this.dayBooked, minuteAges: this.minuteLog.map((t) => now - t) };
+  }
+
+  private spacingAt(now: number): number {
+    return this.pace === undefined ? 0 : 1000 / this.pace.perSecond(now);
   }
 
   private pauseUntil(until: number): void {

@@ -70,7 +70,8 @@ export function restCallerFor(
             account.pacer.exhaustDay(wait.resetsAt);
             throw new DailyQuotaSpent(wait.resetsAt, seconds);
           }
-          account.pacer.backOff(wait.ms);
+          if (wait.spikeArrest) account.pacer.spikeArrested(wait.retryAfterMs, wait.ms);
+          else account.pacer.backOff(wait.ms);
           if (ex.attempts >= policy.maxAttempts) throw new RateLimitedByKeap('attempts', seconds);
           if (Date.now() + wait.ms > ex.deadline) throw new RateLimitedByKeap('deadline', seconds);
           if (!account.pacer.enabled) await new Promise((r) => setTimeout(r, wait.ms));

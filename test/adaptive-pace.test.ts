@@ -1,0 +1,112 @@
+import { describe, it, expect, afterEach, vi } from 'vitest';
+import { QuotaPacer, type PaceLimits } from '../src/pacing/pacer.js';
+import { createLogger } from '../src/observability/log.js';
+import { SpikeArrest } from './simulator/quota.js';
+
+const LIMITS: PaceLimits = {
+  perSecond: 25,
+  perMinute: 100_000,
+  perDay: 1_000_000,
+  tenantPerMinute: 100_000,
+  tenantPerDay: 1_000_000,
+  margin: 0.9,
+  queueLimit: 1000,
+};
+/** Keap's answer reaches the proxy this long after the call left. */
+const TRIP_MS = 5;
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/**
+ * `calls` requests at once through a pacer to a Keap whose spike arrest allows `keap()` per
+ * second (a sliding second, as the simulator's): each 429 is told to the pacer, and the call
+ * goes again as a replay. Answers when each call was accepted, and the 429s.
+ */
+async function burst(
+  pacer: QuotaPacer,
+  keap: () => SpikeArrest,
+  calls: number,
+): Promise<{ accepted: number[]; refused: number[] }> {
+  const accepted: number[] = [];
+  const refused: number[] = [];
+  const one = async (): Promise<void> => {
+    let priority: 'new' | 'replay' = 'new';
+    for (;;) {
+      await pacer.acquire(Date.now() + 120_000, priority);
+      const left = Date.now();
+      const ok = keap().allow(left);
+      await new Promise((r) => setTimeout(r, TRIP_MS));
+      if (ok) return void accepted.push(left);
+      refused.push(left);
+      pacer.spikeArrested(undefined, 1000);
+      priority = 'replay';
+    }
+  };
+  const all = Promise.all(Array.from({ length: calls }, one));
+  while (accepted.length < calls) await vi.advanceTimersByTimeAsync(5);
+  await all;
+  return { accepted, refused };
+}
+
+function maxInAnySecond(times: number[]): number {
+  let max = 0;
+  for (let i = 0; i < times.length; i++) {
+    let n = 0;
+    for (let j = i; j < times.length && (times[j] as number) < (times[i] as number) + 1000; j++) n++;
+    max = Math.max(max, n);
+  }
+  return max;
+}
+
+describe('adaptive pace after Keap spike arrests', () => {
+  it('configured 25/s against a Keap allowing 10/s: 60 calls settle between 9 and 10/s with few 429s', async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 10, 30, 12) });
+    const pacer = new QuotaPacer(LIMITS, createLogger('silent'));
+    const keap = new SpikeArrest(10);
+    try {
+      const { accepted, refused } = await burst(pacer, () => keap, 60);
+      expect(accepted).toHaveLength(60);
+      expect(refused.length).toBeLessThanOrEqual(5);
+      const steady = accepted.filter((t) => t >= (accepted[0] as number) + 1000);
+      const rate = ((steady.length - 1) * 1000) / ((steady.at(-1) as number) - (steady[0] as number));
+      expect(rate).toBeGreaterThanOrEqual(9);
+      expect(rate).toBeLessThanOrEqual(10);
+      expect(pacer.pacePerSecond()).toBeLessThan(25 * 0.9);
+    } finally {
+      await pacer.stop();
+    }
+  });
+
+  it('a longer run against 10/s keeps near 10/s; after the limit is lifted the pace climbs back to the configured one, never above', async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 10, 30, 12) });
+    const pacer = new QuotaPacer(LIMITS, createLogger('silent'));
+    let keap = new SpikeArrest(10);
+    try {
+      const first = await burst(pacer, () => keap, 200);
+      const steady = first.accepted.filter((t) => t >= (first.accepted[0] as number) + 1000);
+      const rate = ((steady.length - 1) * 1000) / ((steady.at(-1) as number) - (steady[0] as number));
+      expect(rate).toBeGreaterThanOrEqual(9);
+      expect(rate).toBeLessThanOrEqual(10);
+      // About one 429 each few seconds while probing for more, beside the start's.
+      expect(first.refused.length).toBeLessThanOrEqual(8);
+      keap = new SpikeArrest(1000);
+      const paces: number[] = [];
+      for (let s = 0; s < 40; s++) {
+        const second = await burst(pacer, () => keap, 22);
+        paces.push(pacer.pacePerSecond() as number);
+        expect(second.refused).toHaveLength(0);
+        // The ceiling: never more than the configured 25/s x margin in any second.
+        expect(maxInAnySecond(second.accepted)).toBeLessThanOrEqual(23);
+      }
+      for (const p of paces) expect(p).toBeLessThanOrEqual(25 * 0.9);
+      // Climbing: slowly at first (probing above the pace Keap last refused), back to the ceiling within 30 s.
+      expect(paces[0]).toBeLessThan(12);
+      expect(paces.findIndex((p) => p === 25 * 0.9)).toBeLessThan(30);
+      expect(paces.at(-1)).toBe(25 * 0.9);
+    } finally {
+      await pacer.stop();
+    }
+  });
+});
