@@ -2,6 +2,8 @@ import { describe, it, expect, afterEach, vi } from 'vitest';
 import { QuotaPacer, type PaceLimits } from '../src/pacing/pacer.js';
 import { createLogger } from '../src/observability/log.js';
 import { SpikeArrest } from './simulator/quota.js';
+import { harnessPerTest, send } from './harness.js';
+import { sample } from './prometheus.js';
 
 const LIMITS: PaceLimits = {
   perSecond: 25,
@@ -18,6 +20,7 @@ const TRIP_MS = 5;
 afterEach(() => {
   vi.useRealTimers();
 });
+const harness = harnessPerTest(afterEach);
 
 /**
  * `calls` requests at once through a pacer to a Keap whose spike arrest allows `keap()` per
@@ -109,4 +112,24 @@ describe('adaptive pace after Keap spike arrests', () => {
       await pacer.stop();
     }
   });
+});
+
+describe('adaptive pace through the proxy', () => {
+  it('RATE_LIMIT_PER_SECOND 25 against a simulator allowing 10/s: 60 concurrent requests all 200, few 429s absorbed, the pace in /metrics', async () => {
+    const h = await harness({ mode: 'key', env: { RATE_LIMIT_PER_SECOND: '25' }, sim: { ratePerSecond: 10 } });
+    const replies = await Promise.all(
+      Array.from({ length: 60 }, () => send(h.proxy.url, 'GET', '/crm/rest/v1/contacts')),
+    );
+    expect(replies.map((r) => r.status)).toEqual(Array.from({ length: 60 }, () => 200));
+    expect(h.sim.counters.apiCalls).toBe(60 + h.sim.counters.throttled);
+    expect(h.sim.counters.throttled).toBeGreaterThanOrEqual(1);
+    expect(h.sim.counters.throttled).toBeLessThanOrEqual(5);
+    const text = (await send(h.proxy.url, 'GET', '/metrics')).body.toString('utf8');
+    const pace = sample(text, 'keap_proxy_pace_per_second', { account: 'default' });
+    expect(pace).toBeGreaterThanOrEqual(9);
+    expect(pace).toBeLessThan(25 * 0.9);
+    expect(sample(text, 'keap_proxy_rate_limited_total', { account: 'default', outcome: 'absorbed' })).toBe(
+      h.sim.counters.throttled,
+    );
+  }, 20_000);
 });
