@@ -75,7 +75,8 @@ describe('adaptive pace after Keap spike arrests', () => {
       const steady = accepted.filter((t) => t >= (accepted[0] as number) + 1000);
       const rate = ((steady.length - 1) * 1000) / ((steady.at(-1) as number) - (steady[0] as number));
       expect(rate).toBeGreaterThanOrEqual(9);
-      expect(rate).toBeLessThanOrEqual(10);
+      // (Keap's 10/s, to within the measurement's edge: n - 1 intervals between the first and last call counted.)
+      expect(rate).toBeLessThanOrEqual(10.1);
       expect(pacer.pacePerSecond()).toBeLessThan(25 * 0.9);
     } finally {
       await pacer.stop();
@@ -91,12 +92,12 @@ describe('adaptive pace after Keap spike arrests', () => {
       const steady = first.accepted.filter((t) => t >= (first.accepted[0] as number) + 1000);
       const rate = ((steady.length - 1) * 1000) / ((steady.at(-1) as number) - (steady[0] as number));
       expect(rate).toBeGreaterThanOrEqual(9);
-      expect(rate).toBeLessThanOrEqual(10);
+      expect(rate).toBeLessThanOrEqual(10.1);
       // About one 429 each few seconds while probing for more, beside the start's.
-      expect(first.refused.length).toBeLessThanOrEqual(8);
+      expect(first.refused.length).toBeLessThanOrEqual(6);
       keap = new SpikeArrest(1000);
       const paces: number[] = [];
-      for (let s = 0; s < 40; s++) {
+      for (let s = 0; s < 60; s++) {
         const second = await burst(pacer, () => keap, 22);
         paces.push(pacer.pacePerSecond() as number);
         expect(second.refused).toHaveLength(0);
@@ -104,7 +105,7 @@ describe('adaptive pace after Keap spike arrests', () => {
         expect(maxInAnySecond(second.accepted)).toBeLessThanOrEqual(23);
       }
       for (const p of paces) expect(p).toBeLessThanOrEqual(25 * 0.9);
-      // Climbing: slowly at first (probing above the pace Keap last refused), back to the ceiling within 30 s.
+      // Climbing: slowly at first (probing above the pace Keap last refused), back to the ceiling within about 30 s.
       expect(paces[0]).toBeLessThan(12);
       expect(paces.findIndex((p) => p === 25 * 0.9)).toBeLessThan(30);
       expect(paces.at(-1)).toBe(25 * 0.9);
