@@ -44,7 +44,7 @@ export const ADAPTIVE_PACE: AdaptivePacePolicy = {
   probe: 0.005,
   probeDoublingMs: 10_000,
   holdMs: 1000,
-  windowMs: 1010,
+  windowMs: 1020,
   logEveryMs: 10_000,
 };
 
@@ -60,7 +60,7 @@ export class AdaptivePace {
   private updatedAt: number;
   /** When the probing above `nearRefused` x `refused` began (undefined: not probing). */
   private probingSince: number | undefined;
-  /** Departures of the last `windowMs` that Keap counted (a spike-arrested one is taken out). */
+  /** Departures of the last `windowMs`. */
   private readonly window: number[] = [];
   private unlogged = 0;
   private loggedAt = -Infinity;
@@ -110,11 +110,12 @@ export class AdaptivePace {
   spikeArrested(now: number): boolean {
     this.climb(now);
     this.prune(now);
-    // The refused call was not counted by Keap: the newest departure stands for it.
-    this.window.pop();
+    // The newest departure stands for the refused call. It stays in the window although Keap
+    // did not count it: a call that reached Keap later than it left here is still in Keap's
+    // second, and freeing its place would send the next call into the same full second.
     if (now - this.loweredAt < this.policy.holdMs) return false;
     const before = this.rate;
-    const accepted = this.window.length;
+    const accepted = Math.max(0, this.window.length - 1);
     this.refused = before;
     const p = this.policy;
     this.rate = Math.max(p.floorPerSecond, before * p.deepest, accepted < before ? accepted : before * p.decrease);
