@@ -143,9 +143,13 @@ async function waitAndReplay(
     },
     'Keap answered 429: waiting, then replaying',
   );
-  // The pacer's queue is paused for wait.ms (backOff above); without a pacer this request waits alone.
-  if (account.pacer.enabled) await account.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
-  else await clientWait(ex, wait.ms);
+  // The pacer's queue is paused for wait.ms (backOff above), or after a spike arrest its pace
+  // lowered and this request alone waits its least wait, so replays of one request stay apart;
+  // without a pacer this request waits alone.
+  if (account.pacer.enabled) {
+    if (wait.spikeArrest) await clientWait(ex, wait.floorMs);
+    await account.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
+  } else await clientWait(ex, wait.ms);
   return resend(ex);
 }
 
@@ -172,6 +176,8 @@ export interface RateLimitWait {
   spikeArrest: boolean;
   /** Keap's own Retry-After, when it gave one. */
   retryAfterMs: number | undefined;
+  /** The least this request waits before its replay, whatever Keap says (the policy's minimum, doubling). */
+  floorMs: number;
 }
 
 /**
@@ -200,6 +206,7 @@ export function rateLimitWait(
       resetsAt: dayResets,
       spikeArrest: false,
       retryAfterMs: undefined,
+      floorMs: policy.minDelayMs,
     };
   }
   // A minute throttle frees as the rolling window moves; a spike arrest within seconds.
@@ -211,7 +218,14 @@ export function rateLimitWait(
   const floor = Math.max(policy.minDelayMs, Math.min(curve.maxMs, policy.minDelayMs * doubling) * spread);
   const given = parseRetryAfter(retryAfter, now);
   const ms = given !== undefined ? given : Math.min(curve.maxMs, curve.baseMs * doubling) * spread;
-  return { ms: Math.max(floor, ms), dailyQuotaSpent: false, resetsAt: undefined, spikeArrest, retryAfterMs: given };
+  return {
+    ms: Math.max(floor, ms),
+    dailyQuotaSpent: false,
+    resetsAt: undefined,
+    spikeArrest,
+    retryAfterMs: given,
+    floorMs: floor,
+  };
 }
 
 /** Retry-After in seconds or as an HTTP date. */
