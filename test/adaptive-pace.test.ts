@@ -2,8 +2,9 @@ import { describe, it, expect, afterEach, vi } from 'vitest';
 import { QuotaPacer, type PaceLimits } from '../src/pacing/pacer.js';
 import { createLogger } from '../src/observability/log.js';
 import { SpikeArrest } from './simulator/quota.js';
-import { harnessPerTest, send } from './harness.js';
+import { harnessPerTest, LogCapture, send } from './harness.js';
 import { sample } from './prometheus.js';
+import { AdaptivePace } from '../src/pacing/adaptive-pace.js';
 
 const LIMITS: PaceLimits = {
   perSecond: 25,
@@ -112,6 +113,34 @@ describe('adaptive pace after Keap spike arrests', () => {
     } finally {
       await pacer.stop();
     }
+  });
+});
+
+describe('adaptive pace: lowering and its log', () => {
+  it('a spike arrest lowers the pace to what Keap accepted (or x0.75), once per overflow, logged at info at most every 10 s', () => {
+    const capture = new LogCapture();
+    const pace = new AdaptivePace(22.5, createLogger('info', capture), 0);
+    for (let t = 0; t < 10 * 40; t += 40) pace.departed(t);
+    // Keap accepted 10 in its second, refused the 11th: the pace comes down to 10 at once.
+    pace.departed(400);
+    expect(pace.spikeArrested(400)).toBe(true);
+    expect(pace.perSecond(400)).toBe(10);
+    // The calls already sent meet the same full second: no further lowering.
+    expect(pace.spikeArrested(450)).toBe(false);
+    expect(pace.perSecond(450)).toBeCloseTo(10, 0);
+    // Not before the window frees: the 10 newest of the sliding second leave room only at the 2nd + 1020 ms.
+    expect(pace.windowFreesAt(450)).toBe(40 + 1020);
+    // A later overflow with Keap accepting as many as the pace: x0.75.
+    const p2 = pace.perSecond(2000);
+    for (let i = 0; i <= Math.ceil(p2); i++) pace.departed(1000 + i * 75);
+    expect(pace.spikeArrested(2000)).toBe(true);
+    expect(pace.perSecond(2000)).toBeCloseTo(p2 * 0.75, 5);
+    const lines = capture.entries.filter((e) => e.event === 'pace_lowered');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 'info', pacePerSecond: 10, acceptedLastSecond: 10, lowerings: 1 });
+    // Ten seconds on, the next lowering is logged with the count of those it stands for.
+    pace.spikeArrested(12_000);
+    expect(capture.entries.filter((e) => e.event === 'pace_lowered').at(-1)).toMatchObject({ lowerings: 2 });
   });
 });
 

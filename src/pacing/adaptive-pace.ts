@@ -1,8 +1,8 @@
 // The pace a gate keeps when Keap's spike arrests show its real limit is below the configured
 // one (a key limited to 5/s or 10/s, other apps of the same client spending part of it).
 // AIMD, as TCP does: each spike arrest lowers the pace, to what Keap accepted in its last
-// second when that is less than the pace, else multiplicatively; then while calls succeed the pace
-// climbs back additively: quickly up to just below the pace Keap last refused, then slowly
+// second when that is less than the pace, else multiplicatively; then, as long as no spike
+// arrest comes (busy or idle: the climb follows the clock), the pace climbs back additively: quickly up to just below the pace Keap last refused, then slowly
 // probing above it, faster the longer Keap accepts, up to the configured pace, the ceiling.
 // Keap's spike arrest counts calls in a sliding second (Apigee's UseEffectiveCount): while
 // adapted, no more calls leave in any such second than the pace allows, so the burst that
@@ -15,11 +15,11 @@ export interface AdaptivePacePolicy {
    * fewer than the pace (Keap's sliding second measures its limit); else it is multiplied by this...
    */
   decrease: number;
-  /** ...never by less than this in one lowering (a count over a second not yet full says little)... */
+  /** ...never below this share of the pace in one lowering (Keap's count of one second can say little)... */
   deepest: number;
   /** ...and never goes below this many calls per second. */
   floorPerSecond: number;
-  /** While Keap accepts, the pace climbs by this share of the configured pace per second... */
+  /** Without spike arrests, the pace climbs by this share of the configured pace per second... */
   increase: number;
   /** ...up to this share of the pace Keap last refused; above it, probing... */
   nearRefused: number;
