@@ -7,7 +7,8 @@
 // then ("scale-out", scale-out.ts) three keap-proxy replicas sharing Keap's quota through one
 // Redis against a global limit, and the cost of pacing through Redis against pacing locally;
 // then ("accounts", accounts.ts) keap-proxy's RSS with 10,000 accounts configured and 100 active,
-// and a trickle's queue wait beside a flood on two accounts sharing one OAuth client.
+// and a trickle's queue wait beside a flood on two accounts sharing one OAuth client; then
+// ("adaptive", adaptive.ts) how near keap-proxy configured for 25/s gets to a Keap allowing 10/s.
 //
 // Fairness on a small box:
 // - the servers run here, the load generator (autocannon) in a child process, so client and
@@ -21,7 +22,7 @@
 // BENCH_WARMUP_SECONDS (default 3: every measurement starts a fresh server, whose JIT needs that
 // long to settle; with 1 s keap-proxy, having more code to optimize, was measured half-warm), BENCH_ROUNDS (default 10), BENCH_CONNECTIONS (default 50),
 // BENCH_SCENARIOS (comma-separated names to run, default all: direct, bare-forwarder,
-// keap-proxy, head-to-head, pacing, uploads, scale-out, accounts). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
+// keap-proxy, head-to-head, pacing, uploads, scale-out, accounts, adaptive; adaptive.ts has its settings). Pacing: BENCH_PACING_LIMIT (the spike limit, default 25 = Keap's for
 // OAuth), BENCH_PACING_SECONDS (burst length, default 10), BENCH_PACING_CONNECTIONS (default 50).
 // Uploads: BENCH_UPLOADS_CONNECTIONS (concurrent uploads, default 60), BENCH_UPLOADS_MIB (body
 // size, default 8), BENCH_UPLOADS_HOLD_MS (how long the upstream holds each answer, default 2000),
@@ -82,6 +83,14 @@ import {
   type AccountsSettings,
   type AccountsSummary,
 } from './accounts.js';
+import {
+  ADAPTIVE,
+  adaptiveFailures,
+  formatAdaptive,
+  readAdaptiveSettings,
+  runAdaptive,
+  type AdaptiveSummary,
+} from './adaptive.js';
 import { SETTINGS } from '../src/config/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLoopUtilization } from 'node:perf_hooks';
@@ -555,9 +564,10 @@ async function main(): Promise<void> {
     const uploadsOn = selected(settings, UPLOADS);
     const scaleOutOn = selected(settings, SCALE_OUT);
     const accountsOn = selected(settings, ACCOUNTS);
-    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn && !scaleOutOn && !accountsOn)
+    const adaptiveOn = selected(settings, ADAPTIVE);
+    if (list.length === 0 && !pacingOn && !headToHeadOn && !uploadsOn && !scaleOutOn && !accountsOn && !adaptiveOn)
       throw new Error(
-        `BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS, SCALE_OUT, ACCOUNTS].join(', ')}`,
+        `BENCH_SCENARIOS matches none of: ${[...all.map((s) => s.name), HEAD_TO_HEAD, PACING, UPLOADS, SCALE_OUT, ACCOUNTS, ADAPTIVE].join(', ')}`,
       );
     const perMeasurement = settings.warmupSeconds + settings.seconds;
     console.error(
@@ -622,6 +632,12 @@ async function main(): Promise<void> {
       accounts = await runAccounts(settings.accounts, dir);
     }
 
+    let adaptive: AdaptiveSummary | undefined;
+    if (adaptiveOn) {
+      // Its own simulators, allowing less than keap-proxy is configured for.
+      adaptive = await runAdaptive(readAdaptiveSettings(), dir);
+    }
+
     const headToHeadBad =
       headToHead?.rounds.some((r) => r.bare.bad + r.keap.bad > 0) === true
         ? ['head-to-head: answers other than 2xx']
@@ -639,6 +655,7 @@ async function main(): Promise<void> {
       ...uploadsBad,
       ...(scaleOut !== undefined ? scaleOutUpstreamFailures(scaleOut) : []),
       ...(accounts !== undefined ? accountsFailures(accounts) : []),
+      ...(adaptive !== undefined ? adaptiveFailures(adaptive) : []),
     ];
 
     if (summaries.length > 0) console.log('\n' + formatTable(summaries, comparisons));
@@ -647,6 +664,7 @@ async function main(): Promise<void> {
     if (uploads !== undefined) console.log('\n' + formatUploads(uploads));
     if (scaleOut !== undefined) console.log('\n' + formatScaleOut(scaleOut));
     if (accounts !== undefined) console.log('\n' + formatAccounts(accounts));
+    if (adaptive !== undefined) console.log('\n' + formatAdaptive(adaptive));
     if (bad.length > 0) {
       console.log(
         `\nFAILED: responses other than 2xx (figures not valid), 429s from the simulator, uploads answered otherwise than expected, replicas not pacing through Redis, or accounts answered otherwise than 2xx:\n  ${bad.join('\n  ')}`,
@@ -680,6 +698,7 @@ async function main(): Promise<void> {
       uploads,
       scaleOut,
       accounts,
+      adaptive,
       bad,
       allResponses2xx: clientBad.length === 0,
     });
@@ -700,6 +719,7 @@ function writeResults(data: {
   uploads: UploadsSummary | undefined;
   scaleOut: ScaleOutSummary | undefined;
   accounts: AccountsSummary | undefined;
+  adaptive: AdaptiveSummary | undefined;
   bad: string[];
   allResponses2xx: boolean;
 }): string {
@@ -724,6 +744,7 @@ function writeResults(data: {
     uploads: data.uploads ?? null,
     scaleOut: data.scaleOut ?? null,
     accounts: data.accounts ?? null,
+    adaptive: data.adaptive ?? null,
     allResponses2xx: data.allResponses2xx,
     problems: data.bad,
   };

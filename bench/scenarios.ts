@@ -183,7 +183,7 @@ export function keapProxyConfig(ctx: BenchContext, ratePerSecond: number, env: R
 }
 
 /** Starts keap-proxy with its `info` log going to `logFile`, through the destination it uses for stdout in production. */
-async function startKeapProxy(config: Config, logFile: string): Promise<Target> {
+export async function startKeapProxy(config: Config, logFile: string): Promise<Target> {
   const destination = createLogDestination(logFile);
   const proxy = await startProxy(config, { logger: createLogger('info', destination) });
   return {

@@ -86,7 +86,14 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   });
   const primary = accounts.primary;
   const oauth = new OAuthEndpoints({ config, accounts, logger });
-  metrics.onQueueDepth(() => accounts.all().map((a) => ({ account: a.id, tenant: a.label(), depth: a.pacer.depth() })));
+  metrics.onQueueDepth(() =>
+    accounts.all().map((a) => ({
+      account: a.id,
+      tenant: a.label(),
+      depth: a.pacer.depth(),
+      pacePerSecond: a.pacer.pacePerSecond(),
+    })),
+  );
   // One memory for every account's answers; each account's own rules decide what of its GETs goes in.
   const cache = new GetCache({
     maxBytes: config.cacheMaxBytes,

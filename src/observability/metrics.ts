@@ -34,6 +34,8 @@ export interface QueueDepth {
   account: string;
   tenant: string;
   depth: number;
+  /** The pace its pacer keeps now, calls per second (undefined without pacing). */
+  pacePerSecond?: number | undefined;
 }
 
 export interface MetricsOptions {
@@ -144,6 +146,18 @@ export class Metrics {
         this.reset();
         for (const source of sources)
           for (const { account, tenant, depth } of source()) this.inc({ account, tenant }, depth);
+      },
+    });
+    new Gauge({
+      name: 'keap_proxy_pace_per_second',
+      help: "Calls per second an account's pacer lets go to Keap now: the configured rate x margin, or less while Keap's spike arrests show its real limit is lower.",
+      labelNames: ['account', 'tenant'],
+      registers,
+      collect() {
+        this.reset();
+        for (const source of sources)
+          for (const { account, tenant, pacePerSecond } of source())
+            if (pacePerSecond !== undefined) this.set({ account, tenant }, Math.round(pacePerSecond * 100) / 100);
       },
     });
     this.queueWaitSeconds = new FastHistogram(

@@ -179,6 +179,14 @@ class AccountPacer implements FairSharePacer {
     this.queue.backOff(this.lane, ms, scope);
   }
 
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void {
+    this.queue.spikeArrested(retryAfterMs, backOffMs);
+  }
+
+  pacePerSecond(): number | undefined {
+    return this.queue.pacePerSecond();
+  }
+
   exhaustDay(resetsAt: number | undefined, scope?: FeedbackScope): void {
     this.queue.exhaustDay(this.lane, resetsAt, scope);
   }
@@ -356,6 +364,16 @@ class FairQueue {
   backOff(lane: Lane, ms: number, scope: FeedbackScope | undefined): void {
     if ((scope ?? this.scopeOf(lane, 'minute')) === 'account') lane.tenant.backOff(ms);
     else this.gate.backOff(ms);
+  }
+
+  /** Keap's spike arrest is the client's (every account's calls count): the shared gate's pace comes down. */
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void {
+    this.gate.spikeArrested(retryAfterMs, backOffMs);
+  }
+
+  pacePerSecond(): number | undefined {
+    const pace = this.gate.pacePerSecond(this.now());
+    return Number.isFinite(pace) ? pace : undefined;
   }
 
   exhaustDay(lane: Lane, resetsAt: number | undefined, scope: FeedbackScope | undefined): void {

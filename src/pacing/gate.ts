@@ -5,6 +5,7 @@
 // every replica of one Keap client and tenant.
 import type { Logger } from '../observability/log.js';
 import type { QuotaReport } from '../keap/keap-quota.js';
+import { AdaptivePace } from './adaptive-pace.js';
 
 export interface PaceLimits {
   /** Calls per second (Keap's spike limit); 0 turns pacing off. */
@@ -70,6 +71,13 @@ export interface DepartureGate {
   book(now: number): Promise<Booking>;
   /** Keap answered 429: nobody departs for `ms`. */
   backOff(ms: number): void;
+  /**
+   * Keap's spike arrest answered 429. A gate that adapts its pace lowers it and waits only
+   * Keap's Retry-After (`retryAfterMs`, when given) or one new spacing; one that does not backs off `backOffMs`.
+   */
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void;
+  /** The pace this gate keeps now, in departures per second (Infinity: no spacing). */
+  pacePerSecond(now: number): number;
   /** Keap's quota headers of a response: budgets come down when Keap reports less left. */
   observe(report: QuotaReport): void;
   /** Keap says the daily quota is spent until `resetsAt` (00:00 UTC when undefined). */
@@ -201,8 +209,9 @@ function finite(n: number): number | undefined {
  * replicas' calls, each of which keeps to its own share, so this one takes its share of them.
  */
 export class LocalGate implements DepartureGate {
-  private spacing: number;
-  private lateAllowanceMs: number;
+  /** The pace Keap's spike arrests leave us (adaptive-pace.ts), under the configured one; none without spacing. */
+  private readonly pace: AdaptivePace | undefined;
+  /** The per-second limit paced to: the configured one, or Keap's reported one when none was set. */
   private perSecond: number;
   private nextSlotAt = 0;
   private pausedUntil = 0;
@@ -231,10 +240,10 @@ export class LocalGate implements DepartureGate {
     private readonly share = 1,
   ) {
     this.perSecond = limits.perSecond;
-    this.spacing = (1000 * share) / (limits.perSecond * limits.margin);
-    this.lateAllowanceMs = (this.spacing * (1 - limits.margin)) / 2;
     this.minuteLimit = Math.min(limits.perMinute, limits.tenantPerMinute);
     this.dayLimit = Math.min(limits.perDay, limits.tenantPerDay);
+    const ceiling = (limits.perSecond * limits.margin) / share;
+    this.pace = Number.isFinite(ceiling) && ceiling > 0 ? new AdaptivePace(ceiling, logger, now()) : undefined;
     this.day = Math.floor(now() / DAY);
     this.dayResetsAt = nextUtcMidnight(now());
     this.budgetLog = new BudgetLog(logger, configuredBudget(limits, share));
@@ -251,7 +260,9 @@ export class LocalGate implements DepartureGate {
     // Slots follow on from the planned one, not from a timer that fired late, so timer
     // lateness does not add up; the allowance is within the margin, so no two
     // departures come closer than Keap's own interval.
-    this.nextSlotAt = Math.max(this.nextSlotAt, now - this.lateAllowanceMs) + this.spacing;
+    const spacing = this.spacingAt(now);
+    this.nextSlotAt = Math.max(this.nextSlotAt, now - (spacing * (1 - this.limits.margin)) / 2) + spacing;
+    this.pace?.departed(now);
     this.minuteLog.push(now);
     this.dayUsed += 1;
     this.dayBooked += 1;
@@ -264,11 +275,11 @@ export class LocalGate implements DepartureGate {
     this.reportedMinuteLimit = r.minuteLimit;
     this.minuteLimit = r.paceMinuteLimit;
     this.dayLimit = r.paceDayLimit;
+    // Keap's reported spike limit moves the ceiling of the adaptive pace (unless the operator set one).
     const perSecond = pacePerSecond(this.limits, report);
     if (perSecond !== this.perSecond) {
       this.perSecond = perSecond;
-      this.spacing = (1000 * this.share) / (perSecond * this.limits.margin);
-      this.lateAllowanceMs = (this.spacing * (1 - this.limits.margin)) / 2;
+      this.pace?.setCeiling((perSecond * this.limits.margin) / this.share, now);
     }
     // Keap's count of calls in its window includes ours: the rest were other apps' (same client id or tenant).
     if (r.minuteUsed > 0)
@@ -289,6 +300,18 @@ export class LocalGate implements DepartureGate {
     this.pauseUntil(this.now() + ms);
   }
 
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void {
+    if (this.pace === undefined) return this.backOff(backOffMs);
+    const now = this.now();
+    this.pace.spikeArrested(now);
+    if (retryAfterMs !== undefined) this.pauseUntil(now + retryAfterMs);
+    this.nextSlotAt = Math.max(this.nextSlotAt, now + this.spacingAt(now));
+  }
+
+  pacePerSecond(now: number): number {
+    return this.pace?.perSecond(now) ?? Infinity;
+  }
+
   exhaustDay(resetsAt: number | undefined): void {
     this.dayExhaustedUntil = resetsAt !== undefined && resetsAt > this.now() ? resetsAt : this.dayResetsAt;
     logDaySpent(this.logger, this.dayExhaustedUntil);
@@ -301,7 +324,7 @@ export class LocalGate implements DepartureGate {
   }
 
   earliestDeparture(now: number): number {
-    let at = Math.max(this.nextSlotAt, this.pausedUntil);
+    let at = Math.max(this.nextSlotAt, this.pausedUntil, this.pace?.windowFreesAt(now) ?? now);
     const cap = this.minuteCap(now);
     const used = this.countMinute(now);
     if (used >= cap) {
@@ -313,7 +336,7 @@ export class LocalGate implements DepartureGate {
   }
 
   spacingMs(): number {
-    return this.spacing;
+    return this.spacingAt(this.now());
   }
 
   mode(): GateMode {
@@ -333,6 +356,10 @@ export class LocalGate implements DepartureGate {
     this.rollDay();
     this.countMinute(now);
     return { today: this.dayBooked, minuteAges: this.minuteLog.map((t) => now - t) };
+  }
+
+  private spacingAt(now: number): number {
+    return this.pace === undefined ? 0 : 1000 / this.pace.perSecond(now);
   }
 
   private pauseUntil(until: number): void {

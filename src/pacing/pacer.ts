@@ -27,6 +27,13 @@ export interface Pacer {
   observe(report: QuotaReport | undefined): void;
   /** Keap answered 429: nobody calls for `ms`. */
   backOff(ms: number): void;
+  /**
+   * Keap's spike arrest answered 429: the pace comes down and the queue waits only Keap's
+   * Retry-After or one new spacing (a gate that does not adapt backs off `backOffMs`).
+   */
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void;
+  /** The pace kept now, in calls per second (undefined without pacing): for /metrics. */
+  pacePerSecond(): number | undefined;
   /** Keap says the daily quota is spent until `resetsAt`. */
   exhaustDay(resetsAt: number | undefined): void;
   /** Requests waiting now. */
@@ -45,6 +52,10 @@ export class NoPacer implements Pacer {
   }
   observe(): void {}
   backOff(): void {}
+  spikeArrested(): void {}
+  pacePerSecond(): number | undefined {
+    return undefined;
+  }
   exhaustDay(): void {}
   depth(): number {
     return 0;
@@ -129,6 +140,14 @@ export class QuotaPacer implements Pacer {
     this.gate.backOff(ms);
   }
 
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void {
+    this.gate.spikeArrested(retryAfterMs, backOffMs);
+  }
+
+  pacePerSecond(): number | undefined {
+    return finiteOrUndefined(this.gate.pacePerSecond(this.now()));
+  }
+
   exhaustDay(resetsAt: number | undefined): void {
     this.gate.exhaustDay(resetsAt);
   }
@@ -182,6 +201,10 @@ export class QuotaPacer implements Pacer {
   private queueFull(): QueueFull {
     return new QueueFull(this.limits.queueLimit, Math.max(1, Math.ceil((this.depth() * this.gate.spacingMs()) / 1000)));
   }
+}
+
+function finiteOrUndefined(n: number): number | undefined {
+  return Number.isFinite(n) ? n : undefined;
 }
 
 function aborted(signal: AbortSignal | undefined): boolean {

@@ -402,6 +402,19 @@ export class RedisGate implements DepartureGate {
     return this.fallback?.spacingMs() ?? this.spacing;
   }
 
+  /**
+   * The shared pace does not adapt (yet): every replica's spacing lives in Redis's script, so a
+   * spike arrest pauses them all for `backOffMs`, as before. Without Redis, the local share adapts.
+   */
+  spikeArrested(retryAfterMs: number | undefined, backOffMs: number): void {
+    if (this.fallback !== undefined) return this.fallback.spikeArrested(retryAfterMs, backOffMs);
+    this.backOff(backOffMs);
+  }
+
+  pacePerSecond(now: number): number {
+    return this.fallback?.pacePerSecond(now) ?? (this.spacing > 0 ? 1000 / this.spacing : Infinity);
+  }
+
   mode(): GateMode {
     return this.fallback === undefined ? 'shared' : 'local_share';
   }

@@ -3,7 +3,8 @@
 // request goes again, within the policy below and the request's deadline. Keap documents no
 // Retry-After: it is used when present; else a spike arrest passes within about a second, a
 // minute throttle within the minute, and a spent daily quota only at its reset, which no
-// client should wait for.
+// client should wait for. A spike arrest with a pacer does not pause the queue that long: the
+// pacer lowers its pace to what Keap accepts (adaptive-pace.ts) and waits only Retry-After.
 import type { IncomingMessage } from 'node:http';
 import { parseFault, type Fault } from '../keap/apigee.js';
 import { parseQuotaHeaders, type QuotaReport } from '../keap/keap-quota.js';
@@ -105,7 +106,8 @@ async function waitAndReplay(
     );
     throw new DailyQuotaSpent(wait.resetsAt, retryAfterSeconds);
   }
-  account.pacer.backOff(wait.ms);
+  if (wait.spikeArrest) account.pacer.spikeArrested(wait.retryAfterMs, wait.ms);
+  else account.pacer.backOff(wait.ms);
   const reason =
     ex.bodyStream !== undefined
       ? 'body_streamed'
@@ -141,9 +143,13 @@ async function waitAndReplay(
     },
     'Keap answered 429: waiting, then replaying',
   );
-  // The pacer's queue is paused for wait.ms (backOff above); without a pacer this request waits alone.
-  if (account.pacer.enabled) await account.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
-  else await clientWait(ex, wait.ms);
+  // The pacer's queue is paused for wait.ms (backOff above), or after a spike arrest its pace
+  // lowered and this request alone waits its least wait, so replays of one request stay apart;
+  // without a pacer this request waits alone.
+  if (account.pacer.enabled) {
+    if (wait.spikeArrest) await clientWait(ex, wait.floorMs);
+    await account.pacer.acquire(ex.deadline, 'replay', clientSignal(ex));
+  } else await clientWait(ex, wait.ms);
   return resend(ex);
 }
 
@@ -166,6 +172,12 @@ export interface RateLimitWait {
   ms: number;
   dailyQuotaSpent: boolean;
   resetsAt: number | undefined;
+  /** Keap's spike arrest (per second): the pacer lowers its pace rather than pausing `ms`. */
+  spikeArrest: boolean;
+  /** Keap's own Retry-After, when it gave one. */
+  retryAfterMs: number | undefined;
+  /** The least this request waits before its replay, whatever Keap says (the policy's minimum, doubling). */
+  floorMs: number;
 }
 
 /**
@@ -188,17 +200,32 @@ export function rateLimitWait(
     fault.errorcode === 'policies.ratelimit.QuotaViolation' ||
     (fault.errorcode === undefined && !/spike/i.test(fault.faultstring ?? ''));
   if (quotaFault && day?.available !== undefined && day.available <= 0) {
-    return { ms: Math.max(0, (dayResets ?? nextUtcMidnight(now)) - now), dailyQuotaSpent: true, resetsAt: dayResets };
+    return {
+      ms: Math.max(0, (dayResets ?? nextUtcMidnight(now)) - now),
+      dailyQuotaSpent: true,
+      resetsAt: dayResets,
+      spikeArrest: false,
+      retryAfterMs: undefined,
+      floorMs: policy.minDelayMs,
+    };
   }
   // A minute throttle frees as the rolling window moves; a spike arrest within seconds.
-  const curve = fault.errorcode === 'policies.ratelimit.SpikeArrestViolation' ? policy.spike : policy.throttle;
+  const spikeArrest = fault.errorcode === 'policies.ratelimit.SpikeArrestViolation';
+  const curve = spikeArrest ? policy.spike : policy.throttle;
   const spread = 1 - policy.jitter + random() * 2 * policy.jitter;
   const doubling = 2 ** Math.min(attempt - 1, 16);
   // Even when Keap says "now" (Retry-After: 0), replays of one request back off from the minimum.
   const floor = Math.max(policy.minDelayMs, Math.min(curve.maxMs, policy.minDelayMs * doubling) * spread);
   const given = parseRetryAfter(retryAfter, now);
   const ms = given !== undefined ? given : Math.min(curve.maxMs, curve.baseMs * doubling) * spread;
-  return { ms: Math.max(floor, ms), dailyQuotaSpent: false, resetsAt: undefined };
+  return {
+    ms: Math.max(floor, ms),
+    dailyQuotaSpent: false,
+    resetsAt: undefined,
+    spikeArrest,
+    retryAfterMs: given,
+    floorMs: floor,
+  };
 }
 
 /** Retry-After in seconds or as an HTTP date. */

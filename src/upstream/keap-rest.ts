@@ -72,10 +72,13 @@ export function restCallerFor(
             account.pacer.exhaustDay(wait.resetsAt);
             throw new DailyQuotaSpent(wait.resetsAt, seconds);
           }
-          account.pacer.backOff(wait.ms);
+          if (wait.spikeArrest) account.pacer.spikeArrested(wait.retryAfterMs, wait.ms);
+          else account.pacer.backOff(wait.ms);
           if (ex.attempts >= policy.maxAttempts) throw new RateLimitedByKeap('attempts', seconds);
           if (Date.now() + wait.ms > ex.deadline) throw new RateLimitedByKeap('deadline', seconds);
+          // With a pacer its queue waits (or, after a spike arrest, its pace came down and this call waits its least wait alone).
           if (!account.pacer.enabled) await new Promise((r) => setTimeout(r, wait.ms));
+          else if (wait.spikeArrest) await new Promise((r) => setTimeout(r, wait.floorMs));
           continue;
         }
         return { status: res.status, body: json(res.body) };
