@@ -162,6 +162,13 @@ export class AccountRegistry {
     return modes;
   }
 
+  /** Whether any account is in key mode (its answers are judged for the key). */
+  usesKeys(): boolean {
+    return (
+      [...this.specs.values()].some((s) => s.credentials.mode === 'key') || this.pinned?.credentials.mode === 'key'
+    );
+  }
+
   /** Whether any account is paced (the pipeline holds the pacing stage only then). */
   pacing(): boolean {
     return [...this.specs.values()].some((s) => s.pacing.perSecond > 0) || (this.pinned?.pacer.enabled ?? false);

@@ -129,6 +129,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       replayBodyBytes: config.replayBodyBytes,
       rateLimitReplays,
       fallback,
+      // A handler that would do nothing still costs a call per answer: key judging only where keys are.
+      keys: reloadable || deps.accounts.usesKeys(),
     }),
   ];
 

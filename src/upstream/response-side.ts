@@ -25,6 +25,8 @@ export interface ResponseSideDeps {
   rateLimitReplays?: RateLimitReplayPolicy;
   /** XMLRPC_MODE=fallback only: Keap's XML-RPC answers that say it is retired or down are translated. */
   fallback?: FallBackToTranslation | undefined;
+  /** Whether any account may use a key (key mode): only then is every answer judged for it. */
+  keys?: boolean;
 }
 
 export function forwardToKeap(deps: ResponseSideDeps): Stage {
@@ -35,7 +37,7 @@ export function forwardToKeap(deps: ResponseSideDeps): Stage {
     [
       observeQuota(deps.metrics),
       // Key mode: every answer says whether Keap accepts the key (/readyz); a key's 401 is passed on as it is.
-      judgeKey(),
+      ...(deps.keys !== false ? [judgeKey()] : []),
       refreshOnUnauthorized(deps.logger, deps.replayBodyBytes),
       backOffOnRateLimit(deps.logger, deps.metrics, deps.rateLimitReplays ?? RATE_LIMIT_REPLAYS),
       // Outermost: it judges the answer the client would get (after a refresh, after Keap's 429s), and may answer itself.
