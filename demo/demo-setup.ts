@@ -14,6 +14,7 @@ import {
   SIM_SEED,
 } from '../test/simulator/keap-simulator.js';
 import { loadConfig, type Config } from '../src/config/config.js';
+import { readPackageVersion } from '../src/config/process-facts.js';
 import { startProxy, type RunningProxy } from '../src/http/server.js';
 import type { Logger } from '../src/observability/log.js';
 
@@ -63,6 +64,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
         TOKEN_STORE: path.join(dir, 'tokens.json'),
       },
       cwd: dir, // a temp dir: no config file is picked up, the demo is self-contained
+      // The demo is a process edge too: its proxy says which version it is (/readyz, the start line).
+      facts: { version: readPackageVersion(import.meta.url), inContainer: false },
     });
     proxy = await startProxy(config, options.logger === undefined ? {} : { logger: options.logger });
   } catch (err) {

@@ -2,13 +2,14 @@
 // the simulator's consent page; what the demo prints. Real servers on loopback; the tests play
 // the browser with plain HTTP.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_AUTH_REDIRECT_URI, startDemo, type Demo } from '../demo/demo-setup.js';
 import { createLogger } from '../src/observability/log.js';
-import { LogCapture } from './harness.js';
+import { LogCapture, send } from './harness.js';
 import { get, hiddenFields, post } from './oauth-local.js';
 import { SIM_API_KEY, SIM_CLIENT_ID, SIM_SEED } from './simulator/keap-simulator.js';
 
@@ -32,6 +33,13 @@ describe('npm run demo', () => {
     expect(creds?.mode === 'oauth' ? creds.redirectUri : undefined).toBe(`${demo.proxy.url}/oauth/callback`);
     expect(demo.config.keapAuthorizeUrl.href).toBe(demo.sim.authorizeUrl);
     expect(demo.instructions).toContain(`${demo.proxy.url}/oauth/start`);
+  });
+
+  it("says which version it is, package.json's, on /readyz", async () => {
+    const { demo } = await start();
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    const ready = await send(demo.proxy.url, 'GET', '/readyz');
+    expect(ready.json()).toMatchObject({ version: pkg.version });
   });
 
   it("/oauth/start in a browser: consent page, Allow, and the proxy's callback puts the new grant in use", async () => {
