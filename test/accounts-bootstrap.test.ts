@@ -15,9 +15,9 @@ import {
   SIM_CLIENT_SECRET,
   SIM_TENANT,
   type Harness,
+  runCommand,
 } from './harness.js';
 import { accountNamed, loadConfig, type Config } from '../src/config/config.js';
-import { runCli } from '../src/cli/cli-run.js';
 import { runAuth, type AuthResult } from '../src/cli/auth-command.js';
 import { OAuthFlow, StateTable } from '../src/oauth/oauth-flow.js';
 import { isGrant, type Grant } from '../src/tokens/grant.js';
@@ -71,25 +71,8 @@ function grantIn(file: string): Grant {
   return parsed;
 }
 
-async function cli(
-  argv: string[],
-  env: Record<string, string>,
-  cwd: string,
-  stdin = '',
-): Promise<{ code: number | undefined; out: string; err: string }> {
-  const out = new Out();
-  const err = new Out();
-  const code = await runCli({
-    argv,
-    env,
-    stdout: out,
-    stderr: err,
-    cwd,
-    stdin: () => Promise.resolve(stdin),
-    serve: () => Promise.reject(new Error('no command here serves')),
-  });
-  return { code, out: out.text, err: err.text };
-}
+const cli = (argv: string[], env: Record<string, string>, cwd: string, stdin = '') =>
+  runCommand(argv, { env, cwd, stdin });
 
 async function freePort(): Promise<number> {
   const server = createServer();

@@ -8,7 +8,7 @@ import { helpText } from '../src/cli/cli-help.js';
 import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 import { FileTokenStore } from '../src/tokens/token-store.js';
 import { runTokenStatus, formatDuration } from '../src/cli/token-status.js';
-import { tempDir, Out, oauthEnv } from './harness.js';
+import { tempDir, Out, oauthEnv, runCommand } from './harness.js';
 import { runCli } from '../src/cli/cli-run.js';
 import type { Grant } from '../src/tokens/grant.js';
 import { storeFile } from './store-path.js';
@@ -229,19 +229,7 @@ describe('keap-proxy token status', () => {
 });
 
 describe('every command has its own --help; an unknown command exits 2', () => {
-  async function cli(argv: string[]): Promise<{ code: number | undefined; out: string; err: string }> {
-    const out = new Out();
-    const err = new Out();
-    const code = await runCli({
-      argv,
-      env: {},
-      stdout: out,
-      stderr: err,
-      cwd: tempDir(),
-      serve: () => Promise.reject(new Error('nothing here serves')),
-    });
-    return { code, out: out.text, err: err.text };
-  }
+  const cli = (argv: string[]) => runCommand(argv);
 
   it.each([
     [
@@ -362,11 +350,11 @@ describe('keap-proxy auth checks the token store before Keap is asked anything',
     expect(first.code).toBe(0);
     const state = new URL(/https:\/\/\S+/.exec(first.out)?.[0] ?? '').searchParams.get('state') ?? '';
     const code = sim.issueAuthorizationCode(REDIRECT);
-    const typo = await auth([`--code=${code}`, '--state', `${state}x`], env, dir);
+    const typo = await auth([`--code=${code}`, `--state=${state}x`], env, dir);
     expect(typo.code).toBe(1);
     expect(typo.err).toContain('that login is still pending');
     expect(sim.counters.tokenCalls).toBe(0);
-    const right = await auth([`--code=${code}`, '--state', state], env, dir);
+    const right = await auth([`--code=${code}`, `--state=${state}`], env, dir);
     expect(right.err).toBe('');
     expect(right.code).toBe(0);
     expect(right.out).toContain('Authorized for');

@@ -6,8 +6,7 @@ import { describe, it, expect } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError, SETTINGS, loadConfig } from '../src/config/config.js';
-import { runCli } from '../src/cli/cli-run.js';
-import { Out, tempDir } from './harness.js';
+import { runCommand, tempDir } from './harness.js';
 
 const MARKER = 'SECRET-MARKER-1234';
 const OAUTH = { KEAP_CLIENT_ID: 'id-123', KEAP_CLIENT_SECRET: 'secret-456' };
@@ -44,17 +43,8 @@ async function cli(
   env: Record<string, string>,
   cwd: string,
 ): Promise<{ code: number | undefined; stdout: string; stderr: string }> {
-  const stdout = new Out();
-  const stderr = new Out();
-  const code = await runCli({
-    argv,
-    env,
-    stdout,
-    stderr,
-    cwd,
-    serve: () => Promise.reject(new Error('the configuration should have been refused')),
-  });
-  return { code, stdout: stdout.text, stderr: stderr.text };
+  const { code, out, err } = await runCommand(argv, { env, cwd });
+  return { code, stdout: out, stderr: err };
 }
 
 const cases: [string, Case][] = [

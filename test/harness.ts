@@ -14,7 +14,8 @@ import {
   SIM_SEED,
   type SimulatorOptions,
 } from './simulator/keap-simulator.js';
-import { loadConfig, type Config } from '../src/config/config.js';
+import { loadConfig, type Config, type ProcessFacts } from '../src/config/config.js';
+import { runCli } from '../src/cli/cli-run.js';
 import { createLogger } from '../src/observability/log.js';
 import { startProxy, type ProxyOverrides, type RunningProxy } from '../src/http/server.js';
 import { RawUpstream } from './raw-upstream.js';
@@ -202,6 +203,26 @@ export function accountsHarnessPerTest(
   afterEach: (fn: () => Promise<void>) => void,
 ): (...args: Parameters<typeof startAccountsHarness>) => Promise<AccountsHarness> {
   return perTest(afterEach, startAccountsHarness);
+}
+
+/** One run of the command line, as the process would make it, with what it printed and its exit code. */
+export async function runCommand(
+  argv: string[],
+  opts: { env?: Record<string, string>; cwd?: string; stdin?: string; facts?: ProcessFacts } = {},
+): Promise<{ code: number | undefined; out: string; err: string }> {
+  const out = new Out();
+  const err = new Out();
+  const code = await runCli({
+    argv,
+    env: opts.env ?? {},
+    stdout: out,
+    stderr: err,
+    cwd: opts.cwd ?? tempDir(),
+    stdin: () => Promise.resolve(opts.stdin ?? ''),
+    ...(opts.facts !== undefined ? { facts: opts.facts } : {}),
+    serve: () => Promise.reject(new Error('a command, not the proxy, was run here')),
+  });
+  return { code, out: out.text, err: err.text };
 }
 
 export interface Reply {

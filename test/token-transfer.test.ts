@@ -4,13 +4,12 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { runCli } from '../src/cli/cli-run.js';
 import { parseArgs, UsageError } from '../src/cli/cli-args.js';
 import { FileTokenStore } from '../src/tokens/token-store.js';
 import { RedisTokenStore } from '../src/tokens/redis-token-store.js';
 import type { Grant } from '../src/tokens/grant.js';
 import { grantIssuedAt } from './grants.js';
-import { Out, tempDir } from './harness.js';
+import { runCommand, tempDir } from './harness.js';
 import { startRedisServer, type RedisServer } from './redis-server.js';
 
 const REFRESH = 'refresh-token-live-one';
@@ -19,25 +18,8 @@ function grant(refreshIssuedAt: number, refreshToken = REFRESH): Grant {
   return grantIssuedAt(refreshIssuedAt, { accessToken: 'access-token-x', refreshToken });
 }
 
-async function cli(
-  argv: string[],
-  env: Record<string, string>,
-  cwd: string,
-  stdin = '',
-): Promise<{ code: number | undefined; out: string; err: string }> {
-  const stdout = new Out();
-  const stderr = new Out();
-  const code = await runCli({
-    argv,
-    env: { KEAP_CLIENT_ID: 'cid', KEAP_CLIENT_SECRET: 'csecret', ...env },
-    stdout,
-    stderr,
-    cwd,
-    stdin: () => Promise.resolve(stdin),
-    serve: () => Promise.reject(new Error('not a serve test')),
-  });
-  return { code, out: stdout.text, err: stderr.text };
-}
+const cli = (argv: string[], env: Record<string, string>, cwd: string, stdin = '') =>
+  runCommand(argv, { env: { KEAP_CLIENT_ID: 'cid', KEAP_CLIENT_SECRET: 'csecret', ...env }, cwd, stdin });
 
 let redis: RedisServer;
 beforeAll(async () => {

@@ -7,36 +7,19 @@ import { createRequire } from 'node:module';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { runCli } from '../src/cli/cli-run.js';
 import { loadConfig, type ProcessFacts } from '../src/config/config.js';
 import { readPackageVersion } from '../src/config/process-facts.js';
 import { startProxy, type RunningProxy } from '../src/http/server.js';
 import { createLogger } from '../src/observability/log.js';
 import { KeapSimulator } from './simulator/keap-simulator.js';
-import { keyEnv, LogCapture, oauthEnv, Out, send, tempDir } from './harness.js';
+import { keyEnv, LogCapture, oauthEnv, runCommand, send, tempDir } from './harness.js';
 
 const PACKAGE_VERSION = (
   JSON.parse(readFileSync(path.resolve(import.meta.dirname, '../package.json'), 'utf8')) as { version: string }
 ).version;
 const FACTS: ProcessFacts = { version: '7.8.9-test', inContainer: false };
 
-async function cli(
-  argv: string[],
-  facts?: ProcessFacts,
-): Promise<{ code: number | undefined; out: string; err: string }> {
-  const out = new Out();
-  const err = new Out();
-  const code = await runCli({
-    argv,
-    env: {},
-    stdout: out,
-    stderr: err,
-    cwd: tempDir(),
-    facts,
-    serve: () => Promise.reject(new Error('nothing here serves')),
-  });
-  return { code, out: out.text, err: err.text };
-}
+const cli = (argv: string[], facts?: ProcessFacts) => runCommand(argv, facts === undefined ? {} : { facts });
 
 describe('keap-proxy --version and version', () => {
   it.each([[['--version']], [['-V']], [['version']]])(

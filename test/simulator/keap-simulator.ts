@@ -742,26 +742,17 @@ export class KeapSimulator {
     if (path.startsWith('/crm/rest/v1/') || path.startsWith('/crm/rest/v2/')) {
       const rest = path.slice(13); // after '/crm/rest/vN/'
       const v1 = path[11] === '1'; // '/crm/rest/v' is 11 chars
-      if (v1) {
-        const a = handleRestV1(this.crm, method, rest, query, body, this.url);
-        if (a !== undefined) {
-          if (a.body === undefined) {
-            res.writeHead(a.status, qh); // 204: no content-type, no content-length
-            res.end();
-            return;
-          }
-          return send(res, a.status, JSON_CT, Buffer.from(JSON.stringify(a.body)), qh);
+      // One answer shape for both versions' stateful routes.
+      const a = v1
+        ? handleRestV1(this.crm, method, rest, query, body, this.url)
+        : handleRestV2(this.crm, method, rest, query, body);
+      if (a !== undefined) {
+        if (a.body === undefined) {
+          res.writeHead(a.status, qh); // 204: no content-type, no content-length
+          res.end();
+          return;
         }
-      } else {
-        const a = handleRestV2(this.crm, method, rest, query, body);
-        if (a !== undefined) {
-          if (a.body === undefined) {
-            res.writeHead(a.status, qh); // 204: no content-type, no content-length
-            res.end();
-            return;
-          }
-          return send(res, a.status, JSON_CT, Buffer.from(JSON.stringify(a.body)), qh);
-        }
+        return send(res, a.status, JSON_CT, Buffer.from(JSON.stringify(a.body)), qh);
       }
       switch (rest) {
         case 'oauth/connect/userinfo':
