@@ -237,7 +237,8 @@ function hostName(host: string | undefined): string | undefined {
   return colon < 0 ? lower : lower.slice(0, colon);
 }
 
-function decodeURIComponentSafe(text: string): string | undefined {
+/** An account id as a path segment carries it, or undefined when the segment is not valid percent-encoding. */
+export function decodeURIComponentSafe(text: string): string | undefined {
   try {
     return decodeURIComponent(text);
   } catch {

@@ -15,7 +15,7 @@ import { Metrics } from '../observability/metrics.js';
 import { GetCache } from '../cache/get-cache.js';
 import { BodyBudget } from './body.js';
 import type { RateLimitReplayPolicy } from '../upstream/back-off-on-rate-limit.js';
-import { AccountRegistry } from '../accounts/registry.js';
+import { AccountRegistry, decodeURIComponentSafe } from '../accounts/registry.js';
 import { openAccount } from '../accounts/open-account.js';
 import { ClientPacers } from '../accounts/client-pacers.js';
 import { accountsReadiness } from './readiness.js';
@@ -326,12 +326,9 @@ function routeAccountOAuth(req: http.IncomingMessage, accounts: AccountRegistry)
   const url = req.url ?? '';
   const prefixed = url.startsWith('/accounts/') ? ACCOUNT_OAUTH.exec(url) : null;
   if (prefixed !== null) {
-    let id: string;
-    try {
-      id = decodeURIComponent(prefixed[1] as string);
-    } catch {
-      id = prefixed[1] as string; // not an id any account has: answered as unknown
-    }
+    // A segment that is not valid percent-encoding is no account's id: answered as unknown.
+    const segment = prefixed[1] ?? '';
+    const id = decodeURIComponentSafe(segment) ?? segment;
     const query = new URLSearchParams(prefixed[3] ?? '');
     query.set('account', id);
     req.url = `${prefixed[2]}?${query.toString()}`;

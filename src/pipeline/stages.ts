@@ -165,9 +165,13 @@ export function resolveAccount(registry: AccountRegistry): Stage {
 /** The path without query, trailing slash or an `/accounts/<id>` prefix: what routeXmlRpc compares. */
 function xmlrpcPathOf(url: string): string {
   const q = url.indexOf('?');
-  let pathname = q < 0 ? url : url.slice(0, q);
+  const pathname = q < 0 ? url : url.slice(0, q);
   const prefixed = /^\/accounts\/[^/]*(\/.*)?$/.exec(pathname);
-  if (prefixed) pathname = prefixed[1] ?? '/';
+  return withoutTrailingSlash(prefixed ? (prefixed[1] ?? '/') : pathname);
+}
+
+/** `/api/xmlrpc/` and `/api/xmlrpc` are one XML-RPC path. */
+function withoutTrailingSlash(pathname: string): string {
   return pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
 }
 
@@ -209,8 +213,7 @@ export function routeXmlRpc(ex: Exchange): void {
   const url = ex.req.url ?? '/';
   const q = url.indexOf('?');
   const pathname = q < 0 ? url : url.slice(0, q);
-  const trimmed = pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
-  ex.xmlrpc = ex.req.method === 'POST' && XMLRPC_PATHS.has(trimmed);
+  ex.xmlrpc = ex.req.method === 'POST' && XMLRPC_PATHS.has(withoutTrailingSlash(pathname));
   if (ex.xmlrpc && !XMLRPC_PATHS_KEAP_SERVES.has(pathname)) ex.req.url = XMLRPC_PATH + (q < 0 ? '' : url.slice(q));
 }
 

@@ -7,6 +7,7 @@
 import type { IncomingMessage } from 'node:http';
 import { classifyUnauthorized, parseFault } from '../keap/apigee.js';
 import { accountOf, type Exchange } from '../pipeline/exchange.js';
+import type { Account } from '../accounts/account.js';
 import type { Credential } from '../tokens/credentials.js';
 import { FAULT_BODY_LIMIT, keepReadBody, peekSmall } from './response-body.js';
 import type { ResponseHandler } from './response-handlers.js';
@@ -40,14 +41,26 @@ async function judgeUnauthorized(
   res: IncomingMessage,
   used: Credential,
 ): Promise<IncomingMessage> {
-  const { credentials } = accountOf(ex);
   const peeked = await peekSmall(res, policy.faultBodyLimit);
-  if (peeked === undefined) {
-    credentials.accepted(used);
-    return res;
-  }
-  const fault = parseFault(peeked);
+  await judgeKeyBy(accountOf(ex), used, policy.status, peeked);
+  return peeked === undefined ? res : keepReadBody(res, peeked);
+}
+
+/**
+ * The rule, for any answer to a call made with the key (the proxy's REST calls too): a 401
+ * with one of Apigee's faults rejects the key; any other answer below 500 (a 401 with no
+ * fault body, `body` undefined when too large to be Apigee's) accepts it; a 5xx says nothing.
+ */
+export async function judgeKeyBy(
+  { credentials }: Account,
+  used: Credential,
+  status: number,
+  body: Buffer | undefined,
+  policy: KeyJudgingPolicy = KEY_JUDGING,
+): Promise<void> {
+  if (status >= 500) return;
+  if (status !== policy.status || body === undefined) return credentials.accepted(used);
+  const fault = parseFault(body);
   if (classifyUnauthorized(fault) === 'other') credentials.accepted(used);
   else await credentials.invalidate(used, fault.errorcode);
-  return keepReadBody(res, peeked);
 }

@@ -11,6 +11,7 @@ import { parseQuotaHeaders } from '../keap/keap-quota.js';
 import type { RestAnswer, RestCaller, RestMethod } from '../keap/translate/rest.js';
 import { DailyQuotaSpent } from '../pacing/pacing-errors.js';
 import { accountOf, clientSignal, type Exchange } from '../pipeline/exchange.js';
+import { judgeKeyBy } from './judge-key.js';
 import { RateLimitedByKeap, rateLimitWait, type RateLimitReplayPolicy } from './back-off-on-rate-limit.js';
 import { UpstreamError, type Forwarder } from './forwarder.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -47,7 +48,7 @@ export function restCallerFor(
         const report = parseQuotaHeaders(res.headers);
         if (report !== undefined) account.pacer.observe(report);
         // Key mode: every answer says whether the gateway takes the key (judge-key.ts's rule).
-        if (credential.kind === 'key') await judgeKeyAnswer(account, credential, res);
+        if (credential.kind === 'key') await judgeKeyBy(account, credential, res.status, res.body);
         if (res.status === 401 && credential.kind === 'bearer' && !refreshed) {
           const fault = parseFault(res.body);
           if (classifyUnauthorized(fault) === 'token') {
@@ -149,18 +150,6 @@ function send(
     req.once('error', () => reject(new UpstreamError('unreachable')));
     req.end(payload);
   });
-}
-
-async function judgeKeyAnswer(
-  account: ReturnType<typeof accountOf>,
-  used: { kind: 'key'; key: string },
-  res: Raw,
-): Promise<void> {
-  if (res.status >= 500) return;
-  if (res.status !== 401) return account.credentials.accepted(used);
-  const fault = parseFault(res.body);
-  if (classifyUnauthorized(fault) === 'other') account.credentials.accepted(used);
-  else await account.credentials.invalidate(used, fault.errorcode);
 }
 
 function json(body: Buffer): unknown {

@@ -12,7 +12,7 @@ import type { XmlRpcValue } from '../xmlrpc-codec.js';
 import { V2, expectOk, invalidParameter } from './args.js';
 import { CONTACT_FIELDS, contactStruct, v2Properties } from './contact-fields.js';
 import { customFieldsFor } from './contact-service.js';
-import { cmpText, compareValues, matches } from './query-data.js';
+import { cmpText, compareValues, matches, QUERY_OPERATOR } from './query-data.js';
 import { XmlRpcFault, type CustomField, type CustomFields, type TranslationContext } from './rest.js';
 
 export const CONTACT_QUERY = {
@@ -56,8 +56,6 @@ const TEXT_CUSTOM = new Set([
 
 /** Characters that mean something in v2's filter grammar: a value holding one is never sent as a filter. */
 const GRAMMAR = /[;,*=<>!\\]/;
-
-const OPERATOR = /^~(<>|>=|<=|>|<)~\s*(.*)$/s;
 
 export interface ContactQuery {
   limit: number;
@@ -159,7 +157,7 @@ function narrowId(cond: XmlRpcValue): Narrowing {
   if (cond.type !== 'string') return undefined;
   const v = cond.value.trim();
   if (/^\d{1,15}$/.test(v)) return { filter: `ids==${v}` };
-  const op = OPERATOR.exec(v);
+  const op = QUERY_OPERATOR.exec(v);
   if (op && op[1] !== '<>' && /^\d{1,15}$/.test((op[2] as string).trim()))
     return { filter: `contact_id${op[1]}${(op[2] as string).trim()}` };
   return undefined;
@@ -169,7 +167,7 @@ function narrowId(cond: XmlRpcValue): Narrowing {
 function narrowUpdated(cond: XmlRpcValue): Narrowing {
   const text = cond.type === 'string' ? cond.value : cond.type === 'dateTime' ? cond.value : undefined;
   if (text === undefined) return undefined;
-  const op = OPERATOR.exec(text);
+  const op = QUERY_OPERATOR.exec(text);
   if (!op || op[1] === '<>') return undefined;
   const at = easternToUtc((op[2] as string).trim());
   if (at === undefined) return undefined;
@@ -196,7 +194,7 @@ function narrowCustom(field: CustomField, cond: XmlRpcValue): Narrowing {
     if (cond.type !== 'string') return undefined;
     const v = cond.value.trim();
     if (/^-?\d+(\.\d+)?$/.test(v)) return { filter: `${field.name}==${v}` };
-    const op = OPERATOR.exec(v);
+    const op = QUERY_OPERATOR.exec(v);
     if (op && op[1] !== '<>' && /^-?\d+(\.\d+)?$/.test((op[2] as string).trim()))
       return { filter: `${field.name}${op[1]}${(op[2] as string).trim()}` };
     return undefined;

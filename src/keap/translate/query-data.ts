@@ -7,6 +7,9 @@
 import type { XmlRpcValue } from '../xmlrpc-codec.js';
 import { invalidParameter } from './args.js';
 
+/** A queryData comparison, `~>=~ 2017-01-01` (F-OPS): the operator, then its operand. */
+export const QUERY_OPERATOR = /^~(<>|>=|<=|>|<)~\s*(.*)$/s;
+
 /** One answer row: field name to value, empty fields absent. */
 export type Row = Map<string, XmlRpcValue>;
 
@@ -57,7 +60,7 @@ export function matches(rowValue: XmlRpcValue | undefined, cond: XmlRpcValue): b
     throw invalidParameter(`A queryData value cannot be a ${cond.type}`);
   const q = cmpText(cond);
   if (q === '~null~') return actual === '';
-  const op = /^~(<>|>=|<=|>|<)~\s*(.*)$/s.exec(q);
+  const op = QUERY_OPERATOR.exec(q);
   if (op) {
     const d = compareValues(actual, op[2] as string);
     if (op[1] === '<>') return d !== 0;
