@@ -139,6 +139,11 @@ function customReader(field: CustomField): Reader {
 /** Whether an XML-RPC field name is a custom field's (`_Name`): the translation then needs the contact model. */
 export const isCustomName = (name: string): boolean => name.startsWith('_');
 
+/** Whether `name` is a Contact field (a custom one's in `custom`, the account's contact model). */
+export function isContactField(name: string, custom: CustomFields | undefined): boolean {
+  return readerFor(name, custom) !== undefined;
+}
+
 function readerFor(name: string, custom: CustomFields | undefined): Reader | undefined {
   const known = CONTACT_FIELDS.get(name);
   if (known !== undefined || !isCustomName(name)) return known;

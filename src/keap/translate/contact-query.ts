@@ -10,7 +10,7 @@
 // the account to answer is refused with a fault that names the condition.
 import type { XmlRpcValue } from '../xmlrpc-codec.js';
 import { V2, expectOk, invalidParameter } from './args.js';
-import { CONTACT_FIELDS, contactStruct, v2Properties } from './contact-fields.js';
+import { contactStruct, isContactField, v2Properties } from './contact-fields.js';
 import { customFieldsFor } from './contact-service.js';
 import { cmpText, compareValues, matches, QUERY_OPERATOR } from './query-data.js';
 import { XmlRpcFault, type CustomField, type CustomFields, type TranslationContext } from './rest.js';
@@ -72,7 +72,7 @@ export async function queryContacts(keap: TranslationContext, q: ContactQuery): 
   const first = Math.max(0, q.page) * size;
   const names = [...q.conditions.keys(), ...q.fields, ...(q.orderBy !== undefined ? [q.orderBy] : [])];
   const custom = await customFieldsFor(keap, names);
-  for (const name of names) if (!known(name, custom)) throw noFieldFound(name);
+  for (const name of names) if (!isContactField(name, custom)) throw noFieldFound(name);
   if (size === 0) return { type: 'array', value: [] };
   const plan = planOf(q.conditions, custom);
   // Keap's XML-RPC sorted by any column; v2 orders by a few. Only Id is left to v2: its other
@@ -90,7 +90,7 @@ export async function queryContacts(keap: TranslationContext, q: ContactQuery): 
 export async function countContacts(keap: TranslationContext, conditions: Map<string, XmlRpcValue>): Promise<number> {
   const names = [...conditions.keys()];
   const custom = await customFieldsFor(keap, names);
-  for (const name of names) if (!known(name, custom)) throw noFieldFound(name);
+  for (const name of names) if (!isContactField(name, custom)) throw noFieldFound(name);
   const plan = planOf(conditions, custom);
   return (await matching(keap, plan, custom, names, 'id asc', Infinity)).length;
 }
@@ -221,7 +221,7 @@ async function matching(
       `The condition on Contact.${plan.unbounded} cannot be sent as a REST v2 filter, and no other condition narrows the query: it would read every contact. Add a condition v2 can filter (Id, Email, FirstName, LastName, CompanyID, City, LastUpdated, a trailing %), or move the query to REST v2`,
     );
   }
-  const readable = names.filter((n) => known(n, custom));
+  const readable = names.filter((n) => isContactField(n, custom));
   const rows: Row[] = [];
   let token = '';
   do {
@@ -249,10 +249,6 @@ async function matching(
 function restText(body: unknown): string {
   const m = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).message : undefined;
   return typeof m === 'string' ? m.slice(0, 200) : 'no reason given';
-}
-
-function known(name: string, custom: CustomFields | undefined): boolean {
-  return CONTACT_FIELDS.has(name) || (name.startsWith('_') && custom?.has(name.slice(1).toLowerCase()) === true);
 }
 
 function noFieldFound(name: string): XmlRpcFault {
